@@ -1,0 +1,1 @@
+"""Cache clients: every one honours :class:`chorde.clients.base.BaseCacheClient`."""

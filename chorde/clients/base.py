@@ -1,0 +1,273 @@
+"""The client contract every chorde cache client honours.
+
+A client maps keys to values, each with a time to live (ttl, in seconds). The contract:
+
+* ``get(key, default=NONE)`` returns the value, or ``default`` when given, or raises
+  :class:`chorde.CacheMissError`. Expired entries are misses.
+* ``getTtl(key, default=NONE)`` returns ``(value, ttl_left)``. An entry the client still
+  holds after it expired comes back with a negative ``ttl_left`` (stale-while-revalidate
+  needs it); a miss returns ``(default, -1.0)`` or raises when no default is given.
+* ``put``/``add``/``delete``/``contains``/``renew``/``expire``/``clear``/``purge`` and the
+  batch forms ``getMulti``/``getTtlMulti``/``putMulti``.
+* ``a``-prefixed awaitable twins of every method (``aget``, ``aput`` ...). For clients that
+  never block (in-process ones) they run inline; clients whose methods block
+  (``blocking = True``) run them on an executor so the event loop is never blocked.
+* ``is_async``, ``capacity``, ``usage`` and ``stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from chorde.errors import CacheMissError
+from chorde.sentinel import NONE
+
+__all__ = [
+    "BaseCacheClient",
+    "CacheStats",
+    "Key",
+    "check_capacity",
+    "check_ttl",
+]
+
+Key = Hashable
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A snapshot of a client's counters.
+
+    The counters are cheap, unlocked integers: under heavy thread contention a few
+    increments may be lost, which is the price of not locking the hot path.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    sets: int = 0
+    evictions: int = 0
+    errors: int = 0
+
+    def __add__(self, other: CacheStats) -> CacheStats:
+        return CacheStats(
+            self.hits + other.hits,
+            self.misses + other.misses,
+            self.sets + other.sets,
+            self.evictions + other.evictions,
+            self.errors + other.errors,
+        )
+
+    @property
+    def hit_ratio(self) -> float:
+        """Hits over lookups, 0.0 when nothing was looked up."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+def check_ttl(ttl: Any, name: str = "ttl") -> float:
+    """Validate a ttl: a non-negative real number of seconds (``math.inf`` is forever)."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {ttl!r}")
+    if not ttl >= 0:  # also catches NaN
+        raise ValueError(f"{name} must be >= 0, got {ttl!r}")
+    return ttl
+
+
+def check_capacity(size: Any, name: str = "size") -> int:
+    """Validate a capacity: a positive integer."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"{name} must be a positive integer, got {size!r}")
+    if size <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {size!r}")
+    return size
+
+
+class BaseCacheClient(ABC):
+    """Abstract base of every cache client; see the module docstring for the contract.
+
+    Subclasses implement :meth:`getTtl`, :meth:`put`, :meth:`delete`, :meth:`clear`,
+    :meth:`purge`, :meth:`renew`, :meth:`expire`, :meth:`add` and the ``capacity``/``usage``
+    properties; everything else has a correct default built on those, which a subclass
+    overrides where it can do better (one round trip, an atomic server operation ...).
+    """
+
+    #: True for clients whose writes complete in the background (write-behind).
+    is_async: bool = False
+    #: True when methods may block on I/O: the ``a*`` methods then use an executor.
+    blocking: bool = False
+
+    # ---- the core, implemented by every client -------------------------------------
+
+    @abstractmethod
+    def getTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
+        """Return ``(value, ttl_left)``; stale entries may come back with ttl_left < 0."""
+
+    @abstractmethod
+    def put(self, key: Key, value: Any, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any entry."""
+
+    @abstractmethod
+    def add(self, key: Key, value: Any, ttl: float) -> bool:
+        """Store only if the key is absent or expired; return whether it was stored."""
+
+    @abstractmethod
+    def delete(self, key: Key) -> None:
+        """Remove the entry for ``key``, if any."""
+
+    @abstractmethod
+    def renew(self, key: Key, ttl: float) -> bool:
+        """Give an existing entry (stale or not) ``ttl`` more seconds from now."""
+
+    @abstractmethod
+    def expire(self, key: Key) -> None:
+        """Mark the entry stale now, keeping its value for ``getTtl`` (not ``get``)."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every entry."""
+
+    @abstractmethod
+    def purge(self, timeout: float = 0) -> None:
+        """Drop entries that expired more than ``timeout`` seconds ago."""
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int:
+        """How much the client can hold, in its own unit (entries, or bytes for files)."""
+
+    @property
+    @abstractmethod
+    def usage(self) -> int:
+        """How much it holds now, in the unit of :attr:`capacity`."""
+
+    @property
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters."""
+        return CacheStats()
+
+    # ---- defaults built on the core ------------------------------------------------
+
+    def get(self, key: Key, default: Any = NONE) -> Any:
+        """Return the live value for ``key``, ``default`` if given, else raise a miss."""
+        try:
+            value, ttl = self.getTtl(key)
+        except CacheMissError:
+            if default is NONE:
+                raise
+            return default
+        if ttl <= 0:
+            if default is NONE:
+                raise CacheMissError(key)
+            return default
+        return value
+
+    def contains(self, key: Key, ttl: float | None = None) -> bool:
+        """True if ``key`` has a live entry (with more than ``ttl`` seconds left, if given)."""
+        try:
+            left = self.getTtl(key)[1]
+        except CacheMissError:
+            return False
+        return left > (ttl or 0)
+
+    def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
+        """Yield ``(key, (value, ttl_left))`` for each key; misses give ``(default, -1.0)``."""
+        for key in keys:
+            try:
+                yield key, self.getTtl(key)
+            except CacheMissError:
+                yield key, (default, -1.0)
+
+    def getMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
+        """Yield ``(key, value)`` for each key; misses and expired entries give ``default``."""
+        for key, (value, ttl) in self.getTtlMulti(keys, NONE):
+            yield key, value if value is not NONE and ttl > 0 else default
+
+    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+        """Store many ``(key, value)`` pairs (or a mapping) with one ttl."""
+        if isinstance(items, dict):
+            items = items.items()
+        for key, value in items:
+            self.put(key, value, ttl)
+
+    def close(self) -> None:
+        """Release connections and threads; the client must not be used afterwards."""
+
+    def wait(self, key: Key, timeout: float | None = None) -> None:
+        """Wait until pending background writes of ``key`` are done (no-op when sync)."""
+
+    # ---- awaitable twins -----------------------------------------------------------
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if not self.blocking:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    async def aget(self, key: Key, default: Any = NONE) -> Any:
+        """Awaitable :meth:`get`."""
+        return await self._call(self.get, key, default)
+
+    async def agetTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
+        """Awaitable :meth:`getTtl`."""
+        return await self._call(self.getTtl, key, default)
+
+    async def aput(self, key: Key, value: Any, ttl: float) -> None:
+        """Awaitable :meth:`put`."""
+        return await self._call(self.put, key, value, ttl)
+
+    async def aadd(self, key: Key, value: Any, ttl: float) -> bool:
+        """Awaitable :meth:`add`."""
+        return await self._call(self.add, key, value, ttl)
+
+    async def adelete(self, key: Key) -> None:
+        """Awaitable :meth:`delete`."""
+        return await self._call(self.delete, key)
+
+    async def acontains(self, key: Key, ttl: float | None = None) -> bool:
+        """Awaitable :meth:`contains`."""
+        return await self._call(self.contains, key, ttl)
+
+    async def arenew(self, key: Key, ttl: float) -> bool:
+        """Awaitable :meth:`renew`."""
+        return await self._call(self.renew, key, ttl)
+
+    async def aexpire(self, key: Key) -> None:
+        """Awaitable :meth:`expire`."""
+        return await self._call(self.expire, key)
+
+    async def aclear(self) -> None:
+        """Awaitable :meth:`clear`."""
+        return await self._call(self.clear)
+
+    async def apurge(self, timeout: float = 0) -> None:
+        """Awaitable :meth:`purge`."""
+        return await self._call(self.purge, timeout)
+
+    async def agetMulti(self, keys: Iterable[Key], default: Any = NONE) -> list[tuple[Key, Any]]:
+        """Awaitable :meth:`getMulti`, returning a list of pairs."""
+        keys = list(keys)
+        return await self._call(lambda: list(self.getMulti(keys, default)))
+
+    async def agetTtlMulti(
+        self, keys: Iterable[Key], default: Any = NONE
+    ) -> list[tuple[Key, tuple[Any, float]]]:
+        """Awaitable :meth:`getTtlMulti`, returning a list of pairs."""
+        keys = list(keys)
+        return await self._call(lambda: list(self.getTtlMulti(keys, default)))
+
+    async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+        """Awaitable :meth:`putMulti`."""
+        items = list(items.items() if isinstance(items, dict) else items)
+        return await self._call(self.putMulti, items, ttl)
+
+    async def aclose(self) -> None:
+        """Awaitable :meth:`close`."""
+        return await self._call(self.close)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} usage={self.usage}/{self.capacity}>"
