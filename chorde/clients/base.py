@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
@@ -71,20 +72,20 @@ class CacheStats:
 
 def check_ttl(ttl: Any, name: str = "ttl") -> float:
     """Validate a ttl: a non-negative real number of seconds (``math.inf`` is forever)."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+    if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
         raise TypeError(f"{name} must be a number of seconds, got {ttl!r}")
     if not ttl >= 0:  # also catches NaN
         raise ValueError(f"{name} must be >= 0, got {ttl!r}")
-    return ttl
+    return float(ttl)
 
 
 def check_capacity(size: Any, name: str = "size") -> int:
     """Validate a capacity: a positive integer."""
-    if isinstance(size, bool) or not isinstance(size, int):
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer, got {size!r}")
     if size <= 0:
         raise ValueError(f"{name} must be a positive integer, got {size!r}")
-    return size
+    return int(size)
 
 
 class BaseCacheClient(ABC):
