@@ -1,0 +1,565 @@
+"""In-process cache clients: private to one process, thread-safe, no serialization.
+
+Two stores hold the entries; :class:`InprocCacheClient` adds expiry and the client contract
+on top of either:
+
+* :class:`Cache`: an exact LRU (a C ``OrderedDict`` under a lock). O(1) get, put and
+  eviction. Every read moves the entry to the young end, which is a write; pass
+  ``touch_on_read=False`` to skip it (reads get cheaper, eviction becomes insertion order).
+* :class:`CuckooCache`: an approximate LRU in a fixed table. Each key may live in one of four
+  slots (two hash positions, two slots each), so lookups probe at most four slots, memory
+  never grows, and eviction picks the least recently used of the candidates (after one
+  cuckoo-style relocation attempt), not the global LRU. Reads take no lock.
+
+Keys are used as they are (any hashable object, no encoding); an unhashable key raises
+``TypeError`` naming it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any
+
+from chorde.clients.base import (
+    BaseCacheClient,
+    CacheStats,
+    check_capacity,
+    check_ttl,
+)
+from chorde.errors import CacheMissError, ConfigurationError
+from chorde.sentinel import NONE
+
+__all__ = ["STORES", "BaseStore", "Cache", "CuckooCache", "InprocCacheClient", "LRUCache"]
+
+#: An entry as the stores hold it: ``(value, expires)``, ``expires`` on the client's clock.
+Entry = tuple[Any, float]
+
+
+def _bad_key(key: Any) -> TypeError:
+    return TypeError(f"cache keys must be hashable, got {key!r} of type {type(key).__name__}")
+
+
+class BaseStore:
+    """What :class:`InprocCacheClient` needs of a store. Every method is thread-safe.
+
+    ``get`` raises ``KeyError`` for a missing key and counts as a use for eviction; ``peek``
+    does not. ``now`` arguments are on the client's clock, for stores that prefer
+    evicting expired entries.
+    """
+
+    capacity: int
+    evictions: int
+
+    def get(self, key: Hashable) -> Entry:
+        """Return the entry for ``key`` and mark it used; raise ``KeyError`` if absent."""
+        raise NotImplementedError
+
+    def peek(self, key: Hashable) -> Entry:
+        """Return the entry for ``key`` without marking it used."""
+        raise NotImplementedError
+
+    def set(self, key: Hashable, entry: Entry, now: float) -> None:
+        """Store ``entry`` under ``key``, evicting if full."""
+        raise NotImplementedError
+
+    def add(self, key: Hashable, entry: Entry, now: float) -> bool:
+        """Store only if ``key`` is absent or expired at ``now``; return whether stored."""
+        raise NotImplementedError
+
+    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
+        """Change the expiry of an existing entry; return whether it existed."""
+        raise NotImplementedError
+
+    def pop(self, key: Hashable) -> None:
+        """Remove ``key`` if present."""
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        """Remove everything."""
+        raise NotImplementedError
+
+    def purge(self, cutoff: float) -> int:
+        """Remove entries that expired before ``cutoff``; return how many."""
+        raise NotImplementedError
+
+    def items(self) -> list[tuple[Hashable, Entry]]:
+        """A snapshot of the entries."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class Cache(BaseStore):
+    """Exact LRU store over an ``OrderedDict``; see the module docstring."""
+
+    __slots__ = ("_data", "_lock", "_move", "_touch", "capacity", "evictions")
+
+    def __init__(self, size: int, touch_on_read: bool = True) -> None:
+        self.capacity = check_capacity(size)
+        self.evictions = 0
+        self._data: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._move = self._data.move_to_end
+        self._touch = bool(touch_on_read)
+
+    def get(self, key: Hashable) -> Entry:
+        entry = self._data[key]
+        if self._touch:
+            with self._lock:
+                try:  # noqa: SIM105 (contextlib.suppress costs more on this hot path)
+                    self._move(key)
+                except KeyError:  # removed by another thread meanwhile
+                    pass
+        return entry
+
+    def peek(self, key: Hashable) -> Entry:
+        return self._data[key]
+
+    def set(self, key: Hashable, entry: Entry, now: float) -> None:
+        with self._lock:
+            self._set_locked(key, entry)
+
+    def add(self, key: Hashable, entry: Entry, now: float) -> bool:
+        with self._lock:
+            old = self._data.get(key)
+            if old is not None and old[1] > now:
+                return False
+            self._set_locked(key, entry)
+            return True
+
+    def _set_locked(self, key: Hashable, entry: Entry) -> None:
+        data = self._data
+        data[key] = entry
+        self._move(key)
+        if len(data) > self.capacity:
+            data.popitem(last=False)
+            self.evictions += 1
+
+    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
+        with self._lock:
+            old = self._data.get(key)
+            if old is None:
+                return False
+            if not only_sooner or expires < old[1]:
+                self._data[key] = (old[0], expires)
+            return True
+
+    def pop(self, key: Hashable) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def purge(self, cutoff: float) -> int:
+        with self._lock:
+            dead = [k for k, (_, expires) in self._data.items() if expires < cutoff]
+            for k in dead:
+                del self._data[k]
+        return len(dead)
+
+    def items(self) -> list[tuple[Hashable, Entry]]:
+        with self._lock:
+            return list(self._data.items())
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+#: The seed's name for the exact LRU store.
+LRUCache = Cache
+
+_MIX = 0x9E3779B97F4A7C15
+_MASK = (1 << 64) - 1
+
+
+def _alt_hash(h: int) -> int:
+    # A second, independent-enough position from the same hash (Fibonacci hashing).
+    return ((h * _MIX) & _MASK) >> 20
+
+
+class CuckooCache(BaseStore):
+    """Approximate LRU in a fixed table with bounded probes; see the module docstring."""
+
+    __slots__ = ("_count", "_lock", "_n", "_slots", "_stamps", "_tick", "capacity", "evictions")
+
+    def __init__(self, size: int) -> None:
+        self.capacity = check_capacity(size)
+        self.evictions = 0
+        self._n = self.capacity
+        # A slot holds (key, entry, hash) as one tuple, so a lock-free reader sees either
+        # the old or the new occupant whole, never a key paired with another key's value.
+        self._slots: list[tuple[Hashable, Entry, int] | None] = [None] * self._n
+        self._stamps = [0] * self._n
+        self._tick = itertools.count(1).__next__
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def _candidates(self, h: int) -> tuple[int, int, int, int]:
+        n = self._n
+        i = h % n
+        j = _alt_hash(h) % n
+        i2 = i ^ 1
+        j2 = j ^ 1
+        return i, (i2 if i2 < n else i), j, (j2 if j2 < n else j)
+
+    def _find(self, key: Hashable) -> int:
+        h = hash(key)
+        slots = self._slots
+        n = self._n
+        i = h % n
+        s = slots[i]
+        if s is not None and (s[0] is key or s[0] == key):
+            return i
+        for i in self._candidates(h)[1:]:
+            s = slots[i]
+            if s is not None and (s[0] is key or s[0] == key):
+                return i
+        return -1
+
+    def get(self, key: Hashable) -> Entry:
+        h = hash(key)
+        slots = self._slots
+        i = h % self._n
+        s = slots[i]
+        if s is not None and (s[0] is key or s[0] == key):
+            self._stamps[i] = self._tick()
+            return s[1]
+        for i in self._candidates(h)[1:]:
+            s = slots[i]
+            if s is not None and (s[0] is key or s[0] == key):
+                self._stamps[i] = self._tick()
+                return s[1]
+        raise KeyError(key)
+
+    def peek(self, key: Hashable) -> Entry:
+        i = self._find(key)
+        s = self._slots[i] if i >= 0 else None
+        # Re-checked: a writer may have replaced the slot since _find looked at it.
+        if s is None or not (s[0] is key or s[0] == key):
+            raise KeyError(key)
+        return s[1]
+
+    def set(self, key: Hashable, entry: Entry, now: float) -> None:
+        h = hash(key)
+        with self._lock:
+            self._set_locked(key, entry, h, now)
+
+    def _set_locked(self, key: Hashable, entry: Entry, h: int, now: float) -> None:
+        slots = self._slots
+        stamps = self._stamps
+        cands = self._candidates(h)
+        empty = -1
+        for i in cands:
+            s = slots[i]
+            if s is None:
+                if empty < 0:
+                    empty = i
+            elif s[0] is key or s[0] == key:
+                slots[i] = (key, entry, h)
+                stamps[i] = self._tick()
+                return
+        if empty >= 0:
+            slots[empty] = (key, entry, h)
+            stamps[empty] = self._tick()
+            self._count += 1
+            return
+        victim = self._oldest(cands, now)
+        self._relocate(victim, now)
+        slots[victim] = (key, entry, h)
+        stamps[victim] = self._tick()
+
+    def _oldest(self, cands: Iterable[int], now: float) -> int:
+        slots = self._slots
+        stamps = self._stamps
+        best = -1
+        best_stamp = 0
+        for i in cands:
+            s = slots[i]
+            if s is None or s[1][1] <= now:
+                return i  # empty or expired: the ideal victim
+            if best < 0 or stamps[i] < best_stamp:
+                best, best_stamp = i, stamps[i]
+        return best
+
+    def _relocate(self, victim: int, now: float) -> None:
+        """Move the occupant of ``victim`` to its other bucket if a worse entry is there.
+
+        Either way exactly one entry leaves the table (or none, when a slot was empty).
+        """
+        slots = self._slots
+        stamps = self._stamps
+        occupant = slots[victim]
+        if occupant is None:
+            return
+        if occupant[1][1] <= now:  # expired: just drop it
+            self.evictions += 1
+            return
+        alt = [i for i in self._candidates(occupant[2]) if i != victim]
+        if alt:
+            target = self._oldest(alt, now)
+            if slots[target] is None:
+                slots[target] = occupant
+                stamps[target] = stamps[victim]
+                self._count += 1  # the new key fills the victim slot: one more entry
+                return
+            if stamps[target] < stamps[victim] or slots[target][1][1] <= now:
+                slots[target] = occupant
+                stamps[target] = stamps[victim]
+        self.evictions += 1
+
+    def add(self, key: Hashable, entry: Entry, now: float) -> bool:
+        h = hash(key)
+        with self._lock:
+            i = self._find(key)
+            if i >= 0:
+                s = self._slots[i]
+                if s is not None and s[1][1] > now:
+                    return False
+            self._set_locked(key, entry, h, now)
+            return True
+
+    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
+        with self._lock:
+            i = self._find(key)
+            if i < 0:
+                return False
+            k, (value, old), h = self._slots[i]  # type: ignore[misc]
+            if not only_sooner or expires < old:
+                self._slots[i] = (k, (value, expires), h)
+            return True
+
+    def pop(self, key: Hashable) -> None:
+        hash(key)  # unhashable keys fail here, outside the lock
+        with self._lock:
+            i = self._find(key)
+            if i >= 0:
+                self._slots[i] = None
+                self._count -= 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._slots[:] = [None] * self._n
+            self._stamps[:] = [0] * self._n
+            self._count = 0
+
+    def purge(self, cutoff: float) -> int:
+        removed = 0
+        with self._lock:
+            slots = self._slots
+            for i, s in enumerate(slots):
+                if s is not None and s[1][1] < cutoff:
+                    slots[i] = None
+                    removed += 1
+            self._count -= removed
+        return removed
+
+    def items(self) -> list[tuple[Hashable, Entry]]:
+        return [(s[0], s[1]) for s in list(self._slots) if s is not None]
+
+    def __len__(self) -> int:
+        return self._count
+
+
+#: Store names accepted by :class:`InprocCacheClient` (e.g. from a settings file).
+STORES: dict[str, Callable[[int], BaseStore]] = {
+    "lru": Cache,
+    "cuckoo": CuckooCache,
+    "lru-notouch": lambda size: Cache(size, touch_on_read=False),
+}
+
+
+def _make_store(store: Any, size: int) -> BaseStore:
+    if store is None:
+        return Cache(size)
+    if isinstance(store, str):
+        try:
+            return STORES[store](size)
+        except KeyError:
+            raise ConfigurationError(
+                f"unknown store {store!r}: expected one of {sorted(STORES)}, a store class "
+                "or a store instance"
+            ) from None
+    if isinstance(store, type) and issubclass(store, BaseStore):
+        return store(size)
+    if isinstance(store, BaseStore):
+        return store
+    raise ConfigurationError(
+        f"unknown store {store!r}: expected one of {sorted(STORES)}, a store class "
+        "(Cache, CuckooCache) or a store instance"
+    )
+
+
+class InprocCacheClient(BaseCacheClient):
+    """A process-private cache of at most ``size`` entries.
+
+    ``store`` picks the eviction structure: ``None``/``"lru"`` (:class:`Cache`, exact LRU),
+    ``"lru-notouch"``, ``"cuckoo"`` (:class:`CuckooCache`), a store class, or a ready store
+    instance (its own capacity then wins over ``size``). ``clock`` is a monotonic time
+    source, replaceable in tests. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        store: str | type[BaseStore] | BaseStore | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        size = check_capacity(size)
+        self.store = _make_store(store, size)
+        self._clock = clock
+        self._get = self.store.get
+        self._hits = 0
+        self._misses = 0
+        self._sets = 0
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, key: Hashable, default: Any = NONE) -> Any:
+        """Return the live value for ``key``, ``default`` if given, else raise a miss."""
+        try:
+            value, expires = self._get(key)
+        except KeyError:
+            self._misses += 1
+            if default is NONE:
+                raise CacheMissError(key) from None
+            return default
+        except TypeError:
+            raise _bad_key(key) from None
+        if expires > self._clock():
+            self._hits += 1
+            return value
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
+
+    def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
+        """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
+        try:
+            value, expires = self._get(key)
+        except KeyError:
+            self._misses += 1
+            if default is NONE:
+                raise CacheMissError(key) from None
+            return default, -1.0
+        except TypeError:
+            raise _bad_key(key) from None
+        left = expires - self._clock()
+        if left > 0:
+            self._hits += 1
+        else:
+            self._misses += 1
+        return value, left
+
+    def contains(self, key: Hashable, ttl: float | None = None) -> bool:
+        """True if ``key`` has a live entry (with more than ``ttl`` seconds left, if given)."""
+        try:
+            expires = self.store.peek(key)[1]
+        except KeyError:
+            return False
+        except TypeError:
+            raise _bad_key(key) from None
+        return expires - self._clock() > (ttl or 0)
+
+    def getTtlMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> Iterator[tuple[Hashable, tuple[Any, float]]]:
+        """Yield ``(key, (value, ttl_left))``; misses give ``(default, -1.0)``."""
+        getTtl = self.getTtl
+        for key in keys:
+            value, ttl = getTtl(key, _MISS)
+            yield key, (default, ttl) if value is _MISS else (value, ttl)
+
+    def getMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> Iterator[tuple[Hashable, Any]]:
+        """Yield ``(key, value)``; misses and expired entries give ``default``."""
+        get = self.get
+        for key in keys:
+            value = get(key, _MISS)
+            yield key, default if value is _MISS else value
+
+    # -- writes -------------------------------------------------------------------
+
+    def put(self, key: Hashable, value: Any, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (``math.inf``: until evicted)."""
+        if (ttl.__class__ is not float and ttl.__class__ is not int) or not ttl >= 0:
+            ttl = check_ttl(ttl)
+        now = self._clock()
+        try:
+            self.store.set(key, (value, now + ttl), now)
+        except TypeError:
+            raise _bad_key(key) from None
+        self._sets += 1
+
+    def add(self, key: Hashable, value: Any, ttl: float) -> bool:
+        """Store only if ``key`` is absent or expired; return whether it was stored."""
+        ttl = check_ttl(ttl)
+        now = self._clock()
+        try:
+            added = self.store.add(key, (value, now + ttl), now)
+        except TypeError:
+            raise _bad_key(key) from None
+        if added:
+            self._sets += 1
+        return added
+
+    def delete(self, key: Hashable) -> None:
+        """Remove ``key`` if present."""
+        try:
+            self.store.pop(key)
+        except TypeError:
+            raise _bad_key(key) from None
+
+    def renew(self, key: Hashable, ttl: float) -> bool:
+        """Give an existing entry ``ttl`` seconds from now; return whether it existed."""
+        ttl = check_ttl(ttl)
+        try:
+            return self.store.set_expiry(key, self._clock() + ttl)
+        except TypeError:
+            raise _bad_key(key) from None
+
+    def expire(self, key: Hashable) -> None:
+        """Mark the entry stale now, keeping its value for :meth:`getTtl`."""
+        try:
+            self.store.set_expiry(key, self._clock(), only_sooner=True)
+        except TypeError:
+            raise _bad_key(key) from None
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self.store.clear()
+
+    def purge(self, timeout: float = 0) -> None:
+        """Drop entries that expired more than ``timeout`` seconds ago."""
+        timeout = check_ttl(timeout, "timeout")
+        self.store.purge(self._clock() - timeout)
+
+    # -- introspection ------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Maximum number of entries."""
+        return self.store.capacity
+
+    @property
+    def usage(self) -> int:
+        """Entries held now (expired ones count until purged or evicted)."""
+        return len(self.store)
+
+    @property
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters."""
+        return CacheStats(self._hits, self._misses, self._sets, self.store.evictions, 0)
+
+
+# A private "no value" marker, so the multi-gets can pass a default that is never a real value.
+_MISS: Any = object()
