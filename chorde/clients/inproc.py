@@ -53,10 +53,21 @@ class BaseStore:
 
     capacity: int
     evictions: int
+    #: Returns the entry for a key or raises ``KeyError``; may itself mark the key used.
+    lookup: Callable[[Hashable], Entry]
+    #: Marks a key used after a successful ``lookup``; None when ``lookup`` already does.
+    #: It may race with writers and then raise ``KeyError`` or ``RuntimeError``.
+    touch: Callable[[Hashable], Any] | None = None
 
     def get(self, key: Hashable) -> Entry:
         """Return the entry for ``key`` and mark it used; raise ``KeyError`` if absent."""
-        raise NotImplementedError
+        entry = self.lookup(key)
+        if self.touch is not None:
+            try:  # noqa: SIM105 (hot path)
+                self.touch(key)
+            except (KeyError, RuntimeError):
+                pass
+        return entry
 
     def peek(self, key: Hashable) -> Entry:
         """Return the entry for ``key`` without marking it used."""
@@ -97,7 +108,7 @@ class BaseStore:
 class Cache(BaseStore):
     """Exact LRU store over an ``OrderedDict``; see the module docstring."""
 
-    __slots__ = ("_data", "_lock", "_move", "_touch", "capacity", "evictions")
+    __slots__ = ("_data", "_lock", "_move", "capacity", "evictions", "lookup", "touch")
 
     def __init__(self, size: int, touch_on_read: bool = True) -> None:
         self.capacity = check_capacity(size)
@@ -105,17 +116,11 @@ class Cache(BaseStore):
         self._data: OrderedDict[Hashable, Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._move = self._data.move_to_end
-        self._touch = bool(touch_on_read)
-
-    def get(self, key: Hashable) -> Entry:
-        entry = self._data[key]
-        if self._touch:
-            with self._lock:
-                try:  # noqa: SIM105 (contextlib.suppress costs more on this hot path)
-                    self._move(key)
-                except KeyError:  # removed by another thread meanwhile
-                    pass
-        return entry
+        self.lookup = self._data.__getitem__
+        # Reads move the key without the lock: each OrderedDict method is atomic under the
+        # GIL, and the C implementation detects (raises on) mutation during a key's own
+        # Python __eq__/__hash__. The worst a race does is skip one LRU touch.
+        self.touch = self._move if touch_on_read else None
 
     def peek(self, key: Hashable) -> Entry:
         return self._data[key]
@@ -223,7 +228,7 @@ class CuckooCache(BaseStore):
                 return i
         return -1
 
-    def get(self, key: Hashable) -> Entry:
+    def lookup(self, key: Hashable) -> Entry:
         h = hash(key)
         slots = self._slots
         i = h % self._n
@@ -415,7 +420,8 @@ class InprocCacheClient(BaseCacheClient):
         size = check_capacity(size)
         self.store = _make_store(store, size)
         self._clock = clock
-        self._get = self.store.get
+        self._lookup = self.store.lookup
+        self._touch = self.store.touch
         self._hits = 0
         self._misses = 0
         self._sets = 0
@@ -425,7 +431,7 @@ class InprocCacheClient(BaseCacheClient):
     def get(self, key: Hashable, default: Any = NONE) -> Any:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
         try:
-            value, expires = self._get(key)
+            value, expires = self._lookup(key)
         except KeyError:
             self._misses += 1
             if default is NONE:
@@ -434,6 +440,11 @@ class InprocCacheClient(BaseCacheClient):
         except TypeError:
             raise _bad_key(key) from None
         if expires > self._clock():
+            if self._touch is not None:
+                try:  # noqa: SIM105 (hot path)
+                    self._touch(key)
+                except (KeyError, RuntimeError):
+                    pass
             self._hits += 1
             return value
         self._misses += 1
@@ -444,7 +455,7 @@ class InprocCacheClient(BaseCacheClient):
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
         try:
-            value, expires = self._get(key)
+            value, expires = self._lookup(key)
         except KeyError:
             self._misses += 1
             if default is NONE:
@@ -454,6 +465,11 @@ class InprocCacheClient(BaseCacheClient):
             raise _bad_key(key) from None
         left = expires - self._clock()
         if left > 0:
+            if self._touch is not None:
+                try:  # noqa: SIM105 (hot path)
+                    self._touch(key)
+                except (KeyError, RuntimeError):
+                    pass
             self._hits += 1
         else:
             self._misses += 1
