@@ -272,3 +272,12 @@ class BaseCacheClient(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} usage={self.usage}/{self.capacity}>"
+
+
+def __getattr__(name: str) -> Any:
+    # The seed exposes NamespaceWrapper here; it lives in its own module.
+    if name == "NamespaceWrapper":
+        from chorde.clients.namespace import NamespaceWrapper
+
+        return NamespaceWrapper
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
