@@ -1,0 +1,81 @@
+"""The client registry of the contract suite.
+
+To run a new client through the whole contract, add a factory to ``FACTORIES``: a function
+taking pytest's ``request`` (to reach fixtures such as ``memcached``) and a ``FakeClock``,
+returning an ``Env``. Clients that accept a clock should use the fake one (expiry tests then
+run instantly); others leave ``env.advance`` sleeping for real.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from chorde.clients.base import BaseCacheClient
+from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.namespace import NamespaceWrapper
+from chorde.clients.tiered import TieredInclusiveClient
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Env:
+    """A client under contract test, and how to let time pass for it."""
+
+    client: BaseCacheClient
+    advance: Callable[[float], None] = field(default=time.sleep)
+    #: Keys must be encodable by chorde.keys (clients whose keys cross a process boundary).
+    encoded_keys: bool = False
+    #: Entries may be evicted at any time (e.g. approximate stores under pressure).
+    lossy: bool = False
+
+
+def _inproc(store=None):
+    def make(request, clock):
+        return Env(InprocCacheClient(1000, store, clock=clock), clock.advance)
+
+    return make
+
+
+def _tiered_inproc(request, clock):
+    client = TieredInclusiveClient(
+        InprocCacheClient(10, clock=clock), InprocCacheClient(1000, clock=clock)
+    )
+    return Env(client, clock.advance)
+
+
+def _namespaced(request, clock):
+    return Env(NamespaceWrapper("ns", InprocCacheClient(1000, clock=clock)), clock.advance)
+
+
+FACTORIES: dict[str, Callable[..., Env]] = {
+    "inproc-lru": _inproc(),
+    "inproc-lru-notouch": _inproc("lru-notouch"),
+    "inproc-cuckoo": _inproc("cuckoo"),
+    "tiered-inproc": _tiered_inproc,
+    "namespace-inproc": _namespaced,
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def env(request):
+    """Each registered client, fresh for every test, closed afterwards."""
+    clock = FakeClock()
+    made = FACTORIES[request.param](request, clock)
+    yield made
+    made.client.close()
