@@ -253,7 +253,14 @@ class CuckooCache(BaseStore):
 
     def set(self, key: Hashable, entry: Entry, now: float) -> None:
         h = hash(key)
+        i = h % self._n
+        slots = self._slots
         with self._lock:
+            s = slots[i]
+            if s is not None and (s[0] is key or s[0] == key):  # overwrite in place
+                slots[i] = (key, entry, h)
+                self._stamps[i] = self._tick()
+                return
             self._set_locked(key, entry, h, now)
 
     def _set_locked(self, key: Hashable, entry: Entry, h: int, now: float) -> None:
