@@ -63,7 +63,32 @@ def _namespaced(request, clock):
     return Env(NamespaceWrapper("ns", InprocCacheClient(1000, clock=clock)), clock.advance)
 
 
+def _memcached(n):
+    def make(request, clock):
+        from chorde.clients.memcached import MemcachedClient
+
+        servers = request.getfixturevalue("memcached_factory")(n)
+        client = MemcachedClient([s.address for s in servers], checksum_key="contract")
+        return Env(client, encoded_keys=True)
+
+    return make
+
+
+def _tiered_memcached(request, clock):
+    from chorde.clients.memcached import MemcachedClient
+
+    [server] = request.getfixturevalue("memcached_factory")(1)
+    # Real time on both levels: memcached entries carry wall-clock expiry.
+    client = TieredInclusiveClient(
+        InprocCacheClient(10), MemcachedClient([server.address], checksum_key="contract")
+    )
+    return Env(client, encoded_keys=True)
+
+
 FACTORIES: dict[str, Callable[..., Env]] = {
+    "memcached-1": _memcached(1),
+    "memcached-3": _memcached(3),
+    "tiered-inproc-memcached": _tiered_memcached,
     "inproc-lru": _inproc(),
     "inproc-lru-notouch": _inproc("lru-notouch"),
     "inproc-cuckoo": _inproc("cuckoo"),

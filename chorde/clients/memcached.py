@@ -1,0 +1,857 @@
+"""A memcached client on pymemcache: consistent hashing, any key, any value size, signed values.
+
+Usage::
+
+    from chorde.clients.memcached import MemcachedClient
+
+    c = MemcachedClient(["localhost:11211"], checksum_key="a secret shared by your app")
+    c.put(3, 10, 300)
+    assert c.get(3) == 10
+
+How entries are stored
+    * Keys go through :func:`chorde.keys.memcache_key`: short printable keys are used as they
+      are (after ``namespace``), anything else becomes a digest. The full encoded key is
+      signed into the value and compared on read, so a digest collision is a miss.
+    * Values are pickled, optionally compressed and HMAC-signed by
+      :class:`chorde.serialization.Serializer`; they are verified before unpickling, so
+      whoever can write to the memcached cannot make this process run code. A payload that
+      fails verification is a miss, counted in ``stats.errors``.
+    * Every entry carries its own absolute expiry (wall clock), so :meth:`getTtl` returns a
+      float ``ttl_left`` and :meth:`expire` can mark an entry stale while keeping it. The
+      server-side expiry is set ``stale_grace`` seconds (default 60) beyond the logical one so
+      stale entries stay readable by ``getTtl`` for that long (stale-while-revalidate).
+      Processes must have roughly synchronised clocks.
+    * Values larger than ``max_item_size`` are paged (see :mod:`chorde.clients._pages`).
+
+Servers
+    Keys are spread over the servers by a consistent-hash ring (:mod:`chorde.hashring`):
+    adding or removing one of N servers remaps about 1/N of the keys. A server given by DNS
+    name is resolved with dnspython and re-resolved on the record TTL (bounded by
+    ``dns_min_interval``/``dns_max_interval``); it may yield several A/AAAA records, or SRV
+    records when the name starts with ``_`` (``_memcache._tcp.example.com``). The ring is
+    swapped atomically, so in-flight calls finish against the servers they started with.
+
+Faults
+    A server that refuses, resets or times out (``connect_timeout``/``timeout``, 0.5 s and
+    1 s by default) is marked dead for ``retry_interval`` seconds (default 5): its keys are
+    misses and writes to it are dropped, counted in ``stats.errors`` and logged at most once
+    a minute. After the interval one caller probes it again; on success it is used again.
+    Keys of a dead server are *not* moved to other servers, which would serve stale data
+    once it came back.
+
+``clear()``
+    ``flush_all`` would wipe every application sharing the servers, so ``clear()`` instead
+    writes a new random *generation* to each server under a ``namespace``-scoped key. Every
+    entry carries the generation it was written in, and every read fetches the server's
+    generation in the same round trip, so a clear is seen at once by every client of the
+    namespace, on every host. Entries of old generations age out or are evicted by memcached.
+    Writes made by another client that had not yet seen the new generation are lost (read as
+    misses), which a cache can afford.
+
+Atomicity
+    :meth:`add` maps to memcached ``add`` (falling back to ``gets``/``cas`` when the key holds
+    only a stale entry); :meth:`renew` and :meth:`expire` are ``gets``/``cas`` loops, so they
+    never overwrite a concurrent ``put`` (they retry, a bounded number of times).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import math
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from chorde.clients._pages import PageManifest, assemble, make_pages
+from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_ttl
+from chorde.errors import CacheMissError, ConfigurationError, require
+from chorde.hashring import HashRing
+from chorde.keys import memcache_key
+from chorde.sentinel import NONE
+from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
+
+_pymemcache = require("pymemcache", "memcache")
+from pymemcache.client.base import PooledClient  # noqa: E402
+from pymemcache.exceptions import (  # noqa: E402
+    MemcacheError,
+    MemcacheUnexpectedCloseError,
+)
+
+__all__ = ["DEFAULT_PORT", "MemcachedClient", "ServerSpec"]
+
+DEFAULT_PORT = 11211
+ServerSpec = str | tuple[str, int]
+
+logger = logging.getLogger("chorde.clients.memcached")
+
+_GEN_SIZE = 8
+_ZERO_GEN = bytes(_GEN_SIZE)
+_HORIZON = struct.Struct("<d")
+# memcached reads an expiry above 30 days as an absolute unix time (protocol.txt, "Expiration").
+_RELATIVE_EXPTIME_MAX = 30 * 24 * 3600
+# Room for the item header and key within memcached's item size limit.
+_ITEM_OVERHEAD = 1024
+_CAS_ATTEMPTS = 4
+_ONE_MIB = 1024 * 1024
+_LOG_INTERVAL = 60.0
+
+
+class _Server:
+    """One memcached server: its connection pool, liveness and last seen generation."""
+
+    __slots__ = ("client", "dead_until", "gen", "horizon", "host", "name", "port", "record")
+
+    def __init__(self, host: str, port: int, make_pool: Callable[[tuple[str, int]], Any]) -> None:
+        self.host = host
+        self.port = port
+        self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.client = make_pool((host, port))
+        self.dead_until = 0.0
+        # The namespace's generation record on this server, as last seen: the generation
+        # (8 bytes) and the purge horizon (entries that expired before it are gone).
+        self.record: bytes | None = None
+        self.gen = _ZERO_GEN
+        self.horizon = 0.0
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<memcached {self.name}>"
+
+
+def _note_record(server: _Server, record: bytes | None) -> bytes:
+    """Remember the generation record a server answered with; return its generation."""
+    if record is None:
+        record = b""
+    if record != server.record:
+        server.gen = record[:_GEN_SIZE] if len(record) >= _GEN_SIZE else _ZERO_GEN
+        has_horizon = len(record) >= _GEN_SIZE + _HORIZON.size
+        server.horizon = _HORIZON.unpack_from(record, _GEN_SIZE)[0] if has_horizon else 0.0
+        server.record = record
+    return server.gen
+
+
+def parse_server(spec: ServerSpec) -> tuple[str, int]:
+    """``"host:port"``, ``"host"``, ``"[v6]:port"`` or ``(host, port)`` to ``(host, port)``."""
+    if isinstance(spec, tuple):
+        if len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], int):
+            raise ConfigurationError(f"server {spec!r} must be (host: str, port: int)")
+        host, port = spec
+    elif isinstance(spec, str):
+        host, port_text = spec, ""
+        if spec.startswith("["):
+            host, _, rest = spec[1:].partition("]")
+            if rest and not rest.startswith(":"):
+                raise ConfigurationError(f"server {spec!r} is not host:port")
+            port_text = rest[1:]
+        elif spec.count(":") == 1:
+            host, port_text = spec.split(":")
+        try:
+            port = int(port_text) if port_text else DEFAULT_PORT
+        except ValueError:
+            raise ConfigurationError(f"server {spec!r} has a bad port {port_text!r}") from None
+    else:
+        raise ConfigurationError(f"server {spec!r} must be a 'host:port' string or a tuple")
+    if not host or not 0 < port < 65536:
+        raise ConfigurationError(f"server {spec!r} needs a host and a port in 1..65535")
+    return host, port
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+    return True
+
+
+class MemcachedClient(BaseCacheClient):
+    """A shared cache on one or more memcached servers; see the module docstring.
+
+    ``servers`` is a list of ``"host:port"`` strings (or ``(host, port)`` tuples); the
+    ``checksum_key`` (a secret, or a list of them for rotation: sign with the first, accept
+    any) signs every value and is required. Other options:
+
+    * ``namespace``: prefix of every memcached key; ``clear()`` clears only its namespace.
+    * ``compress`` / ``compress_threshold``: zlib-compress payloads above the threshold.
+    * ``connect_timeout`` / ``timeout`` (seconds, default 0.5 / 1.0) bound each server call;
+      ``retry_interval`` (default 5 s) is how long a failed server is left alone.
+    * ``max_item_size``: the servers' item size limit (memcached ``-I``, default 1 MiB);
+      bigger values are paged.
+    * ``stale_grace``: seconds stale entries stay readable by ``getTtl`` (default 60).
+    * ``max_pool_size``: connections per server (default unbounded, one per busy thread).
+    * ``dns``: resolve host names with dnspython and follow their changes (default True when
+      dnspython is installed); ``resolver`` a ``dns.resolver.Resolver`` or ``nameservers``
+      (``["10.0.0.2", "127.0.0.1:5353"]``) to use; ``dns_min_interval`` /
+      ``dns_max_interval`` bound the re-resolution period (the record TTL otherwise).
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        servers: Sequence[ServerSpec] | ServerSpec,
+        checksum_key: str | bytes | Sequence[str | bytes] | None = None,
+        *,
+        namespace: str = "",
+        compress: bool = True,
+        compress_threshold: int = 1024,
+        connect_timeout: float = 0.5,
+        timeout: float = 1.0,
+        retry_interval: float = 5.0,
+        max_item_size: int = _ONE_MIB,
+        stale_grace: float = 60.0,
+        max_pool_size: int | None = None,
+        dns: bool | None = None,
+        resolver: Any = None,
+        nameservers: Sequence[str] | None = None,
+        dns_min_interval: float = 1.0,
+        dns_max_interval: float = 300.0,
+        points_per_node: int = 160,
+    ) -> None:
+        if not checksum_key:
+            raise ConfigurationError(
+                "MemcachedClient needs a checksum_key: values are pickled, and unpickling "
+                "is running code, so every value is HMAC-signed and verified before it is "
+                "unpickled; without a secret key anyone who can write to the memcached "
+                "could execute code in this process"
+            )
+        if isinstance(servers, str | tuple):
+            servers = [servers]
+        specs = [parse_server(s) for s in servers]
+        if not specs:
+            raise ConfigurationError("servers must name at least one memcached server")
+        for name, val in (
+            ("connect_timeout", connect_timeout),
+            ("timeout", timeout),
+            ("retry_interval", retry_interval),
+            ("stale_grace", stale_grace),
+            ("dns_min_interval", dns_min_interval),
+            ("dns_max_interval", dns_max_interval),
+        ):
+            check_ttl(val, name)
+        if not (isinstance(max_item_size, int) and max_item_size > 4 * _ITEM_OVERHEAD):
+            raise ConfigurationError(
+                f"max_item_size must be an int above {4 * _ITEM_OVERHEAD}, got {max_item_size!r}"
+            )
+        if not isinstance(namespace, str):
+            raise ConfigurationError(f"namespace must be a str, got {namespace!r}")
+        try:
+            memcache_key("", namespace + "~")
+        except ValueError as exc:
+            raise ConfigurationError(f"namespace {namespace!r}: {exc}") from None
+
+        self._serializer = Serializer(
+            checksum_key, compress=compress, compress_threshold=compress_threshold
+        )
+        self.namespace = namespace
+        self.connect_timeout = float(connect_timeout)
+        self.timeout = float(timeout)
+        self.retry_interval = float(retry_interval)
+        self.stale_grace = float(stale_grace)
+        self.max_item_size = max_item_size
+        self._page_size = max_item_size - _ITEM_OVERHEAD
+        self._max_pool_size = max_pool_size
+        self._internal_prefix = (namespace + "~").encode()
+        self._gen_key = self._internal_prefix + b"gen"
+        self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
+        self._hits = self._misses = self._sets = self._errors = 0
+
+        self._servers: dict[tuple[str, int], _Server] = {}
+        self._retired: list[_Server] = []
+        self._ring: HashRing[_Server] = HashRing(points_per_node=points_per_node)
+        self._ring_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+        self._dns = None
+        static: list[tuple[str, int]] = []
+        names: list[tuple[str, int]] = []
+        for host, port in specs:
+            (static if _is_literal(host) else names).append((host, port))
+        if names and dns is not False:
+            dns_mod = None
+            try:
+                from chorde import dns as dns_mod
+            except ImportError:
+                if dns:
+                    raise
+            if dns_mod is not None:
+                self._dns = dns_mod.DnsServerList(
+                    names,
+                    resolver=resolver,
+                    nameservers=nameservers,
+                    timeout=max(self.connect_timeout, 1.0),
+                    min_interval=dns_min_interval,
+                    max_interval=dns_max_interval,
+                )
+        if self._dns is None:
+            static += names
+        self._static = static
+        self._initial_discovery()
+
+    # ---- server list -------------------------------------------------------------------
+
+    def _make_pool(self, address: tuple[str, int]) -> Any:
+        return PooledClient(
+            address,
+            connect_timeout=self.connect_timeout,
+            timeout=self.timeout,
+            no_delay=True,
+            max_pool_size=self._max_pool_size,
+            default_noreply=False,
+        )
+
+    def _initial_discovery(self) -> None:
+        """Build the first ring and start the refresher thread if the list can change."""
+        interval = self._discover()
+        if interval is not None:
+            self._thread = threading.Thread(
+                target=self._refresh_loop,
+                args=(interval,),
+                name=f"chorde-memcached-refresh-{id(self):x}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _discover(self) -> float | None:
+        """Update the ring from the server sources; return seconds to the next refresh."""
+        if self._dns is None:
+            self._set_servers(self._static)
+            return None
+        addresses, interval = self._dns.resolve()
+        self._set_servers([*self._static, *addresses])
+        return interval
+
+    def _refresh_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                next_interval = self._discover()
+            except Exception:  # never let the refresher die
+                logger.exception("chorde: refreshing the memcached server list failed")
+                next_interval = None
+            if next_interval is not None:
+                interval = next_interval
+
+    def _set_servers(self, addresses: Iterable[tuple[str, int]]) -> None:
+        """Swap in a ring over ``addresses``, reusing the pools of servers already known."""
+        with self._ring_lock:
+            wanted = list(dict.fromkeys(addresses))
+            if not wanted and self._servers:
+                # An empty answer is far likelier a glitch than a cluster without nodes.
+                return
+            if set(wanted) == set(self._servers) and self._ring:
+                return
+            servers = {a: self._servers.get(a) or _Server(*a, self._make_pool) for a in wanted}
+            # Close pools retired by the previous update: their in-flight calls are long done.
+            for old in self._retired:
+                with contextlib.suppress(Exception):
+                    old.client.close()
+            self._retired = [s for a, s in self._servers.items() if a not in servers]
+            self._servers = servers
+            self._ring = self._ring.with_nodes(servers.values())
+            if self._retired or len(servers) > 1:
+                logger.info(
+                    "chorde: memcached servers now %s", ", ".join(map(str, servers.values()))
+                )
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers currently on the ring, as ``host:port``."""
+        return [s.name for s in self._ring.nodes]
+
+    def refresh(self) -> None:
+        """Re-resolve the server list now (it is refreshed on a schedule anyway)."""
+        self._discover()
+
+    # ---- fault handling -----------------------------------------------------------------
+
+    def _usable(self, server: _Server) -> bool:
+        dead_until = server.dead_until
+        if not dead_until:
+            return True
+        now = time.monotonic()
+        if now < dead_until:
+            return False
+        # Let one caller probe the server; the others keep treating it as dead meanwhile.
+        server.dead_until = now + self.retry_interval
+        return True
+
+    def _fault(self, server: _Server, exc: BaseException, what: str) -> None:
+        self._errors += 1
+        if isinstance(exc, OSError | MemcacheUnexpectedCloseError) or not isinstance(
+            exc, MemcacheError
+        ):
+            server.dead_until = time.monotonic() + self.retry_interval
+            self._log.warning(
+                "chorde: memcached %s failed during %s (%s: %s); treating it as down for %.1f s",
+                server.name,
+                what,
+                type(exc).__name__,
+                exc,
+                self.retry_interval,
+                kind=f"down {server.name}",
+            )
+        else:
+            self._log.warning(
+                "chorde: memcached %s refused %s: %s: %s",
+                server.name,
+                what,
+                type(exc).__name__,
+                exc,
+                kind=f"refused {server.name}",
+            )
+
+    def _alive(self, server: _Server) -> None:
+        if server.dead_until:
+            server.dead_until = 0.0
+            logger.info("chorde: memcached %s is back", server.name)
+
+    def _bad_payload(self, key: Key, exc: Exception) -> None:
+        self._errors += 1
+        self._log.warning("chorde: dropping an invalid memcached payload for %r: %s", key, exc)
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _locate(self, key: Key) -> tuple[bytes, bytes, _Server]:
+        mkey, encoded = memcache_key(key, self.namespace)
+        raw = mkey.encode("ascii")
+        return raw, encoded, self._ring.get_node(raw)
+
+    def _exptime(self, ttl: float) -> int:
+        """memcached's expiry for an entry logically alive ``ttl`` more seconds."""
+        if ttl == math.inf:
+            return 0
+        seconds = max(1, math.ceil(ttl + self.stale_grace))
+        if seconds > _RELATIVE_EXPTIME_MAX:
+            return int(time.time()) + seconds
+        return seconds
+
+    def _generation(self, server: _Server) -> bytes:
+        """The server's current generation, fetched if this client never saw it."""
+        if server.record is None:
+            found = server.client.get_many([self._gen_key])
+            return _note_record(server, found.get(self._gen_key))
+        return server.gen
+
+    def _encode(self, key: Key, encoded: bytes, value: Any, ttl: float) -> bytes:
+        expires = time.time() + ttl
+        try:
+            return self._serializer.dumps(value, key=encoded, expires=expires)
+        except Exception as exc:
+            raise TypeError(f"cannot serialize the value for key {key!r}: {exc}") from exc
+
+    def _decode(self, key: Key, encoded: bytes, data: bytes | None, server: _Server) -> Any:
+        """``(value_or_manifest, expires)`` from a stored item, or None for a miss."""
+        if data is None or data[:_GEN_SIZE] != server.gen:
+            return None
+        try:
+            # Small payloads are cheaper to copy than to view.
+            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
+            entry = self._serializer.loads(body, key=encoded)
+        except InvalidPayload as exc:
+            self._bad_payload(key, exc)
+            return None
+        if server.horizon and entry[1] <= server.horizon:
+            return None
+        return entry
+
+    def _write_pages(self, payload: bytes, exptime: int) -> PageManifest | None:
+        """Store ``payload`` as pages; return the manifest, or None if a page failed."""
+        manifest, pages = make_pages(payload, self._page_size)
+        keys = manifest.page_keys(self._internal_prefix)
+        ring = self._ring
+        by_server: dict[_Server, dict[bytes, Any]] = {}
+        for key, page in zip(keys, pages, strict=True):
+            by_server.setdefault(ring.get_node(key), {})[key] = page
+        for server, batch in by_server.items():
+            if not self._usable(server):
+                self._errors += 1
+                return None
+            try:
+                # One page per call: a multi-megabyte batch would be joined in memory.
+                for key, page in batch.items():
+                    if not server.client.set(key, bytes(page), expire=exptime, noreply=False):
+                        self._errors += 1
+                        return None
+            except Exception as exc:
+                self._fault(server, exc, "a page write")
+                return None
+            self._alive(server)
+        return manifest
+
+    def _read_pages(self, key: Key, encoded: bytes, manifest: PageManifest) -> Any:
+        """The value a manifest points to, or NONE if any page is missing or bad."""
+        keys = manifest.page_keys(self._internal_prefix)
+        ring = self._ring
+        by_server: dict[_Server, list[bytes]] = {}
+        for page_key in keys:
+            by_server.setdefault(ring.get_node(page_key), []).append(page_key)
+        found: dict[bytes, bytes] = {}
+        for server, batch in by_server.items():
+            if not self._usable(server):
+                self._errors += 1
+                return NONE
+            try:
+                found.update(server.client.get_many(batch))
+            except Exception as exc:
+                self._fault(server, exc, "a page read")
+                return NONE
+            self._alive(server)
+        payload = assemble(manifest, keys, found)
+        if payload is None:
+            return NONE
+        try:
+            return self._serializer.loads(payload, key=encoded)[0]
+        except InvalidPayload as exc:
+            self._bad_payload(key, exc)
+            return NONE
+
+    def _store_payload(self, payload: bytes, key: Key, encoded: bytes, ttl: float) -> bytes | None:
+        """The item to store for ``payload`` (paging it first if too big), None on failure."""
+        if len(payload) + _GEN_SIZE <= self._page_size:
+            return payload
+        exptime = self._exptime(ttl)
+        # Pages outlive their manifest by a second so it never points at expired pages.
+        manifest = self._write_pages(payload, exptime and exptime + 1)
+        if manifest is None:
+            return None
+        return self._encode(key, encoded, manifest, ttl)
+
+    # ---- reads --------------------------------------------------------------------------
+
+    def getTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
+        """Return ``(value, ttl_left)``; stale entries come back with ``ttl_left <= 0``."""
+        raw, encoded, server = self._locate(key)
+        if self._usable(server):
+            try:
+                found = server.client.get_many([raw, self._gen_key])
+            except Exception as exc:
+                self._fault(server, exc, "a get")
+            else:
+                if server.dead_until:
+                    self._alive(server)
+                _note_record(server, found.get(self._gen_key))
+                entry = self._decode(key, encoded, found.get(raw), server)
+                if entry is not None:
+                    value, expires = entry
+                    if type(value) is PageManifest:
+                        value = self._read_pages(key, encoded, value)
+                    if value is not NONE:
+                        self._hits += 1
+                        return value, expires - time.time()
+        else:
+            self._errors += 1
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default, -1.0
+
+    def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
+        """Yield ``(key, (value, ttl_left))``; one round trip per server involved."""
+        keys = list(keys)
+        located = [self._locate(k) for k in keys]
+        by_server: dict[_Server, list[bytes]] = {}
+        for raw, _, server in located:
+            by_server.setdefault(server, []).append(raw)
+        found: dict[bytes, bytes] = {}
+        answered: set[_Server] = set()
+        for server, raws in by_server.items():
+            if not self._usable(server):
+                self._errors += len(raws)
+                continue
+            raws.append(self._gen_key)
+            try:
+                got = server.client.get_many(raws)
+            except Exception as exc:
+                self._fault(server, exc, "a multi-get")
+                continue
+            self._alive(server)
+            _note_record(server, got.pop(self._gen_key, None))
+            answered.add(server)
+            found.update(got)
+        now = time.time()
+        hits = 0
+        for key, (raw, encoded, server) in zip(keys, located, strict=True):
+            entry = None
+            if server in answered:
+                entry = self._decode(key, encoded, found.get(raw), server)
+            if entry is not None:
+                value, expires = entry
+                if type(value) is PageManifest:
+                    value = self._read_pages(key, encoded, value)
+                if value is not NONE:
+                    hits += 1
+                    yield key, (value, expires - now)
+                    continue
+            yield key, (default, -1.0)
+        self._hits += hits
+        self._misses += len(keys) - hits
+
+    def getMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
+        """Yield ``(key, value)``; misses and stale entries give ``default``."""
+        for key, (value, ttl) in self.getTtlMulti(keys, NONE):
+            yield key, value if value is not NONE and ttl > 0 else default
+
+    # ---- writes -------------------------------------------------------------------------
+
+    def put(self, key: Key, value: Any, ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds; dropped (and counted) if the server is down."""
+        ttl = check_ttl(ttl)
+        raw, encoded, server = self._locate(key)
+        payload = self._encode(key, encoded, value, ttl)
+        if not self._usable(server):
+            self._errors += 1
+            return
+        try:
+            gen = self._generation(server)
+            item = self._store_payload(payload, key, encoded, ttl)
+            if item is None:
+                return
+            stored = server.client.set(raw, gen + item, expire=self._exptime(ttl), noreply=False)
+        except Exception as exc:
+            self._fault(server, exc, "a set")
+            return
+        self._alive(server)
+        if stored:
+            self._sets += 1
+        else:
+            self._errors += 1
+
+    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+        """Store many pairs with one ttl; one round trip per server (big values aside)."""
+        ttl = check_ttl(ttl)
+        if isinstance(items, dict):
+            items = items.items()
+        exptime = self._exptime(ttl)
+        by_server: dict[_Server, dict[bytes, bytes]] = {}
+        for key, value in items:
+            raw, encoded, server = self._locate(key)
+            payload = self._encode(key, encoded, value, ttl)
+            if len(payload) + _GEN_SIZE > self._page_size:
+                self.put(key, value, ttl)
+                continue
+            by_server.setdefault(server, {})[raw] = payload
+        for server, batch in by_server.items():
+            if not self._usable(server):
+                self._errors += len(batch)
+                continue
+            try:
+                gen = self._generation(server)
+                failed = server.client.set_many(
+                    {k: gen + v for k, v in batch.items()}, expire=exptime, noreply=False
+                )
+            except Exception as exc:
+                self._errors += len(batch) - 1
+                self._fault(server, exc, "a multi-set")
+                continue
+            self._alive(server)
+            self._sets += len(batch) - len(failed)
+            self._errors += len(failed)
+
+    def add(self, key: Key, value: Any, ttl: float) -> bool:
+        """Store only if ``key`` has no live entry; atomic across clients (memcached add/cas)."""
+        ttl = check_ttl(ttl)
+        raw, encoded, server = self._locate(key)
+        payload = self._encode(key, encoded, value, ttl)
+        if not self._usable(server):
+            self._errors += 1
+            return False
+        exptime = self._exptime(ttl)
+        try:
+            item = self._store_payload(payload, key, encoded, ttl)
+            if item is None:
+                return False
+            for _ in range(_CAS_ATTEMPTS):
+                gen = self._generation(server)
+                if server.client.add(raw, gen + item, expire=exptime, noreply=False):
+                    self._sets += 1
+                    return True
+                # Something is there: replace it only if it is stale, foreign or invalid.
+                found = server.client.gets_many([raw, self._gen_key])
+                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
+                if raw not in found:
+                    continue
+                data, cas = found[raw]
+                entry = self._decode(key, encoded, data, server)
+                if entry is not None and entry[1] > time.time():
+                    if type(entry[0]) is not PageManifest:
+                        return False
+                    if self._read_pages(key, encoded, entry[0]) is not NONE:
+                        return False
+                if server.client.cas(raw, gen + item, cas, expire=exptime, noreply=False):
+                    self._sets += 1
+                    return True
+        except Exception as exc:
+            self._fault(server, exc, "an add")
+            return False
+        self._alive(server)
+        return False
+
+    def delete(self, key: Key) -> None:
+        """Remove ``key`` (pages of a paged value age out on their own)."""
+        raw, _, server = self._locate(key)
+        if not self._usable(server):
+            self._errors += 1
+            return
+        try:
+            server.client.delete(raw, noreply=False)
+        except Exception as exc:
+            self._fault(server, exc, "a delete")
+            return
+        self._alive(server)
+
+    def _update_expiry(self, key: Key, new_ttl: Callable[[float], float], what: str) -> bool:
+        """gets/cas loop re-signing the entry of ``key`` with a new logical ttl."""
+        raw, encoded, server = self._locate(key)
+        if not self._usable(server):
+            self._errors += 1
+            return False
+        try:
+            for _ in range(_CAS_ATTEMPTS):
+                found = server.client.gets_many([raw, self._gen_key])
+                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
+                if raw not in found:
+                    return False
+                data, cas = found[raw]
+                entry = self._decode(key, encoded, data, server)
+                if entry is None:
+                    return False
+                value, expires = entry
+                ttl = new_ttl(expires - time.time())
+                exptime = self._exptime(ttl)
+                if type(value) is PageManifest and not self._touch_pages(value, exptime):
+                    return False
+                item = gen + self._encode(key, encoded, value, ttl)
+                stored = server.client.cas(raw, item, cas, expire=exptime, noreply=False)
+                if stored:
+                    return True
+                if stored is None:  # deleted meanwhile
+                    return False
+        except Exception as exc:
+            self._fault(server, exc, what)
+            return False
+        self._alive(server)
+        return False
+
+    def _touch_pages(self, manifest: PageManifest, exptime: int) -> bool:
+        for page_key in manifest.page_keys(self._internal_prefix):
+            server = self._ring.get_node(page_key)
+            if not self._usable(server):
+                return False
+            if not server.client.touch(page_key, expire=exptime and exptime + 1, noreply=False):
+                return False
+        return True
+
+    def renew(self, key: Key, ttl: float) -> bool:
+        """Give an existing entry (stale or not) ``ttl`` more seconds; False if absent."""
+        ttl = check_ttl(ttl)
+        return self._update_expiry(key, lambda _left: ttl, "a renew")
+
+    def expire(self, key: Key) -> None:
+        """Mark the entry stale now; ``getTtl`` still returns it for ``stale_grace`` seconds."""
+        self._update_expiry(key, lambda left: min(left, 0.0), "an expire")
+
+    def contains(self, key: Key, ttl: float | None = None) -> bool:
+        """True if ``key`` has a live entry (with more than ``ttl`` seconds left, if given)."""
+        try:
+            left = self.getTtl(key)[1]
+        except CacheMissError:
+            return False
+        return left > (ttl or 0)
+
+    def clear(self) -> None:
+        """Invalidate every entry of this namespace on every server (a new generation)."""
+        for server in self._ring.nodes:
+            record = os.urandom(_GEN_SIZE)
+            try:
+                server.client.set(self._gen_key, record, expire=0, noreply=False)
+            except Exception as exc:
+                self._fault(server, exc, "a clear")
+                continue
+            _note_record(server, record)
+            self._alive(server)
+
+    def purge(self, timeout: float = 0) -> None:
+        """Hide, for every client of the namespace, entries expired over ``timeout`` s ago.
+
+        memcached frees their memory itself once their server expiry (``stale_grace``
+        after the logical one) passes; purging moves the purge horizon kept beside the
+        generation, so ``getTtl`` stops returning them at once.
+        """
+        horizon = time.time() - check_ttl(timeout, "timeout")
+        for server in self._ring.nodes:
+            try:
+                self._raise_horizon(server, horizon)
+            except Exception as exc:
+                self._fault(server, exc, "a purge")
+                continue
+            self._alive(server)
+
+    def _raise_horizon(self, server: _Server, horizon: float) -> None:
+        client = server.client
+        for _ in range(_CAS_ATTEMPTS):
+            found = client.gets_many([self._gen_key])
+            if self._gen_key not in found:
+                record = _ZERO_GEN + _HORIZON.pack(horizon)
+                if client.add(self._gen_key, record, expire=0, noreply=False):
+                    _note_record(server, record)
+                    return
+                continue
+            old, cas = found[self._gen_key]
+            gen = _note_record(server, old)
+            if server.horizon >= horizon:
+                return
+            record = gen + _HORIZON.pack(horizon)
+            if client.cas(self._gen_key, record, cas, expire=0, noreply=False):
+                _note_record(server, record)
+                return
+
+    # ---- introspection ------------------------------------------------------------------
+
+    def _server_stats(self) -> list[dict[bytes, Any]]:
+        result = []
+        for server in self._ring.nodes:
+            if not self._usable(server):
+                continue
+            try:
+                result.append(server.client.stats())
+            except Exception as exc:
+                self._fault(server, exc, "stats")
+        return result
+
+    @property
+    def capacity(self) -> int:
+        """Total memory of the reachable servers, in bytes."""
+        return sum(int(s.get(b"limit_maxbytes", 0)) for s in self._server_stats())
+
+    @property
+    def usage(self) -> int:
+        """Bytes used on the reachable servers (every namespace)."""
+        return sum(int(s.get(b"bytes", 0)) for s in self._server_stats())
+
+    @property
+    def stats(self) -> CacheStats:
+        """Client-side counters (evictions are the servers' business, reported as 0)."""
+        return CacheStats(self._hits, self._misses, self._sets, 0, self._errors)
+
+    def close(self) -> None:
+        """Stop the refresher thread and close every connection."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        with self._ring_lock:
+            for server in [*self._servers.values(), *self._retired]:
+                with contextlib.suppress(Exception):
+                    server.client.close()
+            self._retired = []
+
+    def __repr__(self) -> str:
+        return f"<MemcachedClient servers={self.servers!r} namespace={self.namespace!r}>"
