@@ -1,0 +1,71 @@
+# chorde developer tasks. Everything runs inside ./.venv, created on first use.
+#   make demo   install the package and run the demo (python -m chorde.demo)
+#   make test   install with test extras, memcached, lint, then pytest (PYTEST_ADDOPTS honoured)
+#   make bench  run the benchmarks (BENCH_ARGS="inproc --quick" to pick)
+#   make lint   ruff check + ruff format --check
+#   make clean  remove the venv and build/test debris
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+BENCH_ARGS ?=
+LINT_PATHS := $(filter-out %.egg-info,$(wildcard chorde*)) tests benchmarks example_projects
+# Stamps live inside the venv, so deleting the venv also forgets what was installed in it.
+STAMP_BASE := $(VENV)/.stamp-install
+STAMP_TEST := $(VENV)/.stamp-install-test
+INSTALL_INPUTS := pyproject.toml $(wildcard setup.py setup.cfg)
+# Root needs no sudo; otherwise use it when there is one.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
+
+export PYTEST_ADDOPTS
+
+.PHONY: demo test bench lint clean venv install install-test memcached build-ext
+
+demo: $(STAMP_BASE)
+	$(VPY) -m chorde.demo
+
+test: install-test memcached build-ext lint
+	$(VPY) -m pytest -q
+
+bench: install-test
+	$(VPY) -m benchmarks $(BENCH_ARGS)
+
+lint: install-test
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+venv: $(VPY)
+
+install: $(STAMP_BASE)
+
+install-test: $(STAMP_TEST)
+
+$(VPY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chorde needs Python 3.11+, $(PYTHON) is " + sys.version.split()[0])'
+	@# Debian splits venv/ensurepip out of python3 itself.
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "installing python3-venv (ensurepip is missing)"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP_BASE): $(INSTALL_INPUTS) | $(VPY)
+	$(VPY) -m pip install -e .
+	@touch $@
+
+$(STAMP_TEST): $(INSTALL_INPUTS) | $(VPY)
+	$(VPY) -m pip install -e '.[test]'
+	@touch $@ $(STAMP_BASE)
+
+memcached:
+	@command -v memcached >/dev/null 2>&1 || { \
+		echo "installing memcached"; \
+		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y memcached; }
+
+# Placeholder for the optional compiled speedups: builds them in place once a setup.py exists.
+build-ext: install-test
+	@if [ -f setup.py ]; then $(VPY) setup.py build_ext --inplace; fi
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find chorde* -name '*.so' -delete

@@ -1,0 +1,295 @@
+"""A small timing core and table printer shared by every benchmark module.
+
+A benchmark module exposes ``run(quick: bool) -> list[Result]``. Each measurement times a
+statement (``"c.get(k)"``) compiled into a tight loop over a precomputed key sequence, so
+every implementation pays the same loop overhead and no extra call frame. The pass is
+repeated until a sample lasts long enough to be trusted (calibrated), samples are repeated
+and the best is kept (best-of-N), and every loop has a hard bound.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "NOT_APPLICABLE",
+    "REFERENCE_PREFIX",
+    "Result",
+    "Timing",
+    "TimingConfig",
+    "format_report",
+    "format_table",
+    "loop_overhead",
+    "machine_info",
+    "measure",
+    "results_to_json",
+]
+
+#: Implementations whose name starts with this are ours; the first one is the reference.
+REFERENCE_PREFIX = "chorde"
+#: The ``ns_per_op`` of an operation an implementation does not offer.
+NOT_APPLICABLE = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimingConfig:
+    """How hard to try: the minimum duration of one sample, how many samples, and bounds."""
+
+    min_sample_ns: int
+    repeats: int
+    max_loops: int
+    max_total_ns: int
+
+    @classmethod
+    def for_run(cls, quick: bool) -> TimingConfig:
+        """The full settings, or the smoke-run settings when ``quick``."""
+        if quick:
+            return cls(min_sample_ns=2_000_000, repeats=2, max_loops=50, max_total_ns=100_000_000)
+        return cls(min_sample_ns=40_000_000, repeats=5, max_loops=2_000, max_total_ns=1_500_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Best ns per operation over ``repeats`` samples of ``loops`` passes of ``ops`` each."""
+
+    ns_per_op: float
+    ops: int
+    loops: int
+    repeats: int
+
+
+@dataclass(slots=True)
+class Result:
+    """One row-cell of a benchmark table; ``ns_per_op`` is None where not applicable."""
+
+    benchmark: str
+    operation: str
+    implementation: str
+    ns_per_op: float | None
+    api: str = ""
+    ops: int = 0
+    loops: int = 0
+    repeats: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_timing(
+        cls, benchmark: str, operation: str, implementation: str, timing: Timing, **kw: Any
+    ) -> Result:
+        """Build a result from a :class:`Timing`."""
+        return cls(
+            benchmark,
+            operation,
+            implementation,
+            timing.ns_per_op,
+            ops=timing.ops,
+            loops=timing.loops,
+            repeats=timing.repeats,
+            **kw,
+        )
+
+
+_LOOP_TEMPLATE = """
+def _pass(c, keys, v, _perf=_perf):
+    t0 = _perf()
+    for k in keys:
+        {stmt}
+    return _perf() - t0
+"""
+
+
+def _compile(stmt: str) -> Callable[[Any, Sequence[Any], Any], int]:
+    namespace: dict[str, Any] = {"_perf": time.perf_counter_ns}
+    try:
+        exec(_LOOP_TEMPLATE.format(stmt=stmt), namespace)
+    except SyntaxError as exc:
+        raise ValueError(f"benchmark statement {stmt!r} does not compile: {exc}") from None
+    return namespace["_pass"]
+
+
+def measure(
+    stmt: str,
+    target: Any,
+    keys: Sequence[Any],
+    config: TimingConfig,
+    *,
+    value: Any = None,
+    setup: Callable[[], object] | None = None,
+) -> Timing:
+    """Time ``stmt`` once per key, with ``c`` bound to ``target``, ``k`` to the key, ``v`` to
+    ``value``. ``setup`` (untimed) runs before every pass, to restore state a pass changes.
+    """
+    if not keys:
+        raise ValueError("measure() needs at least one key")
+    run_pass = _compile(stmt)
+    ops = len(keys)
+
+    def one_pass() -> int:
+        if setup is not None:
+            setup()
+        return run_pass(target, keys, value)
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        started = time.perf_counter_ns()
+        first = max(one_pass(), 1)  # also a warm-up
+        loops = max(1, min(config.max_loops, math.ceil(config.min_sample_ns / first)))
+        best = math.inf
+        done = 0
+        for _ in range(config.repeats):
+            total = 0
+            for _ in range(loops):
+                total += one_pass()
+            best = min(best, total / (loops * ops))
+            done += 1
+            if time.perf_counter_ns() - started > config.max_total_ns:
+                break
+            gc.collect()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(ns_per_op=best, ops=ops, loops=loops, repeats=done)
+
+
+def loop_overhead(config: TimingConfig, n: int = 10_000) -> float:
+    """ns per iteration of the empty timing loop (included in every figure)."""
+    return measure("pass", None, list(range(n)), config).ns_per_op
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and when the numbers were taken."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_build": " ".join(platform.python_build()),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _ordered_unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _reference(implementations: Sequence[str]) -> str | None:
+    for name in implementations:
+        if name.startswith(REFERENCE_PREFIX):
+            return name
+    return None
+
+
+def _fmt_ns(ns: float) -> str:
+    if ns >= 100:
+        return f"{ns:,.0f}"
+    return f"{ns:.1f}"
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """One table per benchmark: rows are operations, columns implementations.
+
+    Each cell is ``ns/op`` and, for peers, ``peer_ns / chorde_ns`` (>1: chorde is faster).
+    """
+    out: list[str] = []
+    for bench in _ordered_unique(r.benchmark for r in results):
+        rows = [r for r in results if r.benchmark == bench]
+        ops = _ordered_unique(r.operation for r in rows)
+        impls = _ordered_unique(r.implementation for r in rows)
+        ref = _reference(impls)
+        cell = {(r.operation, r.implementation): r for r in rows}
+        texts: dict[tuple[str, str], str] = {}
+        for op in ops:
+            ref_ns = cell[op, ref].ns_per_op if ref and (op, ref) in cell else None
+            for impl in impls:
+                r = cell.get((op, impl))
+                if r is None or r.ns_per_op is None:
+                    texts[op, impl] = ""
+                    continue
+                text = _fmt_ns(r.ns_per_op)
+                if impl != ref:
+                    ratio = f"{r.ns_per_op / ref_ns:.2f}x" if ref_ns else "-"
+                    text = f"{text} {ratio:>6}"
+                texts[op, impl] = text
+        op_width = max(len("operation"), *(len(op) for op in ops))
+        widths = {impl: max(len(impl), *(len(texts[op, impl]) for op in ops)) for impl in impls}
+        ref_text = f"ratio = peer ns / {ref} ns (>1: chorde is faster)" if ref else "no chorde"
+        out.append(f"== {bench}: ns/op, best of N; {ref_text}")
+        header = "operation".ljust(op_width) + "".join(
+            "  " + impl.rjust(widths[impl]) for impl in impls
+        )
+        out.append(header)
+        out.append("-" * len(header))
+        for op in ops:
+            out.append(
+                op.ljust(op_width)
+                + "".join("  " + texts[op, impl].rjust(widths[impl]) for impl in impls)
+            )
+        forms = [
+            f"  {impl}: "
+            + ", ".join(
+                f"{op} `{cell[op, impl].api}`"
+                for op in ops
+                if (op, impl) in cell and cell[op, impl].api
+            )
+            for impl in impls
+        ]
+        notes = sorted({f"  {r.implementation} {r.operation}: {r.note}" for r in rows if r.note})
+        out.append("statements timed (c = the cache, k = the key, v = the value):")
+        out.extend(line for line in forms if not line.endswith(": "))
+        if notes:
+            out.append("notes:")
+            out.extend(notes)
+        out.append("")
+    return "\n".join(out)
+
+
+def format_report(results: Sequence[Result], info: dict[str, Any], overhead_ns: float) -> str:
+    """The header (machine, Python, date, loop overhead) followed by every table."""
+    header = [
+        f"machine: {info['platform']} ({info['machine']}, {info['cpus']} CPUs)",
+        f"cpu:     {info['cpu']}",
+        f"python:  {info['python']} ({info['python_build']})",
+        f"date:    {info['date']}",
+        f"empty loop overhead: {overhead_ns:.1f} ns/op, included in every figure below",
+        "",
+    ]
+    return "\n".join(header) + format_table(results)
+
+
+def results_to_json(
+    results: Sequence[Result], info: dict[str, Any], overhead_ns: float, quick: bool
+) -> dict[str, Any]:
+    """The JSON document written by ``--json``."""
+    return {
+        "machine": info,
+        "quick": quick,
+        "loop_overhead_ns": overhead_ns,
+        "argv": sys.argv[1:],
+        "results": [asdict(r) for r in results],
+    }
