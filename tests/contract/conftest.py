@@ -85,6 +85,22 @@ def _tiered_memcached(request, clock):
     return Env(client, encoded_keys=True)
 
 
+def _asyncwrite_inproc(request, clock):
+    from chorde.clients.asyncache import AsyncWriteCacheClient
+
+    client = AsyncWriteCacheClient(InprocCacheClient(1000, clock=clock), 2, clock=clock)
+    return Env(client, clock.advance)
+
+
+def _asyncwrite_memcached(request, clock):
+    from chorde.clients.asyncache import AsyncWriteCacheClient
+    from chorde.clients.memcached import MemcachedClient
+
+    [server] = request.getfixturevalue("memcached_factory")(1)
+    client = AsyncWriteCacheClient(MemcachedClient([server.address], checksum_key="contract"))
+    return Env(client, encoded_keys=True)
+
+
 FACTORIES: dict[str, Callable[..., Env]] = {
     "memcached-1": _memcached(1),
     "memcached-3": _memcached(3),
@@ -94,6 +110,8 @@ FACTORIES: dict[str, Callable[..., Env]] = {
     "inproc-cuckoo": _inproc("cuckoo"),
     "tiered-inproc": _tiered_inproc,
     "namespace-inproc": _namespaced,
+    "asyncwrite-inproc": _asyncwrite_inproc,
+    "asyncwrite-memcached": _asyncwrite_memcached,
 }
 
 
