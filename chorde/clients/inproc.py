@@ -139,11 +139,12 @@ class Cache(BaseStore):
 
     def _set_locked(self, key: Hashable, entry: Entry) -> None:
         data = self._data
-        data[key] = entry
-        self._move(key)
-        if len(data) > self.capacity:
+        # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
+        if len(data) >= self.capacity and key not in data:
             data.popitem(last=False)
             self.evictions += 1
+        data[key] = entry
+        self._move(key)
 
     def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
         with self._lock:
