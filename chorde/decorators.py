@@ -767,13 +767,26 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
     # The hit path is inlined here with everything bound to locals: no locks, no attribute
     # lookups on the core, one client call.
     ns = core.namespace
-    keyfn = core.keyfn
-    getTtl = core.client.getTtl
+    client = core.client
+    getTtl = client.getTtl
     threshold = core.threshold
     slow = core.slow
     raise_key_error = core._raise_key_error
 
-    if keyfn is None:
+    if core.keyfn is not None:
+        key = core.key
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ckey = key(args, kwargs)
+            try:
+                value, ttl_left = getTtl(ckey, _MISS)
+            except TypeError as exc:
+                raise_key_error(args, kwargs, exc)
+            if ttl_left > threshold:
+                return value
+            return slow(ckey, value, ttl_left, args, kwargs, False)
+
+    elif threshold:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             ckey = (ns, args, tuple(sorted(kwargs.items()))) if kwargs else (ns, args)
@@ -786,16 +799,20 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
             return slow(ckey, value, ttl_left, args, kwargs, False)
 
     else:
+        # No refresh window: a plain call only needs a live value, which get() answers
+        # more cheaply than getTtl(); anything else is computed now.
+        get = client.get
+        compute_once = core.compute_once
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ckey = (ns, keyfn(*args, **kwargs))
+            ckey = (ns, args, tuple(sorted(kwargs.items()))) if kwargs else (ns, args)
             try:
-                value, ttl_left = getTtl(ckey, _MISS)
+                value = get(ckey, _MISS)
             except TypeError as exc:
                 raise_key_error(args, kwargs, exc)
-            if ttl_left > threshold:
+            if value is not _MISS:
                 return value
-            return slow(ckey, value, ttl_left, args, kwargs, False)
+            return compute_once(ckey, args, kwargs)
 
     return wrapper
 
