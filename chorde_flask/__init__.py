@@ -1,0 +1,605 @@
+"""chorde for Flask: the ``Chorde`` extension, view caching and function memoization.
+
+::
+
+    from flask import Flask
+    from chorde_flask import Chorde
+
+    chorde = Chorde()                      # module level, before any app exists
+
+    @chorde.memoize(ttl=60)
+    def expensive(n): ...
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["CHORDE_CLIENT"] = "memcached"
+        app.config["CHORDE_SERVERS"] = ["localhost:11211"]
+        chorde.init_app(app)
+
+        @app.get("/report")
+        @chorde.cached(ttl=30)
+        def report(): ...
+
+        return app
+
+Configuration (``app.config``, read once by :meth:`Chorde.init_app`; a bad value raises
+:class:`~chorde.errors.ConfigurationError` naming the key, and so does an unknown
+``CHORDE_*`` key, which is usually a typo):
+
+``CHORDE_CLIENT``
+    ``"inproc"`` (default: a process-private LRU cache), ``"memcached"``, ``"tiered"``
+    (in-process in front of memcached), a ready :class:`~chorde.clients.base.BaseCacheClient`
+    (owned by you: never closed by the extension) or a callable ``factory(app) -> client``.
+``CHORDE_SERVERS``
+    memcached servers, a list of ``"host:port"`` or one string separated by commas/spaces.
+``CHORDE_DEFAULT_TTL``
+    seconds, default 300: the ttl of ``cached``/``memoize`` when they are not given one.
+``CHORDE_CHECKSUM_KEY``
+    the secret (or list of secrets, first one signs) that authenticates values stored in
+    memcached. Default: derived from ``SECRET_KEY`` with HMAC-SHA256 (the secret itself is
+    never used as a key, so a leak of one does not give the other).
+``CHORDE_KEY_PREFIX``
+    memcached namespace, default ``app.import_name``: apps sharing servers do not see each
+    other's entries, and ``clear()`` clears only this app's.
+``CHORDE_SIZE``
+    in-process capacity (entries), default 10000 (also the first tier of ``"tiered"``).
+``CHORDE_STORE``
+    in-process store: ``"lru"`` (default), ``"lru-notouch"``, ``"cuckoo"``.
+``CHORDE_OPTIONS``
+    a dict of extra :class:`~chorde.clients.memcached.MemcachedClient` options
+    (``timeout``, ``connect_timeout``, ``compress`` ...).
+
+One ``Chorde`` object may serve several apps: each app gets its own client and its own
+computations, resolved through ``current_app`` on every call. The client is closed when the
+app is garbage collected, at interpreter exit, or by :meth:`Chorde.close`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import hashlib
+import hmac
+import inspect
+import threading
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from flask import Flask, Response, current_app, has_app_context, request
+from flask.globals import request_ctx
+
+from chorde.clients.base import BaseCacheClient
+from chorde.clients.inproc import InprocCacheClient
+from chorde.decorators import cached as _cached
+from chorde.errors import ConfigurationError
+
+__all__ = ["Chorde"]
+
+_EXT = "chorde"
+_CLIENT_KINDS = ("inproc", "memcached", "tiered")
+_DEFAULTS: dict[str, Any] = {
+    "CHORDE_CLIENT": "inproc",
+    "CHORDE_SERVERS": None,
+    "CHORDE_DEFAULT_TTL": 300,
+    "CHORDE_CHECKSUM_KEY": None,
+    "CHORDE_KEY_PREFIX": None,
+    "CHORDE_SIZE": 10000,
+    "CHORDE_STORE": None,
+    "CHORDE_OPTIONS": None,
+}
+# A fixed label: the derived key is HMAC(SECRET_KEY, label), so it is useless for anything
+# SECRET_KEY signs (sessions) and reveals nothing about SECRET_KEY.
+_DERIVATION_LABEL = b"chorde_flask checksum key v1"
+_VIEW_NS = "chorde_flask.view"
+_CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+
+
+# ---- configuration -----------------------------------------------------------------
+
+
+def _number(config: dict, name: str, *, integer: bool) -> float | int:
+    raw = config.get(name, _DEFAULTS[name])
+    value: Any = raw
+    if isinstance(raw, str):
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            value = None
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not value > 0 or value != value:
+        kind = "integer" if integer else "number"
+        raise ConfigurationError(f"{name} must be a positive {kind}, got {raw!r}")
+    return value
+
+
+def _servers(config: dict) -> list[Any]:
+    raw = config.get("CHORDE_SERVERS")
+    items: Any = raw.replace(",", " ").split() if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not items:
+        raise ConfigurationError(
+            f"CHORDE_SERVERS must list memcached servers ('host:port', ...), got {raw!r}"
+        )
+    from chorde.clients.memcached import parse_server
+
+    for item in items:
+        try:
+            parse_server(item)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"CHORDE_SERVERS: {exc}") from None
+    return list(items)
+
+
+def _checksum_key(config: dict) -> Any:
+    key = config.get("CHORDE_CHECKSUM_KEY")
+    if key is not None:
+        keys = key if isinstance(key, list | tuple) else [key]
+        if not keys or not all(isinstance(k, str | bytes) and k for k in keys):
+            raise ConfigurationError(
+                "CHORDE_CHECKSUM_KEY must be a non-empty str/bytes secret or a list of them"
+            )
+        return key
+    secret = config.get("SECRET_KEY")
+    if not secret:
+        raise ConfigurationError(
+            "CHORDE_CHECKSUM_KEY is not set and there is no SECRET_KEY to derive it from: "
+            "values in memcached are signed, set one of them"
+        )
+    if not isinstance(secret, str | bytes):
+        raise ConfigurationError("SECRET_KEY must be str or bytes to derive CHORDE_CHECKSUM_KEY")
+    secret_bytes = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(secret_bytes, _DERIVATION_LABEL, hashlib.sha256).digest()
+
+
+def _inproc(config: dict) -> InprocCacheClient:
+    size = _number(config, "CHORDE_SIZE", integer=True)
+    try:
+        return InprocCacheClient(size, config.get("CHORDE_STORE"))
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"CHORDE_STORE: {exc}") from None
+
+
+def _memcached(app: Flask, config: dict) -> BaseCacheClient:
+    from chorde.clients.memcached import MemcachedClient
+
+    servers = _servers(config)
+    checksum_key = _checksum_key(config)
+    prefix = config.get("CHORDE_KEY_PREFIX")
+    if prefix is None:
+        prefix = app.import_name
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"CHORDE_KEY_PREFIX must be a str, got {prefix!r}")
+    options = config.get("CHORDE_OPTIONS") or {}
+    if not isinstance(options, dict):
+        raise ConfigurationError(f"CHORDE_OPTIONS must be a dict, got {options!r}")
+    reserved = {"servers", "checksum_key", "namespace"} & set(options)
+    if reserved:
+        raise ConfigurationError(
+            f"CHORDE_OPTIONS must not set {sorted(reserved)}: use CHORDE_SERVERS, "
+            "CHORDE_CHECKSUM_KEY and CHORDE_KEY_PREFIX"
+        )
+    try:
+        return MemcachedClient(servers, checksum_key, namespace=prefix, **options)
+    except ConfigurationError as exc:
+        name = "CHORDE_KEY_PREFIX" if "namespace" in str(exc) else "CHORDE_OPTIONS"
+        raise ConfigurationError(f"{name}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"CHORDE_OPTIONS: {exc}") from None
+
+
+def _check_keys(config: dict) -> None:
+    for name in config:
+        if isinstance(name, str) and name.startswith("CHORDE_") and name not in _DEFAULTS:
+            close = difflib.get_close_matches(name, _DEFAULTS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigurationError(f"unknown setting {name}{hint}; known: {sorted(_DEFAULTS)}")
+
+
+def _build_client(app: Flask) -> tuple[BaseCacheClient, bool]:
+    """The app's client from its config, and whether the extension owns (closes) it."""
+    config = app.config
+    _check_keys(config)
+    kind = config.get("CHORDE_CLIENT", "inproc")
+    if isinstance(kind, BaseCacheClient):
+        return kind, False
+    if isinstance(kind, str):
+        kind_name = kind.strip().lower()
+        if kind_name not in _CLIENT_KINDS:
+            raise ConfigurationError(
+                f"CHORDE_CLIENT must be one of {list(_CLIENT_KINDS)}, a cache client or a "
+                f"factory(app), got {kind!r}"
+            )
+        if kind_name == "inproc":
+            if config.get("CHORDE_SERVERS"):
+                raise ConfigurationError(
+                    "CHORDE_SERVERS is set but CHORDE_CLIENT is 'inproc', which uses no "
+                    "server: set CHORDE_CLIENT to 'memcached' or 'tiered'"
+                )
+            return _inproc(config), True
+        if kind_name == "memcached":
+            return _memcached(app, config), True
+        from chorde.clients.tiered import TieredInclusiveClient
+
+        return TieredInclusiveClient(_inproc(config), _memcached(app, config)), True
+    if callable(kind):
+        client = kind(app)
+        if not isinstance(client, BaseCacheClient):
+            raise ConfigurationError(
+                f"CHORDE_CLIENT factory {kind!r} returned {client!r}, not a cache client"
+            )
+        return client, True
+    raise ConfigurationError(
+        f"CHORDE_CLIENT must be one of {list(_CLIENT_KINDS)}, a cache client or a "
+        f"factory(app), got {kind!r}"
+    )
+
+
+def _close_quietly(client: BaseCacheClient) -> None:
+    # At interpreter exit or gc there is nobody left to report a failure to.
+    with contextlib.suppress(Exception):
+        client.close()
+
+
+class _AppState:
+    """What one app holds in ``app.extensions["chorde"]``."""
+
+    def __init__(self, ext: Chorde, client: BaseCacheClient, owned: bool, ttl: float) -> None:
+        self.ext = ext
+        self.client = client
+        self.default_ttl = ttl
+        self.lock = threading.Lock()
+        self.memos: dict[_Memoized, Any] = {}
+        self.finalizer: weakref.finalize | None = None
+
+    def close(self) -> None:
+        if self.finalizer is not None:
+            self.finalizer()
+
+
+# ---- memoize -----------------------------------------------------------------------
+
+
+def _in_app(app: Flask, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run inside ``app``'s context when called outside one (pool threads)."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def arun(*args: Any, **kwargs: Any) -> Any:
+            if has_app_context():
+                return await fn(*args, **kwargs)
+            with app.app_context():
+                return await fn(*args, **kwargs)
+
+        return arun
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if has_app_context():
+            return fn(*args, **kwargs)
+        with app.app_context():
+            return fn(*args, **kwargs)
+
+    return run
+
+
+class _Memoized:
+    """A function cached per app: each call resolves ``current_app``'s cached wrapper.
+
+    Offers every variant of :func:`chorde.decorators.cached` (``bg()``/``async_()``,
+    ``future()``, ``peek``, ``lazy``, ``refresh``, ``put``, ``invalidate``, ``expire``,
+    ``uncached``, ``client``).
+    """
+
+    def __init__(
+        self, ext: Chorde, fn: Callable[..., Any], options: dict[str, Any], bound: tuple = ()
+    ) -> None:
+        functools.update_wrapper(self, fn)
+        self._ext = ext
+        self._fn = fn
+        self._options = options
+        self._bound = bound
+        self._root: _Memoized = self
+
+    def __get__(self, obj: Any, cls: type | None = None) -> Any:
+        if obj is None:
+            return self
+        bound = _Memoized(self._ext, self._fn, self._options, (obj,))
+        bound._root = self._root
+        return bound
+
+    def for_app(self, app: Flask | None = None) -> Any:
+        """The chorde cached wrapper of this function for ``app`` (default: current_app)."""
+        state = self._ext._state(app)
+        root = self._root
+        wrapper = state.memos.get(root)
+        if wrapper is None:
+            with state.lock:
+                wrapper = state.memos.get(root)
+                if wrapper is None:
+                    options = dict(self._options)
+                    if options["ttl"] is None:
+                        options["ttl"] = state.default_ttl
+                    the_app = app or current_app._get_current_object()
+                    wrapper = _cached(state.client, **options)(_in_app(the_app, self._fn))
+                    state.memos[root] = wrapper
+        return wrapper
+
+    def _variant(self, name: str) -> Callable[..., Any]:
+        return getattr(self.for_app(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.for_app()(*self._bound, *args, **kwargs)
+
+    def bg(self) -> _MemoVariant:
+        """Serve what the cache holds (even stale) and refresh in the background."""
+        return _MemoVariant(self, "bg")
+
+    async_ = bg
+
+    def future(self) -> _MemoVariant:
+        """Return chorde Futures (awaitable) instead of results; never blocks the caller."""
+        return _MemoVariant(self, "future")
+
+    def peek(self, *args: Any, **kwargs: Any) -> Any:
+        """The cached value or CacheMissError; never computes."""
+        return self._variant("peek")(*self._bound, *args, **kwargs)
+
+    def lazy(self, *args: Any, **kwargs: Any) -> Any:
+        """The cached value or CacheMissError, never waiting."""
+        return self._variant("lazy")(*self._bound, *args, **kwargs)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        """Recompute now and store."""
+        return self._variant("refresh")(*self._bound, *args, **kwargs)
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        """Store ``_cache_put=value`` as the result for these arguments."""
+        return self._variant("put")(*self._bound, *args, **kwargs)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> Any:
+        """Delete the cached entry for these arguments."""
+        return self._variant("invalidate")(*self._bound, *args, **kwargs)
+
+    def expire(self, *args: Any, **kwargs: Any) -> Any:
+        """Mark the entry stale."""
+        return self._variant("expire")(*self._bound, *args, **kwargs)
+
+    def uncached(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function itself, bypassing the cache."""
+        return self._variant("uncached")(*self._bound, *args, **kwargs)
+
+    @property
+    def client(self) -> BaseCacheClient:
+        """The current app's cache client."""
+        return self._ext._state().client
+
+    def __repr__(self) -> str:
+        return f"<chorde_flask memoized {self._fn.__module__}.{self._fn.__qualname__}>"
+
+
+class _MemoVariant:
+    """``memoized.bg()`` / ``memoized.future()``, resolved against current_app when used."""
+
+    __slots__ = ("_memo", "_mode")
+
+    def __init__(self, memo: _Memoized, mode: str) -> None:
+        self._memo = memo
+        self._mode = mode
+
+    def _resolve(self) -> Any:
+        return getattr(self._memo.for_app(), self._mode)()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._resolve()(*self._memo._bound, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("peek", "lazy", "refresh", "put", "invalidate", "expire", "uncached"):
+            raise AttributeError(name)
+        method = getattr(self._resolve(), name)
+        bound = self._memo._bound
+        return lambda *args, **kwargs: method(*bound, *args, **kwargs)
+
+
+# ---- view caching ------------------------------------------------------------------
+
+
+def _query_key(pairs: Any) -> tuple:
+    return tuple(sorted(pairs))
+
+
+def _session_used() -> bool:
+    """Whether the view read or wrote the session: its response is then for one user only."""
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    # Flask >= 3.1 marks the session accessed whenever ctx.session is read (so asking would
+    # answer yes); the opened session is held in _session there, in session before.
+    current = getattr(ctx, "_session", None)
+    if current is None:
+        current = getattr(ctx, "session", None)
+    return bool(getattr(current, "accessed", False) or getattr(current, "modified", False))
+
+
+def _snapshot(response: Response) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """What to store for a response, or None when it must not be cached."""
+    if not 200 <= response.status_code < 300 or response.status_code == 206:
+        return None
+    if response.is_streamed or "Set-Cookie" in response.headers:
+        return None
+    cache_control = response.cache_control
+    if cache_control.no_store or cache_control.private:
+        return None
+    if _session_used():
+        return None
+    return response.status_code, list(response.headers.items()), response.get_data()
+
+
+def _replay(entry: tuple[int, list[tuple[str, str]], bytes]) -> Response:
+    status, headers, body = entry
+    return current_app.response_class(body, status=status, headers=headers)
+
+
+class Chorde:
+    """The Flask extension: ``Chorde(app)`` or ``chorde = Chorde(); chorde.init_app(app)``."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Build ``app``'s client from its ``CHORDE_*`` config; register the extension."""
+        current = app.extensions.get(_EXT)
+        if current is not None:
+            raise RuntimeError(
+                f"chorde is already initialized on app {app.name!r}; call init_app once per app"
+            )
+        ttl = _number(app.config, "CHORDE_DEFAULT_TTL", integer=False)
+        client, owned = _build_client(app)
+        state = _AppState(self, client, owned, float(ttl))
+        if owned:
+            # Runs when the app is collected, or at interpreter exit, whichever comes first.
+            state.finalizer = weakref.finalize(app, _close_quietly, client)
+        app.extensions[_EXT] = state
+
+    def _state(self, app: Flask | None = None) -> _AppState:
+        if app is None:
+            if not has_app_context():
+                raise RuntimeError(
+                    "chorde needs an application context (current_app) here: call it during "
+                    "a request or inside `with app.app_context():`"
+                )
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = app.extensions.get(_EXT)
+        if state is None or state.ext is not self:
+            raise RuntimeError(
+                f"this Chorde extension is not initialized on app {app.name!r}: "
+                "call chorde.init_app(app)"
+            )
+        return state
+
+    @property
+    def client(self) -> BaseCacheClient:
+        """The current app's cache client."""
+        return self._state().client
+
+    def get_client(self, app: Flask) -> BaseCacheClient:
+        """``app``'s cache client, without an application context."""
+        return self._state(app).client
+
+    def close(self, app: Flask | None = None) -> None:
+        """Close the (current) app's client now, if the extension created it."""
+        self._state(app).close()
+
+    # ---- function memoization ------------------------------------------------------
+
+    def memoize(
+        self,
+        ttl: float | None = None,
+        async_ttl: float | None = None,
+        *,
+        key: Callable[..., Hashable] | None = None,
+        namespace: str | None = None,
+        ttl_spread: float | bool = True,
+        executor: Any = None,
+    ) -> Callable[[Callable[..., Any]], _Memoized]:
+        """Cache a function's results in the current app's client (see ``chorde.decorators``).
+
+        ``ttl`` defaults to ``CHORDE_DEFAULT_TTL``. The function may be defined before any
+        app exists; each app gets its own cached wrapper (and compute-once registry).
+        Background computations run inside the app's context.
+        """
+        options = {
+            "ttl": ttl,
+            "async_ttl": async_ttl,
+            "key": key,
+            "namespace": namespace,
+            "ttl_spread": ttl_spread,
+            "executor": executor,
+        }
+        if ttl is not None:
+            # Validate now (a throwaway client would do, but the arguments are all we need).
+            _cached(InprocCacheClient(1), **options)
+
+        def decorate(fn: Callable[..., Any]) -> _Memoized:
+            if not callable(fn):
+                raise TypeError(f"@memoize decorates functions, got {fn!r}")
+            return _Memoized(self, fn, options)
+
+        return decorate
+
+    # ---- view caching --------------------------------------------------------------
+
+    def view_key(self, url: str) -> Hashable:
+        """The cache key of a GET of ``url`` (``"/path?query"``) under the default key."""
+        parts = urlsplit(url)
+        return (_VIEW_NS, parts.path, _query_key(parse_qsl(parts.query, keep_blank_values=True)))
+
+    def invalidate_view(self, url: str) -> None:
+        """Drop the cached response of ``url`` (``"/path?query"``, default key) for the app."""
+        self.client.delete(self.view_key(url))
+
+    def cached(
+        self,
+        ttl: float | None = None,
+        *,
+        key: Callable[[], Hashable] | None = None,
+        query_string: bool = True,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Cache a view's successful GET/HEAD responses for ``ttl`` seconds.
+
+        The key is the request path plus the query arguments (sorted, so their order does
+        not matter; ``query_string=False`` ignores them), or ``(key(),)`` when a ``key``
+        callable is given (it runs in the request context). Cached: 2xx responses except
+        206, without ``Set-Cookie``, not streamed, not ``Cache-Control: no-store/private``,
+        and from views that did not touch the session. Works on ``async def`` views. Put it
+        below ``@app.route``.
+        """
+        if ttl is not None:
+            _number({"CHORDE_DEFAULT_TTL": ttl}, "CHORDE_DEFAULT_TTL", integer=False)
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be a callable returning the cache key, got {key!r}")
+
+        def make_key() -> Hashable:
+            if key is not None:
+                return (_VIEW_NS, key())
+            query = _query_key(request.args.items(multi=True)) if query_string else ()
+            return (_VIEW_NS, request.path, query)
+
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            if inspect.iscoroutinefunction(view):
+
+                @functools.wraps(view)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if request.method not in _CACHEABLE_METHODS:
+                        return await view(*args, **kwargs)
+                    state = self._state()
+                    ckey = make_key()
+                    entry, ttl_left = await state.client.agetTtl(ckey, None)
+                    if entry is not None and ttl_left > 0:
+                        return _replay(entry)
+                    response = current_app.make_response(await view(*args, **kwargs))
+                    snap = _snapshot(response)
+                    if snap is not None:
+                        await state.client.aput(ckey, snap, ttl or state.default_ttl)
+                    return response
+
+                return async_wrapper
+
+            @functools.wraps(view)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if request.method not in _CACHEABLE_METHODS:
+                    return view(*args, **kwargs)
+                state = self._state()
+                ckey = make_key()
+                entry, ttl_left = state.client.getTtl(ckey, None)
+                if entry is not None and ttl_left > 0:
+                    return _replay(entry)
+                response = current_app.make_response(view(*args, **kwargs))
+                snap = _snapshot(response)
+                if snap is not None:
+                    state.client.put(ckey, snap, ttl or state.default_ttl)
+                return response
+
+            return wrapper
+
+        return decorate
