@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import logging
@@ -72,10 +73,13 @@ def _threshold(ttl: float, async_ttl: Any) -> float:
         return 0.0
     if isinstance(async_ttl, bool) or not isinstance(async_ttl, int | float):
         raise TypeError(f"async_ttl must be a number of seconds or None, got {async_ttl!r}")
+    if async_ttl == 0:
+        return 0.0
     threshold = ttl + async_ttl if async_ttl < 0 else float(async_ttl)
-    if not 0 <= threshold < ttl:
+    if not 0 < threshold < ttl:
         raise ValueError(
-            f"async_ttl={async_ttl!r} must lie strictly between -ttl and ttl (ttl={ttl!r})"
+            f"async_ttl={async_ttl!r} must be None, 0, or strictly between -ttl and ttl "
+            f"(ttl={ttl!r})"
         )
     return threshold
 
@@ -271,6 +275,9 @@ class _Core:
                 value = self.fn(*args, **kwargs)
                 self.store(ckey, value)
         except BaseException as exc:
+            if flight.background and isinstance(exc, Exception):
+                # Logged before waiters wake: nobody asked for this result.
+                logger.exception("%s: background computation failed", self.name)
             self.flights.release(ckey, flight)
             flight.set_exception(exc)
             raise
@@ -324,11 +331,8 @@ class _Core:
     def _bg_job(self, flight: Flight) -> None:
         if not self.flights.take(flight):
             return  # a waiting pool thread ran it already
-        try:
+        with contextlib.suppress(Exception):  # delivered to waiters, logged by _fly
             _compute.run_as_worker(flight.runner)
-        except Exception:
-            if flight.background:
-                logger.exception("%s: background computation failed", self.name)
 
     def peek(self, args: tuple, kwargs: dict) -> Any:
         """The live cached value, or CacheMissError; never computes."""
