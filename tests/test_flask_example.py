@@ -1,0 +1,118 @@
+"""The Flask example project, run as a real server process and spoken to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "example_projects" / "flask_app" / "app.py"
+
+
+class _Server:
+    """``flask run`` of the example app on a free 127.0.0.1 port."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        command = [sys.executable, "-m", "flask", "--app", str(APP), "run"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the example app exited:\n{self.output()}")
+            try:
+                httpx.get(f"{self.url}/stats", timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the example app did not answer in {timeout} s:\n{self.output()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def start_app() -> Iterator[Callable[..., _Server]]:
+    started: list[_Server] = []
+
+    def start(**env: str) -> _Server:
+        server = _Server(env)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _work(client: httpx.Client) -> dict[str, int]:
+    return client.get("/stats").json()["work"]
+
+
+def _check_caching_and_invalidation(server: _Server, client_name: str) -> None:
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        assert http.get("/stats").json()["client"] == client_name
+        first = http.get("/report", params={"n": 3})
+        assert first.status_code == 200
+        assert first.json()["square"] == 9
+        assert _work(http) == {"report": 1, "square": 1}
+        second = http.get("/report", params={"n": 3})
+        assert second.json() == first.json()  # the cached response, same rendered_at
+        assert http.get("/square/3").json() == {"n": 3, "square": 9}
+        assert _work(http) == {"report": 1, "square": 1}
+
+        assert http.post("/invalidate", params={"n": 3}).json() == {"invalidated": 3}
+        third = http.get("/report", params={"n": 3})
+        assert third.json()["rendered_at"] > first.json()["rendered_at"]
+        assert _work(http) == {"report": 2, "square": 2}
+        assert http.get("/report", params={"n": 4}).json()["square"] == 16
+        assert _work(http) == {"report": 3, "square": 3}
+
+
+def test_example_on_the_inproc_default(start_app):
+    server = start_app()
+    _check_caching_and_invalidation(server, "InprocCacheClient")
+
+
+def test_example_on_memcached_shares_the_cache_between_processes(start_app, memcached):
+    env = {"FLASK_CHORDE_CLIENT": "memcached", "FLASK_CHORDE_SERVERS": memcached.address}
+    one = start_app(**env)
+    _check_caching_and_invalidation(one, "MemcachedClient")
+    two = start_app(**env)
+    with httpx.Client(base_url=two.url, timeout=10.0) as http:
+        # Rendered by the first process, served from memcached by the second.
+        assert http.get("/report", params={"n": 4}).json()["pid"] == one.proc.pid
+        assert http.get("/square/3").json()["square"] == 9
+        assert _work(http) == {"report": 0, "square": 0}
