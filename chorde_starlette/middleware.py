@@ -251,6 +251,8 @@ class CacheMiddleware:
     * ``statuses``: the response statuses that may be stored (:data:`DEFAULT_STATUSES`).
     * ``key_prefix``: a string put in every key, to keep several caches in one client apart.
     * ``add_etag``: give stored responses without an ETag a strong one (default True).
+    * ``clock``: the wall clock entries are dated by (``time.time``; tests replace it). It
+      must agree across processes sharing a client, since ``Age`` is computed from it.
     """
 
     def __init__(
@@ -265,6 +267,7 @@ class CacheMiddleware:
         key_prefix: str = "",
         add_etag: bool = True,
         inproc_size: int = 1024,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application, got {app!r}")
@@ -292,6 +295,9 @@ class CacheMiddleware:
         self.statuses = statuses
         self.key_prefix = key_prefix
         self.add_etag = bool(add_etag)
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self._clock = clock
         self._default_policy = RoutePolicy(self.cache_by_default)
         self._policies: dict[tuple[Any, ...], RoutePolicy] = {}
         self._inflight: dict[tuple[Any, ...], asyncio.Future[_Entry | None]] = {}
@@ -319,7 +325,7 @@ class CacheMiddleware:
         if not revalidate:
             entry, key = await self._lookup(key, request)
             if entry is not None:
-                if request.accepts(entry, time.time()):
+                if request.accepts(entry, self._clock()):
                     await self._send_entry(send, entry, request, hit=True)
                     return
                 revalidate = True
@@ -495,14 +501,14 @@ class CacheMiddleware:
             return None  # RFC 9111 section 3.5
         if vary_names(headers) is None:  # Vary: * (RFC 9111 section 4.1)
             return None
-        explicit = freshness_lifetime(cc, headers, time.time())
+        explicit = freshness_lifetime(cc, headers, self._clock())
         lifetime = ttl if explicit is None else min(ttl, explicit)
         return lifetime if lifetime > 0 else None
 
     def _make_entry(
         self, start: Message, body: bytes, request: _Request, lifetime: float
     ) -> _Entry:
-        now = time.time()
+        now = self._clock()
         status = start["status"]
         headers: list[tuple[bytes, bytes]] = []
         initial_age = 0
@@ -537,7 +543,7 @@ class CacheMiddleware:
         """Send a stored response: Age on hits (RFC 9111 section 5.1), 304 when it matches."""
         headers = list(entry.headers)
         if hit:
-            age = max(0, int(time.time() - entry.stored_at))
+            age = max(0, int(self._clock() - entry.stored_at))
             headers.append((b"age", str(age).encode()))
         if if_none_match_matches(request.if_none_match, entry.etag):
             headers = [(k, v) for k, v in headers if k in _NOT_MODIFIED_FIELDS or k == b"age"]
