@@ -62,11 +62,11 @@ def test_seed_decorator_example(capsys):
 
 
 def test_async_ttl_recomputes_in_the_background():
-    # ttl=1, async_ttl=-0.7: "recompute every 0.3 s" while callers keep the cached value.
+    # ttl=1, async_ttl=-0.3: "recompute every 0.3 s" while callers keep the cached value.
     c = InprocCacheClient(200)
     calls = []
 
-    @cached(c, ttl=1, async_ttl=-0.7, ttl_spread=False)
+    @cached(c, ttl=1, async_ttl=-0.3, ttl_spread=False)
     def expensive_func(x):
         calls.append(time.monotonic())
         return x * random.random()
