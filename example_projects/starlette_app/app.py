@@ -15,7 +15,8 @@ Endpoints (each counts how often its handler really ran; ``/stats`` shows the co
 * ``/greeting``: answers in the language of ``Accept-Language`` and says ``Vary`` on it.
 * ``/stream``: a streamed body (``chunks`` x ``size`` bytes), passed through as it is
   produced; cached only when it fits the cache's body size cap. With ``hold=<token>`` it
-  stops after the first chunk until ``/stream/release?token=<token>`` is called.
+  stops after the first chunk until ``/stream/release?token=<token>`` is called (at most
+  10 s); the release answers 404 when no stream waits for that token.
 * ``/lab``: a playground whose response fields come from the query string (``status``,
   ``cc`` for Cache-Control, ``vary``, ``cookie``, ``etag``, ``expires``) to watch the rules.
 * ``/static``: a trivial uncached endpoint (the benchmark's baseline); ``/stats``.
@@ -141,24 +142,30 @@ async def stream(request: Request) -> Response:
     hold = request.query_params.get("hold")
 
     async def body() -> AsyncIterator[bytes]:
-        for i in range(chunks):
-            line = f"call {n} chunk {i}\n".encode()
-            yield line + b"." * max(0, size - len(line) - 1) + b"\n"
-            if i == 0 and hold:
-                event = _releases.setdefault(hold, asyncio.Event())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), HOLD_TIMEOUT)
+        # Registered before the first chunk leaves, so a client that got it can release.
+        event = _releases.setdefault(hold, asyncio.Event()) if hold else None
+        try:
+            for i in range(chunks):
+                line = f"call {n} chunk {i}\n".encode()
+                yield line + b"." * max(0, size - len(line) - 1) + b"\n"
+                if i == 0 and event is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), HOLD_TIMEOUT)
+                else:
+                    await asyncio.sleep(0)
+        finally:
+            if hold:
                 _releases.pop(hold, None)
-            else:
-                await asyncio.sleep(0)
 
     return StreamingResponse(body(), media_type="text/plain")
 
 
 @no_cache_route
 async def release(request: Request) -> Response:
-    token = request.query_params.get("token", "")
-    _releases.setdefault(token, asyncio.Event()).set()
+    event = _releases.get(request.query_params.get("token", ""))
+    if event is None:
+        return PlainTextResponse("no stream is waiting for this token", status_code=404)
+    event.set()
     return PlainTextResponse("released")
 
 

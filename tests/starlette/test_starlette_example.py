@@ -326,7 +326,7 @@ def test_stream_passes_through_before_it_ends(http: httpx.Client) -> None:
         # The app waits for the release before producing more: a buffering cache would
         # never have let the first chunk through.
         assert first.startswith(b"call ")
-        http.get(f"/stream/release?token={token}")
+        assert http.get(f"/stream/release?token={token}").status_code == 200
         rest = b"".join(chunks)
     assert len(first) + len(rest) == 300
 
