@@ -17,7 +17,6 @@ Keys are used as they are (any hashable object, no encoding); an unhashable key 
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -181,19 +180,15 @@ class Cache(BaseStore):
 #: The seed's name for the exact LRU store.
 LRUCache = Cache
 
-_MIX = 0x9E3779B97F4A7C15
-_MASK = (1 << 64) - 1
-
-
-def _alt_hash(h: int) -> int:
-    # A second, independent-enough position from the same hash (Fibonacci hashing).
-    return ((h * _MIX) & _MASK) >> 20
+# Fibonacci hashing: the high bits of hash * golden ratio give a second position that is
+# independent enough of hash % n, also for small consecutive ints (whose hash is themselves).
+_GOLD = 0x9E3779B1
 
 
 class CuckooCache(BaseStore):
     """Approximate LRU in a fixed table with bounded probes; see the module docstring."""
 
-    __slots__ = ("_count", "_lock", "_n", "_slots", "_stamps", "_tick", "capacity", "evictions")
+    __slots__ = ("_count", "_epoch", "_lock", "_n", "_slots", "_stamps", "capacity", "evictions")
 
     def __init__(self, size: int) -> None:
         self.capacity = check_capacity(size)
@@ -203,14 +198,16 @@ class CuckooCache(BaseStore):
         # the old or the new occupant whole, never a key paired with another key's value.
         self._slots: list[tuple[Hashable, Entry, int] | None] = [None] * self._n
         self._stamps = [0] * self._n
-        self._tick = itertools.count(1).__next__
+        # Recency is counted in writes: a read stamps the slot with the current write epoch
+        # (no counter to bump on the read path); victims are only chosen by writes anyway.
+        self._epoch = 1
         self._count = 0
         self._lock = threading.Lock()
 
     def _candidates(self, h: int) -> tuple[int, int, int, int]:
         n = self._n
         i = h % n
-        j = _alt_hash(h) % n
+        j = (h * _GOLD >> 16) % n
         i2 = i ^ 1
         j2 = j ^ 1
         return i, (i2 if i2 < n else i), j, (j2 if j2 < n else j)
@@ -230,17 +227,31 @@ class CuckooCache(BaseStore):
         return -1
 
     def lookup(self, key: Hashable) -> Entry:
+        # The four probes of _candidates, unrolled: this is the read hot path.
         h = hash(key)
         slots = self._slots
-        i = h % self._n
+        n = self._n
+        i = h % n
         s = slots[i]
         if s is not None and (s[0] is key or s[0] == key):
-            self._stamps[i] = self._tick()
+            self._stamps[i] = self._epoch
             return s[1]
-        for i in self._candidates(h)[1:]:
+        i ^= 1
+        if i < n:
             s = slots[i]
             if s is not None and (s[0] is key or s[0] == key):
-                self._stamps[i] = self._tick()
+                self._stamps[i] = self._epoch
+                return s[1]
+        i = (h * _GOLD >> 16) % n
+        s = slots[i]
+        if s is not None and (s[0] is key or s[0] == key):
+            self._stamps[i] = self._epoch
+            return s[1]
+        i ^= 1
+        if i < n:
+            s = slots[i]
+            if s is not None and (s[0] is key or s[0] == key):
+                self._stamps[i] = self._epoch
                 return s[1]
         raise KeyError(key)
 
@@ -260,7 +271,7 @@ class CuckooCache(BaseStore):
             s = slots[i]
             if s is not None and (s[0] is key or s[0] == key):  # overwrite in place
                 slots[i] = (key, entry, h)
-                self._stamps[i] = self._tick()
+                self._stamps[i] = self._epoch
                 return
             self._set_locked(key, entry, h, now)
 
@@ -276,17 +287,21 @@ class CuckooCache(BaseStore):
                     empty = i
             elif s[0] is key or s[0] == key:
                 slots[i] = (key, entry, h)
-                stamps[i] = self._tick()
+                stamps[i] = self._next_epoch()
                 return
         if empty >= 0:
             slots[empty] = (key, entry, h)
-            stamps[empty] = self._tick()
+            stamps[empty] = self._next_epoch()
             self._count += 1
             return
         victim = self._oldest(cands, now)
         self._relocate(victim, now)
         slots[victim] = (key, entry, h)
-        stamps[victim] = self._tick()
+        stamps[victim] = self._next_epoch()
+
+    def _next_epoch(self) -> int:
+        self._epoch += 1  # under the write lock
+        return self._epoch
 
     def _oldest(self, cands: Iterable[int], now: float) -> int:
         slots = self._slots
