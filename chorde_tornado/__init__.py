@@ -74,29 +74,26 @@ class _Capture:
     only; the class and tornado are untouched).
     """
 
+    _RECORDED = ("set_status", "set_header", "add_header", "clear_header", "write")
+
     def __init__(self, handler: tornado.web.RequestHandler) -> None:
-        self.status: tuple[int, str | None] = (200, None)
-        self.ops: list[tuple[str, str, Any]] = []
-        self.chunks: list[Any] = []
+        self.handler = handler
+        self.ops: list[tuple[str, tuple, dict]] = []
         self.cacheable = True
         self.frozen = False
+        self.status = 200
         cls = type(handler)
-        for name in ("write", "set_header", "add_header", "clear_header", "set_status"):
+        for name in self._RECORDED:
             setattr(handler, name, self._recorder(name, getattr(cls, name).__get__(handler)))
         handler.set_cookie = self._spoiler(cls.set_cookie.__get__(handler))  # type: ignore[method-assign]
         handler.flush = self._spoiler(cls.flush.__get__(handler))  # type: ignore[method-assign]
         handler.finish = self._finisher(cls.finish.__get__(handler))  # type: ignore[method-assign]
 
     def _recorder(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        def record(*args: Any) -> Any:
-            result = method(*args)
+        def record(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
             if not self.frozen:
-                if name == "write":
-                    self.chunks.append(args[0])
-                elif name == "set_status":
-                    self.status = (args[0], args[1] if len(args) > 1 else None)
-                else:
-                    self.ops.append((name, args[0], args[1] if len(args) > 1 else None))
+                self.ops.append((name, args, kwargs))
             return result
 
         return record
@@ -113,31 +110,26 @@ class _Capture:
     def _finisher(self, method: Callable[..., Any]) -> Callable[..., Any]:
         def finish(chunk: Any = None) -> Any:
             if chunk is not None and not self.frozen:
-                self.chunks.append(chunk)
+                self.ops.append(("write", (chunk,), {}))
             # What finish() adds itself (ETag, Content-Length, 304) is redone on replay.
             self.frozen = True
+            self.status = self.handler.get_status()
             return method(chunk)
 
         return finish
 
-    def snapshot(self) -> tuple[tuple[int, str | None], list, list]:
-        """What to store, or raise :class:`_Uncacheable`."""
-        if not self.cacheable or self.status[0] != 200:
-            raise _Uncacheable
+    def snapshot(self) -> list[tuple[str, tuple, dict]]:
+        """The recorded operations, or raise :class:`_Uncacheable`."""
+        status = self.status if self.frozen else self.handler.get_status()
         self.frozen = True
-        return self.status, self.ops, self.chunks
+        if not self.cacheable or status != 200:
+            raise _Uncacheable
+        return self.ops
 
 
-def _replay(handler: tornado.web.RequestHandler, entry: tuple) -> None:
-    (status, reason), ops, chunks = entry
-    handler.set_status(status, reason)
-    for op, name, value in ops:
-        if op == "clear_header":
-            handler.clear_header(name)
-        else:
-            getattr(handler, op)(name, value)
-    for chunk in chunks:
-        handler.write(chunk)
+def _replay(handler: tornado.web.RequestHandler, ops: list[tuple[str, tuple, dict]]) -> None:
+    for name, args, kwargs in ops:
+        getattr(handler, name)(*args, **kwargs)
 
 
 async def _run(get: Callable[..., Any], handler: Any, args: tuple, kwargs: dict) -> None:
