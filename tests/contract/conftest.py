@@ -101,6 +101,14 @@ def _asyncwrite_memcached(request, clock):
     return Env(client, encoded_keys=True)
 
 
+def _files(request, clock):
+    from chorde.clients.files import FilesCacheClient
+
+    path = request.getfixturevalue("tmp_path") / "files-cache"
+    client = FilesCacheClient(path, 64 * 1024 * 1024, checksum_key="contract", clock=clock)
+    return Env(client, clock.advance, encoded_keys=True)
+
+
 FACTORIES: dict[str, Callable[..., Env]] = {
     "memcached-1": _memcached(1),
     "memcached-3": _memcached(3),
@@ -112,6 +120,7 @@ FACTORIES: dict[str, Callable[..., Env]] = {
     "namespace-inproc": _namespaced,
     "asyncwrite-inproc": _asyncwrite_inproc,
     "asyncwrite-memcached": _asyncwrite_memcached,
+    "files": _files,
 }
 
 
