@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
-import math
 import numbers
 import threading
 from collections.abc import Callable, Hashable
@@ -225,10 +224,14 @@ def _freeze(value: Any) -> Hashable:
 def parse(location: Any, params: dict[str, Any], alias: str = "") -> Stack:
     """Validate a ``CACHES`` entry; raise ``ImproperlyConfigured`` naming a bad option."""
     timeout = params.get("TIMEOUT", 300)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or math.isnan(timeout)
-    ):
-        raise _bad(alias, "TIMEOUT", f"must be a number of seconds or None, got {timeout!r}")
+    if timeout is not None:
+        # Django's BaseCache takes int(TIMEOUT) and silently uses 300 when that fails.
+        try:
+            int(timeout)
+        except (TypeError, ValueError, OverflowError):
+            raise _bad(
+                alias, "TIMEOUT", f"must be a number of seconds or None, got {timeout!r}"
+            ) from None
     options = params.get("OPTIONS") or {}
     if not isinstance(options, dict):
         raise _bad(alias, "OPTIONS", f"must be a dict, got {options!r}")

@@ -185,10 +185,6 @@ class ChordeCache(BaseCache):
             return math.inf
         return float(timeout)
 
-    def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> float:
-        """Seconds an entry set with ``timeout`` lives (``inf``: forever, ``<= 0``: not at all)."""
-        return self._ttl(timeout)
-
     # ---- sync API ----------------------------------------------------------------------
 
     def add(
