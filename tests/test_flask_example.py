@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "example_projects" / "flask_app" / "app.py"
 
 
+def _pythonpath() -> str:
+    # The checkout first: the example must run against this tree whatever is installed.
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 class _Server:
     """``flask run`` of the example app on a free 127.0.0.1 port."""
 
@@ -31,7 +36,7 @@ class _Server:
         self.proc = subprocess.Popen(
             command,
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**os.environ, **env, "PYTHONPATH": _pythonpath()},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
