@@ -71,7 +71,7 @@ from urllib.parse import parse_qsl, urlsplit
 from flask import Flask, Response, current_app, has_app_context, request
 from flask.globals import request_ctx
 
-from chorde.clients.base import BaseCacheClient
+from chorde.clients.base import BaseCacheClient, check_ttl
 from chorde.clients.inproc import InprocCacheClient
 from chorde.decorators import cached as _cached
 from chorde.errors import ConfigurationError
@@ -245,7 +245,7 @@ def _close_quietly(client: BaseCacheClient) -> None:
 class _AppState:
     """What one app holds in ``app.extensions["chorde"]``."""
 
-    def __init__(self, ext: Chorde, client: BaseCacheClient, owned: bool, ttl: float) -> None:
+    def __init__(self, ext: Chorde, client: BaseCacheClient, ttl: float) -> None:
         self.ext = ext
         self.client = client
         self.default_ttl = ttl
@@ -455,7 +455,7 @@ class Chorde:
             )
         ttl = _number(app.config, "CHORDE_DEFAULT_TTL", integer=False)
         client, owned = _build_client(app)
-        state = _AppState(self, client, owned, float(ttl))
+        state = _AppState(self, client, float(ttl))
         if owned:
             # Runs when the app is collected, or at interpreter exit, whichever comes first.
             state.finalizer = weakref.finalize(app, _close_quietly, client)
@@ -554,8 +554,8 @@ class Chorde:
         and from views that did not touch the session. Works on ``async def`` views. Put it
         below ``@app.route``.
         """
-        if ttl is not None:
-            _number({"CHORDE_DEFAULT_TTL": ttl}, "CHORDE_DEFAULT_TTL", integer=False)
+        if ttl is not None and not check_ttl(ttl) > 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable returning the cache key, got {key!r}")
 

@@ -483,8 +483,10 @@ def test_view_ttl_is_honoured():
 
 def test_bad_view_decorator_arguments():
     ext = Chorde()
-    with pytest.raises(ConfigurationError, match="positive"):
+    with pytest.raises(ValueError, match="ttl"):
         ext.cached(ttl=0)
+    with pytest.raises(TypeError, match="ttl"):
+        ext.cached(ttl="long")
     with pytest.raises(TypeError, match="key"):
         ext.cached(key="path")
 
