@@ -47,6 +47,7 @@ import inspect
 import logging
 import math
 import random
+import reprlib
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -56,6 +57,7 @@ from chorde._compute import Flight, Flights, set_default_executor
 from chorde.clients.base import check_ttl
 from chorde.errors import CacheMissError
 from chorde.futures import Future, chain, completed, failed
+from chorde.keys import encode_key
 
 __all__ = ["cached", "set_default_executor"]
 
@@ -192,10 +194,7 @@ class _Core:
                     f"({type(value).__name__}) and cannot be part of a cache key; "
                     "pass key= to build one"
                 )
-        try:
-            from chorde.keys import encode_key  # type: ignore[attr-defined]
-        except ImportError:
-            return exc
+        # Hashable but maybe not encodable, for clients whose keys leave the process.
         for label, value in named:
             try:
                 encode_key(value)
@@ -277,7 +276,9 @@ class _Core:
         except BaseException as exc:
             if flight.background and isinstance(exc, Exception):
                 # Logged before waiters wake: nobody asked for this result.
-                logger.exception("%s: background computation failed", self.name)
+                logger.exception(
+                    "%s%s: background computation failed", self.name, reprlib.repr(args)
+                )
             self.flights.release(ckey, flight)
             flight.set_exception(exc)
             raise
@@ -495,11 +496,13 @@ class _Core:
             return value
         except Exception:
             if run.background:
-                logger.exception("%s: background computation failed", self.name)
+                logger.exception(
+                    "%s%s: background computation failed", self.name, reprlib.repr(args)
+                )
             raise
         finally:
             if self.aflights.get(ckey) is run:
-                del self.aflights[ckey]
+                self.aflights.pop(ckey, None)  # pop: another loop's thread may race us
 
     def arefresh_bg(self, ckey: Hashable, args: tuple, kwargs: dict) -> asyncio.Task:
         """Start a background computation task on the running loop unless one is running."""
@@ -761,6 +764,8 @@ class _CachedMethod:
         return self._wrapper(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_wrapper":
+            raise AttributeError(name)  # e.g. copy/pickle probing before __init__ ran
         return getattr(self._wrapper, name)
 
     def __repr__(self) -> str:

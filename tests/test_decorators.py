@@ -871,3 +871,20 @@ def test_decorator_over_every_client(any_client):
         f.peek(2)
     assert f(2) == {"x": 2}
     assert len(calls) == 3
+
+
+def test_unencodable_argument_with_a_network_client(memcached):
+    from chorde.clients.memcached import MemcachedClient
+
+    client = MemcachedClient([memcached.address], checksum_key="decorators")
+
+    @cached(client, ttl=300)
+    def describe(thing):
+        return repr(thing)
+
+    try:
+        assert describe(("fine", 1)) == "('fine', 1)"
+        with pytest.raises(TypeError, match=r"describe: argument 'thing' = .* cannot be encoded"):
+            describe(object())  # hashable, but has no stable encoding across processes
+    finally:
+        client.close()
