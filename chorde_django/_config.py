@@ -89,7 +89,10 @@ def derive_checksum_key(secret: str | bytes) -> bytes:
 def _default_checksum_keys(alias: str) -> tuple[bytes, ...]:
     from django.conf import settings
 
-    secret = getattr(settings, "SECRET_KEY", "")
+    try:
+        secret = settings.SECRET_KEY
+    except ImproperlyConfigured:  # Django refuses to hand out an empty SECRET_KEY
+        secret = ""
     if not secret:
         raise _bad(
             alias,

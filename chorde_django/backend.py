@@ -6,6 +6,7 @@ import asyncio
 import functools
 import math
 import pickle
+import random
 import sys
 import time
 from collections.abc import Hashable, Iterable
@@ -23,7 +24,7 @@ _MISS: Any = object()
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Immutable values need no copy: stored as they are, they cost no pickling at all.
 _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
-_CAS_ATTEMPTS = 16
+_CAS_ATTEMPTS = 64
 
 
 class _Pickled(bytes):
@@ -509,7 +510,7 @@ def _cas_update(
         client._errors += 1
         raise ValueError(f"Key '{key}' not found (its memcached server is down)")
     try:
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             found = server.client.gets_many([raw, client._gen_key])
             gen = mc._note_record(server, found.get(client._gen_key, (None,))[0])
             entry = client._decode(key, encoded, found[raw][0], server) if raw in found else None
@@ -528,6 +529,8 @@ def _cas_update(
                 return (new, ttl) if with_ttl else new
             if stored is None:  # deleted meanwhile
                 raise ValueError(f"Key '{key}' not found")
+            # Lost a race: back off a random bit, so contenders stop colliding in lockstep.
+            time.sleep(random.random() * min(0.0005 * (attempt + 1), 0.01))
     except (ValueError, TypeError):
         raise
     except Exception as exc:
