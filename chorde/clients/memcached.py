@@ -441,11 +441,11 @@ class MemcachedClient(BaseCacheClient):
         return server.gen
 
     def _encode(self, key: Key, encoded: bytes, value: Any, ttl: float) -> bytes:
-        expires = time.time() + ttl
         try:
-            return self._serializer.dumps(value, key=encoded, expires=expires)
+            return self._serializer.dumps(value, key=encoded, expires=time.time() + ttl)
         except Exception as exc:
-            raise TypeError(f"cannot serialize the value for key {key!r}: {exc}") from exc
+            exc.add_note(f"while serializing the value for cache key {key!r}")
+            raise
 
     def _decode(self, key: Key, encoded: bytes, data: bytes | None, server: _Server) -> Any:
         """``(value_or_manifest, expires)`` from a stored item, or None for a miss."""

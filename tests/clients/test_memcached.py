@@ -1,0 +1,592 @@
+"""MemcachedClient against real memcached processes (the contract suite covers the basics)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import threading
+import time
+
+import pytest
+from pymemcache.client.base import Client as RawClient
+
+from chorde import CacheMissError, ConfigurationError
+from chorde.clients._pages import PageManifest
+from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.memcached import MemcachedClient, parse_server
+from chorde.clients.tiered import TieredInclusiveClient
+from chorde.keys import encode_key, memcache_key
+from chorde.serialization import Serializer
+
+SECRET = "test-secret"
+TTL = 300
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def client(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    yield c
+    c.close()
+
+
+def raw(server) -> RawClient:
+    return RawClient(
+        (server.host, server.port), connect_timeout=2, timeout=5, default_noreply=False
+    )
+
+
+def mkey(key, namespace="") -> bytes:
+    return memcache_key(key, namespace)[0].encode()
+
+
+def page_keys(client: MemcachedClient, server, key) -> list[bytes]:
+    """The memcached keys of the pages of the paged value under ``key``."""
+    item = raw(server).get(mkey(key))
+    manifest, _ = client._serializer.loads(item[8:], key=encode_key(key))
+    assert isinstance(manifest, PageManifest)
+    return manifest.page_keys(client._internal_prefix)
+
+
+def server_ttl(server, key: bytes) -> int:
+    """Remaining server-side ttl of ``key`` (meta get ``t`` flag), -1 for never."""
+    reply = raw(server).raw_command(b"mg " + key + b" t")
+    assert reply.startswith(b"HD"), reply
+    return int(reply.split(b" t")[1].split()[0])
+
+
+# ---- the README examples -------------------------------------------------------------
+
+
+def test_readme_example(memcached):
+    c = MemcachedClient([f"localhost:{memcached.port}"], checksum_key="testing")
+    c.put(3, 10, 300)
+    assert 10 == c.get(3)
+    with pytest.raises(CacheMissError):
+        c.get(5)
+    c.put(4, 20, 300)
+    assert {3: 10, 4: 20, 5: None} == dict(c.getMulti([3, 4, 5], None))
+    c.close()
+
+
+def test_readme_tiered_example(memcached):
+    l1 = InprocCacheClient(10)
+    l2 = MemcachedClient([memcached.address], checksum_key="test")
+    c = TieredInclusiveClient(l1, l2)
+    c.put(3, 10, 300)
+    assert 10 == c.get(3)
+    with pytest.raises(CacheMissError):
+        c.get(5)
+    c.close()
+
+
+# ---- configuration -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [None, "", b"", []])
+def test_checksum_key_is_required_and_says_why(memcached, key):
+    with pytest.raises(ValueError, match=r"checksum_key.*unpickl.*execute code"):
+        MemcachedClient([memcached.address], checksum_key=key)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("h:1", ("h", 1)),
+        ("h", ("h", 11211)),
+        ("[::1]:5", ("::1", 5)),
+        ("[::1]", ("::1", 11211)),
+        (("h", 2), ("h", 2)),
+    ],
+)
+def test_parse_server(spec, expected):
+    assert parse_server(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["h:x", "h:0", ":11211", ("h",), 5, "[::1]x"])
+def test_bad_server_spec_is_named(spec):
+    with pytest.raises(ConfigurationError, match="server"):
+        MemcachedClient([spec], checksum_key=SECRET)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("timeout", -1),
+        ("connect_timeout", "1"),
+        ("retry_interval", float("nan")),
+        ("max_item_size", 100),
+        ("namespace", "has space"),
+        ("namespace", 3),
+    ],
+)
+def test_bad_option_is_named(memcached, option, value):
+    with pytest.raises((TypeError, ValueError), match=option):
+        MemcachedClient([memcached.address], checksum_key=SECRET, **{option: value})
+
+
+def test_no_servers():
+    with pytest.raises(ConfigurationError, match="at least one"):
+        MemcachedClient([], checksum_key=SECRET)
+
+
+# ---- keys ----------------------------------------------------------------------------
+
+AWKWARD_KEYS = [
+    "x" * 300,
+    "with space",
+    "ctl\x01\n",
+    "ünïcödé",
+    ("tuple", 1, None),
+    b"\x00\xff",
+    frozenset({"a", 2}),
+]
+
+
+@pytest.mark.parametrize("key", AWKWARD_KEYS, ids=lambda k: repr(k)[:20])
+def test_awkward_keys_map_to_safe_memcached_keys(client, memcached, key):
+    client.put(key, ("value", key), TTL)
+    assert client.get(key) == ("value", key)
+    stored = mkey(key).decode()
+    assert raw(memcached).get(stored) is not None
+    assert len(stored) <= 250 and stored.isascii() and stored.isprintable() and " " not in stored
+
+
+def test_digest_collision_is_a_miss(client, memcached):
+    # Pretend "b"'s digest key collides with "a"'s: copy a's stored item under b's key.
+    client.put("a", "value of a", TTL)
+    r = raw(memcached)
+    r.set(mkey("b"), r.get(mkey("a")), expire=60)
+    assert client.get("b", "miss") == "miss"
+    assert client.stats.errors == 1
+
+
+# ---- signed values -------------------------------------------------------------------
+
+UNPICKLED = []
+
+
+def _record_unpickling():
+    UNPICKLED.append(True)
+    return "evil"
+
+
+class _Evil:
+    def __reduce__(self):
+        return (_record_unpickling, ())
+
+
+def test_tampered_bytes_are_a_miss_and_never_unpickled(client, memcached, caplog):
+    UNPICKLED.clear()
+    evil = pickle.dumps(_Evil())
+    client.put("k", "genuine", TTL)
+    r = raw(memcached)
+    genuine = r.get(mkey("k"))
+    gen = genuine[:8]
+    flipped = bytearray(genuine)
+    flipped[-40] ^= 1
+    other_key_signed = gen + Serializer("another secret").dumps(_Evil(), key=b"sk")
+    forged = [bytes(flipped), gen + evil, evil, gen + genuine[8:-1], other_key_signed, b""]
+    caplog.set_level(logging.WARNING, "chorde.clients.memcached")
+    for i, payload in enumerate(forged):
+        r.set(mkey("k"), payload, expire=60)
+        assert client.get("k", "miss") == "miss", i
+        assert client.getTtl("k", "miss") == ("miss", -1.0)
+    assert not UNPICKLED
+    assert client.stats.errors >= len(forged) - 1  # a too-short item is a mere miss
+    assert any("invalid memcached payload" in r.getMessage() for r in caplog.records)
+
+
+def test_values_signed_with_another_key_are_misses(memcached):
+    a = MemcachedClient([memcached.address], checksum_key="one")
+    b = MemcachedClient([memcached.address], checksum_key="two")
+    rotated = MemcachedClient([memcached.address], checksum_key=["two", "one"])
+    a.put("k", 1, TTL)
+    assert b.get("k", None) is None
+    assert rotated.get("k") == 1  # key rotation: accept any configured key
+    for c in (a, b, rotated):
+        c.close()
+
+
+# ---- expiry bookkeeping --------------------------------------------------------------
+
+
+def test_server_expiry_keeps_stale_entries_for_the_grace(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET, stale_grace=30)
+    c.put("k", 1, 100)
+    assert 125 <= server_ttl(memcached, mkey("k")) <= 131
+    c.put("forever", 1, float("inf"))
+    assert server_ttl(memcached, mkey("forever")) == -1
+    c.expire("k")
+    assert c.get("k", None) is None
+    value, left = c.getTtl("k")
+    assert value == 1 and left <= 0
+    assert server_ttl(memcached, mkey("k")) <= 31
+    c.close()
+
+
+def test_long_ttl_uses_absolute_server_expiry(client, memcached):
+    # memcached reads exptimes above 30 days as unix timestamps.
+    client.put("k", 1, 40 * 86400)
+    assert 40 * 86400 - 5 < server_ttl(memcached, mkey("k")) <= 40 * 86400 + 61
+    assert client.get("k") == 1
+
+
+# ---- clear and purge -----------------------------------------------------------------
+
+
+def test_clear_is_seen_by_other_clients_at_once_and_spares_other_namespaces(memcached):
+    a = MemcachedClient([memcached.address], checksum_key=SECRET, namespace="app:")
+    b = MemcachedClient([memcached.address], checksum_key=SECRET, namespace="app:")
+    other = MemcachedClient([memcached.address], checksum_key=SECRET, namespace="other:")
+    a.put("k", 1, TTL)
+    other.put("k", 2, TTL)
+    assert b.get("k") == 1
+    b.clear()
+    assert a.get("k", None) is None
+    assert other.get("k") == 2
+    a.put("k", 3, TTL)  # a saw the new generation on its last read
+    assert b.get("k") == 3
+    for c in (a, b, other):
+        c.close()
+
+
+def test_clear_survives_generation_loss(client, memcached):
+    client.put("k", 1, TTL)
+    client.clear()
+    client.put("k2", 2, TTL)
+    memcached.restart()  # everything, generation included, is gone
+    assert client.get("k", None) is None
+    assert client.get("k2", None) is None
+
+
+def test_purge_is_seen_by_other_clients(memcached):
+    a = MemcachedClient([memcached.address], checksum_key=SECRET)
+    b = MemcachedClient([memcached.address], checksum_key=SECRET)
+    a.put("old", 1, 0.1)
+    a.put("new", 2, TTL)
+    time.sleep(0.2)
+    assert b.getTtl("old")[1] < 0  # stale but held
+    a.purge()
+    with pytest.raises(CacheMissError):
+        b.getTtl("old")
+    assert not b.renew("old", TTL)
+    assert b.get("new") == 2
+    a.put("old", 3, TTL)
+    assert b.get("old") == 3
+    a.close()
+    b.close()
+
+
+# ---- several servers -----------------------------------------------------------------
+
+
+def test_keys_spread_over_all_servers(memcached_factory):
+    servers = memcached_factory(3)
+    c = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
+    c.putMulti({i: i for i in range(300)}, TTL)
+    counts = [int(s.stats()["curr_items"]) for s in servers]
+    assert all(n > 30 for n in counts), counts
+    assert dict(c.getMulti(range(300))) == {i: i for i in range(300)}
+    c.close()
+
+
+def test_adding_a_server_remaps_about_one_in_n_keys(memcached_factory):
+    servers = memcached_factory(5)
+    keys = range(10_000)
+    four = MemcachedClient([s.address for s in servers[:4]], checksum_key=SECRET)
+    five = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
+    four.putMulti({k: k for k in keys}, TTL)
+    moved = sum(v is None for _, v in five.getMulti(keys, None))
+    assert 0.5 / 5 * 10_000 < moved < 1.5 / 5 * 10_000, moved
+    # Removing the fifth again: everything the four-server client wrote is found.
+    assert all(v == k for k, v in four.getMulti(keys, None))
+    four.close()
+    five.close()
+
+
+def _count_calls(client: MemcachedClient, method: str) -> list[str]:
+    calls: list[str] = []
+    for server in client._ring.nodes:
+        pool = server.client
+        original = getattr(pool, method)
+
+        def counted(*args, _original=original, _name=server.name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        setattr(pool, method, counted)
+    return calls
+
+
+def test_multi_operations_take_one_round_trip_per_server(memcached_factory):
+    servers = memcached_factory(3)
+    c = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
+    c.put("warm", 1, TTL)  # learns a generation... of one server only
+    sets = _count_calls(c, "set_many")
+    c.putMulti({i: str(i) for i in range(100)}, TTL)
+    assert sorted(sets) == sorted(s.address for s in servers)
+    gets = _count_calls(c, "get_many")
+    assert dict(c.getMulti(range(100))) == {i: str(i) for i in range(100)}
+    assert sorted(gets) == sorted(s.address for s in servers)
+    c.close()
+
+
+# ---- big values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [3 * MB, 20 * MB], ids=["3MB", "20MB"])
+def test_big_incompressible_values_are_paged(memcached_factory, size):
+    [server] = memcached_factory(1, memory_mb=128)
+    c = MemcachedClient([server.address], checksum_key=SECRET)
+    value = os.urandom(size)
+    c.put("big", value, TTL)
+    assert c.get("big") == value
+    pages = page_keys(c, server, "big")
+    assert len(pages) >= size // MB
+    assert all(raw(server).get(p) for p in pages[:2])
+    assert c.getTtl("big")[1] > TTL - 10
+    assert dict(c.getMulti(["big", "none"], None)) == {"big": value, "none": None}
+    c.close()
+
+
+def _paged(memcached, value=None):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    c.put("big", value if value is not None else os.urandom(3 * MB), TTL)
+    pages = page_keys(c, memcached, "big")
+    assert len(pages) >= 3
+    return c, pages
+
+
+def test_missing_page_makes_a_miss(memcached):
+    c, pages = _paged(memcached)
+    raw(memcached).delete(pages[1])
+    assert c.get("big", "miss") == "miss"
+    c.close()
+
+
+def test_foreign_page_makes_a_miss(memcached):
+    c, pages = _paged(memcached)
+    r = raw(memcached)
+    first = {k: r.get(k) for k in pages}
+    c.put("other", os.urandom(3 * MB), TTL)
+    foreign = page_keys(c, memcached, "other")
+    r.set(pages[0], r.get(foreign[0]), expire=60)
+    assert c.get("big", "miss") == "miss"
+    # Corrupting one byte of a page is caught too.
+    r.set(pages[0], first[pages[0]], expire=60)
+    assert len(c.get("big")) == 3 * MB
+    page = bytearray(first[pages[2]])
+    page[100] ^= 0xFF
+    r.set(pages[2], bytes(page), expire=60)
+    assert c.get("big", "miss") == "miss"
+    c.close()
+
+
+def test_paged_values_renew_expire_and_add(memcached):
+    value = os.urandom(3 * MB)
+    c, pages = _paged(memcached, value)
+    assert c.renew("big", 2 * TTL)
+    assert server_ttl(memcached, pages[0]) > TTL + 30
+    assert c.getTtl("big")[1] > TTL + 30
+    assert not c.add("big", b"other", TTL)
+    c.expire("big")
+    assert c.getTtl("big")[0] == value
+    assert c.add("big", b"small", TTL)
+    assert c.get("big") == b"small"
+    c.close()
+
+
+def test_larger_item_size_setting(memcached_factory):
+    [server] = memcached_factory(1, item_size="4m")
+    c = MemcachedClient([server.address], checksum_key=SECRET, max_item_size=4 * MB)
+    value = os.urandom(3 * MB)
+    c.put("big", value, TTL)
+    assert c.get("big") == value
+    assert raw(server).get(mkey("big"))[8:10] == b"\xc4\xde"  # a plain payload, no manifest
+    assert len(raw(server).get(mkey("big"))) > 3 * MB
+    c.close()
+
+
+# ---- faults --------------------------------------------------------------------------
+
+
+def _fast_failing(servers, **options):
+    options = {"connect_timeout": 0.3, "timeout": 0.3, "retry_interval": 0.3, **options}
+    return MemcachedClient([s.address for s in servers], checksum_key=SECRET, **options)
+
+
+def _until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_killed_server_degrades_to_misses_then_comes_back(memcached_factory, caplog):
+    servers = memcached_factory(2)
+    c = _fast_failing(servers)
+    keys = range(200)
+    c.putMulti({k: k for k in keys}, TTL)
+    on_first = [k for k in keys if c._locate(k)[2].name == servers[0].address]
+    assert on_first
+    caplog.set_level(logging.WARNING, "chorde.clients.memcached")
+    servers[0].stop()
+    for k in keys:  # every operation returns; none raises
+        got = c.get(k, None)
+        assert got is None if k in on_first else got == k
+        c.put(k, k, TTL)
+        c.getTtl(k, None)
+        c.add(k, k, TTL)
+        c.renew(k, TTL)
+        c.expire(k)
+        c.delete(k)
+        c.contains(k)
+    assert dict(c.getMulti(on_first, None)) == dict.fromkeys(on_first)
+    c.putMulti({k: k for k in on_first}, TTL)
+    c.clear()
+    c.purge()
+    assert c.stats.errors > len(on_first)
+    down_logs = [r for r in caplog.records if "treating it as down" in r.getMessage()]
+    assert len(down_logs) == 1  # rate limited
+    with pytest.raises(CacheMissError):
+        c.get(on_first[0])
+
+    servers[0].start()  # same port, empty
+
+    def back():
+        c.put(on_first[0], "again", TTL)
+        return c.get(on_first[0], None) == "again"
+
+    assert _until(back)
+    c.close()
+
+
+def test_refused_connection_never_raises(unused_port):
+    c = MemcachedClient([f"127.0.0.1:{unused_port}"], checksum_key=SECRET, retry_interval=0.1)
+    for _ in range(3):
+        c.put("k", 1, TTL)
+        assert c.get("k", None) is None
+        assert dict(c.getMulti(["k"], 0)) == {"k": 0}
+        assert not c.add("k", 1, TTL)
+        time.sleep(0.05)
+    assert c.capacity == 0 and c.usage == 0
+    assert c.stats.errors >= 3
+    c.close()
+
+
+def test_hung_server_is_bounded_by_the_timeout(memcached):
+    c = _fast_failing([memcached], retry_interval=0.5)
+    c.put("k", 1, TTL)
+    memcached.suspend()
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append((c.get("k", "miss"), c.put("k", 2, TTL)))
+    )
+    try:
+        worker.start()
+        worker.join(10)  # without the I/O timeout this would hang for good
+        assert not worker.is_alive()
+        assert results == [("miss", None)]
+    finally:
+        memcached.resume()
+    assert _until(lambda: c.get("k", None) == 1)
+    c.close()
+
+
+def test_async_methods_do_not_block_the_event_loop(memcached):
+    c = _fast_failing([memcached], timeout=0.5)
+    memcached.suspend()
+
+    async def scenario():
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        assert await c.aget("k", "miss") == "miss"
+        stop.set()
+        await task
+        return ticks
+
+    try:
+        assert asyncio.run(scenario()) > 3
+    finally:
+        memcached.resume()
+    c.close()
+
+
+# ---- concurrency ---------------------------------------------------------------------
+
+
+def test_threads_hammering_one_client(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    errors: list[BaseException] = []
+    wrong: list[tuple] = []
+
+    def work(tid: int) -> None:
+        try:
+            for i in range(10_000):
+                key = (tid % 4, i % 37)
+                op = i % 6
+                if op == 0:
+                    c.put(key, (key, i), TTL)
+                elif op == 1:
+                    got = c.get(key, None)
+                    if got is not None and got[0] != key:
+                        wrong.append((key, got))
+                elif op == 2:
+                    got = dict(c.getMulti([key, (tid % 4, (i + 1) % 37)], None))
+                    for k, v in got.items():
+                        if v is not None and v[0] != k:
+                            wrong.append((k, v))
+                elif op == 3:
+                    c.add(key, (key, -i), TTL)
+                elif op == 4:
+                    c.delete(key) if i % 12 == 4 else c.renew(key, TTL)
+                else:
+                    value = c.getTtl(key, None)[0]
+                    if value is not None and value[0] != key:
+                        wrong.append((key, value))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors
+    assert not wrong
+    assert c.stats.errors == 0
+    c.close()
+
+
+def test_concurrent_add_has_one_winner(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    for round_ in range(5):
+        key = ("add", round_)
+        results: list[bool] = []
+        barrier = threading.Barrier(8)
+
+        def attempt(i, key=key, results=results, barrier=barrier):
+            barrier.wait(5)
+            results.append(c.add(key, i, TTL))
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert results.count(True) == 1
+    c.close()
