@@ -17,8 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 @pytest.fixture
 def http(example_server: Any) -> Iterator[httpx.Client]:
