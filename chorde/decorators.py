@@ -117,6 +117,8 @@ def _from_task(task: asyncio.Future) -> Future:
     out = Future()
 
     def _copy(t: asyncio.Future) -> None:
+        if out.done():
+            return  # cancelled by its holder; the task ran to completion regardless
         if t.cancelled():
             out.cancel()
         elif (exc := t.exception()) is not None:
@@ -190,7 +192,7 @@ class _Core:
                 hash(value)
             except TypeError:
                 return TypeError(
-                    f"{self.name}: argument {label} = {value!r} is unhashable "
+                    f"{self.name}: argument {label} = {reprlib.repr(value)} is unhashable "
                     f"({type(value).__name__}) and cannot be part of a cache key; "
                     "pass key= to build one"
                 )
@@ -200,7 +202,8 @@ class _Core:
                 encode_key(value)
             except TypeError:
                 return TypeError(
-                    f"{self.name}: argument {label} = {value!r} ({type(value).__name__}) "
+                    f"{self.name}: argument {label} = {reprlib.repr(value)} "
+                    f"({type(value).__name__}) "
                     "cannot be encoded as a cache key for this client; pass key= to build one"
                 )
         return exc

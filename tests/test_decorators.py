@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import random
 import threading
 import time
 
@@ -888,3 +889,52 @@ def test_unencodable_argument_with_a_network_client(memcached):
             describe(object())  # hashable, but has no stable encoding across processes
     finally:
         client.close()
+
+
+def test_stress_mixed_variants_threads():
+    # A small cache (evictions) and a short ttl (refresh windows, expiry) under 8 threads.
+    client = InprocCacheClient(20)
+    computed = []
+
+    @cached(client, ttl=0.05, async_ttl=-0.02)
+    def f(x):
+        computed.append(x)
+        return x * 2
+
+    failures = []
+
+    def worker(seed):
+        rng = random.Random(seed)
+        for _ in range(600):
+            x = rng.randrange(40)
+            op = rng.randrange(7)
+            try:
+                if op == 0:
+                    got = f(x)
+                elif op == 1:
+                    got = f.bg()(x)
+                elif op == 2:
+                    got = f.future()(x).result(WAIT)
+                elif op == 3:
+                    got = f.bg().lazy(x)
+                elif op == 4:
+                    got = f.refresh(x)
+                elif op == 5:
+                    f.invalidate(x)
+                    continue
+                else:
+                    got = f.peek(x)
+            except CacheMissError:
+                continue
+            if got != x * 2:
+                failures.append((op, x, got))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 6)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
+    _wait_until(lambda: len(f._chorde_core.flights) == 0)
+    assert computed  # it did compute, and every answer above was right
