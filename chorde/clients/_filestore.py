@@ -132,7 +132,7 @@ def pack_expiry(expires: float, header_crc: int) -> bytes:
     return raw + struct.pack("<I", zlib.crc32(raw, header_crc))
 
 
-def header_length(head: bytes) -> int:
+def header_length(head: bytes, file_size: int) -> int:
     """The header length of an entry from its first 48 bytes; ``Corrupt`` if not an entry."""
     if len(head) < _PREFIX:
         raise Corrupt(f"truncated entry ({len(head)} bytes)")
@@ -141,14 +141,14 @@ def header_length(head: bytes) -> int:
         raise Corrupt("not a chorde file entry (foreign format)")
     if version != VERSION:
         raise Corrupt(f"unsupported entry format version {version}")
-    if length < _PREFIX:
-        raise Corrupt(f"bad header length {length}")
+    if not _PREFIX <= length <= file_size:
+        raise Corrupt(f"bad header length {length} (file of {file_size} bytes)")
     return length
 
 
 def parse_header(head: bytes, file_size: int) -> Header:
     """Check and parse an entry header; ``head`` holds at least its first H bytes."""
-    length = header_length(head)
+    length = header_length(head, file_size)
     if len(head) < length:
         raise Corrupt(f"truncated entry ({file_size} bytes)")
     _, _, kind, _, key_len, meta_len, pcrc, plen = _FIXED.unpack_from(head)
@@ -247,9 +247,11 @@ class Store:
         _stores.add(self)
         self._remove_trash()
         with self.locked() as fd:
-            if self._read_state(fd) is None:
+            state = self._read_state(fd)
+            now = time.time()
+            if state is None or now - state[1] >= sweep_interval:
                 used, _ = self._recount()
-                self._write_state(fd, used, time.time())
+                self._write_state(fd, used, now)
 
     # -- paths ----------------------------------------------------------------------------
 

@@ -235,7 +235,7 @@ class FilesCacheClient(BaseCacheClient):
     def _open_header(self, fd: int, encoded: bytes) -> tuple[fs.Header, bytes, os.stat_result]:
         st = os.fstat(fd)
         head = os.pread(fd, min(st.st_size, _READ_AHEAD), 0)
-        length = fs.header_length(head)
+        length = fs.header_length(head, st.st_size)
         if length > len(head):
             head = fs.read_exact(fd, length, 0)
         header = fs.parse_header(head, st.st_size)
@@ -491,12 +491,13 @@ class FilesCacheClient(BaseCacheClient):
             except (FileNotFoundError, NotADirectoryError):
                 continue
             try:
-                inode = os.fstat(fd).st_ino
+                st = os.fstat(fd)
+                inode = st.st_ino
                 head = os.pread(fd, min(st.st_size, _READ_AHEAD), 0)
-                length = fs.header_length(head)
+                length = fs.header_length(head, st.st_size)
                 if length > len(head):
                     head = fs.read_exact(fd, length, 0)
-                expires = fs.parse_header(head, os.fstat(fd).st_size).expires
+                expires = fs.parse_header(head, st.st_size).expires
             except fs.Corrupt:
                 expires = -math.inf
             except OSError:

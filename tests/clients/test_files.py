@@ -1,0 +1,662 @@
+"""FilesCacheClient: raw arrays and bytes, integrity, the size bound, crashes and processes.
+
+The contract suite (tests/contract) covers the client contract; this module covers what is
+particular to a directory shared by processes. Multi-process tests run real interpreters
+(``subprocess``) over one directory under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import mmap
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chorde import CacheMissError, ConfigurationError
+from chorde.clients import _filestore as fs
+from chorde.clients.files import FilesCacheClient
+
+SECRET = "files-secret"
+TTL = 300
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def client(cache_dir):
+    c = FilesCacheClient(cache_dir, 256 * MB, SECRET)
+    yield c
+    c.close()
+
+
+def entry_files(path: Path) -> list[Path]:
+    return sorted(p for p in (path / "entries").rglob("*") if p.is_file())
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes of entry files and temporaries now (entries first: a concurrent rename from
+    tmp/ to entries/ is then missed, never counted twice)."""
+    total = 0
+    for sub in ("entries", "tmp"):
+        for root, _, files in os.walk(path / sub):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+def entry_path(client: FilesCacheClient, key) -> Path:
+    return Path(client._locate(key)[1])
+
+
+def mapped(arr) -> bool:
+    """Whether an array's memory comes from a memory map (through its chain of bases)."""
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# ---- numpy arrays ------------------------------------------------------------------
+
+
+ARRAYS = {
+    "float64-2d": lambda: np.arange(12.0).reshape(3, 4),
+    "int8": lambda: np.arange(-5, 5, dtype=np.int8),
+    "bool": lambda: np.array([True, False, True]),
+    "complex": lambda: np.array([1 + 2j, 3 - 4j]),
+    "big-endian": lambda: np.arange(6, dtype=">i4"),
+    "datetime": lambda: np.array(["2024-01-01T00:00", "2025-06-30T12:00"], dtype="M8[ns]"),
+    "unicode": lambda: np.array(["ab", "cdé"], dtype="<U5"),
+    "void": lambda: np.zeros(3, dtype="V8"),
+    "0-d": lambda: np.array(3.5),
+    "empty": lambda: np.zeros((0, 3)),
+    "fortran": lambda: np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+    "strided": lambda: np.arange(20.0).reshape(4, 5)[::2, 1::2],
+    "3-d": lambda: np.arange(24, dtype=np.uint16).reshape(2, 3, 4),
+}
+
+
+@pytest.mark.parametrize("make", ARRAYS.values(), ids=ARRAYS.keys())
+def test_array_roundtrip_is_a_read_only_mapped_view(client, make):
+    arr = make()
+    client.put("a", arr, TTL)
+    got = client.get("a")
+    assert type(got) is np.ndarray
+    assert got.dtype == arr.dtype and got.shape == arr.shape
+    np.testing.assert_array_equal(got, arr)
+    assert not got.flags.writeable
+    with pytest.raises(ValueError):
+        got[...] = 0
+    if arr.size:
+        assert mapped(got)  # zero-copy: the array's memory is the file's mapping
+        assert not got.flags.owndata
+
+
+def test_fortran_order_is_kept(client):
+    arr = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    client.put("f", arr, TTL)
+    assert client.get("f").flags.f_contiguous
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.array([{"a": 1}, None], dtype=object),
+        lambda: np.zeros(2, dtype=[("x", "i4"), ("y", "f8")]),
+        lambda: np.ma.masked_array([1, 2, 3], mask=[0, 1, 0]),
+    ],
+    ids=["object", "structured", "masked"],
+)
+def test_arrays_that_need_pickle_still_roundtrip(client, make):
+    arr = make()
+    client.put("p", arr, TTL)
+    got = client.get("p")
+    assert type(got) is type(arr) and got.dtype == arr.dtype
+    assert repr(got) == repr(arr)
+    assert not mapped(got)
+    data = entry_path(client, "p").read_bytes()
+    assert fs.parse_header(data, len(data)).kind == fs.KIND_PICKLE
+
+
+def test_large_array_get_does_not_read_the_file(client):
+    arr = np.random.default_rng(1).random(4 * MB // 8)
+    client.put("big", arr, TTL)
+    got = client.get("big")
+    np.testing.assert_array_equal(got, arr)
+    assert mapped(got)
+
+
+def test_views_outlive_replacement_delete_and_clear(client):
+    client.put("k", np.full(1000, 1.0), TTL)
+    first = client.get("k")
+    client.put("k", np.full(1000, 2.0), TTL)
+    second = client.get("k")
+    client.delete("k")
+    client.put("j", np.full(1000, 3.0), TTL)
+    third = client.get("j")
+    client.clear()
+    # Each reader keeps the value it was given: the old inodes live on while mapped.
+    assert (first == 1.0).all() and (second == 2.0).all() and (third == 3.0).all()
+    assert client.get("k", None) is None and client.get("j", None) is None
+    assert client.usage == 0
+
+
+# ---- bytes-like values -------------------------------------------------------------
+
+
+def test_bytes_and_bytearray_keep_their_type(client):
+    client.put("b", b"\x00\x01data", TTL)
+    client.put("ba", bytearray(b"mutable"), TTL)
+    client.put("big", os.urandom(200_000), TTL)
+    assert client.get("b") == b"\x00\x01data" and type(client.get("b")) is bytes
+    got = client.get("ba")
+    assert got == bytearray(b"mutable") and type(got) is bytearray
+    assert len(client.get("big")) == 200_000
+
+
+def test_memoryview_comes_back_mapped_with_format_and_shape(client):
+    src = np.arange(6, dtype=np.float64).reshape(2, 3)
+    client.put("m", memoryview(src), TTL)
+    got = client.get("m")
+    assert type(got) is memoryview and got.readonly
+    assert got.format == "d" and got.shape == (2, 3)
+    assert got.tolist() == src.tolist()
+    assert isinstance(got.obj, mmap.mmap)
+
+
+def test_memoryview_with_non_native_format_comes_back_as_bytes(client):
+    src = np.arange(4, dtype=">i4")
+    client.put("m", memoryview(src), TTL)
+    got = client.get("m")
+    assert got.format == "B" and got.tobytes() == src.tobytes()
+    client.put("e", memoryview(b""), TTL)
+    assert client.get("e").tobytes() == b""
+
+
+WITHOUT_NUMPY = """
+import sys
+if sys.argv[2] == "blocked":
+    sys.modules["numpy"] = None  # import numpy now raises ImportError
+from chorde.clients.files import FilesCacheClient
+from chorde.errors import MissingDependencyError
+c = FilesCacheClient(sys.argv[1], 10**8, "files-secret")
+c.put("b", b"raw", 60)
+c.put("m", memoryview(b"view"), 60)
+c.put("p", {"x": [1, 2]}, 60)
+assert c.get("b") == b"raw" and bytes(c.get("m")) == b"view" and c.get("p") == {"x": [1, 2]}
+if sys.argv[2] == "blocked":
+    try:
+        c.get("array")
+    except MissingDependencyError as exc:
+        assert "chorde[shmem]" in str(exc), exc
+    else:
+        raise AssertionError("reading an array without numpy did not raise")
+else:
+    assert "numpy" not in sys.modules, "numpy was imported"
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("mode", ["unimported", "blocked"])
+def test_works_without_numpy(client, mode):
+    client.put("array", np.arange(3), TTL)
+    result = run_python(WITHOUT_NUMPY, str(client.path), mode)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# ---- integrity ---------------------------------------------------------------------
+
+
+def flip_each_byte(path: Path, positions, check) -> None:
+    original = path.read_bytes()
+    for pos in positions:
+        data = bytearray(original)
+        data[pos] ^= 0x20
+        path.write_bytes(data)
+        check(pos)
+    path.write_bytes(original)
+
+
+@pytest.mark.parametrize(
+    "value", [{"pickled": [1, 2, 3]}, b"raw bytes value"], ids=["pickle", "bytes"]
+)
+def test_every_flipped_byte_is_a_miss(client, value):
+    client.put("k", value, TTL)
+    path = entry_path(client, "k")
+    size = path.stat().st_size
+    errors = client.stats.errors
+
+    def check(pos):
+        assert client.get("k", "miss") == "miss", f"flipped byte {pos} went unnoticed"
+        assert client.getTtl("k", "miss") == ("miss", -1.0)
+
+    flip_each_byte(path, range(size), check)
+    assert client.stats.errors >= errors + size
+    assert client.get("k") == value  # restored
+
+
+def test_flipped_header_bytes_of_an_array_are_a_miss(client):
+    client.put("a", np.arange(100.0), TTL)
+    path = entry_path(client, "a")
+    data = path.read_bytes()
+    header_length = fs.header_length(data, len(data))
+
+    def check(pos):
+        assert client.get("a", None) is None, f"flipped header byte {pos} went unnoticed"
+
+    flip_each_byte(path, range(header_length), check)
+    np.testing.assert_array_equal(client.get("a"), np.arange(100.0))
+
+
+def test_truncated_foreign_and_misplaced_files_are_misses(client):
+    client.put("a", np.arange(100.0), TTL)
+    client.put("b", "value of b", TTL)
+    a, b = entry_path(client, "a"), entry_path(client, "b")
+    a_bytes = a.read_bytes()
+    a.write_bytes(a_bytes[:-8])
+    assert client.get("a", None) is None
+    a.write_bytes(b"#!/bin/sh\necho not a cache entry\n")
+    assert client.get("a", None) is None
+    a.write_bytes(b"")
+    assert client.get("a", None) is None
+    # The entry of a under b's name: its stored key says it is a's.
+    b.write_bytes(a_bytes)
+    assert client.get("b", None) is None
+    assert not client.renew("b", TTL)
+    assert not client.contains("b")
+
+
+class Boom:
+    """Unpickling it creates a file: the signature check must stop it first."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_entries_signed_with_another_key_are_never_unpickled(cache_dir, tmp_path):
+    marker = tmp_path / "unpickled"
+    foreign = FilesCacheClient(cache_dir, 10 * MB, "someone else's key")
+    ours = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+    foreign.put("k", Boom(str(marker)), TTL)
+    assert ours.get("k", None) is None
+    assert ours.stats.errors == 1
+    assert not marker.exists()
+    foreign.get("k")  # the value is live: its own key unpickles it
+    assert marker.exists()
+
+
+# ---- expiry ------------------------------------------------------------------------
+
+
+def test_renew_and_expire_rewrite_the_entry_in_place(client):
+    client.put("k", np.arange(10), 100)
+    inode = entry_path(client, "k").stat().st_ino
+    client.expire("k")
+    assert client.get("k", None) is None
+    value, ttl = client.getTtl("k")
+    assert ttl <= 0 and list(value) == list(range(10))
+    assert client.renew("k", 1000)
+    assert 990 < client.getTtl("k")[1] <= 1000
+    assert entry_path(client, "k").stat().st_ino == inode
+
+
+def test_purge_drops_expired_and_corrupt_entries(cache_dir):
+    clock = [1000.0]
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET, clock=lambda: clock[0])
+    c.put("old", b"x" * 1000, 10)
+    c.put("recent", b"y" * 1000, 100)
+    c.put("live", b"z" * 1000, 1000)
+    c.put("junk", 1, 1000)
+    junk = entry_path(c, "junk")
+    junk.write_bytes(b"garbage" + junk.read_bytes()[7:])  # same size, bad magic
+    clock[0] += 200
+    c.purge(timeout=150)
+    assert not entry_path(c, "old").exists() and not entry_path(c, "junk").exists()
+    assert c.getTtl("recent")[1] < 0
+    c.purge()
+    assert c.getTtl("recent", None) == (None, -1.0)
+    assert c.get("live") == b"z" * 1000
+    assert c.usage == disk_usage(cache_dir)
+
+
+# ---- size bound and eviction -------------------------------------------------------
+
+
+def test_lru_eviction_keeps_the_bound(cache_dir):
+    c = FilesCacheClient(cache_dir, 20_000, SECRET, touch_interval=0)
+    values = {f"k{i}": os.urandom(4000) for i in range(5)}
+    for key in ("k0", "k1", "k2", "k3"):
+        c.put(key, values[key], TTL)
+    assert c.get("k0") == values["k0"]  # k0 is now the most recently used
+    c.put("k4", values["k4"], TTL)
+    assert c.get("k1", None) is None  # the least recently used went
+    assert all(c.get(k) == values[k] for k in ("k0", "k2", "k3", "k4"))
+    assert c.stats.evictions == 1
+    assert c.usage == disk_usage(cache_dir) <= c.capacity
+
+
+def test_a_value_larger_than_the_cache_is_refused(cache_dir):
+    c = FilesCacheClient(cache_dir, 10_000, SECRET)
+    with pytest.raises(ValueError, match=r"'huge'.*10000"):
+        c.put("huge", os.urandom(20_000), TTL)
+    assert c.usage == 0
+
+
+def test_usage_counts_every_process(cache_dir):
+    a = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+    b = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+    a.put("x", b"1" * 10_000, TTL)
+    b.put("y", b"2" * 20_000, TTL)
+    b.put("x", b"3" * 5_000, TTL)  # replaces a's entry: its bytes are released
+    assert a.usage == b.usage == disk_usage(cache_dir)
+    a.delete("y")
+    assert b.usage == disk_usage(cache_dir) < 6_000
+
+
+def test_threads_share_a_small_cache(cache_dir):
+    c = FilesCacheClient(cache_dir, 200_000, SECRET)
+    failures: list[BaseException] = []
+    peak = [0]
+
+    def work(seed: int) -> None:
+        try:
+            for i in range(300):
+                key = (seed * 7 + i) % 50
+                c.put(key, np.full(1000 + key, key, dtype=np.int32), TTL)
+                got = c.get((key + 3) % 50, None)
+                if got is not None:
+                    assert (got == (key + 3) % 50).all() and got.size == 1000 + got[0]
+                peak[0] = max(peak[0], c.usage)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures
+    assert peak[0] <= c.capacity
+    assert c.usage == disk_usage(cache_dir)
+    assert c.stats.errors == 0
+
+
+def test_add_is_atomic_across_threads(client):
+    results: list[tuple[bool, int]] = []
+    barrier = threading.Barrier(8)
+
+    def adder(n: int) -> None:
+        barrier.wait(10)
+        results.append((client.add("once", n, TTL), n))
+
+    threads = [threading.Thread(target=adder, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [n for added, n in results if added]
+    assert len(results) == 8 and len(winners) == 1
+    assert client.get("once") == winners[0]
+
+
+# ---- crashes and stale temporaries -------------------------------------------------
+
+
+def test_dead_writers_temporaries_are_swept_live_ones_kept(cache_dir):
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET, sweep_interval=0)
+    tmp = cache_dir / "tmp"
+    dead = tmp / "99999.abcdef.5000.tmp"
+    dead.write_bytes(b"partial")
+    live = tmp / "99998.abcdef.7000.tmp"
+    live.write_bytes(b"partial")
+    with open(live, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as its writer does while writing
+        c.put("k", b"v" * 100, TTL)
+        assert not dead.exists() and live.exists()
+        assert c.usage == disk_usage(cache_dir) - live.stat().st_size + 7000
+    c.put("k2", b"v", TTL)
+    assert not live.exists()
+    assert c.usage == disk_usage(cache_dir)
+
+
+KILLED_WRITER = """
+import sys
+import numpy as np
+from chorde.clients.files import FilesCacheClient
+c = FilesCacheClient(sys.argv[1], 10**9, "files-secret")
+print("ready", flush=True)
+for i in range(200):
+    c.put(i % 8, np.full(4 * 1024 * 1024, float(i % 8)), 300)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_write_leaves_no_corrupt_entry(cache_dir):
+    FilesCacheClient(cache_dir, 10**9, SECRET).close()
+    tmp = cache_dir / "tmp"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(cache_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    caught = None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 60
+        while caught is None and proc.poll() is None and time.monotonic() < deadline:
+            for entry in os.scandir(tmp):
+                reserved = int(entry.name.split(".")[2])
+                try:
+                    written = entry.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if 0 < written < reserved:
+                    proc.send_signal(signal.SIGKILL)
+                    caught = (entry.name, written, reserved)
+                    break
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert caught is not None, "never saw a write in progress"
+    assert proc.returncode == -signal.SIGKILL
+
+    c = FilesCacheClient(cache_dir, 10**9, SECRET, sweep_interval=0)
+    for key in range(8):
+        got = c.get(key, None)
+        assert got is None or (got.shape == (4 * MB,) and (got == float(key)).all())
+    assert c.stats.errors == 0
+    # The dead writer's temporary is swept by the next write, which succeeds.
+    c.put(0, np.full(4 * MB, 42.0), TTL)
+    assert (c.get(0) == 42.0).all()
+    assert list(tmp.iterdir()) == []
+    assert c.usage == disk_usage(cache_dir)
+
+
+# ---- processes ---------------------------------------------------------------------
+
+
+def test_fork_child_uses_the_parents_client(client):
+    client.put("parent", 1, TTL)
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_forked, args=(client,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert client.get("child") == 2
+
+
+def _forked(client: FilesCacheClient) -> None:
+    assert client.get("parent") == 1
+    client.put("child", 2, TTL)
+
+
+CONCURRENT_WORKER = """
+import json, random, sys
+import numpy as np
+from chorde.clients.files import FilesCacheClient
+
+path, size, wid, n_ops, big_every = sys.argv[1], int(sys.argv[2]), *map(int, sys.argv[3:])
+c = FilesCacheClient(path, size, "files-secret")
+rng = random.Random(wid)
+big = 50 * 1024 * 1024 // 8
+report = {"puts": 0, "hits": 0, "torn": [], "big_hits": 0}
+
+
+def value(key, version, n):
+    # Self-describing: a torn or mixed value cannot pass check().
+    if key % 3 == 0:
+        return {"key": key, "version": version, "data": [version] * (n % 5000)}
+    arr = np.full(n, float(version))
+    arr[0] = key
+    return arr
+
+
+def check(key, got):
+    if isinstance(got, dict):
+        return got["key"] == key and got["data"] == [got["version"]] * len(got["data"])
+    return got[0] == key and bool((got[1:] == got[-1]).all()) and not got.flags.writeable
+
+
+for op in range(n_ops):
+    key = rng.randrange(100)
+    if op % big_every == big_every - 1:
+        key = 1000 + wid
+        c.put(key, value(key, op, big), 300)
+        report["puts"] += 1
+    elif rng.random() < 0.5:
+        c.put(key, value(key, op, rng.randrange(1, 200_000)), 300)
+        report["puts"] += 1
+    elif rng.random() < 0.1:
+        c.delete(key)
+    for probe in (key, 1000 + rng.randrange(4)):
+        got = c.get(probe, None)
+        if got is not None:
+            report["hits"] += 1
+            report["big_hits"] += probe >= 1000
+            if not check(probe, got):
+                report["torn"].append(probe)
+        del got
+report["errors"] = c.stats.errors
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.slow
+def test_four_processes_share_the_cache_within_the_bound(cache_dir):
+    size = 300 * MB
+    entry_slack = 50 * MB + 4096  # one large entry
+    FilesCacheClient(cache_dir, size, SECRET).close()
+    observer = FilesCacheClient(cache_dir, size, SECRET)
+    peaks = {"disk": 0, "counter": 0}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peaks["disk"] = max(peaks["disk"], disk_usage(cache_dir))
+            peaks["counter"] = max(peaks["counter"], observer.usage)
+            done.wait(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(CONCURRENT_WORKER),
+                str(cache_dir),
+                str(size),
+                str(wid),
+                "250",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for wid in range(4)
+    ]
+    try:
+        outputs = [w.communicate(timeout=300) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+        done.set()
+        watcher.join(30)
+    for w, (out, err) in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, err
+        report = json.loads(out)
+        assert report["torn"] == []
+        assert report["errors"] == 0
+        assert report["puts"] > 100 and report["hits"] > 0
+    assert sum(json.loads(out)["big_hits"] for out, _ in outputs) > 0
+    assert peaks["counter"] <= size
+    assert peaks["disk"] <= size + entry_slack
+    assert observer.usage == disk_usage(cache_dir) <= size
+
+
+# ---- configuration -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"size": 0}, ValueError, "size"),
+        ({"size": "1G"}, TypeError, "size"),
+        ({"checksum_key": None}, ConfigurationError, "checksum_key"),
+        ({"low_water": 1.5}, ConfigurationError, "low_water"),
+        ({"low_water": 0}, ConfigurationError, "low_water"),
+        ({"touch_interval": -1}, ValueError, "touch_interval"),
+        ({"sweep_interval": "often"}, TypeError, "sweep_interval"),
+        ({"file_mode": 0o400}, ConfigurationError, "file_mode"),
+        ({"file_mode": "0600"}, TypeError, "file_mode"),
+        ({"clock": 5}, TypeError, "clock"),
+        ({"path": None}, TypeError, "path"),
+        ({"path": ""}, ConfigurationError, "path"),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, dict) else "",
+)
+def test_bad_configuration_names_the_option(cache_dir, kwargs, exc, match):
+    options = {"path": cache_dir, "size": MB, "checksum_key": SECRET, **kwargs}
+    with pytest.raises(exc, match=match):
+        FilesCacheClient(**options)
+
+
+def test_unencodable_key_names_the_key(client):
+    with pytest.raises(TypeError, match=r"\[1, 2\]"):
+        client.put([1, 2], 1, TTL)
+    with pytest.raises(CacheMissError):
+        client.get("absent")
