@@ -414,7 +414,8 @@ class _Core:
             else:
                 chain(self.refresh_bg(ckey, args, kwargs, background=False), out)
         except Exception as exc:
-            out.set_exception(exc)
+            if not out.done():  # its holder may have cancelled it
+                out.set_exception(exc)
 
     def finline(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run a cache-only operation as a Future: inline unless the client blocks."""
