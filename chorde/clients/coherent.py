@@ -1,0 +1,766 @@
+"""Cluster coherence for a tiered cache: compute once per cluster, invalidate every L1.
+
+``CoherentWrapperClient(client, bus)`` wraps a stack whose last tier is shared by every
+process of the cluster (memcached, typically) and whose other tiers are private to this
+process (an in-process L1)::
+
+    stack = TieredInclusiveClient(InprocCacheClient(10_000), MemcachedClient([...], key))
+    bus = BrokerBus("tcp://10.0.0.5:5555", secret="...")   # chorde.mq
+    client = CoherentWrapperClient(stack, bus, channel="app")
+
+What it adds to the stack:
+
+* **Invalidation broadcast.** ``put``/``delete``/``expire``/``add``/``putMulti`` write the
+  shared tier first, then the private ones, then publish the keys on the bus; every other
+  process drops its private copies of them. ``clear`` makes them drop everything. A read
+  that raced with an invalidation (it fetched the old value from the shared tier just
+  before the new one landed) does not leave that old value in L1: invalidations are
+  numbered and a promotion they overtook is undone.
+* **Compute once per cluster.** :meth:`compute_once` returns a live value from the shared
+  tier, or claims the computation with an atomic ``add`` of a lock entry in the shared tier
+  (a lease of ``timeout`` seconds) and computes, or waits for whoever holds the claim: the
+  holder's ``put`` wakes the waiters through the bus, and they poll the shared tier
+  meanwhile in case a message is lost. When the holder dies (its heartbeats stop, or it
+  left) a waiter takes over at once, through the next lock *epoch* (a second lock entry,
+  claimed with ``add`` too, so still only one process takes over); when the bus cannot
+  tell, the lease expires after ``timeout`` and a waiter claims it. A computation that
+  fails releases the lock and wakes the waiters; one of them tries in turn.
+  ``@cached`` uses :meth:`compute_once` when the client has it.
+* **Degraded mode.** While the bus is down (this process does not hear its own heartbeats)
+  reads and writes go to the shared tier only, so nothing stale is served from L1, and the
+  keys written are kept (bounded) to be announced when the bus comes back. On reconnection
+  the private tiers are cleared (their copies may have missed invalidations) and the
+  written keys replayed (or a clear-everything message when there were too many). Until
+  the bus notices it is down (``heartbeat_timeout``, 3.5 s by default) invalidations may
+  be missed: that is the staleness bound of L1 copies under failures.
+
+Keys must be encodable by :func:`chorde.keys.encode_key` (they cross process boundaries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Iterator
+from typing import Any
+
+from chorde.clients.base import BaseCacheClient, CacheStats, check_ttl
+from chorde.clients.tiered import TieredInclusiveClient
+from chorde.errors import CacheMissError, ConfigurationError
+from chorde.keys import decode_key, encode_key
+from chorde.mq.bus import Bus
+from chorde.mq.frames import Message, MessageType
+from chorde.sentinel import NONE
+from chorde.serialization import RateLimitedLog
+
+__all__ = ["CoherentWrapperClient"]
+
+logger = logging.getLogger("chorde.coherent")
+
+_MISS: Any = object()
+_LOCK_TAG = "chorde.coherent.lock"
+#: Takeovers of dead holders, per computation, before computing uncoordinated.
+_MAX_EPOCHS = 8
+#: Invalidated keys remembered to catch promotions they overtook.
+_RECENT = 4096
+#: Rounds in a row where the lock was neither claimable nor held (shared tier failing).
+_MAX_VANISHED = 3
+
+
+class _Flight:
+    """One in-process computation of a key by :meth:`CoherentWrapperClient.compute_once`."""
+
+    __slots__ = ("future", "owner")
+
+    def __init__(self, owner: object) -> None:
+        self.owner = owner
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+def _step(gen: Generator, send: Any = None, throw: BaseException | None = None) -> tuple:
+    """Advance the protocol generator; its return value comes back as ``("done", value)``."""
+    try:
+        if throw is not None:
+            return gen.throw(throw)
+        return gen.send(send)
+    except StopIteration as stop:
+        return ("done", stop.value)
+
+
+class CoherentWrapperClient(BaseCacheClient):
+    """A tiered stack kept coherent across processes through a bus; see the module docstring.
+
+    :param client: the stack. A :class:`TieredInclusiveClient` is split into private tiers
+        (all but the last) and the shared tier (the last); any other client is taken as the
+        shared tier alone (compute-once only, no L1 to invalidate).
+    :param bus: a :mod:`chorde.mq` bus (``BrokerBus``, ``PeerBus``, ``LocalBus``), usually
+        one per process shared by its coherent clients. The client does not close it.
+    :param channel: processes whose clients share a stack use the same channel; clients of
+        different stacks on one bus use different ones.
+    :param timeout: lease of a computation claim, in seconds: waiters take over after it
+        (sooner when the bus sees the holder die). Make it longer than the slowest
+        computation, or a slow one is started again elsewhere.
+    :param poll_interval: longest pause between two looks at the shared tier while
+        waiting for another process's computation (a safety net: the bus wakes waiters).
+    :param replay_limit: keys written while the bus is down remembered for replay; past
+        it, the other processes are told to drop all their private copies instead.
+    """
+
+    def __init__(
+        self,
+        client: BaseCacheClient,
+        bus: Bus,
+        *,
+        channel: str = "chorde",
+        timeout: float = 30.0,
+        poll_interval: float = 0.1,
+        replay_limit: int = 10_000,
+    ) -> None:
+        if not isinstance(client, BaseCacheClient):
+            raise ConfigurationError(f"client must be a cache client, got {client!r}")
+        for attr in ("publish", "subscribe", "add_listener", "peer_alive", "connected"):
+            if not hasattr(bus, attr):
+                raise ConfigurationError(f"bus must be a chorde.mq bus, {bus!r} lacks {attr!r}")
+        if not isinstance(channel, str) or not channel:
+            raise ConfigurationError(f"channel must be a non-empty str, got {channel!r}")
+        self.timeout = check_ttl(timeout, "timeout")
+        if not self.timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0, got {timeout!r}")
+        self.poll_interval = check_ttl(poll_interval, "poll_interval")
+        if not self.poll_interval > 0:
+            raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval!r}")
+        if isinstance(replay_limit, bool) or not isinstance(replay_limit, int) or replay_limit < 1:
+            raise ConfigurationError(f"replay_limit must be a positive int, got {replay_limit!r}")
+
+        if isinstance(client, TieredInclusiveClient) and len(client.clients) > 1:
+            private, shared = client.clients[:-1], client.clients[-1]
+        else:
+            private, shared = (), client
+        self.client = client
+        self.bus = bus
+        self.channel = channel
+        self.replay_limit = replay_limit
+        self.blocking = client.blocking
+        self.is_async = client.is_async
+        self._private: tuple[BaseCacheClient, ...] = tuple(private)
+        self._shared = shared
+        self._peer_hex = bus.peer_id.hex()
+        self._hits = self._misses = self._sets = self._errors = 0
+        self._log = RateLimitedLog(logger, interval=30.0)
+
+        # Invalidations received: a counter, and the counter value per recent key.
+        self._inv_lock = threading.Lock()
+        self._inv_seq = 0
+        self._inv_floor = 0
+        self._recent: dict[Hashable, int] = {}
+
+        self._waiters: dict[Hashable, list[Callable[[], None]]] = {}
+        self._waiters_lock = threading.Lock()
+        self._flights: dict[Hashable, _Flight] = {}
+        self._flights_lock = threading.Lock()
+
+        # Keys announced lately or while disconnected, replayed on reconnection.
+        self._sent: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        self._sent_lock = threading.Lock()
+        self._sent_overflow = False
+
+        self._usable = False
+        self._l1: BaseCacheClient | None = None
+        self._sub = bus.subscribe(channel, self._on_message)
+        bus.add_listener(self._on_event)
+        self._set_usable(bool(bus.connected))
+
+    # ---- bus side ----------------------------------------------------------------------
+
+    def _set_usable(self, usable: bool) -> None:
+        self._usable = usable
+        self._l1 = self._private[0] if usable and self._private else None
+
+    def _on_event(self, event: str, peer: bytes | None) -> None:
+        if event == "disconnected":
+            self._set_usable(False)
+            logger.warning(
+                "coherence channel %r: bus down, serving from the shared tier only until it "
+                "comes back",
+                self.channel,
+            )
+        elif event == "connected":
+            if not self._usable:
+                # Invalidations may have been missed while away: private copies are suspect.
+                self._clear_private()
+                self._set_usable(True)
+                logger.info("coherence channel %r: bus up, private tiers back in use", self.channel)
+            self._replay()
+        elif event == "peer-returned":
+            # We may have missed its invalidations while it was unreachable.
+            self._clear_private()
+        elif event in ("peer-lost", "peer-left"):
+            self._wake_all()  # waiters check whether it held their lock
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.type is MessageType.CLEAR:
+            with self._inv_lock:
+                self._inv_seq += 1
+                self._inv_floor = self._inv_seq
+                self._recent.clear()
+            self._clear_private()
+            self._wake_all()
+            return
+        keys = []
+        for item in msg.items:
+            try:
+                keys.append(decode_key(item))
+            except ValueError as exc:
+                self._errors += 1
+                self._log.warning("coherence channel %r: undecodable key: %s", self.channel, exc)
+        if msg.type is MessageType.INVALIDATE:
+            with self._inv_lock:
+                recent = self._recent
+                for key in keys:
+                    self._inv_seq += 1
+                    recent.pop(key, None)
+                    recent[key] = self._inv_seq
+                while len(recent) > _RECENT:
+                    oldest = next(iter(recent))
+                    self._inv_floor = max(self._inv_floor, recent.pop(oldest))
+            for tier in self._private:
+                for key in keys:
+                    tier.delete(key)
+        for key in keys:
+            self._wake(key)
+
+    def _invalidated_since(self, key: Hashable, before: int) -> bool:
+        if self._inv_seq == before:
+            return False
+        seq = self._recent.get(key)
+        if seq is not None:
+            return seq > before
+        return self._inv_floor > before
+
+    def _clear_private(self) -> None:
+        for tier in self._private:
+            try:
+                tier.clear()
+            except Exception:
+                logger.exception(
+                    "coherence channel %r: clearing a private tier failed", self.channel
+                )
+
+    def _announce(self, mtype: MessageType, ekeys: list[bytes]) -> None:
+        """Publish, and remember what was published for a replay after a disconnection."""
+        now = time.monotonic()
+        bus = self.bus
+        window = 2 * getattr(bus, "heartbeat_timeout", 3.5)
+        with self._sent_lock:
+            sent = self._sent
+            if mtype is MessageType.CLEAR:
+                sent.append((now, None))
+            elif mtype is MessageType.INVALIDATE:
+                sent.extend((now, k) for k in ekeys)
+            if self._usable:
+                while sent and sent[0][0] < now - window:
+                    sent.popleft()
+            while len(sent) > self.replay_limit:
+                at, _ = sent.popleft()
+                if at >= now - window or not self._usable:
+                    self._sent_overflow = True
+        try:
+            bus.publish(mtype, self.channel, ekeys, source=self._sub)
+        except Exception as exc:
+            self._errors += 1
+            self._log.warning("coherence channel %r: publish failed: %s", self.channel, exc)
+
+    def _replay(self) -> None:
+        with self._sent_lock:
+            entries = list(self._sent)
+            overflow, self._sent_overflow = self._sent_overflow, False
+        if not entries and not overflow:
+            return
+        try:
+            if overflow or any(k is None for _, k in entries):
+                self.bus.publish(MessageType.CLEAR, self.channel, (), source=self._sub)
+            else:
+                keys = list(dict.fromkeys(k for _, k in entries if k is not None))
+                self.bus.publish(MessageType.INVALIDATE, self.channel, keys, source=self._sub)
+        except Exception as exc:
+            self._log.warning("coherence channel %r: replay failed: %s", self.channel, exc)
+
+    def _wake(self, key: Hashable) -> None:
+        for wake in self._waiters.get(key, ()):
+            wake()
+
+    def _wake_all(self) -> None:
+        for wakes in list(self._waiters.values()):
+            for wake in wakes:
+                wake()
+
+    def _add_waiter(self, key: Hashable, wake: Callable[[], None]) -> None:
+        with self._waiters_lock:
+            self._waiters[key] = [*self._waiters.get(key, ()), wake]
+
+    def _remove_waiter(self, key: Hashable, wake: Callable[[], None]) -> None:
+        with self._waiters_lock:
+            rest = [w for w in self._waiters.get(key, ()) if w is not wake]
+            if rest:
+                self._waiters[key] = rest
+            else:
+                self._waiters.pop(key, None)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
+        """``(value, ttl_left)`` from L1, else the shared tier (promoted into L1)."""
+        l1 = self._l1
+        if l1 is not None:
+            value, ttl = l1.getTtl(key, _MISS)
+            if ttl > 0:
+                self._hits += 1
+                return value, ttl
+        value, ttl = self._lookup(key)
+        if value is _MISS:
+            if default is NONE:
+                raise CacheMissError(key)
+            return default, -1.0
+        return value, ttl
+
+    def get(self, key: Hashable, default: Any = NONE) -> Any:
+        """The live value from L1, else from the shared tier."""
+        l1 = self._l1
+        if l1 is not None:
+            value = l1.get(key, _MISS)
+            if value is not _MISS:
+                self._hits += 1
+                return value
+        value, ttl = self._lookup(key)
+        if ttl > 0:
+            return value
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
+
+    def _lookup(self, key: Hashable) -> tuple[Any, float]:
+        """Every tier in order (private ones only while usable); promote a live hit."""
+        before = self._inv_seq
+        usable = self._usable
+        stale: tuple[Any, float] = (_MISS, -1.0)
+        private = self._private if usable else ()
+        for i, tier in enumerate((*private, self._shared)):
+            value, ttl = tier.getTtl(key, _MISS)
+            if value is _MISS:
+                continue
+            if ttl > 0:
+                self._hits += 1
+                if usable:
+                    self._promote(private[:i], key, value, ttl, before)
+                return value, ttl
+            if stale[0] is _MISS or ttl > stale[1]:
+                stale = (value, ttl)
+        self._misses += 1
+        return stale
+
+    def _promote(
+        self, tiers: Iterable[BaseCacheClient], key: Hashable, value: Any, ttl: float, before: int
+    ) -> None:
+        tiers = tuple(tiers)
+        for tier in tiers:
+            tier.put(key, value, ttl)
+        if self._invalidated_since(key, before) or not self._usable:
+            # An invalidation overtook this read: the value may be the old one.
+            for tier in tiers:
+                tier.delete(key)
+
+    def getTtlMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> Iterator[tuple[Hashable, tuple[Any, float]]]:
+        """Batch :meth:`getTtl`: L1 first, one batch to the shared tier for the rest."""
+        keys = list(keys)
+        found: dict[Hashable, tuple[Any, float]] = {}
+        l1 = self._l1
+        if l1 is not None:
+            for key, (value, ttl) in l1.getTtlMulti(keys, _MISS):
+                if ttl > 0:
+                    found[key] = (value, ttl)
+        rest = [k for k in dict.fromkeys(keys) if k not in found]
+        if rest:
+            before = self._inv_seq
+            usable = self._usable
+            for key, (value, ttl) in self._shared.getTtlMulti(rest, _MISS):
+                if value is _MISS:
+                    continue
+                found[key] = (value, ttl)
+                if ttl > 0 and usable:
+                    self._promote(self._private, key, value, ttl, before)
+        for key in keys:
+            value, ttl = found.get(key, (default, -1.0))
+            if ttl > 0:
+                self._hits += 1
+            else:
+                self._misses += 1
+            yield key, (value, ttl)
+
+    def getMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> Iterator[tuple[Hashable, Any]]:
+        """Batch :meth:`get`: live values, ``default`` for misses and stale entries."""
+        for key, (value, ttl) in self.getTtlMulti(keys, default):
+            yield key, value if ttl > 0 else default
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def _write_private(self, key: Hashable, value: Any, ttl: float, before: int) -> None:
+        if self._usable:
+            self._promote(self._private, key, value, ttl, before)
+        else:
+            for tier in self._private:
+                tier.delete(key)
+
+    def put(self, key: Hashable, value: Any, ttl: float) -> None:
+        """Write the shared tier, then L1, then tell the other processes to drop ``key``."""
+        ttl = check_ttl(ttl)
+        ekey = encode_key(key)
+        before = self._inv_seq
+        self._shared.put(key, value, ttl)
+        self._write_private(key, value, ttl, before)
+        self._sets += 1
+        self._announce(MessageType.INVALIDATE, [ekey])
+
+    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+        """Batch :meth:`put`: one batch per tier, one announcement."""
+        ttl = check_ttl(ttl)
+        items = list(items.items() if isinstance(items, dict) else items)
+        ekeys = [encode_key(k) for k, _ in items]
+        before = self._inv_seq
+        self._shared.putMulti(items, ttl)
+        for key, value in items:
+            self._write_private(key, value, ttl, before)
+        self._sets += len(items)
+        if ekeys:
+            self._announce(MessageType.INVALIDATE, ekeys)
+
+    def add(self, key: Hashable, value: Any, ttl: float) -> bool:
+        """Add in the shared tier (atomic there); on success copy to L1 and announce."""
+        ttl = check_ttl(ttl)
+        ekey = encode_key(key)
+        before = self._inv_seq
+        if not self._shared.add(key, value, ttl):
+            return False
+        self._write_private(key, value, ttl, before)
+        self._sets += 1
+        self._announce(MessageType.INVALIDATE, [ekey])
+        return True
+
+    def delete(self, key: Hashable) -> None:
+        """Delete everywhere: shared tier, L1, and every other process's L1."""
+        ekey = encode_key(key)
+        self._shared.delete(key)
+        for tier in self._private:
+            tier.delete(key)
+        self._announce(MessageType.INVALIDATE, [ekey])
+
+    def expire(self, key: Hashable) -> None:
+        """Mark stale in the shared tier and L1; other processes drop their copies."""
+        ekey = encode_key(key)
+        self._shared.expire(key)
+        for tier in self._private:
+            if self._usable:
+                tier.expire(key)
+            else:
+                tier.delete(key)
+        self._announce(MessageType.INVALIDATE, [ekey])
+
+    def renew(self, key: Hashable, ttl: float) -> bool:
+        """Renew in every tier of this process (other copies keep a shorter, safe ttl)."""
+        ttl = check_ttl(ttl)
+        return any([tier.renew(key, ttl) for tier in (self._shared, *self._private)])
+
+    def clear(self) -> None:
+        """Clear the shared tier and L1; every other process drops its private copies."""
+        self._shared.clear()
+        self._clear_private()
+        self._announce(MessageType.CLEAR, [])
+
+    def purge(self, timeout: float = 0) -> None:
+        """Purge every tier."""
+        self.client.purge(timeout)
+
+    def wait(self, key: Hashable, timeout: float | None = None) -> None:
+        """Wait for pending background writes of ``key`` in the stack."""
+        self.client.wait(key, timeout)
+
+    # ---- compute once per cluster ---------------------------------------------------------
+
+    def compute_once(
+        self,
+        key: Hashable,
+        compute: Callable[[], Any],
+        ttl: float,
+        recheck: float | None = 0.0,
+    ) -> Any:
+        """Return the value of ``key``, computed at most once across the cluster.
+
+        A value in the shared tier with more than ``recheck`` seconds left is returned as
+        it is (``None``: always compute, unless another process is computing it now).
+        Otherwise one caller in the cluster runs ``compute()`` and stores the result for
+        ``ttl`` seconds; the others wait for it (see the module docstring for the bounds).
+        ``compute``'s exception reaches its caller and this process's waiters.
+        """
+        ttl = check_ttl(ttl)
+        ekey = encode_key(key)
+        me = threading.get_ident()
+        flight, owner = self._claim_flight(key, me)
+        if not owner:
+            if flight.owner == me:
+                raise RuntimeError(f"compute_once({key!r}) called again by its own computation")
+            return flight.future.result()
+        try:
+            value = self._run_sync(key, ekey, compute, ttl, recheck)
+        except BaseException as exc:
+            flight.future.set_exception(exc)
+            raise
+        finally:
+            self._release_flight(key, flight)
+        flight.future.set_result(value)
+        return value
+
+    async def acompute_once(
+        self,
+        key: Hashable,
+        compute: Callable[[], Awaitable[Any]],
+        ttl: float,
+        recheck: float | None = 0.0,
+    ) -> Any:
+        """Awaitable :meth:`compute_once`: ``compute()`` returns an awaitable."""
+        ttl = check_ttl(ttl)
+        ekey = encode_key(key)
+        me = asyncio.current_task()
+        flight, owner = self._claim_flight(key, me)
+        if not owner:
+            if flight.owner is me:
+                raise RuntimeError(f"acompute_once({key!r}) awaited by its own computation")
+            return await asyncio.wrap_future(flight.future)
+        try:
+            value = await self._run_async(key, ekey, compute, ttl, recheck)
+        except BaseException as exc:
+            flight.future.set_exception(exc)
+            raise
+        finally:
+            self._release_flight(key, flight)
+        flight.future.set_result(value)
+        return value
+
+    def _claim_flight(self, key: Hashable, owner: object) -> tuple[_Flight, bool]:
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = _Flight(owner)
+            return flight, True
+
+    def _release_flight(self, key: Hashable, flight: _Flight) -> None:
+        with self._flights_lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+
+    def _run_sync(
+        self,
+        key: Hashable,
+        ekey: bytes,
+        compute: Callable[[], Any],
+        ttl: float,
+        recheck: float | None,
+    ) -> Any:
+        event = threading.Event()
+        wake = event.set
+        self._add_waiter(key, wake)
+        try:
+            gen = self._protocol(key, ekey, ttl, recheck)
+            action = _step(gen)
+            while True:
+                if action[0] == "done":
+                    return action[1]
+                if action[0] == "wait":
+                    event.wait(action[1])
+                    event.clear()
+                    action = _step(gen)
+                    continue
+                try:
+                    value = compute()
+                except BaseException as exc:
+                    action = _step(gen, throw=exc)
+                else:
+                    action = _step(gen, value)
+        finally:
+            self._remove_waiter(key, wake)
+
+    async def _run_async(
+        self,
+        key: Hashable,
+        ekey: bytes,
+        compute: Callable[[], Awaitable[Any]],
+        ttl: float,
+        recheck: float | None,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def wake() -> None:
+            # A closed loop (RuntimeError) has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+        async def step(*args: Any, **kwargs: Any) -> tuple:
+            if not self.blocking:
+                return _step(*args, **kwargs)
+            return await loop.run_in_executor(None, lambda: _step(*args, **kwargs))
+
+        self._add_waiter(key, wake)
+        try:
+            gen = self._protocol(key, ekey, ttl, recheck)
+            action = await step(gen)
+            while True:
+                if action[0] == "done":
+                    return action[1]
+                if action[0] == "wait":
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), action[1])
+                    event.clear()
+                    action = await step(gen)
+                    continue
+                try:
+                    value = await compute()
+                except BaseException as exc:
+                    action = await step(gen, throw=exc)
+                else:
+                    action = await step(gen, value)
+        finally:
+            self._remove_waiter(key, wake)
+
+    def _lock_key(self, key: Hashable, epoch: int) -> tuple:
+        return (_LOCK_TAG, self.channel, epoch, key)
+
+    def _fresh(self, key: Hashable, accept: float) -> tuple[bool, Any]:
+        """``(True, value)`` when the shared tier has ``key`` with more than ``accept`` left."""
+        before = self._inv_seq
+        value, left = self._shared.getTtl(key, _MISS)
+        if value is _MISS or not left > accept:
+            return False, None
+        if self._usable:
+            self._promote(self._private, key, value, left, before)
+        return True, value
+
+    def _release(self, lock: tuple, token: str) -> None:
+        holder = self._shared.get(lock, None)
+        if isinstance(holder, tuple) and holder[1:] == (token,):
+            self._shared.delete(lock)
+
+    def _holder_alive(self, holder: Any) -> bool | None:
+        if not (isinstance(holder, tuple) and len(holder) == 2 and isinstance(holder[0], str)):
+            return None
+        try:
+            peer = bytes.fromhex(holder[0])
+        except ValueError:
+            return None
+        return self.bus.peer_alive(peer)
+
+    def _protocol(
+        self, key: Hashable, ekey: bytes, ttl: float, recheck: float | None
+    ) -> Generator[tuple, Any, Any]:
+        """The claim/wait/take-over loop, driven by :meth:`_run_sync` / :meth:`_run_async`.
+
+        Yields ``("wait", seconds)`` (wait for a wake-up or that long) or ``("compute",)``
+        (send back the computed value, or throw its exception in); returns the value.
+        """
+        accept = recheck
+        epoch = 0
+        vanished = 0
+        delay = min(0.002, self.poll_interval)
+        give_up = time.monotonic() + 2 * self.timeout
+        while True:
+            if accept is not None:
+                hit, value = self._fresh(key, accept)
+                if hit:
+                    return value
+            lock = self._lock_key(key, epoch)
+            token = os.urandom(8).hex()
+            if self._shared.add(lock, (self._peer_hex, token), self.timeout):
+                try:
+                    # The previous holder may have stored the value just before releasing.
+                    hit, value = (False, None) if accept is None else self._fresh(key, accept)
+                    if not hit:
+                        value = yield ("compute",)
+                except BaseException:
+                    self._release(lock, token)
+                    self._announce(MessageType.WAKE, [ekey])
+                    raise
+                if not hit:
+                    self.put(key, value, ttl)
+                self._release(lock, token)
+                return value
+            holder = self._shared.get(lock, None)
+            now = time.monotonic()
+            if holder is None:
+                vanished += 1
+            else:
+                vanished = 0
+                if self._holder_alive(holder) is False and epoch < _MAX_EPOCHS:
+                    logger.info(
+                        "coherence channel %r: the process computing %r is gone, taking over",
+                        self.channel,
+                        key,
+                    )
+                    epoch += 1
+                    continue
+            if now >= give_up or vanished > _MAX_VANISHED:
+                self._log.warning(
+                    "coherence channel %r: cannot coordinate the computation of a key (%s); "
+                    "computing it here",
+                    self.channel,
+                    "shared tier not answering" if vanished else "waited too long",
+                )
+                value = yield ("compute",)
+                self.put(key, value, ttl)
+                return value
+            if accept is None:
+                accept = 0.0  # after waiting for another computation, its result will do
+            yield ("wait", delay)
+            delay = min(delay * 2, self.poll_interval)
+
+    # ---- the rest of the contract ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Leave the bus channel and close the stack (the bus itself stays open)."""
+        self.bus.unsubscribe(self._sub)
+        remove = getattr(self.bus, "remove_listener", None)
+        if remove is not None:
+            remove(self._on_event)
+        self.client.close()
+
+    @property
+    def capacity(self) -> int:
+        """Capacity of the shared tier."""
+        return self._shared.capacity
+
+    @property
+    def usage(self) -> int:
+        """Usage of the shared tier."""
+        return self._shared.usage
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses and sets through this client; evictions and errors of every tier."""
+        total = sum((t.stats for t in (*self._private, self._shared)), CacheStats())
+        return CacheStats(
+            self._hits, self._misses, self._sets, total.evictions, total.errors + self._errors
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<CoherentWrapperClient channel={self.channel!r} bus={self.bus!r} "
+            f"usable={self._usable}>"
+        )

@@ -1,0 +1,49 @@
+"""Messaging between the processes of a cluster, for cache coherence.
+
+* :class:`BrokerBus` - every process connects to a broker (``python -m chorde.mq.broker
+  --bind tcp://HOST:PORT``), which relays each message to every process;
+* :class:`PeerBus` - no broker: each process binds an endpoint and subscribes to a static
+  list of the others;
+* :class:`LocalBus` / :class:`LocalHub` - in-process, for a single process or tests.
+
+Messages are signed binary frames carrying encoded keys only (:mod:`chorde.mq.frames`):
+nothing received is ever unpickled. :class:`BrokerBus`, :class:`PeerBus` and
+:class:`Broker` need pyzmq (``pip install 'chorde[mq]'``); the rest does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chorde.mq.bus import Bus, LocalBus, LocalHub, Subscription
+from chorde.mq.frames import Frames, InvalidFrame, Message, MessageType
+
+__all__ = [
+    "Broker",
+    "BrokerBus",
+    "Bus",
+    "Frames",
+    "InvalidFrame",
+    "LocalBus",
+    "LocalHub",
+    "Message",
+    "MessageType",
+    "PeerBus",
+    "Subscription",
+]
+
+_ZMQ = {
+    "BrokerBus": "chorde.mq.zmqbus",
+    "PeerBus": "chorde.mq.zmqbus",
+    "Broker": "chorde.mq.broker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # pyzmq is imported only when a ZeroMQ class is asked for.
+    module = _ZMQ.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
