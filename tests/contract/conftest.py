@@ -109,6 +109,28 @@ def _files(request, clock):
     return Env(client, clock.advance, encoded_keys=True)
 
 
+def _coherent_inproc(request, clock):
+    from chorde.clients.coherent import CoherentWrapperClient
+    from chorde.mq import LocalBus
+
+    stack = TieredInclusiveClient(
+        InprocCacheClient(10, clock=clock), InprocCacheClient(1000, clock=clock)
+    )
+    return Env(CoherentWrapperClient(stack, LocalBus()), clock.advance, encoded_keys=True)
+
+
+def _coherent_memcached(request, clock):
+    from chorde.clients.coherent import CoherentWrapperClient
+    from chorde.clients.memcached import MemcachedClient
+    from chorde.mq import LocalBus
+
+    [server] = request.getfixturevalue("memcached_factory")(1)
+    stack = TieredInclusiveClient(
+        InprocCacheClient(10), MemcachedClient([server.address], checksum_key="contract")
+    )
+    return Env(CoherentWrapperClient(stack, LocalBus()), encoded_keys=True)
+
+
 FACTORIES: dict[str, Callable[..., Env]] = {
     "memcached-1": _memcached(1),
     "memcached-3": _memcached(3),
@@ -121,6 +143,8 @@ FACTORIES: dict[str, Callable[..., Env]] = {
     "asyncwrite-inproc": _asyncwrite_inproc,
     "asyncwrite-memcached": _asyncwrite_memcached,
     "files": _files,
+    "coherent-inproc": _coherent_inproc,
+    "coherent-memcached": _coherent_memcached,
 }
 
 
