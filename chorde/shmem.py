@@ -14,6 +14,7 @@ Only plain arrays of fixed-size, object-free, unstructured dtypes go raw; subcla
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -52,12 +53,9 @@ def describe(arr: Any) -> tuple[bytes, memoryview] | None:
     return meta, memoryview(data.reshape(-1).view(np.uint8))
 
 
-def array_from_buffer(buffer: Any, offset: int, length: int, meta: bytes) -> Any:
-    """A read-only array over ``buffer[offset:offset + length]`` described by ``meta``.
-
-    ``ValueError`` when ``meta`` is malformed or does not match ``length``: the caller
-    treats it as a corrupt entry.
-    """
+@functools.lru_cache(maxsize=256)
+def _parse(meta: bytes) -> tuple[Any, tuple[int, ...], bool, int]:
+    """``(dtype, shape, fortran, byte length)`` of a description; ``ValueError`` if bad."""
     try:
         dtype_str, order, shape_text = meta.decode("ascii").split(";")
         dtype = np.dtype(dtype_str)
@@ -68,17 +66,25 @@ def array_from_buffer(buffer: Any, offset: int, length: int, meta: bytes) -> Any
         raise ValueError(f"bad array description {meta!r}")
     if any(n < 0 for n in shape):
         raise ValueError(f"bad array shape {shape!r}")
-    count = math.prod(shape)
-    if count * dtype.itemsize != length:
-        needed = count * dtype.itemsize
+    return dtype, shape, order == "F", math.prod(shape) * dtype.itemsize
+
+
+def array_from_buffer(buffer: Any, offset: int, length: int, meta: bytes) -> Any:
+    """A read-only array over ``buffer[offset:offset + length]`` described by ``meta``.
+
+    ``ValueError`` when ``meta`` is malformed or does not match ``length``: the caller
+    treats it as a corrupt entry.
+    """
+    dtype, shape, fortran, needed = _parse(meta)
+    if needed != length:
         raise ValueError(f"array {dtype.str}{list(shape)} needs {needed} bytes, entry has {length}")
-    if count == 0:
+    if needed == 0:
         flat = np.empty(0, dtype)
         flat.flags.writeable = False
     else:
-        flat = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
-        # Already read-only over a read-only map; explicit for any other buffer.
-        flat.flags.writeable = False
-    if order == "F":
+        flat = np.frombuffer(buffer, dtype=dtype, count=needed // dtype.itemsize, offset=offset)
+        if flat.flags.writeable:  # a read-only map gives a read-only array already
+            flat.flags.writeable = False
+    if fortran:
         return flat.reshape(shape[::-1]).T
     return flat.reshape(shape)

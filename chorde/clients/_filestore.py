@@ -376,6 +376,7 @@ class Store:
         self, tmp_path: str, fd: int, nbytes: int, path: str, refuse: Callable[[str], bool] | None
     ) -> bool:
         """Rename the temporary over ``path`` unless ``refuse(path)``; release the old size."""
+        replaced = -1
         try:
             with self.locked() as sfd:
                 used = self._read_state(sfd) or (0, 0.0)
@@ -384,10 +385,13 @@ class Store:
                         os.unlink(tmp_path)
                     self._write_state(sfd, used[0] - nbytes, used[1])
                     return False
+                # Holding the replaced file open defers freeing its blocks (slow for big
+                # files) to the close below, after the lock is released.
                 try:
-                    old = os.stat(path).st_size
+                    replaced = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except (FileNotFoundError, NotADirectoryError):
-                    old = 0
+                    replaced = -1
+                old = os.fstat(replaced).st_size if replaced >= 0 else 0
                 try:
                     os.rename(tmp_path, path)
                 except FileNotFoundError:  # the fan-out directory is created lazily
@@ -397,6 +401,8 @@ class Store:
                 return True
         finally:
             os.close(fd)
+            if replaced >= 0:
+                os.close(replaced)
 
     def abort(self, tmp_path: str, fd: int, nbytes: int) -> None:
         """Remove a temporary and release its reservation."""

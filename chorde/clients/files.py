@@ -92,7 +92,10 @@ __all__ = ["FilesCacheClient"]
 
 logger = logging.getLogger("chorde.clients.files")
 
-_READ_AHEAD = 64 * 1024
+# The first read of an entry: the header, and the whole of a small entry.
+_READ_AHEAD = 4096
+# Entries read by copy up to this size are read whole in one more call.
+_READ_WHOLE = 64 * 1024
 # Pickled payloads above this are verified and unpickled straight from a memory map.
 _MAP_PICKLES_FROM = 1024 * 1024
 _CASTABLE_FORMATS = frozenset("bBhHiIlLqQnNfd?c")
@@ -232,7 +235,9 @@ class FilesCacheClient(BaseCacheClient):
         self._errors += 1
         self._log.warning("chorde: unusable cache file %s for key %r: %s", path, key, reason)
 
-    def _open_header(self, fd: int, encoded: bytes) -> tuple[fs.Header, bytes, os.stat_result]:
+    def _open_header(
+        self, fd: int, encoded: bytes, full: bool = False
+    ) -> tuple[fs.Header, bytes, os.stat_result]:
         st = os.fstat(fd)
         head = os.pread(fd, min(st.st_size, _READ_AHEAD), 0)
         length = fs.header_length(head, st.st_size)
@@ -241,6 +246,8 @@ class FilesCacheClient(BaseCacheClient):
         header = fs.parse_header(head, st.st_size)
         if header.key != encoded:
             raise fs.Corrupt("the file belongs to another key")
+        if len(head) < st.st_size <= _READ_WHOLE and full and header.kind not in fs.MAPPED_KINDS:
+            head = fs.read_exact(fd, st.st_size, 0)
         return header, head, st
 
     def _read(self, key: Key, live_only: bool) -> tuple[Any, float] | None:
@@ -254,7 +261,7 @@ class FilesCacheClient(BaseCacheClient):
             self._bad(key, path, exc)
             return None
         try:
-            header, head, st = self._open_header(fd, encoded)
+            header, head, st = self._open_header(fd, encoded, full=True)
             if live_only and header.expires <= self._clock():
                 return None
             value = self._decode(fd, header, head, encoded)
