@@ -1,0 +1,183 @@
+"""The example site (example_projects/django_site), run as a real server, spoken to over HTTP.
+
+Each test starts ``manage.py runserver --noreload`` on a free loopback port, with the
+in-process cache (default) or memcached (``CHORDE_DJANGO_SITE_MEMCACHED``), waits until it
+answers (bounded), and kills it at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from django_helpers import REPO, subprocess_env
+
+from tests.servers import free_port
+
+SITE = REPO / "example_projects" / "django_site"
+_START_TIMEOUT = 30.0
+
+
+class Site:
+    """One running example-site process."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: runserver logs every request to stderr and must never block.
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop)
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
+            cwd=SITE,
+            env=subprocess_env(**env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the site exited: {self.output()[-3000:]}")
+            try:
+                if httpx.get(self.base + "/", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        output = self.output()
+        self.stop()
+        raise RuntimeError(f"the site did not answer within {_START_TIMEOUT} s: {output[-3000:]}")
+
+    def output(self) -> str:
+        """What the server wrote to stderr so far."""
+        self.log.seek(0)
+        return self.log.read()
+
+    def client(self) -> httpx.Client:
+        """An HTTP client with its own cookie jar (one visitor)."""
+        return httpx.Client(base_url=self.base, timeout=10.0)
+
+    def counters(self) -> dict[str, int]:
+        """How often each view's expensive part ran in this process."""
+        return httpx.get(self.base + "/counters/", timeout=10.0).json()
+
+    def stop(self) -> None:
+        """Kill the process (and wait for it)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def _sites(env: dict[str, str]) -> Iterator[Callable[..., Site]]:
+    started: list[Site] = []
+
+    def start(port: int | None = None) -> Site:
+        site = Site(env, port)
+        started.append(site)
+        return site
+
+    try:
+        yield start
+    finally:
+        for site in started:
+            site.stop()
+
+
+@pytest.fixture(params=["inproc", "memcached"])
+def start_site(request: pytest.FixtureRequest) -> Iterator[Callable[[], Site]]:
+    """Start the site with the in-process cache, or with memcached."""
+    env: dict[str, str] = {}
+    if request.param == "memcached":
+        env["CHORDE_DJANGO_SITE_MEMCACHED"] = request.getfixturevalue("memcached").address
+    with _sites(env) as start:
+        yield start
+
+
+def test_cache_page_serves_without_rerunning_the_view(start_site: Any) -> None:
+    site = start_site()
+    with site.client() as http:
+        first = http.get("/cached-page/")
+        assert first.status_code == 200
+        assert "view ran 1 times" in first.text
+        for _ in range(3):
+            assert http.get("/cached-page/").text == first.text
+        assert site.counters()["cached_page"] == 1
+        assert http.post("/invalidate/").status_code == 200
+        assert "view ran 2 times" in http.get("/cached-page/").text
+        assert site.counters()["cached_page"] == 2
+
+
+def test_template_fragment_caching(start_site: Any) -> None:
+    site = start_site()
+    with site.client() as http:
+        for _ in range(3):
+            assert "sidebar rendered 1 times" in http.get("/fragment/").text
+        assert site.counters()["fragment_page"] == 3  # the page itself is not cached
+        assert site.counters()["sidebar"] == 1
+        http.post("/fragment/invalidate/")
+        assert "sidebar rendered 2 times" in http.get("/fragment/").text
+
+
+def test_low_level_api_sync_and_async(start_site: Any) -> None:
+    site = start_site()
+    with site.client() as http:
+        for _ in range(2):
+            assert http.get("/lowlevel/bob/").json() == {"greeting": "hello bob (computed 1 times)"}
+        assert http.delete("/lowlevel/bob/").json() == {"deleted": True}
+        assert http.delete("/lowlevel/bob/").json() == {"deleted": False}
+        assert http.get("/lowlevel/bob/").json()["greeting"].endswith("(computed 2 times)")
+        for _ in range(2):
+            body = http.get("/async-lowlevel/bob/").json()
+            assert body == {"greeting": "hello async bob (computed 1 times)"}
+
+
+def test_cached_function_view(start_site: Any) -> None:
+    site = start_site()
+    with site.client() as http:
+        assert http.get("/square/12/").json() == {"square": 144, "computed": 1}
+        assert http.get("/square/12/").json() == {"square": 144, "computed": 1}
+        assert http.get("/square/13/").json() == {"square": 169, "computed": 2}
+
+
+def test_sessions_survive_across_requests(start_site: Any) -> None:
+    site = start_site()
+    with site.client() as alice, site.client() as bob:
+        assert [alice.get("/session/").json()["visits"] for _ in range(3)] == [1, 2, 3]
+        assert bob.get("/session/").json()["visits"] == 1
+        assert "sessionid" in alice.cookies
+        # Clearing the page cache leaves the sessions (another alias) alone.
+        alice.post("/invalidate/")
+        assert alice.get("/session/").json()["visits"] == 4
+
+
+def test_memcached_state_outlives_the_site_process(memcached: Any) -> None:
+    with _sites({"CHORDE_DJANGO_SITE_MEMCACHED": memcached.address}) as start_site:
+        _restart_keeps_pages_and_sessions(start_site)
+
+
+def _restart_keeps_pages_and_sessions(start_site: Callable[..., Site]) -> None:
+    site = start_site()
+    with site.client() as http:
+        page = http.get("/cached-page/").text
+        assert http.get("/session/").json()["visits"] == 1
+        cookies = dict(http.cookies)
+    site.stop()
+    # The same port: cache_page keys include the absolute URL, host and port included.
+    again = start_site(site.port)
+    with again.client() as http:
+        http.cookies.update(cookies)
+        assert http.get("/cached-page/").text == page  # served from memcached...
+        assert "cached_page" not in again.counters()  # ...the new process never ran the view
+        assert http.get("/session/").json()["visits"] == 2
