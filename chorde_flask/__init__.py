@@ -201,6 +201,7 @@ def _build_client(app: Flask) -> tuple[BaseCacheClient, bool]:
     """The app's client from its config, and whether the extension owns (closes) it."""
     config = app.config
     _check_keys(config)
+    _number(config, "CHORDE_SIZE", integer=True)  # checked even when no tier uses it
     kind = config.get("CHORDE_CLIENT", "inproc")
     if isinstance(kind, BaseCacheClient):
         return kind, False

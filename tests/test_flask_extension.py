@@ -68,6 +68,10 @@ def test_factory_form_and_string_settings():
         ({"CHORDE_DEFAULT_TTL": True}, "CHORDE_DEFAULT_TTL"),
         ({"CHORDE_SIZE": 0}, "CHORDE_SIZE"),
         ({"CHORDE_SIZE": 2.5}, "CHORDE_SIZE"),
+        (
+            {"CHORDE_CLIENT": "memcached", "CHORDE_SERVERS": "127.0.0.1:1", "CHORDE_SIZE": "x"},
+            "CHORDE_SIZE",
+        ),
         ({"CHORDE_STORE": "fifo"}, "CHORDE_STORE"),
         ({"CHORDE_TTL": 5}, "CHORDE_DEFAULT_TTL"),  # a typo, with the suggestion
         ({"CHORDE_SERVERS": ["127.0.0.1:1"]}, "CHORDE_SERVERS"),  # but client is inproc
@@ -712,3 +716,23 @@ def test_memoize_on_memcached_shared_between_apps(memcached):
         assert compute(1) == {"x": 1}
         assert compute.future()(2).result(timeout=5) == {"x": 2}
     assert calls == ["a", "b"]
+
+
+def test_async_view_cached_on_memcached(memcached):
+    ext = Chorde()
+    app = make_app(**mc_config(memcached))
+    ext.init_app(app)
+    renders = []
+
+    @app.get("/a")
+    @ext.cached(ttl=60)
+    async def a():
+        renders.append(1)
+        return {"render": len(renders)}, 200, {"X-Extra": "yes"}
+
+    client = app.test_client()
+    first = client.get("/a")
+    second = client.get("/a")
+    assert first.json == second.json == {"render": 1}
+    assert second.headers["X-Extra"] == "yes"
+    assert renders == [1]
