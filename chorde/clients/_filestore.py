@@ -330,7 +330,9 @@ class Store:
         os.pwrite(fd, _STATE.pack(_STATE_MAGIC, max(used, 0), last_sweep), 0)
 
     def used(self) -> int:
-        """Bytes in use now, reservations included (read without the lock)."""
+        """Bytes in use now, reservations included (read without the lock; 0 once closed)."""
+        if self._closed:
+            return 0
         state = self._read_state(self._state_fd())
         return state[0] if state else 0
 
@@ -472,6 +474,9 @@ class Store:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue
+            except OSError:  # another user's, unreadable: count it as live, to be safe
+                live += int(match.group(1))
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -502,6 +507,9 @@ class Store:
             try:
                 os.unlink(path)
             except FileNotFoundError:
+                continue
+            except OSError:
+                # Not ours to delete (permissions): skip it; it still counts.
                 continue
             used -= size
             evicted += 1

@@ -197,6 +197,18 @@ class FilesCacheClient(BaseCacheClient):
             )
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
+        self._config = {
+            "path": path,
+            "size": size,
+            "checksum_key": checksum_key,
+            "compress": compress,
+            "compress_threshold": compress_threshold,
+            "touch_interval": touch_interval,
+            "low_water": low_water,
+            "sweep_interval": sweep_interval,
+            "file_mode": file_mode,
+            "clock": clock,
+        }
         self._serializer = Serializer(
             checksum_key,
             compress=compress,
@@ -216,6 +228,11 @@ class FilesCacheClient(BaseCacheClient):
             file_mode=file_mode,
             on_evict=self._count_evictions,
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its configuration (checksum_key included), so it can be handed to a
+        # spawned worker process, which opens the same directory.
+        return _rebuild, (self._config,)
 
     def _count_evictions(self, n: int) -> None:
         self._evictions += n
@@ -535,3 +552,7 @@ class FilesCacheClient(BaseCacheClient):
     def close(self) -> None:
         """Release the state file; views already handed out stay valid."""
         self._store.close()
+
+
+def _rebuild(config: dict[str, Any]) -> FilesCacheClient:
+    return FilesCacheClient(**config)

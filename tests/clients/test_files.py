@@ -13,9 +13,11 @@ import json
 import mmap
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -518,6 +520,19 @@ def test_fork_child_uses_the_parents_client(client):
     assert client.get("child") == 2
 
 
+def test_pickled_client_reopens_the_directory_in_a_spawned_process(client):
+    client.put("parent", 1, TTL)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_use_client, (client,)) == 1
+    assert client.get("child") == 2
+
+
+def _use_client(client: FilesCacheClient) -> int:
+    client.put("child", 2, TTL)
+    return client.get("parent")
+
+
 def _forked(client: FilesCacheClient) -> None:
     assert client.get("parent") == 1
     client.put("child", 2, TTL)
@@ -660,3 +675,21 @@ def test_unencodable_key_names_the_key(client):
         client.put([1, 2], 1, TTL)
     with pytest.raises(CacheMissError):
         client.get("absent")
+
+
+# ---- the README section ------------------------------------------------------------
+
+README_SECTION = Path(__file__).resolve().parents[2] / "docs" / "readme" / "files.md"
+README_BLOCKS = re.findall(r"```python\n(.*?)```", README_SECTION.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize(
+    "code", README_BLOCKS, ids=[f"block{i}" for i in range(len(README_BLOCKS))]
+)
+def test_readme_section_runs(code, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp() lands in tmp_path
+    namespace = {"__name__": "readme_block"}
+    exec(compile(code, str(README_SECTION), "exec"), namespace)
+    for value in namespace.values():
+        if isinstance(value, FilesCacheClient):
+            value.close()
