@@ -1,0 +1,145 @@
+"""memcached clients against one local memcached: get, getMulti(100) and put of 100-byte values.
+
+Starts its own memcached on a free loopback port (``MEMCACHED_BIN`` or ``memcached`` on the
+PATH); set ``CHORDE_BENCH_MEMCACHED=host:port`` to use a running one instead. Compared, in
+the same run and against the same server:
+
+* ``chorde``: :class:`chorde.clients.memcached.MemcachedClient`, values pickled and
+  HMAC-signed, one connection per thread;
+* ``pymemcache``: raw ``pymemcache.Client`` on bytes values (no pickling, no signing): the
+  floor any wrapper pays on top of;
+* ``django``: Django's ``PyMemcacheCache`` backend (pickles, does not sign).
+
+Every implementation reads the same 1,000 keys (each its own copy, under its own prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from benchmarks.harness import Result, TimingConfig, measure
+
+__all__ = ["run"]
+
+_BENCH = "memcached"
+_N_KEYS = 1000
+_BATCH = 100
+_TTL = 300
+_SEED = 20240502
+
+
+@contextlib.contextmanager
+def _server() -> Iterator[str | None]:
+    address = os.environ.get("CHORDE_BENCH_MEMCACHED")
+    if address:
+        yield address
+        return
+    try:
+        from tests.servers import MemcachedServer, find_memcached
+    except ImportError:  # benchmarks run from a checkout; be helpful if not
+        yield None
+        return
+    if find_memcached() is None:
+        yield None
+        return
+    with MemcachedServer(memory_mb=64) as server:
+        yield server.address
+
+
+def _chorde(address: str) -> Any:
+    from chorde.clients.memcached import MemcachedClient
+
+    return MemcachedClient([address], checksum_key="benchmark secret", namespace="bc:")
+
+
+def _raw(address: str) -> Any:
+    from pymemcache.client.base import Client
+
+    host, port = address.rsplit(":", 1)
+    return Client((host, int(port)), no_delay=True, default_noreply=False, key_prefix=b"br:")
+
+
+def _django(address: str) -> Any:
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure()
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    return PyMemcacheCache(address, {"KEY_PREFIX": "bd", "TIMEOUT": _TTL})
+
+
+# name, factory, fill(c, keys, value), {operation: statement}, note
+_IMPLS: list[tuple[str, Callable[[str], Any], Callable[..., None], dict[str, str], str]] = [
+    (
+        "chorde",
+        _chorde,
+        lambda c, keys, v: c.putMulti({k: v for k in keys}, _TTL),
+        {
+            "get": "c.get(k)",
+            "getMulti(100)": "list(c.getMulti(k))",
+            "put": f"c.put(k, v, {_TTL})",
+        },
+        "",
+    ),
+    (
+        "pymemcache",
+        _raw,
+        lambda c, keys, v: c.set_many({k: v for k in keys}, _TTL),
+        {
+            "get": "c.get(k)",
+            "getMulti(100)": "c.get_many(k)",
+            "put": f"c.set(k, v, {_TTL})",
+        },
+        "raw bytes: no pickling, no signing",
+    ),
+    (
+        "django",
+        _django,
+        lambda c, keys, v: c.set_many({k: v for k in keys}, _TTL),
+        {
+            "get": "c.get(k)",
+            "getMulti(100)": "c.get_many(k)",
+            "put": f"c.set(k, v, {_TTL})",
+        },
+        "PyMemcacheCache: pickles, does not sign; set waits for no reply",
+    ),
+]
+
+
+def run(quick: bool) -> list[Result]:
+    """Measure every available implementation; see the module docstring."""
+    config = TimingConfig.for_run(quick)
+    rng = random.Random(_SEED)
+    keys = [f"key:{i}" for i in range(_N_KEYS)]
+    order = rng.sample(keys, _N_KEYS)
+    batches = [rng.sample(keys, _BATCH) for _ in range(20)]
+    value = rng.randbytes(100)
+    results: list[Result] = []
+    with _server() as address:
+        if address is None:
+            print("  memcached: skipped (no memcached executable found)", file=sys.stderr)
+            return results
+        for name, factory, fill, statements, note in _IMPLS:
+            try:
+                client = factory(address)
+            except ImportError as exc:
+                print(f"  memcached: {name} skipped ({exc})", file=sys.stderr)
+                continue
+            fill(client, keys, value)
+            if client.get(keys[0]) != value:
+                raise RuntimeError(f"{name} does not read back what it wrote")
+            for operation, stmt in statements.items():
+                sequence = batches if operation.startswith("getMulti") else order
+                timing = measure(stmt, client, sequence, config, value=value)
+                results.append(
+                    Result.from_timing(_BENCH, operation, name, timing, api=stmt, note=note)
+                )
+            with contextlib.suppress(Exception):
+                client.close()
+    return results
