@@ -178,15 +178,18 @@ class _Entry(NamedTuple):
 
     @classmethod
     def from_value(cls, value: Any) -> _Entry | None:
-        if type(value) is tuple and len(value) == len(cls._fields) + 1 and value[0] == _ENTRY_TAG:
-            return cls(*value[1:])
+        if type(value) is tuple and len(value) == _ENTRY_LEN and value[0] == _ENTRY_TAG:
+            return cls._make(value[1:])
         return None
+
+
+_ENTRY_LEN = len(_Entry._fields) + 1
 
 
 class _Request:
     """What the cache needs to know about one request."""
 
-    __slots__ = ("authorized", "cc", "head", "headers", "if_none_match")
+    __slots__ = ("authorized", "cc", "head", "headers", "host", "if_none_match")
 
     def __init__(self, scope: Scope) -> None:
         headers = scope["headers"]
@@ -195,9 +198,12 @@ class _Request:
         cc_values: list[bytes] = []
         inm: list[bytes] = []
         authorized = False
+        host = None
         for name, value in headers:
             name = name.lower()
-            if name == b"cache-control":
+            if name == b"host":
+                host = value
+            elif name == b"cache-control":
                 cc_values.append(value)
             elif name == b"authorization":
                 authorized = True
@@ -206,6 +212,11 @@ class _Request:
         self.cc = parse_cache_control(cc_values) if cc_values else {}
         self.authorized = authorized
         self.if_none_match = b", ".join(inm) if inm else None
+        if host is not None:
+            self.host = host.decode("latin-1").lower()
+        else:
+            server = scope.get("server")
+            self.host = f"{server[0]}:{server[1]}" if server else ""
 
     def revalidates(self) -> bool:
         """True when the request refuses any stored response (RFC 9111 5.2.1.4, 5.2.1.1)."""
@@ -232,7 +243,8 @@ class _Request:
 
     def matches_variant(self, entry: _Entry) -> bool:
         """True when the request has the values of the fields ``entry`` varies on."""
-        return vary_values(self.headers, entry.vary_names) == entry.vary_values
+        names = entry.vary_names
+        return not names or vary_values(self.headers, names) == entry.vary_values
 
 
 class CacheMiddleware:
@@ -309,16 +321,16 @@ class CacheMiddleware:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        policy = self._policy(scope)
+        request = _Request(scope)
+        policy = self._policy(scope, request.host)
         if not policy.cache:
             await self.app(scope, receive, send)
             return
-        request = _Request(scope)
         if "no-store" in request.cc:  # RFC 9111 section 5.2.1.5
             await self.app(scope, receive, send)
             return
         ttl = policy.ttl or self.ttl
-        base = key = self._key(scope)
+        base = key = self._key(scope, request.host)
 
         entry: _Entry | None = None
         revalidate = request.revalidates()
@@ -390,7 +402,7 @@ class CacheMiddleware:
 
     # ---- per-endpoint policy -------------------------------------------------------------
 
-    def _policy(self, scope: Scope) -> RoutePolicy:
+    def _policy(self, scope: Scope, host: str) -> RoutePolicy:
         """The policy of the endpoint Starlette's routing would pick for this request.
 
         The middleware runs before the router, so it matches the routes itself (the same
@@ -403,12 +415,7 @@ class CacheMiddleware:
             routes = getattr(self.app, "routes", None)
             if routes is None:
                 return self._default_policy
-        memo_key = (
-            id(routes),
-            joined(scope["headers"], b"host"),
-            scope.get("root_path", ""),
-            scope["path"],
-        )
+        memo_key = (id(routes), host, scope.get("root_path", ""), scope["path"])
         policy = self._policies.get(memo_key)
         if policy is None:
             match_scope = dict(scope)
@@ -424,19 +431,13 @@ class CacheMiddleware:
 
     # ---- keys, lookup and storage -------------------------------------------------------
 
-    def _key(self, scope: Scope) -> tuple[Any, ...]:
-        host = joined(scope["headers"], b"host")
-        if host is not None:
-            host_text = host.decode("latin-1").lower()
-        else:
-            server = scope.get("server")
-            host_text = f"{server[0]}:{server[1]}" if server else ""
+    def _key(self, scope: Scope, host: str) -> tuple[Any, ...]:
         return (
             "chorde_starlette",
             self.key_prefix,
             "GET",  # HEAD is answered from the GET entry (RFC 9110 section 9.3.2)
             scope.get("scheme", "http"),
-            host_text,
+            host,
             scope.get("root_path", ""),
             scope["path"],
             scope.get("query_string", b"").decode("latin-1"),
@@ -541,11 +542,14 @@ class CacheMiddleware:
 
     async def _send_entry(self, send: Send, entry: _Entry, request: _Request, hit: bool) -> None:
         """Send a stored response: Age on hits (RFC 9111 section 5.1), 304 when it matches."""
-        headers = list(entry.headers)
         if hit:
             age = max(0, int(self._clock() - entry.stored_at))
-            headers.append((b"age", str(age).encode()))
-        if if_none_match_matches(request.if_none_match, entry.etag):
+            headers = [*entry.headers, (b"age", b"%d" % age)]
+        else:
+            headers = list(entry.headers)
+        if request.if_none_match is not None and if_none_match_matches(
+            request.if_none_match, entry.etag
+        ):
             headers = [(k, v) for k, v in headers if k in _NOT_MODIFIED_FIELDS or k == b"age"]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})

@@ -6,7 +6,7 @@ Run it from the repository root::
 
 Endpoints (each counts how often its handler really ran; ``/stats`` shows the counts):
 
-* ``/slow``: a slow JSON computation, cached for 30 s by ``@cache_route(ttl=30)``;
+* ``/slow``: a slow JSON computation, cached for 30 s by ``@cache_route(ttl=SLOW_TTL)``;
   concurrent first requests share one computation.
 * ``/me``: personalised (``Authorization: Bearer <name>`` or a ``session`` cookie from
   ``/login?user=<name>``): never shared between users.
@@ -22,8 +22,9 @@ Endpoints (each counts how often its handler really ran; ``/stats`` shows the co
 * ``/static``: a trivial uncached endpoint (the benchmark's baseline); ``/stats``.
 
 Environment: ``CHORDE_MEMCACHED=host:port`` (with ``CHORDE_CHECKSUM_KEY``) caches in
-memcached instead of in process; ``SLOW_SECONDS`` (default 0.5), ``CACHE_TTL`` (default
-60) and ``MAX_BODY_SIZE`` (bytes, default 65536) tune the demo.
+memcached instead of in process; ``SLOW_SECONDS`` (default 0.5), ``SLOW_TTL`` (``/slow``'s
+ttl, default 30), ``CACHE_TTL`` (the others', default 60) and ``MAX_BODY_SIZE`` (bytes,
+default 65536) tune the demo.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from chorde.clients.inproc import InprocCacheClient
 from chorde_starlette import CacheMiddleware, cache_route, no_cache_route
 
 SLOW_SECONDS = float(os.environ.get("SLOW_SECONDS", "0.5"))
+SLOW_TTL = float(os.environ.get("SLOW_TTL", "30"))
 CACHE_TTL = float(os.environ.get("CACHE_TTL", "60"))
 MAX_BODY_SIZE = int(os.environ.get("MAX_BODY_SIZE", "65536"))
 HOLD_TIMEOUT = 10.0
@@ -68,7 +70,7 @@ def make_client() -> BaseCacheClient:
     return MemcachedClient(servers.split(","), checksum_key=key, namespace="starlette-app")
 
 
-@cache_route(ttl=30)
+@cache_route(ttl=SLOW_TTL)
 async def slow(request: Request) -> Response:
     calls["slow"] += 1
     n = calls["slow"]
