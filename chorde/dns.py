@@ -13,6 +13,7 @@ hiccup must not empty a cache cluster.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Sequence
@@ -42,6 +43,9 @@ def _parse_nameserver(spec: str) -> Any:
     elif spec.count(":") == 1:
         host, port_text = spec.split(":")
         port = int(port_text)
+    ipaddress.ip_address(host)  # ValueError: a nameserver is an IP address
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
     return dns.nameserver.Do53Nameserver(host, port)
 
 
