@@ -7,12 +7,18 @@ import functools
 import math
 import pickle
 import random
+import re
 import sys
 import time
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    MEMCACHE_MAX_KEY_LENGTH,
+    BaseCache,
+    default_key_func,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from chorde.clients.base import BaseCacheClient
@@ -25,6 +31,8 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Immutable values need no copy: stored as they are, they cost no pickling at all.
 _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
 _CAS_ATTEMPTS = 64
+# The characters Django's memcache_key_warnings() warns about.
+_bad_key_char = re.compile(r"[\x00-\x20\x7f]").search
 
 
 class _Pickled(bytes):
@@ -163,11 +171,28 @@ class ChordeCache(BaseCache):
             self._blocking = False
             self._copy_in = _as_is
             self._default_ttl = 0.0
+            self._plain_keys = False
             return
         self._client: BaseCacheClient = shared_client(self._stack)
         self._blocking = self._client.blocking
         self._copy_in = _copy_in if self._stack.local_values else _as_is
         self._default_ttl = math.inf if self.default_timeout is None else self.default_timeout
+        cls = type(self)
+        self._plain_keys = (
+            cls.make_key is BaseCache.make_key and cls.validate_key is BaseCache.validate_key
+        )
+
+    def make_and_validate_key(self, key: Any, version: Any = None) -> str:
+        """Django's key (``KEY_PREFIX:VERSION:key``), warning on keys memcached would refuse."""
+        if self._plain_keys and self.key_func is default_key_func:
+            # Django's own make_key + validate_key, inlined: this runs on every call.
+            ver = self.version if version is None else version
+            # default_key_func's own formatting (str() of each part), not an f-string's.
+            made = "%s:%s:%s" % (self.key_prefix, ver, key)  # noqa: UP031
+            if len(made) > MEMCACHE_MAX_KEY_LENGTH or _bad_key_char(made) is not None:
+                self.validate_key(made)
+            return made
+        return super().make_and_validate_key(key, version=version)
 
     @property
     def client(self) -> BaseCacheClient:

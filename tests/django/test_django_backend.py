@@ -447,3 +447,28 @@ def test_lru_eviction_by_size() -> None:
     cuckoo = _inproc(MAX_ENTRIES=50, STORE="cuckoo")
     cuckoo.set_many({k: k for k in range(200)})
     assert cuckoo.client.usage <= 50
+
+
+def test_key_warnings_match_djangos_own() -> None:
+    from django.core.cache.backends.base import memcache_key_warnings
+
+    backend = ChordeCache("", {"KEY_PREFIX": "p"})
+    for key in ("with space", "tab\there", "a" * 250, "ok-key", "清"):
+        made = f"p:1:{key}"
+        expected = list(memcache_key_warnings(made))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert backend.make_and_validate_key(key) == made
+            backend.set(key, 1)
+        assert [str(w.message) for w in caught] == expected * 2
+        assert all(w.category is CacheKeyWarning for w in caught)
+
+    class Liberal(ChordeCache):
+        def validate_key(self, key: str) -> None:
+            pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Liberal("", {}).set("some key with spaces" * 15, "v")
+    custom = ChordeCache("", {"KEY_FUNCTION": lambda k, p, v: f"custom-{v}-{k}"})
+    assert custom.make_and_validate_key("k", version=3) == "custom-3-k"
