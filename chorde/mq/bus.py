@@ -276,11 +276,13 @@ class LocalHub:
 
     def __init__(self) -> None:
         self._buses: tuple[LocalBus, ...] = ()
+        self._ever: set[bytes] = set()
         self._lock = threading.Lock()
 
     def _join(self, bus: LocalBus) -> None:
         with self._lock:
             self._buses = (*self._buses, bus)
+            self._ever.add(bus.peer_id)
 
     def _leave(self, bus: LocalBus) -> None:
         with self._lock:
@@ -312,10 +314,10 @@ class LocalBus(Bus):
         return self._connected
 
     def peer_alive(self, peer: bytes) -> bool | None:
-        """Alive while joined to the hub; unknown when down."""
+        """Alive while joined to the hub, dead once it left; unknown when down or never seen."""
         if peer == self.peer_id:
             return True
-        if self._down:
+        if self._down or peer not in self._hub._ever:
             return None
         return any(b.peer_id == peer and not b._down for b in self._hub._buses)
 

@@ -1,0 +1,438 @@
+"""CoherentWrapperClient in one process: several "processes" joined by a LocalHub.
+
+Each member has its own L1 and bus and shares the L2 (an in-process client here, memcached
+in the contract suite and in tests/mq/test_cluster.py, which runs real processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from chorde import CacheMissError
+from chorde.clients.coherent import CoherentWrapperClient
+from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.tiered import TieredInclusiveClient
+from chorde.errors import ConfigurationError
+from chorde.mq import LocalBus, LocalHub, MessageType
+
+TTL = 300
+
+
+class Cluster:
+    """``n`` coherent clients over one shared L2, each with its own L1 and bus."""
+
+    def __init__(self, n: int, **kw) -> None:
+        self.hub = LocalHub()
+        self.shared = InprocCacheClient(10_000)
+        self.l1s = [InprocCacheClient(1000) for _ in range(n)]
+        self.buses = [LocalBus(self.hub) for _ in range(n)]
+        self.clients = [
+            CoherentWrapperClient(TieredInclusiveClient(l1, self.shared), bus, **kw)
+            for l1, bus in zip(self.l1s, self.buses, strict=True)
+        ]
+
+    def in_l1(self, key) -> list[bool]:
+        return [l1.contains(key) for l1 in self.l1s]
+
+
+@pytest.fixture
+def trio() -> Cluster:
+    return Cluster(3, timeout=2.0, poll_interval=0.02)
+
+
+# ---- invalidation ----------------------------------------------------------------------
+
+
+def test_reads_fill_each_l1(trio):
+    a, b, c = trio.clients
+    a.put("k", 1, TTL)
+    assert [b.get("k"), c.get("k")] == [1, 1]
+    assert trio.in_l1("k") == [True, True, True]
+
+
+@pytest.mark.parametrize("op", ["put", "delete", "expire", "add-after-expire", "putMulti"])
+def test_a_write_drops_the_other_copies(trio, op):
+    a, b, c = trio.clients
+    a.put("k", 1, TTL)
+    b.get("k"), c.get("k")
+    if op == "put":
+        b.put("k", 2, TTL)
+    elif op == "delete":
+        b.delete("k")
+    elif op == "expire":
+        b.expire("k")
+    elif op == "add-after-expire":
+        trio.shared.expire("k")
+        assert b.add("k", 2, TTL)
+    else:
+        b.putMulti({"k": 2, "j": 3}, TTL)
+    assert trio.in_l1("k")[0] is False and trio.in_l1("k")[2] is False
+    expected = None if op in ("delete", "expire") else 2
+    assert [cl.get("k", None) for cl in (a, b, c)] == [expected] * 3
+
+
+def test_own_write_keeps_own_copy(trio):
+    a, b, _ = trio.clients
+    a.put("k", 1, TTL)
+    assert trio.in_l1("k")[0]
+    b.get("k")
+    a.put("k", 2, TTL)
+    assert trio.in_l1("k") == [True, False, False]
+    assert b.get("k") == 2
+
+
+def test_clear_drops_every_private_copy(trio):
+    a, b, c = trio.clients
+    for i in range(5):
+        a.put(i, i, TTL)
+        b.get(i), c.get(i)
+    c.clear()
+    assert not any(l1.usage for l1 in trio.l1s)
+    assert trio.shared.usage == 0
+
+
+def test_a_read_overtaken_by_an_invalidation_leaves_no_copy():
+    # The read fetches the old value from L2; the writer's invalidation lands before the
+    # reader promotes it into L1. Without the sequence check the old value would stay.
+    hub = LocalHub()
+    shared = InprocCacheClient(100)
+    l1 = InprocCacheClient(100)
+    writer = CoherentWrapperClient(
+        TieredInclusiveClient(InprocCacheClient(100), shared), LocalBus(hub)
+    )
+    shared.put("k", "old", TTL)
+
+    class Racing(InprocCacheClient):
+        def getTtl(self, key, default=None):
+            found = shared.getTtl(key, default)
+            if key == "k":
+                writer.put("k", "new", TTL)  # lands between the read and the promotion
+            return found
+
+    reader = CoherentWrapperClient(TieredInclusiveClient(l1, Racing(100)), LocalBus(hub))
+    assert reader.get("k") == "old"  # the read itself was legitimately concurrent
+    assert not l1.contains("k")
+    assert shared.get("k") == "new"
+
+
+def test_other_channels_are_not_affected():
+    hub = LocalHub()
+    shared = InprocCacheClient(100)
+    l1a, l1b = InprocCacheClient(100), InprocCacheClient(100)
+    a = CoherentWrapperClient(TieredInclusiveClient(l1a, shared), LocalBus(hub), channel="x")
+    b = CoherentWrapperClient(TieredInclusiveClient(l1b, shared), LocalBus(hub), channel="y")
+    a.put("k", 1, TTL)
+    b.get("k")
+    a.put("k", 2, TTL)
+    assert l1b.get("k") == 1  # different stacks by declaration: not invalidated
+
+
+def test_two_clients_on_one_bus_invalidate_each_other():
+    bus = LocalBus()
+    shared = InprocCacheClient(100)
+    l1a, l1b = InprocCacheClient(100), InprocCacheClient(100)
+    a = CoherentWrapperClient(TieredInclusiveClient(l1a, shared), bus)
+    b = CoherentWrapperClient(TieredInclusiveClient(l1b, shared), bus)
+    a.put("k", 1, TTL)
+    b.get("k")
+    a.delete("k")
+    assert not l1b.contains("k")
+    assert b.get("k", None) is None
+
+
+def test_multi_reads(trio):
+    a, b, _ = trio.clients
+    a.putMulti({i: i * 10 for i in range(10)}, TTL)
+    assert dict(b.getMulti([1, 2, 99], "x")) == {1: 10, 2: 20, 99: "x"}
+    assert trio.in_l1(1)[1] and trio.in_l1(2)[1]
+    assert dict(b.getTtlMulti([3]))[3][0] == 30
+
+
+def test_not_tiered_client_is_the_shared_tier():
+    hub = LocalHub()
+    shared = InprocCacheClient(100)
+    a = CoherentWrapperClient(shared, LocalBus(hub))
+    b = CoherentWrapperClient(shared, LocalBus(hub))
+    a.put("k", 1, TTL)
+    assert b.get("k") == 1
+    assert b.compute_once("c", lambda: 5, TTL) == 5
+
+
+# ---- degraded mode -----------------------------------------------------------------------
+
+
+def test_bus_down_reads_bypass_l1_and_writes_are_replayed(trio):
+    a, b, c = trio.clients
+    a.put("k", 1, TTL)
+    b.get("k"), c.get("k")
+    trio.buses[1].set_down(True)
+    # b no longer trusts its L1: a change made behind its back is seen.
+    trio.shared.put("k", 2, TTL)
+    assert b.get("k") == 2
+    assert trio.l1s[1].get("k") == 1  # still held, no longer served
+    # b's writes reach L2 but not the bus: c keeps a stale copy until b comes back.
+    c.get("j", None)
+    a.put("j", "a", TTL)
+    c.get("j")
+    b.put("j", "b", TTL)
+    assert trio.l1s[2].get("j") == "a"
+    trio.buses[1].set_down(False)
+    assert not trio.l1s[2].contains("j")  # replayed
+    assert c.get("j") == "b"
+    assert b.get("k") == 2 and trio.in_l1("k")[1]  # L1 back in use
+
+
+def test_replay_overflow_clears_everything():
+    cl = Cluster(2, replay_limit=3)
+    a, b = cl.clients
+    for i in range(5):
+        a.put(i, i, TTL)
+        b.get(i)
+    cl.buses[0].set_down(True)
+    for i in range(5):
+        a.put(i, -i, TTL)
+    assert cl.l1s[1].usage == 5
+    cl.buses[0].set_down(False)
+    assert cl.l1s[1].usage == 0
+    assert [b.get(i) for i in range(5)] == [0, -1, -2, -3, -4]
+
+
+def test_reconnection_clears_own_l1(trio):
+    a, b, _ = trio.clients
+    a.put("k", 1, TTL)
+    b.get("k")
+    trio.buses[1].set_down(True)
+    trio.buses[1].set_down(False)
+    assert not trio.in_l1("k")[1]
+
+
+# ---- compute once ------------------------------------------------------------------------
+
+
+def test_compute_once_across_clients_and_threads(trio):
+    runs = []
+
+    def compute():
+        runs.append(1)
+        time.sleep(0.05)
+        return "v"
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda c=c: results.append(c.compute_once("x", compute, TTL)))
+        for c in trio.clients
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == ["v"] * 12
+    assert len(runs) == 1
+    assert all(cl.get("x") == "v" for cl in trio.clients)
+
+
+def test_compute_once_returns_a_fresh_value_without_computing(trio):
+    a, b, _ = trio.clients
+    a.put("x", 1, TTL)
+    assert b.compute_once("x", lambda: pytest.fail("computed"), TTL) == 1
+    # recheck: a value with less than that left is recomputed.
+    assert b.compute_once("x", lambda: 2, TTL, recheck=TTL * 2) == 2
+    # None: always compute.
+    assert b.compute_once("x", lambda: 3, TTL, recheck=None) == 3
+    assert a.get("x") == 3
+
+
+def test_failure_reaches_the_caller_and_another_takes_over(trio):
+    a, b, _ = trio.clients
+    started = threading.Event()
+    release = threading.Event()
+
+    def failing():
+        started.set()
+        release.wait(5)
+        raise ValueError("boom")
+
+    errors = []
+
+    def run_a():
+        try:
+            a.compute_once("x", failing, TTL)
+        except ValueError as exc:
+            errors.append(exc)
+
+    ta = threading.Thread(target=run_a)
+    ta.start()
+    assert started.wait(5)
+    got = []
+    tb = threading.Thread(target=lambda: got.append(b.compute_once("x", lambda: "b", TTL)))
+    tb.start()
+    time.sleep(0.05)
+    assert not got  # b waits for a's claim
+    release.set()
+    ta.join(5)
+    tb.join(5)
+    assert [str(e) for e in errors] == ["boom"]
+    assert got == ["b"]
+
+
+def test_dead_holder_is_taken_over_at_once():
+    cl = Cluster(2, timeout=60.0, poll_interval=0.02)
+    a, b = cl.clients
+    # a claims and "dies" mid-computation: its bus leaves the hub.
+    started = threading.Event()
+    hang = threading.Event()
+
+    def stuck():
+        started.set()
+        hang.wait(10)
+        return "late"
+
+    ta = threading.Thread(target=lambda: a.compute_once("x", stuck, TTL), daemon=True)
+    ta.start()
+    assert started.wait(5)
+    cl.buses[0].close()
+    t0 = time.monotonic()
+    assert b.compute_once("x", lambda: "b", TTL) == "b"
+    assert time.monotonic() - t0 < 30  # far below the 60 s lease: the takeover was at once
+    hang.set()
+    ta.join(5)
+
+
+def test_unknown_holder_is_taken_over_when_the_lease_ends():
+    cl = Cluster(1, timeout=1.5, poll_interval=0.02)
+    [a] = cl.clients
+    # A claim by a process this bus never heard of: only the lease (1.5 s) can end it.
+    assert cl.shared.add(a._lock_key("x", 0), ("00" * 8, "t"), 1.5)
+    got = []
+    t = threading.Thread(target=lambda: got.append(a.compute_once("x", lambda: "v", TTL)))
+    t.start()
+    time.sleep(0.2)
+    assert got == []  # still waiting on the claim
+    t.join(10)
+    assert got == ["v"]
+
+
+def test_recursion_is_an_error(trio):
+    a = trio.clients[0]
+
+    def again():
+        return a.compute_once("x", lambda: 1, TTL)
+
+    with pytest.raises(RuntimeError, match="its own computation"):
+        a.compute_once("x", again, TTL)
+    assert a.compute_once("x", lambda: 2, TTL) == 2  # nothing left claimed
+
+
+async def test_acompute_once(trio):
+    runs = []
+
+    async def compute():
+        runs.append(1)
+        await asyncio.sleep(0.05)
+        return "v"
+
+    results = await asyncio.gather(
+        *(c.acompute_once("x", compute, TTL) for c in trio.clients for _ in range(3))
+    )
+    assert results == ["v"] * 9
+    assert len(runs) == 1
+
+
+async def test_acompute_once_failure():
+    cl = Cluster(1)
+
+    async def boom():
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError):
+        await cl.clients[0].acompute_once("x", boom, TTL)
+    assert await cl.clients[0].acompute_once("x", lambda: asyncio.sleep(0), TTL) is None
+
+
+# ---- the @cached hook and configuration ---------------------------------------------------
+
+
+def test_cached_decorator_over_coherent_client(trio):
+    from chorde.decorators import cached
+
+    runs = []
+
+    def make(client):
+        @cached(client, TTL, namespace="f")
+        def f(x):
+            runs.append(x)
+            time.sleep(0.02)
+            return x * 2
+
+        return f
+
+    fs = [make(c) for c in trio.clients]
+    results = []
+    threads = [
+        threading.Thread(target=lambda f=f: results.append(f(21))) for f in fs for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [42] * 9
+    # Per process always; per cluster once chorde.decorators calls compute_once.
+    assert 1 <= len(runs) <= 3
+    fs[0].invalidate(21)
+    assert not any(trio.in_l1(("f", (21,))))
+
+
+def test_unencodable_key_is_a_type_error(trio):
+    with pytest.raises(TypeError, match="cannot encode cache key"):
+        trio.clients[0].put(object(), 1, TTL)
+    with pytest.raises(TypeError):
+        trio.clients[0].compute_once(["list"], lambda: 1, TTL)
+
+
+def test_miss_raises(trio):
+    with pytest.raises(CacheMissError):
+        trio.clients[0].get("absent")
+
+
+def test_bad_frames_keys_are_counted_not_raised(trio):
+    b = trio.clients[1]
+    trio.buses[0].publish(MessageType.INVALIDATE, "chorde", [b"\xffnot a key"])
+    assert b.stats.errors == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"channel": ""}, "channel"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"replay_limit": 0}, "replay_limit"),
+    ],
+)
+def test_bad_options(kw, match):
+    with pytest.raises((ConfigurationError, ValueError, TypeError), match=match):
+        CoherentWrapperClient(InprocCacheClient(10), LocalBus(), **kw)
+
+
+def test_bad_client_and_bus():
+    with pytest.raises(ConfigurationError, match="client"):
+        CoherentWrapperClient({}, LocalBus())
+    with pytest.raises(ConfigurationError, match="bus"):
+        CoherentWrapperClient(InprocCacheClient(10), object())
+
+
+def test_close_leaves_the_channel():
+    cl = Cluster(2)
+    a, b = cl.clients
+    a.put("k", 1, TTL)
+    b.get("k")
+    b.close()
+    a.delete("k")
+    assert cl.l1s[1].contains("k")  # no longer told
+    assert cl.buses[1]._subs == {}
