@@ -50,7 +50,6 @@ killed process left behind.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import secrets
@@ -63,6 +62,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
+
+try:
+    import fcntl
+except ImportError as exc:  # pragma: no cover - Windows
+    raise ImportError("FilesCacheClient needs a POSIX system (fcntl, flock)") from exc
 
 __all__: list[str] = []
 

@@ -100,6 +100,9 @@ _READ_WHOLE = 64 * 1024
 _MAP_PICKLES_FROM = 1024 * 1024
 _CASTABLE_FORMATS = frozenset("bBhHiIlLqQnNfd?c")
 _DIGEST_PERSON = b"chorde.files"
+# Entries are regular files; a symlink planted in the directory is not followed.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW
 _MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 _EncodedValue = tuple[int, bytes, Sequence[bytes | memoryview], int, int]
@@ -220,14 +223,19 @@ class FilesCacheClient(BaseCacheClient):
         self._touch_ns = int(touch_interval * 1e9)
         self._log = RateLimitedLog(logger)
         self._hits = self._misses = self._sets = self._evictions = self._errors = 0
-        self._store = fs.Store(
-            path,
-            size,
-            low_water=float(low_water),
-            sweep_interval=sweep_interval,
-            file_mode=file_mode,
-            on_evict=self._count_evictions,
-        )
+        try:
+            self._store = fs.Store(
+                path,
+                size,
+                low_water=float(low_water),
+                sweep_interval=sweep_interval,
+                file_mode=file_mode,
+                on_evict=self._count_evictions,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"path {path!r} is not usable as a cache directory: {exc}"
+            ) from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as its configuration (checksum_key included), so it can be handed to a
@@ -271,7 +279,7 @@ class FilesCacheClient(BaseCacheClient):
         """``(value, expires)``, or None for a miss (or a stale entry when ``live_only``)."""
         encoded, path = self._locate(key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, _READ_FLAGS)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -392,8 +400,11 @@ class FilesCacheClient(BaseCacheClient):
         """The header of ``key``'s entry and an open descriptor (caller closes), or None."""
         encoded, path = self._locate(key)
         try:
-            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+            fd = os.open(path, (os.O_RDWR | _NOFOLLOW if writable else _READ_FLAGS) | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            self._bad(key, path, exc)
             return None
         try:
             return self._open_header(fd, encoded)[0], fd
@@ -455,8 +466,8 @@ class FilesCacheClient(BaseCacheClient):
 
     def _live_at(self, path: str, encoded: bytes) -> bool:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
+            fd = os.open(path, _READ_FLAGS)
+        except OSError:
             return False
         try:
             header = self._open_header(fd, encoded)[0]
@@ -511,7 +522,7 @@ class FilesCacheClient(BaseCacheClient):
         doomed: list[tuple[str, int | None]] = []
         for path, st in self._store.iter_entries():
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(path, _READ_FLAGS)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             try:

@@ -298,6 +298,30 @@ def test_truncated_foreign_and_misplaced_files_are_misses(client):
     assert not client.contains("b")
 
 
+def test_symlinks_in_the_directory_are_not_followed(client, tmp_path):
+    target = tmp_path / "elsewhere"
+    client.put("k", "v", TTL)
+    link = entry_path(client, "k")
+    target.write_bytes(link.read_bytes())
+    link.unlink()
+    # A valid entry for the key, but reached through a planted symlink.
+    link.symlink_to(target)
+    before = target.read_bytes()
+    assert client.get("k", None) is None
+    assert not client.contains("k") and not client.renew("k", TTL)
+    client.expire("k")
+    assert target.read_bytes() == before
+    client.put("k", "new", TTL)  # replaces the link itself
+    assert client.get("k") == "new" and target.read_bytes() == before
+
+
+def test_a_file_as_path_is_a_configuration_error(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(ConfigurationError, match="not usable as a cache directory"):
+        FilesCacheClient(not_a_dir, MB, SECRET)
+
+
 class Boom:
     """Unpickling it creates a file: the signature check must stop it first."""
 
