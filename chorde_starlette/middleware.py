@@ -507,9 +507,9 @@ class CacheMiddleware:
         return lifetime if lifetime > 0 else None
 
     def _make_entry(
-        self, start: Message, body: bytes, request: _Request, lifetime: float
+        self, start: Message, body: bytes, request: _Request, lifetime: float, started: float
     ) -> _Entry:
-        now = self._clock()
+        """The entry for a complete response whose start message came at ``started``."""
         status = start["status"]
         headers: list[tuple[bytes, bytes]] = []
         initial_age = 0
@@ -532,7 +532,7 @@ class CacheMiddleware:
             status=status,
             headers=tuple(headers),
             body=body,
-            stored_at=now - initial_age,
+            stored_at=started - initial_age,
             lifetime=lifetime,
             shareable="public" in cc or "s-maxage" in cc or "must-revalidate" in cc,
             vary_names=names,
@@ -588,6 +588,7 @@ class _Responder:
         "_send",
         "_size",
         "_start",
+        "_started",
         "_state",
         "_ttl",
         "entry",
@@ -613,6 +614,7 @@ class _Responder:
         self._state = self._WAIT
         self._start: Message | None = None
         self._lifetime = 0.0
+        self._started = 0.0
         self._buffer: list[bytes] = []
         self._size = 0
         self.entry: _Entry | None = None
@@ -655,6 +657,8 @@ class _Responder:
                 await self._send(message)
                 return
             self._lifetime = lifetime
+            # The response's age counts from its start, not from the end of a slow stream.
+            self._started = self._middleware._clock()
             self._state = self._HOLD
             return
         if kind != "http.response.body" or state == self._WAIT:
@@ -676,7 +680,9 @@ class _Responder:
                     await self._send(self._start)
                     await self._send(message)
                     return
-                entry = mw._make_entry(self._start, body, self._request, self._lifetime)
+                entry = mw._make_entry(
+                    self._start, body, self._request, self._lifetime, self._started
+                )
                 self.entry = entry
                 self._resolve(entry)
                 await mw._send_entry(self._send, entry, self._request, hit=False)
@@ -694,7 +700,7 @@ class _Responder:
             self._state = self._PASS
             assert self._start is not None
             entry = mw._make_entry(
-                self._start, b"".join(self._buffer), self._request, self._lifetime
+                self._start, b"".join(self._buffer), self._request, self._lifetime, self._started
             )
             self._buffer = []
             self.entry = entry
