@@ -714,3 +714,16 @@ def test_readme_section_runs(code, tmp_path, monkeypatch):
     for value in namespace.values():
         if isinstance(value, FilesCacheClient):
             value.close()
+
+
+def test_benchmark_module_runs(tmp_path, monkeypatch):
+    from benchmarks import files as bench
+
+    monkeypatch.setattr(bench, "ARRAY_BYTES", MB)  # a smoke run, not a measurement
+    monkeypatch.setenv("CHORDE_BENCH_DIR", str(tmp_path))
+    results = bench.run(quick=True)
+    cells = {(r.operation, r.implementation) for r in results}
+    assert len(cells) == len(results) == 12
+    assert {impl for _, impl in cells} >= {"chorde.files", "pickle.load", "numpy.load"}
+    assert all(r.ns_per_op and r.ns_per_op > 0 for r in results)
+    assert list(tmp_path.iterdir()) == []  # its directory is removed afterwards
