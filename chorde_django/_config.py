@@ -185,15 +185,27 @@ def _client_class(alias: str, kind: str) -> type:
     return getattr(module, _CLASSES[kind][1])
 
 
+def _constructor_arguments(cls: type) -> tuple[set[str], bool]:
+    """Keyword arguments ``cls(...)`` takes, following ``**options`` passed to a base class."""
+    named: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]
+        named |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return named, False
+    return named, True
+
+
 def _client_options(alias: str, kind: str, value: Any, reserved: set[str]) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise _bad(alias, "OPTIONS['CLIENT_OPTIONS']", f"must be a dict, got {value!r}")
     cls = _client_class(alias, kind)
-    params = inspect.signature(cls).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    named = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    named, accepts_any = _constructor_arguments(cls)
     for name in value:
         if not isinstance(name, str):
             raise _bad(alias, "OPTIONS['CLIENT_OPTIONS']", f"key {name!r} is not a str")
@@ -325,8 +337,12 @@ def _parse_elasticache(alias: str, location: Any, options: dict[str, Any]) -> St
     endpoint = endpoint if endpoint is not None else location
     if not isinstance(endpoint, str) or not endpoint:
         raise _bad(alias, where, f"must be the configuration endpoint 'host:port': {endpoint!r}")
+    try:
+        _import(alias, "elasticache").parse_server(endpoint)
+    except ValueError as exc:
+        raise _bad(alias, where, str(exc)) from None
     namespace = _namespace(alias, options)
-    reserved = {"config_endpoint", "checksum_key", "namespace"}
+    reserved = {"config_endpoint", "servers", "checksum_key", "namespace"}
     extra = _client_options(alias, "elasticache", options.get("CLIENT_OPTIONS"), reserved)
     _client_class(alias, "elasticache")
     keys = _checksum_keys(alias, options.get("CHECKSUM_KEY"))

@@ -472,3 +472,53 @@ def test_key_warnings_match_djangos_own() -> None:
         Liberal("", {}).set("some key with spaces" * 15, "v")
     custom = ChordeCache("", {"KEY_FUNCTION": lambda k, p, v: f"custom-{v}-{k}"})
     assert custom.make_and_validate_key("k", version=3) == "custom-3-k"
+
+
+# ---- files and ElastiCache stacks ------------------------------------------------------
+
+
+def test_files_stack(tmp_path: Any) -> None:
+    backend = ChordeCache(str(tmp_path), {"OPTIONS": {"CLIENT": "files", "SIZE": 10_000_000}})
+    assert backend.stack == "files"
+    backend.set("a", {"x": [1]})
+    assert backend.get("a") == {"x": [1]}
+    assert backend.add("a", 2) is False
+    assert backend.set_many({"n": 1, "b": b"raw"}) == []
+    assert backend.incr("n", 4) == 5
+    assert backend.get_many(["a", "n", "b", "zz"]) == {"a": {"x": [1]}, "n": 5, "b": b"raw"}
+    assert backend.touch("n", 60) is True
+    assert backend.delete("n") is True
+    with pytest.raises(ValueError):
+        backend.incr("n")
+    # Another process (another client on the same directory) sees the entries.
+    other = ChordeCache(str(tmp_path), {"OPTIONS": {"CLIENT": "files", "SIZE": 9_999_999}})
+    assert other.client is not backend.client
+    assert other.get("a") == {"x": [1]}
+    backend.clear()
+    assert other.get("a") is None
+
+
+def test_elasticache_stack(memcached_factory: Any) -> None:
+    from tests.clients.test_elasticache import ConfigEndpoint
+
+    nodes = memcached_factory(2)
+    endpoint = ConfigEndpoint()
+    try:
+        endpoint.publish(nodes)
+        backend = ChordeCache(
+            endpoint.address,
+            {"OPTIONS": {"CLIENT": "elasticache", "CLIENT_OPTIONS": {"poll_interval": 30.0}}},
+        )
+        assert backend.stack == "elasticache"
+        assert sorted(backend.client.servers) == sorted(n.address for n in nodes)
+        backend.set_many({f"k{i}": i for i in range(20)})
+        assert backend.get_many([f"k{i}" for i in range(20)]) == {f"k{i}": i for i in range(20)}
+        assert backend.incr("k3", 10) == 13
+        assert all(int(n.stats()["curr_items"]) > 0 for n in nodes)  # spread over the nodes
+    finally:
+        endpoint.close()
+    with pytest.raises(ImproperlyConfigured, match=r"CLIENT_OPTIONS'\]\['pol_interval'\]"):
+        ChordeCache(
+            "127.0.0.1:1",
+            {"OPTIONS": {"CLIENT": "elasticache", "CLIENT_OPTIONS": {"pol_interval": 1}}},
+        )
