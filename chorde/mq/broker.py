@@ -49,7 +49,9 @@ class Broker:
         peer_timeout: float = 10.0,
         hwm: int = 10_000,
     ) -> None:
-        binds = [bind] if isinstance(bind, str) else list(bind)
+        binds = [bind] if isinstance(bind, str) else bind
+        if not isinstance(binds, list | tuple):
+            raise ConfigurationError(f"bind must be an endpoint or a list of them, got {bind!r}")
         if not binds:
             raise ConfigurationError("bind must name at least one endpoint")
         for b in binds:

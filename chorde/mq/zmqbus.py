@@ -43,7 +43,12 @@ def check_endpoint(endpoint: Any, name: str = "endpoint") -> str:
 
 
 def _endpoints(value: Any, name: str) -> list[str]:
-    items = [value] if isinstance(value, str) else list(value or ())
+    if isinstance(value, str):
+        items = [value]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ConfigurationError(f"{name} must be an endpoint or a list of them, got {value!r}")
     if not items:
         raise ConfigurationError(f"{name} must name at least one endpoint")
     return [check_endpoint(e, name) for e in items]
