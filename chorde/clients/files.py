@@ -61,7 +61,9 @@ Size bound
     reserved before a value is written, evicting least recently used entries (by a
     last-access stamp that reads refresh at most every ``touch_interval`` seconds) down to
     ``low_water`` of ``size``. Reservations, renames and evictions take a short exclusive
-    ``flock``; reads take no lock. A value larger than ``size`` is a ``ValueError``; a value
+    ``flock``; reads take no lock. An eviction lists and stats the whole directory under that
+    lock (milliseconds per thousand entries), which ``low_water`` makes rare: each one frees
+    a tenth of ``size`` by default. A value larger than ``size`` is a ``ValueError``; a value
     that does not fit because other writers' reservations hold the space is not stored
     (counted in ``stats.errors`` and logged).
 """
@@ -162,6 +164,9 @@ class FilesCacheClient(BaseCacheClient):
       files get ``r``). Processes of several users can share a cache with 0o660 and a group.
     * ``clock``: the wall clock expiry is measured with (``time.time``); every process
       sharing the directory must use the same one.
+
+    A client pickles as its configuration, ``checksum_key`` included, so it can be passed
+    to spawned worker processes, which open the same directory.
     """
 
     blocking = True
