@@ -81,6 +81,7 @@ from pymemcache.client.base import Client  # noqa: E402
 from pymemcache.exceptions import (  # noqa: E402
     MemcacheError,
     MemcacheUnexpectedCloseError,
+    MemcacheUnknownError,
 )
 
 __all__ = ["DEFAULT_PORT", "MemcachedClient", "ServerSpec"]
@@ -100,6 +101,7 @@ _ITEM_OVERHEAD = 1024
 _CAS_ATTEMPTS = 4
 _ONE_MIB = 1024 * 1024
 _LOG_INTERVAL = 60.0
+_RECV_SIZE = 65536
 
 
 class _Server:
@@ -163,6 +165,62 @@ class _Server:
 
     def __repr__(self) -> str:
         return f"<memcached {self.name}>"
+
+
+def _get_many(conn: Any, keys: list[bytes]) -> dict[bytes, bytes]:
+    """memcached ``get`` of ``keys`` on a pymemcache ``Client``'s socket: ``{key: value}``.
+
+    pymemcache's own ``get_many`` validates every key and parses every value through several
+    Python calls; our keys are valid by construction (:func:`chorde.keys.memcache_key`), and
+    this single loop halves the per-key cost of a 100-key batch. Any failure closes the
+    connection (pymemcache reconnects on next use) and propagates.
+    """
+    sock = conn.sock
+    if sock is None:
+        conn._connect()
+        sock = conn.sock
+    try:
+        sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        buf = sock.recv(_RECV_SIZE)
+        pos = 0
+        result: dict[bytes, bytes] = {}
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                buf = _recv_more(sock, buf, pos, eol + 2)
+                pos = 0
+                continue
+            if buf.startswith(b"END", pos) and eol == pos + 3:
+                return result
+            if not buf.startswith(b"VALUE ", pos):
+                raise MemcacheUnknownError(bytes(buf[pos : min(eol, pos + 64)]))
+            # VALUE <key> <flags> <bytes> [<cas>]
+            header = buf[pos + 6 : eol].split()
+            start = eol + 2
+            end = start + int(header[2])
+            if len(buf) < end + 2:
+                buf = _recv_more(sock, buf, pos, end + 2 - pos)
+                pos = 0
+                continue  # parse the header again, from the start of the new buffer
+            result[bytes(header[0])] = bytes(buf[start:end])
+            pos = end + 2
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _recv_more(sock: Any, buf: bytes, pos: int, need: int) -> bytes:
+    """``buf[pos:]`` extended by reads until it holds ``need`` bytes (at least one read)."""
+    parts = [buf[pos:]]
+    have = len(parts[0])
+    while True:
+        chunk = sock.recv(max(_RECV_SIZE, need - have))
+        if not chunk:
+            raise MemcacheUnexpectedCloseError()
+        parts.append(chunk)
+        have += len(chunk)
+        if have >= need:
+            return b"".join(parts)
 
 
 def _note_record(server: _Server, record: bytes | None) -> bytes:
@@ -471,7 +529,7 @@ class MemcachedClient(BaseCacheClient):
     def _generation(self, server: _Server) -> bytes:
         """The server's current generation, fetched if this client never saw it."""
         if server.record is None:
-            found = server.client.get_many([self._gen_key])
+            found = _get_many(server.client, [self._gen_key])
             return _note_record(server, found.get(self._gen_key))
         return server.gen
 
@@ -534,7 +592,7 @@ class MemcachedClient(BaseCacheClient):
                 self._errors += 1
                 return NONE
             try:
-                found.update(server.client.get_many(batch))
+                found.update(_get_many(server.client, batch))
             except Exception as exc:
                 self._fault(server, exc, "a page read")
                 return NONE
@@ -568,7 +626,7 @@ class MemcachedClient(BaseCacheClient):
         server = self._ring.get_node(raw)
         if not server.dead_until or self._usable(server):
             try:
-                found = server.client.get_many([raw, self._gen_key])
+                found = _get_many(server.client, [raw, self._gen_key])
             except Exception as exc:
                 self._fault(server, exc, "a get")
             else:
@@ -605,7 +663,7 @@ class MemcachedClient(BaseCacheClient):
                 continue
             raws.append(self._gen_key)
             try:
-                got = server.client.get_many(raws)
+                got = _get_many(server.client, raws)
             except Exception as exc:
                 self._fault(server, exc, "a multi-get")
                 continue
