@@ -108,6 +108,14 @@ class Worker:
         self.client.delete(key)
         return {"t": t}
 
+    def cmd_put_many(self, keys: list[str], value: Any, ttl: float = 300) -> dict:
+        self.client.putMulti({k: value for k in keys}, ttl)
+        return {}
+
+    def cmd_get_many(self, keys: list[str]) -> dict:
+        values = dict(self.client.getMulti(keys, None))
+        return {"found": sum(v is not None for v in values.values()), "in_l1": self.l1.usage}
+
     def cmd_l1(self, key: str) -> dict:
         return {"l1": self.l1.contains(key)}
 
