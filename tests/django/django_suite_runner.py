@@ -6,8 +6,8 @@ settings, test database, signal handlers) stays out of the pytest process::
     python tests/django/django_suite_runner.py DJANGO_TESTS_DIR STACK OUT.json [SERVER]
 
 ``DJANGO_TESTS_DIR`` holds ``cache/`` extracted from the Django sdist; ``STACK`` is
-``inproc`` or ``memcached`` (then ``SERVER`` is ``host:port``). The outcome of every test
-goes to ``OUT.json``.
+``inproc``, ``memcached`` or ``tiered`` (then ``SERVER`` is ``host:port``). The outcome of
+every test goes to ``OUT.json``.
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ def _configure(tests_dir: str) -> None:
 def _stack_params(stack: str, server: str | None) -> dict[str, Any]:
     if stack == "inproc":
         return {"OPTIONS": {"CLIENT": "inproc"}}
-    if stack == "memcached":
+    if stack in ("memcached", "tiered"):
         if not server:
-            raise SystemExit("the memcached stack needs a SERVER argument")
+            raise SystemExit(f"the {stack} stack needs a SERVER argument")
         # A namespace of its own, so clear() in one run never touches another's entries.
         return {
             "LOCATION": server,
-            "OPTIONS": {"CLIENT": "memcached", "NAMESPACE": f"djsuite{os.getpid()}"},
+            "OPTIONS": {"CLIENT": stack, "NAMESPACE": f"djsuite{os.getpid()}"},
         }
     raise SystemExit(f"unknown stack {stack!r}")
 
@@ -71,6 +71,11 @@ SKIPS: dict[str, dict[str, str]] = {
         "test_cull_delete_when_store_empty": _CULL,
     },
     "memcached": {
+        "test_cull": _CULL,
+        "test_zero_cull": _CULL,
+        "test_cull_delete_when_store_empty": _CULL,
+    },
+    "tiered": {
         "test_cull": _CULL,
         "test_zero_cull": _CULL,
         "test_cull_delete_when_store_empty": _CULL,

@@ -20,12 +20,12 @@ from django_suite_runner import SKIPS
 RUNNER = Path(__file__).with_name("django_suite_runner.py")
 
 
-@pytest.mark.parametrize("stack", ["inproc", "memcached"])
+@pytest.mark.parametrize("stack", ["inproc", "memcached", "tiered"])
 def test_django_base_cache_tests(
     stack: str, django_tests_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     args = [sys.executable, str(RUNNER), str(django_tests_dir), stack, str(tmp_path / "out.json")]
-    if stack == "memcached":
+    if stack != "inproc":
         args.append(request.getfixturevalue("memcached").address)
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=subprocess_env())
     assert proc.returncode == 0, f"the suite runner crashed:\n{proc.stderr[-5000:]}"
