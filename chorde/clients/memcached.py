@@ -619,30 +619,45 @@ class MemcachedClient(BaseCacheClient):
 
     # ---- reads --------------------------------------------------------------------------
 
-    def getTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
-        """Return ``(value, ttl_left)``; stale entries come back with ``ttl_left <= 0``."""
+    def _lookup(self, key: Key) -> tuple[Any, float] | None:
+        """``(value, expires)`` for ``key``, or None on a miss (counted, but not as a hit)."""
         mkey, encoded = memcache_key(key, self.namespace)
         raw = mkey.encode("ascii")
         server = self._ring.get_node(raw)
-        if not server.dead_until or self._usable(server):
-            try:
-                found = _get_many(server.client, [raw, self._gen_key])
-            except Exception as exc:
-                self._fault(server, exc, "a get")
-            else:
-                if server.dead_until:
-                    self._alive(server)
-                _note_record(server, found.get(self._gen_key))
-                entry = self._decode(key, encoded, found.get(raw), server)
-                if entry is not None:
-                    value, expires = entry
-                    if type(value) is PageManifest:
-                        value = self._read_pages(key, encoded, value)
-                    if value is not NONE:
-                        self._hits += 1
-                        return value, expires - time.time()
-        else:
+        if server.dead_until and not self._usable(server):
             self._errors += 1
+            return None
+        try:
+            found = _get_many(server.client, [raw, self._gen_key])
+        except Exception as exc:
+            self._fault(server, exc, "a get")
+            return None
+        if server.dead_until:
+            self._alive(server)
+        _note_record(server, found.get(self._gen_key))
+        entry = self._decode(key, encoded, found.get(raw), server)
+        if entry is not None and type(entry[0]) is PageManifest:
+            value = self._read_pages(key, encoded, entry[0])
+            return None if value is NONE else (value, entry[1])
+        return entry
+
+    def get(self, key: Key, default: Any = NONE) -> Any:
+        """Return the live value for ``key``, ``default`` if given, else raise a miss."""
+        entry = self._lookup(key)
+        if entry is not None and entry[1] > time.time():
+            self._hits += 1
+            return entry[0]
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
+
+    def getTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
+        """Return ``(value, ttl_left)``; stale entries come back with ``ttl_left <= 0``."""
+        entry = self._lookup(key)
+        if entry is not None:
+            self._hits += 1
+            return entry[0], entry[1] - time.time()
         self._misses += 1
         if default is NONE:
             raise CacheMissError(key)
