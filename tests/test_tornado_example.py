@@ -114,7 +114,7 @@ def test_example_serves_cached_results(start_app):
 def test_example_answers_while_a_miss_computes(start_app):
     server = start_app()
 
-    async def race() -> list[str]:
+    async def race(n: int) -> list[str]:
         finished: list[str] = []
         async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as http:
 
@@ -122,14 +122,20 @@ def test_example_answers_while_a_miss_computes(start_app):
                 (await http.get(path)).raise_for_status()
                 finished.append(path)
 
-            miss = asyncio.ensure_future(fetch("/gen/fib/30"))
+            miss = asyncio.ensure_future(fetch(f"/gen/fib/{n}"))
             await asyncio.sleep(0.05)  # the miss is now computing on the app's pool
             await fetch("/stats")
             await miss
         return finished
 
-    # The IOLoop answered /stats while the 0.3 s computation of the miss was running.
-    assert asyncio.run(race()) == ["/stats", "/gen/fib/30"]
+    # The IOLoop answered /stats while the 0.3 s computation of the miss was running. A
+    # blocked loop never could; a starved machine might miss once, so three tries.
+    orders = []
+    for n in (30, 31, 32):
+        orders.append(asyncio.run(race(n)))
+        if orders[-1][0] == "/stats":
+            break
+    assert orders[-1] == ["/stats", f"/gen/fib/{n}"], orders
 
 
 def test_example_on_memcached_shares_results_between_processes(start_app, memcached):

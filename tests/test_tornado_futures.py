@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import itertools
 import json
 import subprocess
@@ -191,6 +192,9 @@ async def _largest_gap_while(awaitable_factory) -> tuple[float, object]:
     return max(b - a for a, b in itertools.pairwise(stamps)), result
 
 
+_ATTEMPTS = 3
+
+
 @pytest.mark.parametrize("backend", ["inproc", "memcached"])
 @pytest.mark.parametrize("style", ["gen", "native"])
 async def test_loop_keeps_running_during_a_500ms_computation(request, backend, style):
@@ -206,19 +210,27 @@ async def test_loop_keeps_running_during_a_500ms_computation(request, backend, s
         return x
 
     @tornado.gen.coroutine
-    def gen_style():
-        return (yield slow.future()(7))
+    def gen_style(x):
+        return (yield slow.future()(x))
 
-    async def native_style():
-        return await slow.future()(7)
+    async def native_style(x):
+        return await slow.future()(x)
 
+    run = gen_style if style == "gen" else native_style
+    gaps = []
     try:
-        gap, result = await _largest_gap_while(gen_style if style == "gen" else native_style)
+        # A loop blocked by the computation stalls ~500 ms on every attempt; a busy machine
+        # may delay one tick now and then, so one clean attempt out of three is enough.
+        for attempt in range(_ATTEMPTS):
+            gap, result = await _largest_gap_while(functools.partial(run, attempt))
+            assert result == attempt
+            gaps.append(gap)
+            if gap <= 0.1:
+                break
     finally:
         client.close()
-    assert result == 7
     # A bound on responsiveness (the loop was free while the pool computed), not a speed test.
-    assert gap <= 0.1, f"the IOLoop stalled for {gap * 1000:.0f} ms"
+    assert min(gaps) <= 0.1, f"the IOLoop stalled: largest gaps {[round(g, 3) for g in gaps]} s"
 
 
 # ---- no monkey patching ------------------------------------------------------------------
