@@ -101,7 +101,8 @@ class AsyncWriteCacheClient(BaseCacheClient):
         self._pending: dict[Hashable, _Op] = {}
         self._inflight: dict[Hashable, _Op] = {}
         self._queue: deque[Hashable] = deque()
-        self._closed = False
+        self._closed = False  # rejects new writes
+        self._stopping = False  # ends the workers
         self._hits = self._misses = self._sets = self._errors = 0
         self._write_throughs = 0
         self._threads = [
@@ -168,7 +169,7 @@ class AsyncWriteCacheClient(BaseCacheClient):
     def _worker(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._stopping:
                     self._work.wait()
                 if not self._queue:
                     return  # closed and drained
@@ -350,14 +351,17 @@ class AsyncWriteCacheClient(BaseCacheClient):
         with self._lock:
             if self._closed:
                 return
+            self._closed = True  # no new writes from here on
         self.flush()
+        # Close the backend while the workers still live: clients with per-thread
+        # connections can then close the workers' connections too.
+        self.client.close()
         with self._lock:
-            self._closed = True
+            self._stopping = True
             self._work.notify_all()
         for thread in self._threads:
             thread.join()
         atexit.unregister(self._atexit)
-        self.client.close()
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Awaitable :meth:`flush` (waits on an executor thread)."""
