@@ -32,9 +32,12 @@ What the cache does, and where it comes from (RFC 9111 unless said otherwise):
 * Bodies sent in one message are held until the decision is made (so even the first answer
   gets its ETag); streamed bodies (``more_body``) pass through as they come while a copy
   is kept for storage, dropped as soon as it outgrows ``max_body_size``.
+* A response is stored before its last byte is sent, so a client that asks again at once
+  is served from the cache.
 * Concurrent misses of one key make one call to the application: the others wait for its
-  response and are served it (when it turns out not to be storable, each of them calls the
-  application itself, since such a response is not theirs to share).
+  response and are served it. When it turns out not to be storable, each of them calls the
+  application itself (such a response is not theirs to share); so they do when it is
+  streamed, rather than wait for a stream's end.
 """
 
 from __future__ import annotations
@@ -336,6 +339,8 @@ class CacheMiddleware:
         revalidate = request.revalidates()
         if not revalidate:
             entry, key = await self._lookup(key, request)
+            if entry is None:
+                entry = self._just_computed(key, request)
             if entry is not None:
                 if request.accepts(entry, self._clock()):
                     await self._send_entry(send, entry, request, hit=True)
@@ -377,6 +382,14 @@ class CacheMiddleware:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
 
+    def _just_computed(self, key: tuple[Any, ...], request: _Request) -> _Entry | None:
+        """An entry computed for ``key`` whose storage is still under way, if any."""
+        pending = self._inflight.get(key)
+        if pending is None or not pending.done() or pending.cancelled():
+            return None
+        entry = pending.result()
+        return entry if entry is not None and request.matches_variant(entry) else None
+
     async def _forward(
         self,
         scope: Scope,
@@ -391,14 +404,12 @@ class CacheMiddleware:
         if request.head:
             await self.app(scope, receive, send)
             return
-        responder = _Responder(self, scope, send, request, ttl, future)
+        responder = _Responder(self, send, request, base, ttl, future)
         try:
             await self.app(scope, receive, responder.send)
         finally:
             responder.abandon()
         await responder.flush()
-        if responder.entry is not None:
-            await self._store(base, responder.entry)
 
     # ---- per-endpoint policy -------------------------------------------------------------
 
@@ -580,6 +591,7 @@ class _Responder:
     """Wraps ``send`` for one forwarded request: decides, passes through, keeps a copy."""
 
     __slots__ = (
+        "_base",
         "_buffer",
         "_future",
         "_lifetime",
@@ -600,15 +612,16 @@ class _Responder:
     def __init__(
         self,
         middleware: CacheMiddleware,
-        scope: Scope,
         send: Send,
         request: _Request,
+        base: tuple[Any, ...],
         ttl: float,
         future: asyncio.Future[_Entry | None] | None,
     ) -> None:
         self._middleware = middleware
         self._send = send
         self._request = request
+        self._base = base
         self._ttl = ttl
         self._future = future
         self._state = self._WAIT
@@ -685,10 +698,15 @@ class _Responder:
                 )
                 self.entry = entry
                 self._resolve(entry)
+                # Stored before it is sent: a client that asks again is served from it.
+                await mw._store(self._base, entry)
                 await mw._send_entry(self._send, entry, self._request, hit=False)
                 return
             # A streamed body: pass it through as it comes, keeping a copy while it fits.
+            # Waiters are released now: a stream may last (server-sent events ...), and
+            # they must not wait for its end to get a single byte.
             self._state = self._COPY
+            self._resolve(None)
             await self._send(self._start)
         self._size += len(body)
         if self._size > mw.max_body_size:
@@ -704,5 +722,5 @@ class _Responder:
             )
             self._buffer = []
             self.entry = entry
-            self._resolve(entry)
+            await mw._store(self._base, entry)
         await self._send(message)

@@ -540,6 +540,34 @@ async def test_waiter_with_other_vary_values_gets_its_own_answer(counter: Counte
     assert counter.n == {"slow": 2}
 
 
+async def test_waiters_do_not_wait_for_a_stream_to_end(counter: Counter) -> None:
+    gate = asyncio.Event()
+
+    async def stream(request: Request) -> Response:
+        n = counter.bump("stream")
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first "
+            if n == 1:  # the leader's stream lasts until the gate opens
+                await gate.wait()
+            yield b"last"
+
+        return StreamingResponse(body())
+
+    app = CacheMiddleware(Starlette(routes=[Route("/s", stream)]))
+    async with client_for(app) as c:
+        leader = asyncio.create_task(c.get("/s"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waiters = [asyncio.create_task(c.get("/s")) for _ in range(3)]
+        done = await asyncio.wait_for(asyncio.gather(*waiters), 10)
+        assert not leader.done()
+        gate.set()
+        assert (await asyncio.wait_for(leader, 10)).text == "first last"
+    assert [r.text for r in done] == ["first last"] * 3
+    assert counter.n == {"stream": 4}
+
+
 async def test_cancelled_leader_releases_its_waiters(counter: Counter) -> None:
     app, gate = gated_app(counter)
 
