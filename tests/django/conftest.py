@@ -43,13 +43,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the pass/skip counts of Django's own cache tests against ChordeCache."""
     if not suite_reports:
         return
-    terminalreporter.section("Django's BaseCacheTests against ChordeCache")
+    terminalreporter.section("Django's own cache tests against ChordeCache")
     for r in suite_reports:
-        counts: dict[str, int] = {}
-        for outcome in r["outcomes"].values():
-            counts[outcome["outcome"]] = counts.get(outcome["outcome"], 0) + 1
-        text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        terminalreporter.write_line(f"Django {r['django']}, {r['stack']} stack: {text}")
+        parts = []
+        for label, is_base in (("BaseCacheTests", True), ("middleware/utils tests", False)):
+            counts: dict[str, int] = {}
+            for name, outcome in r["outcomes"].items():
+                if name.startswith("ChordeCache_") == is_base:
+                    counts[outcome["outcome"]] = counts.get(outcome["outcome"], 0) + 1
+            parts.append(f"{label}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        terminalreporter.write_line(
+            f"Django {r['django']}, {r['stack']} stack: " + "; ".join(parts)
+        )
 
 
 def _under_ci() -> bool:

@@ -35,7 +35,16 @@ def _configure(tests_dir: str) -> None:
             "cache",
         ],
         CACHES={"default": {"BACKEND": "chorde_django.ChordeCache"}},
-        USE_TZ=True,
+        # As Django's own test settings (tests/test_sqlite.py, runtests.py) have them.
+        USE_TZ=False,
+        LANGUAGE_CODE="en",
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "APP_DIRS": True,
+                "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+            }
+        ],
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
         ROOT_URLCONF=None,
         MIDDLEWARE=[],
@@ -101,6 +110,47 @@ def _suite_classes(stack: str, server: str | None) -> list[type]:
     return [override_settings(CACHES=caches)(cls)]
 
 
+#: Django's tests of the cache middleware, ``cache_page``, ``django.utils.cache`` and
+#: template responses: backend-agnostic, they run with every alias moved to ChordeCache.
+MIDDLEWARE_CLASSES = (
+    "CacheUtils",
+    "PrefixedCacheUtils",
+    "CacheHEADTest",
+    "CacheI18nTest",
+    "PrefixedCacheI18nTest",
+    "CacheMiddlewareTest",
+    "TestWithTemplateResponse",
+)
+
+
+def _retarget(caches: dict[str, Any], stack: str, server: str | None) -> dict[str, Any]:
+    """The same aliases (LOCATION, TIMEOUT, KEY_PREFIX ...) on ChordeCache's ``stack``."""
+    moved = {}
+    for alias, params in caches.items():
+        params = {k: v for k, v in params.items() if k not in ("BACKEND", "LOCATION")}
+        base = _stack_params(stack, server)
+        location = caches[alias].get("LOCATION", "")
+        if stack == "inproc":
+            base["LOCATION"] = location  # separate stores stay separate, as with LocMem
+        else:
+            base["OPTIONS"]["NAMESPACE"] += f"-{location}"
+        moved[alias] = {"BACKEND": "chorde_django.ChordeCache", **params, **base}
+    return moved
+
+
+def _middleware_classes(stack: str, server: str | None) -> list[type]:
+    import cache.tests
+    from django.test import override_settings
+
+    classes = []
+    for name in MIDDLEWARE_CLASSES:
+        original = getattr(cache.tests, name)
+        caches = _retarget(original._overridden_settings["CACHES"], stack, server)
+        cls = type(f"{name}_{stack}", (original,), {"__module__": __name__})
+        classes.append(override_settings(CACHES=caches)(cls))
+    return classes
+
+
 class _Result(unittest.TextTestResult):
     """Records every test's outcome (subtests included) for the JSON report."""
 
@@ -109,7 +159,7 @@ class _Result(unittest.TextTestResult):
         self.outcomes: dict[str, dict[str, Any]] = {}
 
     def _note(self, test: Any, outcome: str, detail: str = "") -> None:
-        name = test.id().rsplit(".", 1)[-1] if hasattr(test, "id") else str(test)
+        name = ".".join(test.id().rsplit(".", 2)[-2:]) if hasattr(test, "id") else str(test)
         record = self.outcomes.setdefault(name, {"outcome": "passed", "detail": ""})
         if outcome != "passed" or record["outcome"] == "passed":
             record["outcome"] = outcome
@@ -163,7 +213,8 @@ def main(argv: list[str]) -> int:
     try:
         loader = unittest.TestLoader()
         suite = unittest.TestSuite(
-            loader.loadTestsFromTestCase(cls) for cls in _suite_classes(stack, server)
+            loader.loadTestsFromTestCase(cls)
+            for cls in [*_suite_classes(stack, server), *_middleware_classes(stack, server)]
         )
         result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1, resultclass=_Result).run(
             suite
