@@ -7,7 +7,8 @@
 
     expensive(1)                   # cached call: computes on a miss, at most once per key
     expensive.bg()(1)              # serve what is held (even stale), refresh in the background
-    expensive.future()(1)          # a chorde Future (awaitable too); never blocks the caller
+    expensive.future()(1)          # a chorde Future (awaitable too); never blocks the caller:
+                                   # lookups of blocking (network) clients run on the pool
     expensive.peek(1)              # cache only: value or CacheMissError, never computes
     expensive.lazy(1)              # cached value or CacheMissError, never waits
     expensive.bg().lazy(1)         # same, and a miss starts the computation in the background
