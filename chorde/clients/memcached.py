@@ -663,17 +663,26 @@ class MemcachedClient(BaseCacheClient):
             raise CacheMissError(key)
         return default, -1.0
 
-    def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
-        """Yield ``(key, (value, ttl_left))``; one round trip per server involved."""
+    def _lookup_many(self, keys: Iterable[Key]) -> tuple[list[Key], list[Any]]:
+        """The keys and their ``(value, expires)`` or None; one round trip per server."""
         keys = list(keys)
-        located = [self._locate(k) for k in keys]
+        namespace = self.namespace
+        ring = self._ring
+        located = []
         by_server: dict[_Server, list[bytes]] = {}
-        for raw, _, server in located:
-            by_server.setdefault(server, []).append(raw)
+        for key in keys:
+            mkey, encoded = memcache_key(key, namespace)
+            raw = mkey.encode("ascii")
+            server = ring.get_node(raw)
+            located.append((raw, encoded, server))
+            batch = by_server.get(server)
+            if batch is None:
+                by_server[server] = [raw]
+            else:
+                batch.append(raw)
         found: dict[bytes, bytes] = {}
-        answered: set[_Server] = set()
         for server, raws in by_server.items():
-            if not self._usable(server):
+            if server.dead_until and not self._usable(server):
                 self._errors += len(raws)
                 continue
             raws.append(self._gen_key)
@@ -682,32 +691,60 @@ class MemcachedClient(BaseCacheClient):
             except Exception as exc:
                 self._fault(server, exc, "a multi-get")
                 continue
-            self._alive(server)
+            if server.dead_until:
+                self._alive(server)
             _note_record(server, got.pop(self._gen_key, None))
-            answered.add(server)
             found.update(got)
+        loads = self._serializer.loads
+        entries: list[Any] = []
+        for key, (raw, encoded, server) in zip(keys, located, strict=True):
+            data = found.get(raw)
+            # (A server that did not answer contributed nothing to ``found``.)
+            if data is None or data[:_GEN_SIZE] != server.gen:
+                entries.append(None)
+                continue
+            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
+            try:
+                entry = loads(body, key=encoded)
+            except InvalidPayload as exc:
+                self._bad_payload(key, exc)
+                entries.append(None)
+                continue
+            if server.horizon and entry[1] <= server.horizon:
+                entry = None
+            elif type(entry[0]) is PageManifest:
+                value = self._read_pages(key, encoded, entry[0])
+                entry = None if value is NONE else (value, entry[1])
+            entries.append(entry)
+        return keys, entries
+
+    def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
+        """Yield ``(key, (value, ttl_left))``; one round trip per server involved."""
+        keys, entries = self._lookup_many(keys)
         now = time.time()
         hits = 0
-        for key, (raw, encoded, server) in zip(keys, located, strict=True):
-            entry = None
-            if server in answered:
-                entry = self._decode(key, encoded, found.get(raw), server)
-            if entry is not None:
-                value, expires = entry
-                if type(value) is PageManifest:
-                    value = self._read_pages(key, encoded, value)
-                if value is not NONE:
-                    hits += 1
-                    yield key, (value, expires - now)
-                    continue
-            yield key, (default, -1.0)
+        for key, entry in zip(keys, entries, strict=True):
+            if entry is None:
+                yield key, (default, -1.0)
+            else:
+                hits += 1
+                yield key, (entry[0], entry[1] - now)
         self._hits += hits
         self._misses += len(keys) - hits
 
     def getMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
         """Yield ``(key, value)``; misses and stale entries give ``default``."""
-        for key, (value, ttl) in self.getTtlMulti(keys, NONE):
-            yield key, value if value is not NONE and ttl > 0 else default
+        keys, entries = self._lookup_many(keys)
+        now = time.time()
+        hits = 0
+        for key, entry in zip(keys, entries, strict=True):
+            if entry is None or entry[1] <= now:
+                yield key, default
+            else:
+                hits += 1
+                yield key, entry[0]
+        self._hits += hits
+        self._misses += len(keys) - hits
 
     # ---- writes -------------------------------------------------------------------------
 
