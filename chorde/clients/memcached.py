@@ -30,6 +30,9 @@ Servers
     ``dns_min_interval``/``dns_max_interval``); it may yield several A/AAAA records, or SRV
     records when the name starts with ``_`` (``_memcache._tcp.example.com``). The ring is
     swapped atomically, so in-flight calls finish against the servers they started with.
+    Each thread talks to each server over its own pymemcache ``Client`` (one socket), so the
+    client is thread-safe without a lock on the hot path; reads use a single-loop parser on
+    that socket (:func:`_get_many`), writes use pymemcache's commands.
 
 Faults
     A server that refuses, resets or times out (``connect_timeout``/``timeout``, 0.5 s and
