@@ -154,9 +154,13 @@ def test_run_sync_on_a_fresh_ioloop(client):
     def triple(x):
         return x * 3
 
+    async def native():
+        return await triple.future()(4)
+
     loop = tornado.ioloop.IOLoop(make_current=False)
     try:
         assert loop.run_sync(lambda: triple.future()(3), timeout=5) == 9
+        assert loop.run_sync(native, timeout=5) == 12
     finally:
         loop.close()
 
