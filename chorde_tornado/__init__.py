@@ -203,7 +203,11 @@ def cache_response(
             if self.request.method not in _CACHEABLE_METHODS:
                 await _run(get, self, args, kwargs)
                 return
-            the_client = client or self.settings.get("chorde_client") or _default()
+            the_client = client
+            if the_client is None:
+                the_client = self.settings.get("chorde_client")
+                if the_client is None:
+                    the_client = _default()
             try:
                 entry = await shared(the_client)(self, args, kwargs)
             except _Uncacheable:
