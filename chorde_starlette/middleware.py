@@ -477,15 +477,18 @@ class CacheMiddleware:
             entry = None
         return entry, key
 
-    async def _store(self, base: tuple[Any, ...], entry: _Entry) -> None:
-        """Store ``entry``; one that varies goes under a variant key, named from ``base``."""
-        ttl = entry.lifetime
+    async def _store(self, base: tuple[Any, ...], entry: _Entry, route_ttl: float) -> None:
+        """Store ``entry``; one that varies goes under a variant key, named from ``base``.
+
+        The marker naming the Vary fields lives for the route's ttl, the longest any of
+        its variants can, so a short-lived variant does not orphan the longer ones.
+        """
         key = base
         try:
             if entry.vary_names:
-                await self.client.aput(base, (_VARY_TAG, entry.vary_names), ttl)
+                await self.client.aput(base, (_VARY_TAG, entry.vary_names), route_ttl)
                 key = (*base, entry.vary_names, entry.vary_values)
-            await self.client.aput(key, entry.to_value(), ttl)
+            await self.client.aput(key, entry.to_value(), entry.lifetime)
         except Exception:  # a broken cache must not break the response
             logger.warning("cache store failed for %r", key, exc_info=True)
 
@@ -699,7 +702,7 @@ class _Responder:
                 self.entry = entry
                 self._resolve(entry)
                 # Stored before it is sent: a client that asks again is served from it.
-                await mw._store(self._base, entry)
+                await mw._store(self._base, entry, self._ttl)
                 await mw._send_entry(self._send, entry, self._request, hit=False)
                 return
             # A streamed body: pass it through as it comes, keeping a copy while it fits.
@@ -722,5 +725,5 @@ class _Responder:
             )
             self._buffer = []
             self.entry = entry
-            await mw._store(self._base, entry)
+            await mw._store(self._base, entry, self._ttl)
         await self._send(message)

@@ -191,6 +191,16 @@ def test_public_response_is_shared_despite_authorization(http: httpx.Client) -> 
     assert "age" in second.headers
 
 
+@pytest.mark.parametrize("cc", ["public", "s-maxage%3D60", "must-revalidate"])
+def test_lab_shareable_directives_with_authorization(http: httpx.Client, cc: str) -> None:
+    url = f"/lab?t={uid()}&cc={cc}"
+    first = http.get(url, headers={"authorization": "Bearer grace"})
+    other_user = http.get(url, headers={"authorization": "Bearer heidi"})
+    anonymous = http.get(url)
+    assert other_user.json() == anonymous.json() == first.json()
+    assert "age" in other_user.headers and "age" in anonymous.headers
+
+
 # ---- response Cache-Control, Set-Cookie, status, Expires ------------------------------------
 
 

@@ -433,6 +433,26 @@ async def test_body_size_cap_streamed(counter: Counter, chunks: int, stored: boo
         assert second.headers["x-call"] == "2"
 
 
+async def test_a_short_lived_variant_does_not_orphan_the_others(
+    clock: Clock, counter: Counter
+) -> None:
+    async def page(request: Request) -> Response:
+        lang = request.headers.get("accept-language", "")
+        headers = {"vary": "Accept-Language"}
+        if lang == "fr":
+            headers["cache-control"] = "max-age=2"
+        return PlainTextResponse(f"{lang}={counter.bump(lang)}", headers=headers)
+
+    app = Starlette(routes=[Route("/p", page)])
+    mw = CacheMiddleware(app, client=InprocCacheClient(8, clock=clock), ttl=60, clock=clock)
+    async with client_for(mw) as c:
+        await c.get("/p", headers={"accept-language": "en"})  # fresh for 60 s
+        await c.get("/p", headers={"accept-language": "fr"})  # fresh for 2 s
+        clock.now += 10
+        assert (await c.get("/p", headers={"accept-language": "en"})).text == "en=1"
+        assert (await c.get("/p", headers={"accept-language": "fr"})).text == "fr=2"
+
+
 async def test_etag_on_the_first_answer_and_304(lab: Any) -> None:
     mw, _counter, _clock = lab
     async with client_for(mw) as c:
