@@ -32,6 +32,8 @@ What the cache does, and where it comes from (RFC 9111 unless said otherwise):
 * Bodies sent in one message are held until the decision is made (so even the first answer
   gets its ETag); streamed bodies (``more_body``) pass through as they come while a copy
   is kept for storage, dropped as soon as it outgrows ``max_body_size``.
+* An unsafe request (POST, PUT, DELETE, PATCH ...) answered with a 2xx or 3xx status
+  invalidates the entry of its URI (4.4), before the answer is sent.
 * A response is stored before its last byte is sent, so a client that asks again at once
   is served from the cache.
 * Concurrent misses of one key make one call to the application: the others wait for its
@@ -85,6 +87,8 @@ DEFAULT_STATUSES: frozenset[int] = frozenset(
 )
 
 _POLICY_ATTR = "__chorde_cache_policy__"
+# RFC 9110 section 9.2.1: the safe methods besides GET and HEAD; the others invalidate.
+_SAFE_METHODS = frozenset({"OPTIONS", "TRACE"})
 _ENTRY_TAG = "chorde-http-1"
 _VARY_TAG = "chorde-vary-1"
 _MAX_MOUNT_DEPTH = 16
@@ -321,8 +325,14 @@ class CacheMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve from the cache, or call the application and store what it may."""
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            if scope["method"] in _SAFE_METHODS:
+                await self.app(scope, receive, send)
+            else:
+                await self._unsafe(scope, receive, send)
             return
         request = _Request(scope)
         policy = self._policy(scope, request.host)
@@ -381,6 +391,26 @@ class CacheMiddleware:
                 future.set_result(None)
             if self._inflight.get(key) is future:
                 del self._inflight[key]
+
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Call the app; a non-error answer invalidates the target URI (RFC 9111 4.4)."""
+        request = _Request(scope)
+        if not self._policy(scope, request.host).cache:
+            await self.app(scope, receive, send)
+            return
+        key = self._key(scope, request.host)
+
+        async def invalidating_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
+                # Before the answer leaves, so the client's next GET sees the change. A
+                # varying resource loses its Vary marker, which orphans every variant.
+                try:
+                    await self.client.adelete(key)
+                except Exception:  # a broken cache must not break the response
+                    logger.warning("cache invalidation failed for %r", key, exc_info=True)
+            await send(message)
+
+        await self.app(scope, receive, invalidating_send)
 
     def _just_computed(self, key: tuple[Any, ...], request: _Request) -> _Entry | None:
         """An entry computed for ``key`` whose storage is still under way, if any."""

@@ -100,6 +100,16 @@ def test_post_is_never_cached(http: httpx.Client) -> None:
     assert "age" not in got.headers
 
 
+def test_post_invalidates_the_stored_get(http: httpx.Client) -> None:
+    url = f"/lab?t={uid()}"
+    first = http.get(url)
+    assert http.get(url).json() == first.json()
+    http.post(url)
+    after = http.get(url)
+    assert after.json()["n"] > first.json()["n"]
+    assert "age" not in after.headers
+
+
 # ---- request Cache-Control -------------------------------------------------------------
 
 

@@ -320,6 +320,38 @@ async def test_head_and_post(lab: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("method", "status", "invalidates"),
+    [
+        ("POST", 200, True),
+        ("PUT", 204, True),
+        ("DELETE", 303, True),
+        ("PATCH", 200, True),
+        ("POST", 404, False),
+        ("POST", 500, False),
+        ("OPTIONS", 200, False),
+    ],
+)
+async def test_unsafe_methods_invalidate_the_uri(
+    counter: Counter, method: str, status: int, invalidates: bool
+) -> None:
+    async def resource(request: Request) -> Response:
+        if request.method != "GET":
+            return Response(status_code=int(request.headers["x-status"]))
+        headers = {"vary": "accept"} if "vary" in request.query_params else {}
+        return PlainTextResponse(str(counter.bump("get")), headers=headers)
+
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    mw = CacheMiddleware(Starlette(routes=[Route("/r", resource, methods=methods)]))
+    async with client_for(mw) as c:
+        for url in ("/r", "/r?vary=1"):
+            await c.get(url)
+            assert "age" in (await c.get(url)).headers
+            await c.request(method, url, headers={"x-status": str(status)})
+            assert ("age" not in (await c.get(url)).headers) is invalidates
+        assert "age" in (await c.get("/r")).headers  # stored again
+
+
+@pytest.mark.parametrize(
     ("query", "stored"),
     [
         ("status=200", True),
