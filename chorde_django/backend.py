@@ -146,9 +146,10 @@ class ChordeCache(BaseCache):
     since chorde digests long or odd keys; values are copies (in-process stacks pickle
     them, except immutable scalars); ``incr``/``decr`` raise ``ValueError`` for a missing
     key and are atomic: under a lock per store in-process, a ``gets``/``cas`` loop on
-    memcached (the tiered stack runs it on memcached and refreshes L1), a process-local
-    lock only for ``"files"``. ``close()`` keeps the shared client open (it is pooled and
-    shared by every thread); :func:`chorde_django.close_clients` closes them all.
+    memcached (the tiered stack runs it on memcached and refreshes L1 under a process
+    lock), a process-local lock only for ``"files"``. ``close()`` keeps the shared client
+    open (it is pooled and shared by every thread); :func:`chorde_django.close_clients`
+    closes them all.
 
     The async methods run inline, without a thread hop, on in-process stacks; on
     network stacks they go through the client's awaitable methods (``incr``/``decr``'s
@@ -345,13 +346,15 @@ class ChordeCache(BaseCache):
             return _cas_update(self._client, key, delta)
         if kind == "tiered":
             *upper, last = self._client.clients  # type: ignore[attr-defined]
-            new, ttl = _cas_update(last, key, delta, self._copy_in, with_ttl=True)
-            stored = self._copy_in(new)
-            for tier in upper:
-                if ttl > 0:
-                    tier.put(key, stored, ttl)
-                else:
-                    tier.delete(key)
+            # Under the process lock, so the last L1 write is the last increment's value.
+            with shared_lock(self._stack):
+                new, ttl = _cas_update(last, key, delta, self._copy_in, with_ttl=True)
+                stored = self._copy_in(new)
+                for tier in upper:
+                    if ttl > 0:
+                        tier.put(key, stored, ttl)
+                    else:
+                        tier.delete(key)
             return new
         with shared_lock(self._stack):
             if kind == "inproc":
