@@ -126,6 +126,7 @@ def _propagation(quick: bool, server: Any) -> list[Result]:
         "broker": broker.endpoint,
         "secret": "bench",
         "heartbeat": 1.0,
+        "heartbeat_timeout": 3.5,
         "log": "/dev/null",
     }
     members = []

@@ -133,6 +133,8 @@ class Member:
     def send(self, op: str, **kw: Any) -> int:
         """Send a command without waiting; returns its id for :meth:`result`."""
         cid = next(self._ids)
+        if op == "watch":
+            kw.setdefault("since", time.monotonic())
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"op": op, "id": cid, **kw}) + "\n")
         self.proc.stdin.flush()

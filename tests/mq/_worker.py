@@ -35,7 +35,11 @@ def emit(obj: Any) -> None:
 
 def make_bus(cfg: dict) -> Any:
     """The bus named by the config: a broker or a static peer list."""
-    kw = {"heartbeat_interval": cfg.get("heartbeat", 0.1)}
+    # A generous timeout: a loaded test machine must not make live peers look dead.
+    kw = {
+        "heartbeat_interval": cfg.get("heartbeat", 0.1),
+        "heartbeat_timeout": cfg.get("heartbeat_timeout", 1.5),
+    }
     if cfg.get("broker"):
         from chorde.mq import BrokerBus
 
@@ -119,10 +123,11 @@ class Worker:
     def cmd_l1(self, key: str) -> dict:
         return {"l1": self.l1.contains(key)}
 
-    def cmd_watch(self, keys: list[str], timeout: float = 10.0) -> dict:
-        """Wait until an invalidation of each key arrived (after this call) and its L1 copy
-        is gone; report when the last invalidation of each arrived."""
-        start = time.monotonic()
+    def cmd_watch(self, keys: list[str], since: float, timeout: float = 10.0) -> dict:
+        """Wait until an invalidation of each key arrived after ``since`` (the controller's
+        time.monotonic(): one clock for the whole host) and its L1 copy is gone; report
+        when the last invalidation of each arrived."""
+        start = since
         wanted = {encode_key(k): k for k in keys}
         deadline = start + timeout
 
