@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ def _configure_django() -> None:
 
 
 _configure_django()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_chorde_clients() -> Iterator[None]:
+    """Forget the process-wide clients after each test: the next test's memcached may get
+    a port a previous one used, and must not inherit a client that saw that one die."""
+    yield
+    from chorde_django import close_clients
+
+    close_clients()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -119,7 +130,7 @@ def django_tests_dir(request: pytest.FixtureRequest) -> Path:
     import django
 
     version = django.get_version()
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
     if cache is not None:
         cache_dir = Path(cache.mkdir("django-sdist"))
     else:
