@@ -44,6 +44,7 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -130,8 +131,8 @@ class CoherentWrapperClient(BaseCacheClient):
         if not isinstance(channel, str) or not channel:
             raise ConfigurationError(f"channel must be a non-empty str, got {channel!r}")
         self.timeout = check_ttl(timeout, "timeout")
-        if not self.timeout > 0:
-            raise ConfigurationError(f"timeout must be > 0, got {timeout!r}")
+        if not 0 < self.timeout < math.inf:
+            raise ConfigurationError(f"timeout must be > 0 and finite, got {timeout!r}")
         self.poll_interval = check_ttl(poll_interval, "poll_interval")
         if not self.poll_interval > 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval!r}")

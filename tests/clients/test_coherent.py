@@ -411,6 +411,7 @@ def test_bad_frames_keys_are_counted_not_raised(trio):
         ({"channel": ""}, "channel"),
         ({"timeout": 0}, "timeout"),
         ({"timeout": -1}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
         ({"poll_interval": 0}, "poll_interval"),
         ({"replay_limit": 0}, "replay_limit"),
     ],
