@@ -81,6 +81,16 @@ class _ZmqBus(Bus):
         self._log = RateLimitedLog(logger, interval=30.0)
         self._thread: threading.Thread | None = None
 
+    def _release(self, term: bool = True) -> None:
+        """Close the wake-up pipe and end our own context (unless a socket may be in use)."""
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if not term:
+            logger.warning("bus %s: I/O thread did not stop in time", self.peer_id.hex())
+        elif self._own_context:
+            self._ctx.term()
+
     def _socket(self, kind: int) -> Any:
         sock = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 200)
@@ -189,13 +199,11 @@ class _ZmqBus(Bus):
         self.closed = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"\0")
+        stuck = False
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if self._own_context:
-            self._ctx.term()
+            stuck = self._thread.is_alive()
+        self._release(term=not stuck)
         with self._state_changed:
             self._connected = False
             self._state_changed.notify_all()
@@ -238,7 +246,7 @@ class BrokerBus(_ZmqBus):
                 sock.connect(endpoint)
         except zmq.ZMQError as exc:
             sock.close()
-            self._ctx.term()
+            self._release()
             raise ConfigurationError(f"cannot connect to broker {endpoint!r}: {exc}") from exc
         self._sock = sock
         self._start("chorde-mq-broker-bus")
@@ -292,7 +300,7 @@ class PeerBus(_ZmqBus):
         except zmq.ZMQError as exc:
             pub.close()
             sub.close()
-            self._ctx.term()
+            self._release()
             raise ConfigurationError(f"cannot bind {bind!r} or reach peers: {exc}") from exc
         self.peer_endpoints = peer_list
         self._pub = pub

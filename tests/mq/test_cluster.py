@@ -174,7 +174,7 @@ def test_broker_restart(cluster, broker):
         assert "Traceback" not in m.stderr()
 
 
-def test_static_peers_without_broker(memcached, tmp_path):
+def test_static_peers_and_a_peer_restart(memcached, tmp_path):
     ports = [free_port() for _ in range(3)]
     endpoints = [f"tcp://127.0.0.1:{p}" for p in ports]
     base = {"memcached": memcached.address, "secret": "s", "log": str(tmp_path / "c.log")}
@@ -190,6 +190,26 @@ def test_static_peers_without_broker(memcached, tmp_path):
         for m, cid in watches:
             assert m.result(cid)["in_l1"] == []
             assert m.call("get", key="s")["value"] is None
+
+        # A peer dies and comes back on its endpoint: the others never see an exception
+        # and coherence with the new process resumes.
+        c.kill()
+        a.call("put", key="s", value=2)
+        assert b.call("get", key="s")["value"] == 2
+        [c] = start_members([{**base, "bind": endpoints[2], "peers": endpoints}])
+        members.append(c)
+        c.call("peers", n=2)
+        for m in (a, b):
+            m.call("peers", n=2)
+        _put_and_settle(a, [b, c], "s", 3)
+        got = c.call("get", key="s")
+        assert (got["value"], got["l1"]) == (3, True)
+        watches = [(m, m.send("watch", keys=["s"], timeout=5)) for m in (b, c)]
+        a.call("delete", key="s")
+        for m, cid in watches:
+            assert m.result(cid)["in_l1"] == []
+        for m in (a, b):
+            assert "Traceback" not in m.stderr()
     finally:
         for m in members:
             m.stop()
