@@ -74,6 +74,33 @@ _NO_KEY_MESSAGE: Final = (
 )
 
 
+class _Mac:
+    """HMAC-SHA256 under one key, with the key's inner and outer pads hashed once.
+
+    Same result as :func:`hmac.digest` (RFC 2104), but each message costs two copies of
+    pre-keyed hash states instead of re-deriving the pads: about twice as fast for the
+    small payloads that dominate cache traffic.
+    """
+
+    __slots__ = ("inner", "outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def digest(self, *parts: bytes | memoryview) -> bytes:
+        inner = self.inner.copy()
+        for part in parts:
+            inner.update(part)
+        outer = self.outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class InvalidPayload(ChordeError):
     """A cached payload failed verification or decoding; treat it as a miss."""
 
@@ -132,7 +159,7 @@ class Serializer:
         "_compress_threshold",
         "_key_id",
         "_max_size",
-        "_sign_proto",
+        "_signer",
         "_verify_keys",
     )
 
@@ -165,15 +192,16 @@ class Serializer:
         self._compress_level = _check_int("compress_level", compress_level, -1, 9)
         self._max_size = _check_int("max_size", max_size, 1)
 
-        self._verify_keys: dict[bytes, list[bytes]] = {}
+        self._verify_keys: dict[bytes, list[_Mac]] = {}
+        seen: set[bytes] = set()
         for key in keys:
+            if key in seen:
+                continue
+            seen.add(key)
             key_id = hmac.digest(key, _KEY_ID_MESSAGE, "sha256")[:4]
-            candidates = self._verify_keys.setdefault(key_id, [])
-            if key not in candidates:
-                candidates.append(key)
+            self._verify_keys.setdefault(key_id, []).append(_Mac(key))
         self._key_id = hmac.digest(keys[0], _KEY_ID_MESSAGE, "sha256")[:4]
-        # Copying a keyed HMAC skips re-deriving the key pads on every dumps().
-        self._sign_proto = hmac.new(keys[0], digestmod=hashlib.sha256)
+        self._signer = _Mac(keys[0])
 
     def __repr__(self) -> str:
         return (
@@ -224,11 +252,7 @@ class Serializer:
                 flags = _FLAG_ZLIB
 
         header = _HEADER.pack(_MAGIC, FORMAT_VERSION, flags, self._key_id, len(key), expires, size)
-        signer = self._sign_proto.copy()
-        signer.update(header)
-        signer.update(key)
-        signer.update(body)
-        return b"".join((header, key, body, signer.digest()))
+        return b"".join((header, key, body, self._signer.digest(header, key, body)))
 
     def loads(self, data: bytes, *, key: bytes = b"") -> tuple[Any, float]:
         """Verify and deserialize a payload made for ``key``: ``(value, expires)``.
@@ -269,7 +293,7 @@ class Serializer:
         signed = view[:signed_end]
         tag = data[signed_end:]
         for candidate in candidates:
-            if hmac.compare_digest(hmac.digest(candidate, signed, "sha256"), tag):
+            if hmac.compare_digest(candidate.digest(signed), tag):
                 break
         else:
             raise InvalidPayload("bad signature")

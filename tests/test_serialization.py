@@ -604,3 +604,17 @@ def test_hmac_is_sha256_over_the_documented_layout(ser: Serializer) -> None:
     assert raw_len == len(body) and pickle.loads(body) == "v"
     expected = hmac.new(b"s3cret", payload[:-32], hashlib.sha256).digest()
     assert payload[-32:] == expected
+
+
+@pytest.mark.parametrize("key_len", [1, 16, 63, 64, 65, 200])
+def test_precomputed_mac_matches_rfc2104_hmac(key_len):
+    import hashlib
+    import hmac
+
+    from chorde.serialization import _Mac
+
+    key = bytes(range(256))[:key_len] * 1
+    for message in (b"", b"x", bytes(1000)):
+        expected = hmac.new(key, message, hashlib.sha256).digest()
+        assert _Mac(key).digest(message) == expected
+        assert _Mac(key).digest(message[:3], memoryview(message)[3:]) == expected
