@@ -32,6 +32,17 @@ from chorde.clients.base import (
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.sentinel import NONE
 
+try:
+    import cython
+except ImportError:  # pure Python, Cython not installed
+    _COMPILED = False
+else:
+    # True only in the compiled build (chorde._speedups), where ``_c_monotonic`` (declared in
+    # inproc.pxd) reads CLOCK_MONOTONIC, the clock of time.monotonic, without a Python call.
+    _COMPILED = cython.compiled
+
+_MONOTONIC = time.monotonic
+
 __all__ = ["STORES", "BaseStore", "Cache", "CuckooCache", "InprocCacheClient", "LRUCache"]
 
 #: An entry as the stores hold it: ``(value, expires)``, ``expires`` on the client's clock.
@@ -125,8 +136,7 @@ class Cache(BaseStore):
         return self._data[key]
 
     def set(self, key: Hashable, entry: Entry, now: float) -> None:
-        with self._lock:
-            self._set_locked(key, entry)
+        _lru_set(self, self._data, self._lock, self._move, self.capacity, key, entry)
 
     def add(self, key: Hashable, entry: Entry, now: float) -> bool:
         with self._lock:
@@ -138,7 +148,6 @@ class Cache(BaseStore):
 
     def _set_locked(self, key: Hashable, entry: Entry) -> None:
         data = self._data
-        # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
         if len(data) >= self.capacity and key not in data:
             data.popitem(last=False)
             self.evictions += 1
@@ -164,17 +173,44 @@ class Cache(BaseStore):
 
     def purge(self, cutoff: float) -> int:
         with self._lock:
-            dead = [k for k, (_, expires) in self._data.items() if expires < cutoff]
+            data = self._data
+            dead = [k for k in self._keys() if data[k][1] < cutoff]
             for k in dead:
-                del self._data[k]
+                del data[k]
         return len(dead)
 
     def items(self) -> list[tuple[Hashable, Entry]]:
         with self._lock:
-            return list(self._data.items())
+            data = self._data
+            return [(k, data[k]) for k in self._keys()]
+
+    def _keys(self) -> list[Hashable]:
+        # Lock-free readers reorder the dict (touch), so iterating it must not let another
+        # thread run: listing the keys alone is one C call that runs no Python code, while
+        # listing items() hashes every key (a key's __hash__ may be Python, and switch).
+        return list(self._data)
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _lru_set(
+    store: Cache,
+    data: OrderedDict,
+    lock: Any,
+    move: Any,
+    capacity: int,
+    key: Hashable,
+    entry: Entry,
+) -> None:
+    # Cache.set, as a function the client also calls directly (one call less per put).
+    with lock:
+        # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
+        if len(data) >= capacity and key not in data:
+            data.popitem(last=False)
+            store.evictions += 1
+        data[key] = entry
+        move(key)
 
 
 #: The seed's name for the exact LRU store.
@@ -424,13 +460,10 @@ def _make_store(store: Any, size: int) -> BaseStore:
     )
 
 
-class InprocCacheClient(BaseCacheClient):
-    """A process-private cache of at most ``size`` entries.
-
-    ``store`` picks the eviction structure: ``None``/``"lru"`` (:class:`Cache`, exact LRU),
-    ``"lru-notouch"``, ``"cuckoo"`` (:class:`CuckooCache`), a store class, or a ready store
-    instance (its own capacity then wins over ``size``). ``clock`` is a monotonic time
-    source, replaceable in tests. Thread-safe.
+class _InprocClient:
+    """The in-process client's state and methods; :class:`InprocCacheClient` adds the base
+    class. Kept apart because the compiled build makes this a C extension type (see
+    ``inproc.pxd``), which cannot derive from the Python ``BaseCacheClient``.
     """
 
     def __init__(
@@ -445,6 +478,15 @@ class InprocCacheClient(BaseCacheClient):
         self._clock = clock
         self._lookup = self.store.lookup
         self._touch = self.store.touch
+        self._set = self.store.set
+        # The exact-LRU store's parts: its dict is subscripted directly (cheaper than calling
+        # its bound __getitem__) and put calls _lru_set itself. None for other stores.
+        lru = self.store if type(self.store) is Cache else None
+        self._data = lru._data if lru is not None else None
+        self._lock = lru._lock if lru is not None else None
+        self._move = lru._move if lru is not None else None
+        self._capacity = self.store.capacity
+        self._c_clock = _COMPILED and clock is _MONOTONIC
         self._hits = 0
         self._misses = 0
         self._sets = 0
@@ -453,8 +495,12 @@ class InprocCacheClient(BaseCacheClient):
 
     def get(self, key: Hashable, default: Any = NONE) -> Any:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
+        data = self._data
         try:
-            value, expires = self._lookup(key)
+            if data is not None:
+                value, expires = data[key]
+            else:
+                value, expires = self._lookup(key)
         except KeyError:
             self._misses += 1
             if default is NONE:
@@ -462,10 +508,11 @@ class InprocCacheClient(BaseCacheClient):
             return default
         except TypeError:
             raise _bad_key(key) from None
-        if expires > self._clock():
-            if self._touch is not None:
+        if expires > (_c_monotonic() if self._c_clock else self._clock()):  # noqa: F821 (in inproc.pxd)
+            touch = self._touch
+            if touch is not None:
                 try:  # noqa: SIM105 (hot path)
-                    self._touch(key)
+                    touch(key)
                 except (KeyError, RuntimeError):
                     pass
             self._hits += 1
@@ -477,8 +524,12 @@ class InprocCacheClient(BaseCacheClient):
 
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
+        data = self._data
         try:
-            value, expires = self._lookup(key)
+            if data is not None:
+                value, expires = data[key]
+            else:
+                value, expires = self._lookup(key)
         except KeyError:
             self._misses += 1
             if default is NONE:
@@ -486,11 +537,12 @@ class InprocCacheClient(BaseCacheClient):
             return default, -1.0
         except TypeError:
             raise _bad_key(key) from None
-        left = expires - self._clock()
+        left = expires - (_c_monotonic() if self._c_clock else self._clock())  # noqa: F821 (in inproc.pxd)
         if left > 0:
-            if self._touch is not None:
+            touch = self._touch
+            if touch is not None:
                 try:  # noqa: SIM105 (hot path)
-                    self._touch(key)
+                    touch(key)
                 except (KeyError, RuntimeError):
                     pass
             self._hits += 1
@@ -530,11 +582,24 @@ class InprocCacheClient(BaseCacheClient):
 
     def put(self, key: Hashable, value: Any, ttl: float) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (``math.inf``: until evicted)."""
-        if (ttl.__class__ is not float and ttl.__class__ is not int) or not ttl >= 0:
+        cls = ttl.__class__
+        if (cls is not float and cls is not int) or not ttl >= 0:
             ttl = check_ttl(ttl)
-        now = self._clock()
+        now = _c_monotonic() if self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+        data = self._data
         try:
-            self.store.set(key, (value, now + ttl), now)
+            if data is not None:
+                _lru_set(
+                    self.store,
+                    data,
+                    self._lock,
+                    self._move,
+                    self._capacity,
+                    key,
+                    (value, now + ttl),
+                )
+            else:
+                self._set(key, (value, now + ttl), now)
         except TypeError:
             raise _bad_key(key) from None
         self._sets += 1
@@ -598,6 +663,16 @@ class InprocCacheClient(BaseCacheClient):
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
         return CacheStats(self._hits, self._misses, self._sets, self.store.evictions, 0)
+
+
+class InprocCacheClient(_InprocClient, BaseCacheClient):
+    """A process-private cache of at most ``size`` entries.
+
+    ``store`` picks the eviction structure: ``None``/``"lru"`` (:class:`Cache`, exact LRU),
+    ``"lru-notouch"``, ``"cuckoo"`` (:class:`CuckooCache`), a store class, or a ready store
+    instance (its own capacity then wins over ``size``). ``clock`` is a monotonic time
+    source, replaceable in tests. Thread-safe.
+    """
 
 
 # A private "no value" marker, so the multi-gets can pass a default that is never a real value.
