@@ -167,6 +167,9 @@ class _Core:
         self.executor = executor
         self.flights = Flights()
         self.aflights: dict[Hashable, _ARun] = {}
+        # A coherent client coordinates computations across processes (once per cluster).
+        self.coordinate = getattr(client, "compute_once", None)
+        self.acoordinate = getattr(client, "acompute_once", None)
 
     # ---- keys ------------------------------------------------------------------
 
@@ -269,7 +272,10 @@ class _Core:
         """Run a claimed flight: compute, store, then resolve every waiter."""
         try:
             value = _MISS
-            if recheck is not None:
+            if self.coordinate is not None:
+                compute = functools.partial(self.fn, *args, **kwargs)
+                value = self.coordinate(ckey, compute, self.store_ttl(), recheck)
+            elif recheck is not None:
                 # Another flight may have stored the value between our miss and our claim.
                 held, ttl_left = self.client.getTtl(ckey, _MISS)
                 if ttl_left > recheck:
@@ -290,9 +296,13 @@ class _Core:
         flight.set_result(value)
         return value
 
+    def store_ttl(self) -> float:
+        """The ttl to store a computed value with: ``ttl`` less the jitter."""
+        return self.ttl - random.random() * self.spread if self.spread else self.ttl
+
     def store(self, ckey: Hashable, value: Any) -> None:
         """Put a computed value, with ttl jitter; a failing client is logged, not raised."""
-        ttl = self.ttl - random.random() * self.spread if self.spread else self.ttl
+        ttl = self.store_ttl()
         try:
             self.client.put(ckey, value, ttl)
         except TypeError:
@@ -493,6 +503,9 @@ class _Core:
         self, run: _ARun, ckey: Hashable, args: tuple, kwargs: dict, recheck: float
     ) -> Any:
         try:
+            if self.acoordinate is not None:
+                compute = functools.partial(self.fn, *args, **kwargs)
+                return await self.acoordinate(ckey, compute, self.store_ttl(), recheck)
             held, ttl_left = await self.client.agetTtl(ckey, _MISS)
             if ttl_left > recheck:
                 return held
@@ -519,7 +532,7 @@ class _Core:
 
     async def astore(self, ckey: Hashable, value: Any) -> None:
         """Awaitable :meth:`store`."""
-        ttl = self.ttl - random.random() * self.spread if self.spread else self.ttl
+        ttl = self.store_ttl()
         try:
             await self.client.aput(ckey, value, ttl)
         except TypeError:
