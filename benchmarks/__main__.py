@@ -1,25 +1,37 @@
-"""Command line: ``python -m benchmarks [name ...] [--json FILE] [--quick] [--list]``."""
+"""Command line: ``python -m benchmarks [name ...] [--json FILE] [--plot FILE.png] [--quick]``.
+
+With no name every benchmark module runs. When chorde's compiled speedups are active, the
+in-process modules (``inproc``, ``decorators``) are also run once more in a child process
+with ``CHORDE_PURE_PYTHON=1``, and chorde's rows from it join the same tables as
+``chorde[pure]`` columns.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import pkgutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import benchmarks
 from benchmarks.harness import (
+    REFERENCE_PREFIX,
     Result,
     TimingConfig,
     format_report,
     loop_overhead,
     machine_info,
     results_to_json,
+    set_cpu_clock,
 )
 
 # Listed first, in this order; any other module found in the package follows alphabetically.
@@ -33,6 +45,23 @@ _PREFERRED_ORDER = (
     "coherence",
 )
 _NOT_BENCHMARKS = {"harness", "__main__"}
+#: Modules measured in both builds: pure CPU work where compiling changes the figures.
+_BOTH_BUILDS = ("inproc", "decorators")
+_PURE_SUFFIX = "[pure]"
+_PURE_TIMEOUT_S = 1800
+
+#: The issue's targets: (benchmark, operation, peer, chorde implementation, minimum ratio).
+#: ratio = peer ns / chorde ns; a ``max_slowdown`` target is written as 1 / factor.
+TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("inproc", "get-hit", "cachetools.TTLCache", "chorde", 4.0),
+    ("inproc", "put", "cachetools.TTLCache", "chorde", 3.0),
+    ("inproc", "get-hit", "cachetools.TTLCache", "chorde[pure]", 2.0),
+    ("inproc", "put", "cachetools.TTLCache", "chorde[pure]", 2.0),
+    ("decorators", "hit", "cachetools.cached(TTLCache)", "chorde", 1.7),
+    ("decorators", "hit", "functools.lru_cache", "chorde", 1 / 5),
+    ("decorators", "hit", "cachetools.cached(TTLCache)", "chorde[pure]", 1.7),
+    ("decorators", "hit", "functools.lru_cache", "chorde[pure]", 1 / 5),
+)
 
 
 def available() -> list[str]:
@@ -60,41 +89,233 @@ def _load(name: str) -> ModuleType | None:
     return module
 
 
+def build_info() -> dict[str, Any]:
+    """Which chorde build the figures are of: compiled speedups or pure Python, per module."""
+    import chorde
+    from chorde import _speedups
+
+    status = _speedups.status()
+    return {
+        "speedups_enabled": chorde.speedups_enabled(),
+        "modules": status,
+        "label": "compiled (Cython speedups)" if chorde.speedups_enabled() else "pure Python",
+    }
+
+
+def _run_pure(names: Sequence[str], args: argparse.Namespace) -> list[Result]:
+    """Run ``names`` in a child process on the pure-Python modules; chorde's rows only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pure.json"
+        cmd = [sys.executable, "-m", "benchmarks", *names, "--no-pure", "--json", str(out)]
+        cmd += ["--quick"] * args.quick + ["--cpu-time"] * args.cpu_time
+        env = {**os.environ, "CHORDE_PURE_PYTHON": "1"}
+        print(f"running {', '.join(names)} again on pure Python ...", file=sys.stderr)
+        done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, timeout=_PURE_TIMEOUT_S)
+        if done.returncode != 0 or not out.exists():
+            print("  the pure-Python run failed; no [pure] columns", file=sys.stderr)
+            return []
+        rows = json.loads(out.read_text())["results"]
+    pure = [Result(**row) for row in rows if row["implementation"].startswith(REFERENCE_PREFIX)]
+    for r in pure:
+        r.implementation += _PURE_SUFFIX
+    return pure
+
+
+def _ordered(results: list[Result]) -> list[Result]:
+    """chorde's columns first (compiled, then pure), then the peers; benchmarks keep order."""
+    benches = list(dict.fromkeys(r.benchmark for r in results))
+
+    def rank(r: Result) -> tuple[int, int]:
+        impl = r.implementation
+        own = impl.startswith(REFERENCE_PREFIX)
+        return benches.index(r.benchmark), (
+            0 if own and _PURE_SUFFIX not in impl else 1 if own else 2
+        )
+
+    return sorted(results, key=rank)
+
+
+def target_ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """The issue's targets met or not, from the figures of this run (missing ones left out)."""
+    ns = {(r.benchmark, r.operation, r.implementation): r.ns_per_op for r in results}
+    rows = []
+    for bench, op, peer, ours, minimum in TARGETS:
+        peer_ns, our_ns = ns.get((bench, op, peer)), ns.get((bench, op, ours))
+        if not peer_ns or not our_ns:
+            continue
+        ratio = peer_ns / our_ns
+        rows.append(
+            {
+                "benchmark": bench,
+                "operation": op,
+                "implementation": ours,
+                "peer": peer,
+                "ratio": ratio,
+                "target": minimum,
+                "met": ratio >= minimum,
+            }
+        )
+    return rows
+
+
+def format_targets(rows: Sequence[dict[str, Any]]) -> str:
+    """The target lines printed after the tables."""
+    if not rows:
+        return ""
+    out = ["== targets (ratio = peer ns / chorde ns, same run)"]
+    for t in rows:
+        want = f">= {t['target']:.2f}x" if t["target"] >= 1 else f"within {1 / t['target']:.0f}x"
+        out.append(
+            f"{t['benchmark']} {t['operation']}: {t['implementation']} vs {t['peer']}: "
+            f"{t['ratio']:.2f}x (target {want}) {'met' if t['met'] else 'SHORT'}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def plot(
+    results: Sequence[Result], targets: Sequence[dict[str, Any]], info: dict, path: Path
+) -> None:
+    """A bar chart per benchmark of every peer's ratio to chorde, plus the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    panels: list[tuple[str, list[tuple[str, float, float | None]]]] = []
+    if targets:
+        panels.append(
+            (
+                "targets (bar: measured, tick: target)",
+                [
+                    (
+                        f"{t['benchmark']} {t['operation']}: {t['implementation']} vs {t['peer']}",
+                        t["ratio"],
+                        t["target"],
+                    )
+                    for t in targets
+                ],
+            )
+        )
+    for bench in dict.fromkeys(r.benchmark for r in results):
+        rows = [r for r in results if r.benchmark == bench and r.ns_per_op]
+        ref = next(
+            (r.implementation for r in rows if r.implementation.startswith(REFERENCE_PREFIX)), None
+        )
+        if ref is None:
+            continue
+        base = {r.operation: r.ns_per_op for r in rows if r.implementation == ref}
+        bars = [
+            (f"{r.operation}: {r.implementation}", r.ns_per_op / base[r.operation], None)
+            for r in rows
+            if r.implementation != ref and base.get(r.operation)
+        ]
+        if bars:
+            panels.append((f"{bench}: peer ns / {ref} ns (>1: chorde faster)", bars))
+    if not panels:
+        print("nothing to plot", file=sys.stderr)
+        return
+    heights = [max(1.2, 0.28 * len(bars) + 0.8) for _, bars in panels]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(10, sum(heights)), gridspec_kw={"height_ratios": heights}
+    )
+    axes = [axes] if len(panels) == 1 else list(axes)
+    for ax, (title, bars) in zip(axes, panels, strict=True):
+        labels = [b[0] for b in bars]
+        ratios = [b[1] for b in bars]
+        colors = [
+            ("tab:green" if b[1] >= b[2] else "tab:red")
+            if b[2]
+            else ("tab:blue" if b[1] >= 1 else "tab:orange")
+            for b in bars
+        ]
+        y = range(len(bars))
+        ax.barh(y, ratios, color=colors)
+        for i, b in enumerate(bars):
+            if b[2]:
+                ax.plot([b[2], b[2]], [i - 0.4, i + 0.4], color="black", linewidth=2)
+            ax.text(b[1], i, f" {b[1]:.2f}x", va="center", fontsize=7)
+        ax.axvline(1.0, color="grey", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_yticks(list(y), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9, loc="left")
+    fig.suptitle(
+        f"chorde benchmarks, {info['date'][:10]}: {info['python']}, {info['cpu']} "
+        f"({info['cpus']} CPUs), {info.get('build', {}).get('label', '')}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the named benchmarks (all when none is named) and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write results here")
+    parser.add_argument("--plot", metavar="FILE.png", type=Path, help="bar chart of the ratios")
     parser.add_argument("--quick", action="store_true", help="fast smoke run, rough numbers")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time the in-process benchmarks with CPU time (steadier on a busy machine)",
+    )
+    parser.add_argument("--no-pure", action="store_true", help="skip the [pure] columns")
     args = parser.parse_args(argv)
 
     if args.list:
         print("\n".join(available()))
         return 0
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install 'chorde[bench]'")
 
+    build = build_info()
     results: list[Result] = []
-    ran = 0
+    ran: list[str] = []
     for name in args.names or available():
         module = _load(name)
         if module is None:
             continue
         started = time.perf_counter()
         print(f"running {name}{' (quick)' if args.quick else ''} ...", file=sys.stderr)
-        results.extend(module.run(args.quick))
+        set_cpu_clock(args.cpu_time and name in _BOTH_BUILDS)
+        try:
+            results.extend(module.run(args.quick))
+        finally:
+            set_cpu_clock(False)
         print(f"  {name} took {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        ran += 1
+        ran.append(name)
     if not ran:
         print("no benchmark ran", file=sys.stderr)
         return 2
+    both = [n for n in ran if n in _BOTH_BUILDS]
+    if both and build["speedups_enabled"] and not args.no_pure:
+        results = _ordered(results + _run_pure(both, args))
 
     info = machine_info()
+    info["build"] = build
     overhead = loop_overhead(TimingConfig.for_run(args.quick))
+    targets = target_ratios(results)
+    print(f"build:   {build['label']}" + (", timed in CPU time" if args.cpu_time else ""))
     print(format_report(results, info, overhead))
+    print(format_targets(targets), end="")
     if args.json is not None:
         doc = results_to_json(results, info, overhead, args.quick)
+        doc["targets"] = targets
+        doc["cpu_time"] = args.cpu_time
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"results written to {args.json}", file=sys.stderr)
+    if args.plot is not None:
+        plot(results, targets, info, args.plot)
+        print(f"chart written to {args.plot}", file=sys.stderr)
     return 0
 
 
