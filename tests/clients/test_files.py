@@ -13,11 +13,9 @@ import json
 import mmap
 import multiprocessing
 import os
-import re
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -696,24 +694,6 @@ def test_unencodable_key_names_the_key(client):
         client.put([1, 2], 1, TTL)
     with pytest.raises(CacheMissError):
         client.get("absent")
-
-
-# ---- the README section ------------------------------------------------------------
-
-README_SECTION = Path(__file__).resolve().parents[2] / "docs" / "readme" / "files.md"
-README_BLOCKS = re.findall(r"```python\n(.*?)```", README_SECTION.read_text(), flags=re.S)
-
-
-@pytest.mark.parametrize(
-    "code", README_BLOCKS, ids=[f"block{i}" for i in range(len(README_BLOCKS))]
-)
-def test_readme_section_runs(code, tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp() lands in tmp_path
-    namespace = {"__name__": "readme_block"}
-    exec(compile(code, str(README_SECTION), "exec"), namespace)
-    for value in namespace.values():
-        if isinstance(value, FilesCacheClient):
-            value.close()
 
 
 def test_benchmark_module_runs(tmp_path, monkeypatch):
