@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
-from chorde.clients.base import BaseCacheClient, CacheStats, check_ttl
+from chorde.clients.base import BaseCacheClient, ClientWrapper, check_ttl
 from chorde.sentinel import NONE
 
 __all__ = ["CappedTtlClient"]
 
 
-class CappedTtlClient(BaseCacheClient):
+class CappedTtlClient(ClientWrapper):
     """Delegate to ``client``, shortening every ttl to at most ``max_ttl``.
 
     A process-local tier in front of a shared one cannot see writes made by other
@@ -19,10 +19,8 @@ class CappedTtlClient(BaseCacheClient):
     """
 
     def __init__(self, client: BaseCacheClient, max_ttl: float) -> None:
-        self.client = client
+        super().__init__(client)
         self.max_ttl = check_ttl(max_ttl, "max_ttl")
-        self.blocking = client.blocking
-        self.is_async = client.is_async
 
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Delegated."""
@@ -71,26 +69,3 @@ class CappedTtlClient(BaseCacheClient):
     def clear(self) -> None:
         """Delegated."""
         self.client.clear()
-
-    def purge(self, timeout: float = 0) -> None:
-        """Delegated."""
-        self.client.purge(timeout)
-
-    def close(self) -> None:
-        """Delegated."""
-        self.client.close()
-
-    @property
-    def capacity(self) -> int:
-        """Delegated."""
-        return self.client.capacity
-
-    @property
-    def usage(self) -> int:
-        """Delegated."""
-        return self.client.usage
-
-    @property
-    def stats(self) -> CacheStats:
-        """Delegated."""
-        return self.client.stats

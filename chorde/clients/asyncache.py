@@ -28,7 +28,13 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
-from chorde.clients.base import BaseCacheClient, CacheStats, check_capacity, check_ttl
+from chorde.clients.base import (
+    BaseCacheClient,
+    CacheStats,
+    ClientWrapper,
+    check_capacity,
+    check_ttl,
+)
 from chorde.errors import CacheMissError
 from chorde.sentinel import NONE
 
@@ -63,7 +69,7 @@ def _bad_key(key: Any) -> TypeError:
     return TypeError(f"cache keys must be hashable, got {key!r} of type {type(key).__name__}")
 
 
-class AsyncWriteCacheClient(BaseCacheClient):
+class AsyncWriteCacheClient(ClientWrapper):
     """Write-behind wrapper: writes return at once and are applied by worker threads.
 
     :param client: the client that receives the writes (it is closed by :meth:`close`).
@@ -72,6 +78,7 @@ class AsyncWriteCacheClient(BaseCacheClient):
         keys are applied in the caller's thread (backpressure) rather than dropped.
     :param clock: monotonic clock, the same one the wrapped client uses (tests pass a fake).
 
+    ``capacity`` and ``usage`` are the wrapped client's (pending writes not included).
     ``add`` and ``renew`` need the backend's answer: they wait for the key's pending writes,
     then run in the caller's thread, atomically on the backend.
     """
@@ -88,8 +95,7 @@ class AsyncWriteCacheClient(BaseCacheClient):
     ) -> None:
         if not isinstance(client, BaseCacheClient):
             raise TypeError(f"client must be a chorde BaseCacheClient, got {client!r}")
-        self.client = client
-        self.blocking = client.blocking
+        super().__init__(client)
         self._writers = check_capacity(writer_threads, "writer_threads")
         self._queue_size = check_capacity(queue_size, "queue_size")
         if not callable(clock):
@@ -382,16 +388,6 @@ class AsyncWriteCacheClient(BaseCacheClient):
     def write_throughs(self) -> int:
         """How many writes the full queue made the caller apply itself."""
         return self._write_throughs
-
-    @property
-    def capacity(self) -> int:
-        """The wrapped client's capacity."""
-        return self.client.capacity
-
-    @property
-    def usage(self) -> int:
-        """The wrapped client's usage (pending writes not included)."""
-        return self.client.usage
 
     @property
     def stats(self) -> CacheStats:

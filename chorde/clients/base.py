@@ -25,12 +25,13 @@ from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chorde.errors import CacheMissError
+from chorde.errors import CacheMissError, ConfigurationError
 from chorde.sentinel import NONE
 
 __all__ = [
     "BaseCacheClient",
     "CacheStats",
+    "ClientWrapper",
     "Key",
     "check_capacity",
     "check_ttl",
@@ -272,6 +273,51 @@ class BaseCacheClient(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} usage={self.usage}/{self.capacity}>"
+
+
+class ClientWrapper(BaseCacheClient):
+    """A client in front of another one, ``self.client``: forwards what wrapping leaves alone.
+
+    ``blocking`` and ``is_async`` come from the wrapped client (a subclass that is
+    write-behind itself declares ``is_async = True``); ``capacity``, ``usage``, ``stats``,
+    ``purge``, ``wait`` and ``close`` are forwarded. Reads and writes stay abstract: they
+    are what a wrapper changes, and forwarding them by default would let a forgotten one
+    bypass it.
+    """
+
+    def __init__(self, client: BaseCacheClient) -> None:
+        if not isinstance(client, BaseCacheClient):
+            raise ConfigurationError(f"client must be a cache client, got {client!r}")
+        self.client = client
+        self.blocking = client.blocking
+        self.is_async = self.is_async or client.is_async
+
+    def purge(self, timeout: float = 0) -> None:
+        """Purge the wrapped client."""
+        self.client.purge(timeout)
+
+    def wait(self, key: Key, timeout: float | None = None) -> None:
+        """Wait for the wrapped client's pending writes of ``key``."""
+        self.client.wait(key, timeout)
+
+    def close(self) -> None:
+        """Close the wrapped client."""
+        self.client.close()
+
+    @property
+    def capacity(self) -> int:
+        """Capacity of the wrapped client."""
+        return self.client.capacity
+
+    @property
+    def usage(self) -> int:
+        """Usage of the wrapped client."""
+        return self.client.usage
+
+    @property
+    def stats(self) -> CacheStats:
+        """Counters of the wrapped client."""
+        return self.client.stats
 
 
 def __getattr__(name: str) -> Any:

@@ -51,7 +51,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Iterator
 from typing import Any
 
-from chorde.clients.base import BaseCacheClient, CacheStats, check_ttl
+from chorde.clients.base import BaseCacheClient, CacheStats, ClientWrapper, check_ttl
 from chorde.clients.tiered import TieredInclusiveClient
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.keys import decode_key, encode_key
@@ -94,12 +94,13 @@ def _step(gen: Generator, send: Any = None, throw: BaseException | None = None) 
         return ("done", stop.value)
 
 
-class CoherentWrapperClient(BaseCacheClient):
+class CoherentWrapperClient(ClientWrapper):
     """A tiered stack kept coherent across processes through a bus; see the module docstring.
 
     :param client: the stack. A :class:`TieredInclusiveClient` is split into private tiers
         (all but the last) and the shared tier (the last); any other client is taken as the
-        shared tier alone (compute-once only, no L1 to invalidate).
+        shared tier alone (compute-once only, no L1 to invalidate). ``capacity`` and
+        ``usage`` are the stack's (its shared tier's); ``purge`` and ``wait`` go to it.
     :param bus: a :mod:`chorde.mq` bus (``BrokerBus``, ``PeerBus``, ``LocalBus``), usually
         one per process shared by its coherent clients. The client does not close it.
     :param channel: processes whose clients share a stack use the same channel; clients of
@@ -123,8 +124,7 @@ class CoherentWrapperClient(BaseCacheClient):
         poll_interval: float = 0.1,
         replay_limit: int = 10_000,
     ) -> None:
-        if not isinstance(client, BaseCacheClient):
-            raise ConfigurationError(f"client must be a cache client, got {client!r}")
+        super().__init__(client)
         for attr in ("publish", "subscribe", "add_listener", "peer_alive", "connected"):
             if not hasattr(bus, attr):
                 raise ConfigurationError(f"bus must be a chorde.mq bus, {bus!r} lacks {attr!r}")
@@ -143,12 +143,9 @@ class CoherentWrapperClient(BaseCacheClient):
             private, shared = client.clients[:-1], client.clients[-1]
         else:
             private, shared = (), client
-        self.client = client
         self.bus = bus
         self.channel = channel
         self.replay_limit = replay_limit
-        self.blocking = client.blocking
-        self.is_async = client.is_async
         self._private: tuple[BaseCacheClient, ...] = tuple(private)
         self._shared = shared
         self._peer_hex = bus.peer_id.hex()
@@ -486,14 +483,6 @@ class CoherentWrapperClient(BaseCacheClient):
         self._clear_private()
         self._announce(MessageType.CLEAR, [])
 
-    def purge(self, timeout: float = 0) -> None:
-        """Purge every tier."""
-        self.client.purge(timeout)
-
-    def wait(self, key: Hashable, timeout: float | None = None) -> None:
-        """Wait for pending background writes of ``key`` in the stack."""
-        self.client.wait(key, timeout)
-
     # ---- compute once per cluster ---------------------------------------------------------
 
     def compute_once(
@@ -740,17 +729,7 @@ class CoherentWrapperClient(BaseCacheClient):
         remove = getattr(self.bus, "remove_listener", None)
         if remove is not None:
             remove(self._on_event)
-        self.client.close()
-
-    @property
-    def capacity(self) -> int:
-        """Capacity of the shared tier."""
-        return self._shared.capacity
-
-    @property
-    def usage(self) -> int:
-        """Usage of the shared tier."""
-        return self._shared.usage
+        super().close()
 
     @property
     def stats(self) -> CacheStats:

@@ -8,8 +8,8 @@ import time
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
-from chorde.clients.base import BaseCacheClient, CacheStats, check_ttl
-from chorde.errors import CacheMissError, ConfigurationError
+from chorde.clients.base import BaseCacheClient, ClientWrapper, check_ttl
+from chorde.errors import CacheMissError
 from chorde.sentinel import NONE
 
 __all__ = ["NamespaceWrapper"]
@@ -23,7 +23,7 @@ def _new_revision() -> int:
     return random.getrandbits(62)
 
 
-class NamespaceWrapper(BaseCacheClient):
+class NamespaceWrapper(ClientWrapper):
     """Keys of ``client`` prefixed by ``namespace`` and a revision number.
 
     ``clear()`` writes a new revision, so every entry of the namespace becomes unreachable at
@@ -31,22 +31,20 @@ class NamespaceWrapper(BaseCacheClient):
     eviction. The revision lives in the underlying client, so processes sharing it share
     the namespace; each process re-reads it at most every ``revision_refresh`` seconds
     (0: on every operation, exact across processes at the cost of one more lookup).
+    ``capacity``, ``usage``, ``stats`` and ``purge`` are the underlying client's, shared
+    with its other namespaces.
     """
 
     def __init__(
         self, namespace: Hashable, client: BaseCacheClient, *, revision_refresh: float = 1.0
     ) -> None:
-        if not isinstance(client, BaseCacheClient):
-            raise ConfigurationError(f"client must be a cache client, got {client!r}")
+        super().__init__(client)
         try:
             hash(namespace)
         except TypeError:
             raise TypeError(f"namespace must be hashable, got {namespace!r}") from None
         self.namespace = namespace
-        self.client = client
         self.revision_refresh = check_ttl(revision_refresh, "revision_refresh")
-        self.blocking = client.blocking
-        self.is_async = client.is_async
         self._revision_key = (namespace, "\x00revision")
         self._revision: int | None = None
         self._checked = -math.inf
@@ -145,29 +143,6 @@ class NamespaceWrapper(BaseCacheClient):
         self._revision = revision
         self._checked = time.monotonic()
 
-    def purge(self, timeout: float = 0) -> None:
-        """Purge expired entries of the underlying client (all namespaces)."""
-        self.client.purge(timeout)
-
     def wait(self, key: Hashable, timeout: float | None = None) -> None:
         """Wait for pending background writes of ``key``."""
         self.client.wait(self._key(key), timeout)
-
-    def close(self) -> None:
-        """Close the underlying client."""
-        self.client.close()
-
-    @property
-    def capacity(self) -> int:
-        """Capacity of the underlying client (shared with other namespaces)."""
-        return self.client.capacity
-
-    @property
-    def usage(self) -> int:
-        """Usage of the underlying client (shared with other namespaces)."""
-        return self.client.usage
-
-    @property
-    def stats(self) -> CacheStats:
-        """Counters of the underlying client."""
-        return self.client.stats
