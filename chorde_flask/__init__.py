@@ -56,12 +56,15 @@ app is garbage collected, at interpreter exit, or by :meth:`Chorde.close`.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import difflib
 import functools
 import hashlib
 import hmac
 import inspect
+import math
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -71,6 +74,7 @@ from urllib.parse import parse_qsl, urlsplit
 from flask import Flask, Response, current_app, has_app_context, request
 from flask.globals import request_ctx
 
+from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient, check_ttl
 from chorde.clients.inproc import InprocCacheClient
 from chorde.decorators import cached as _cached
@@ -252,6 +256,8 @@ class _AppState:
         self.default_ttl = ttl
         self.lock = threading.Lock()
         self.memos: dict[_Memoized, Any] = {}
+        # Renders of cached views in progress, by cache key: concurrent misses wait for one.
+        self.view_flights = Flights()
         self.finalizer: weakref.finalize | None = None
 
     def close(self) -> None:
@@ -440,6 +446,142 @@ def _replay(entry: tuple[int, list[tuple[str, str]], bytes]) -> Response:
     return current_app.response_class(body, status=status, headers=headers)
 
 
+def _is_fresh(entry: Any, ttl_left: float) -> bool:
+    return entry is not None and ttl_left > 0
+
+
+def _land(flights: Flights, ckey: Hashable, flight: Flight, snap: Any) -> None:
+    """End a render flight: later misses start afresh, waiters get ``snap`` (None: render)."""
+    flights.release(ckey, flight)
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        flight.set_result(snap)
+
+
+def _follow(flight: Flight, timeout: float) -> Any:
+    """The snapshot another thread's render produced, or None: render your own."""
+    if flight.owner == threading.get_ident():
+        return None  # the view requested its own page: waiting would deadlock
+    try:
+        return flight.result(timeout)
+    except (TimeoutError, concurrent.futures.CancelledError):
+        return None
+
+
+async def _afollow(flight: Flight, timeout: float) -> Any:
+    """Awaitable :func:`_follow`; the owner may run on another thread's event loop."""
+    # shield: a timed-out waiter must not cancel the flight the others wait on.
+    waiting = asyncio.shield(asyncio.wrap_future(flight))
+    try:
+        return await asyncio.wait_for(waiting, timeout)
+    except TimeoutError:
+        return None
+
+
+class _ViewCache:
+    """The cache of one decorated view: lookups, compute-once renders, stores."""
+
+    __slots__ = ("ext", "make_key", "ttl", "view", "wait")
+
+    def __init__(
+        self,
+        ext: Chorde,
+        view: Callable[..., Any],
+        make_key: Callable[[], Hashable],
+        ttl: float | None,
+        wait: float,
+    ) -> None:
+        self.ext = ext
+        self.view = view
+        self.make_key = make_key
+        self.ttl = ttl
+        self.wait = wait
+
+    # ---- sync views ----------------------------------------------------------------
+
+    def __call__(self, args: tuple, kwargs: dict) -> Any:
+        if request.method not in _CACHEABLE_METHODS:
+            return self.view(*args, **kwargs)
+        state = self.ext._state()
+        ckey = self.make_key()
+        entry, ttl_left = state.client.getTtl(ckey, None)
+        if _is_fresh(entry, ttl_left):
+            return _replay(entry)
+        if self.wait > 0:
+            flight, owner = state.view_flights.claim(ckey)
+            if owner:
+                return self._lead(state, ckey, flight, args, kwargs)
+            entry = _follow(flight, self.wait)
+            if entry is not None:
+                return _replay(entry)
+        return self._render(state, ckey, args, kwargs)[0]
+
+    def _render(self, state: _AppState, ckey: Hashable, args: tuple, kwargs: dict) -> Any:
+        response = current_app.make_response(self.view(*args, **kwargs))
+        snap = _snapshot(response)
+        if snap is not None:
+            state.client.put(ckey, snap, self.ttl or state.default_ttl)
+        return response, snap
+
+    def _lead(
+        self, state: _AppState, ckey: Hashable, flight: Flight, args: tuple, kwargs: dict
+    ) -> Any:
+        flight.owner = threading.get_ident()
+        snap = None
+        try:
+            # A render that finished between our miss and our claim has stored the page.
+            entry, ttl_left = state.client.getTtl(ckey, None)
+            if _is_fresh(entry, ttl_left):
+                snap = entry
+                return _replay(entry)
+            response, snap = self._render(state, ckey, args, kwargs)
+            return response
+        finally:
+            _land(state.view_flights, ckey, flight, snap)
+
+    # ---- async views ---------------------------------------------------------------
+
+    async def acall(self, args: tuple, kwargs: dict) -> Any:
+        if request.method not in _CACHEABLE_METHODS:
+            return await self.view(*args, **kwargs)
+        state = self.ext._state()
+        ckey = self.make_key()
+        entry, ttl_left = await state.client.agetTtl(ckey, None)
+        if _is_fresh(entry, ttl_left):
+            return _replay(entry)
+        if self.wait > 0:
+            # Flask runs each async view on its own event loop (asgiref), so the render to
+            # wait for is usually on another loop and thread: a thread-safe flight it is.
+            flight, owner = state.view_flights.claim(ckey)
+            if owner:
+                return await self._alead(state, ckey, flight, args, kwargs)
+            entry = await _afollow(flight, self.wait)
+            if entry is not None:
+                return _replay(entry)
+        return (await self._arender(state, ckey, args, kwargs))[0]
+
+    async def _arender(self, state: _AppState, ckey: Hashable, args: tuple, kwargs: dict) -> Any:
+        response = current_app.make_response(await self.view(*args, **kwargs))
+        snap = _snapshot(response)
+        if snap is not None:
+            await state.client.aput(ckey, snap, self.ttl or state.default_ttl)
+        return response, snap
+
+    async def _alead(
+        self, state: _AppState, ckey: Hashable, flight: Flight, args: tuple, kwargs: dict
+    ) -> Any:
+        flight.owner = threading.get_ident()
+        snap = None
+        try:
+            entry, ttl_left = await state.client.agetTtl(ckey, None)
+            if _is_fresh(entry, ttl_left):
+                snap = entry
+                return _replay(entry)
+            response, snap = await self._arender(state, ckey, args, kwargs)
+            return response
+        finally:
+            _land(state.view_flights, ckey, flight, snap)
+
+
 class Chorde:
     """The Flask extension: ``Chorde(app)`` or ``chorde = Chorde(); chorde.init_app(app)``."""
 
@@ -545,6 +687,7 @@ class Chorde:
         *,
         key: Callable[[], Hashable] | None = None,
         query_string: bool = True,
+        wait_timeout: float = 30.0,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Cache a view's successful GET/HEAD responses for ``ttl`` seconds.
 
@@ -554,11 +697,20 @@ class Chorde:
         206, without ``Set-Cookie``, not streamed, not ``Cache-Control: no-store/private``,
         and from views that did not touch the session. Works on ``async def`` views. Put it
         below ``@app.route``.
+
+        Concurrent misses of one key in one process render the view once: the other
+        requests wait up to ``wait_timeout`` seconds for that render and are answered from
+        it. When it turns out not cacheable (or fails, or the wait times out) each waiting
+        request renders its own response. ``wait_timeout=0`` turns the waiting off.
         """
         if ttl is not None and not check_ttl(ttl) > 0:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable returning the cache key, got {key!r}")
+        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float):
+            raise TypeError(f"wait_timeout must be a number of seconds, got {wait_timeout!r}")
+        if not math.isfinite(wait_timeout) or wait_timeout < 0:
+            raise ValueError(f"wait_timeout must be finite and >= 0 seconds, got {wait_timeout!r}")
 
         def make_key() -> Hashable:
             if key is not None:
@@ -567,39 +719,18 @@ class Chorde:
             return (_VIEW_NS, request.path, query)
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            cache = _ViewCache(self, view, make_key, ttl, float(wait_timeout))
             if inspect.iscoroutinefunction(view):
 
                 @functools.wraps(view)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    if request.method not in _CACHEABLE_METHODS:
-                        return await view(*args, **kwargs)
-                    state = self._state()
-                    ckey = make_key()
-                    entry, ttl_left = await state.client.agetTtl(ckey, None)
-                    if entry is not None and ttl_left > 0:
-                        return _replay(entry)
-                    response = current_app.make_response(await view(*args, **kwargs))
-                    snap = _snapshot(response)
-                    if snap is not None:
-                        await state.client.aput(ckey, snap, ttl or state.default_ttl)
-                    return response
+                    return await cache.acall(args, kwargs)
 
                 return async_wrapper
 
             @functools.wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if request.method not in _CACHEABLE_METHODS:
-                    return view(*args, **kwargs)
-                state = self._state()
-                ckey = make_key()
-                entry, ttl_left = state.client.getTtl(ckey, None)
-                if entry is not None and ttl_left > 0:
-                    return _replay(entry)
-                response = current_app.make_response(view(*args, **kwargs))
-                snap = _snapshot(response)
-                if snap is not None:
-                    state.client.put(ckey, snap, ttl or state.default_ttl)
-                return response
+                return cache(args, kwargs)
 
             return wrapper
 

@@ -10,8 +10,9 @@ import threading
 import time
 
 import pytest
-from flask import Flask, current_app, jsonify, make_response, request, session
+from flask import Flask, Response, abort, current_app, jsonify, make_response, request, session
 
+from chorde._compute import Flights
 from chorde.clients.inproc import InprocCacheClient
 from chorde.clients.memcached import MemcachedClient
 from chorde.clients.tiered import TieredInclusiveClient
@@ -493,6 +494,11 @@ def test_bad_view_decorator_arguments():
         ext.cached(ttl="long")
     with pytest.raises(TypeError, match="key"):
         ext.cached(key="path")
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="wait_timeout"):
+            ext.cached(wait_timeout=bad)
+    with pytest.raises(TypeError, match="wait_timeout"):
+        ext.cached(wait_timeout="5")
 
 
 def test_async_view_cached(app_ext):
@@ -519,6 +525,309 @@ def test_async_view_cached(app_ext):
     assert client.post("/async/bob").text == "posted"
     assert client.post("/async/bob").text == "posted"
     assert renders == ["ann", "bob", "post", "post"]
+
+
+def test_head_first_stores_the_full_page_for_later_gets(app_ext):
+    app, ext = app_ext
+    renders = []
+
+    @app.get("/doc")
+    @ext.cached(ttl=60)
+    def doc():
+        renders.append(request.method)
+        return "full body", 200, {"X-Kind": "doc"}
+
+    @app.get("/adoc")
+    @ext.cached(ttl=60)
+    async def adoc():
+        renders.append("async " + request.method)
+        return "async body"
+
+    client = app.test_client()
+    for path, body in (("/doc", b"full body"), ("/adoc", b"async body")):
+        head = client.head(path)
+        assert head.status_code == 200 and head.data == b""
+        assert head.headers["Content-Length"] == str(len(body))
+        get = client.get(path)
+        assert get.data == body  # stored by the HEAD: the whole page, not the empty body
+        again = client.head(path)
+        assert again.data == b"" and again.headers["Content-Length"] == str(len(body))
+    assert client.get("/doc").headers["X-Kind"] == "doc"
+    assert renders == ["HEAD", "async HEAD"]
+
+
+# ---- compute once: concurrent misses of one page -------------------------------------
+
+
+class _CountingFlights(Flights):
+    """The app's view-flight registry, counting the requests that waited on another's render."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counter_lock = threading.Lock()
+        self.waiters = 0
+
+    def claim(self, key):
+        flight, owner = super().claim(key)
+        if not owner:
+            with self.counter_lock:
+                self.waiters += 1
+        return flight, owner
+
+
+def _counting_flights(app: Flask) -> _CountingFlights:
+    flights = _CountingFlights()
+    app.extensions["chorde"].view_flights = flights
+    return flights
+
+
+class _InThreads:
+    """Requests sent at once from one thread each, each with its own test client."""
+
+    def __init__(self, app: Flask, requests: list[tuple[str, str, dict]]) -> None:
+        self.results: dict[int, object] = {}
+        self.errors: list[BaseException] = []
+        start = threading.Barrier(len(requests), timeout=5)
+
+        def send(i: int, method: str, path: str, headers: dict) -> None:
+            try:
+                start.wait()
+                self.results[i] = app.test_client().open(path, method=method, headers=headers)
+            except BaseException as exc:
+                self.errors.append(exc)
+
+        self.threads = [
+            threading.Thread(target=send, args=(i, *req), daemon=True)
+            for i, req in enumerate(requests)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> list:
+        for thread in self.threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in self.threads)
+        if self.errors:
+            raise self.errors[0]
+        return [self.results[i] for i in range(len(self.threads))]
+
+
+def test_concurrent_misses_render_a_sync_view_once(app_ext):
+    app, ext = app_ext
+    flights = _counting_flights(app)
+    gate = threading.Event()
+    renders = []
+
+    @app.get("/slow")
+    @ext.cached(ttl=60)
+    def slow():
+        renders.append(request.method)
+        gate.wait(5)
+        return f"page {len(renders)}", 200, {"X-Renders": str(len(renders))}
+
+    methods = ["GET", "HEAD"] * 8
+    sent = _InThreads(app, [(method, "/slow?a=1", {}) for method in methods])
+    try:
+        # Every other request is parked on the first one's render before it may finish.
+        assert _wait_for(lambda: flights.waiters == 15)
+    finally:
+        gate.set()
+    responses = sent.join()
+    assert len(renders) == 1
+    for method, response in zip(methods, responses, strict=True):
+        assert response.status_code == 200
+        assert response.headers["X-Renders"] == "1"
+        assert response.data == (b"page 1" if method == "GET" else b"")
+        assert response.headers["Content-Length"] == "6"
+    assert len(flights) == 0  # nothing left in flight
+    assert app.test_client().get("/slow?a=1").text == "page 1"
+    assert len(renders) == 1
+
+
+def test_concurrent_misses_render_an_async_view_once(app_ext):
+    app, ext = app_ext
+    flights = _counting_flights(app)
+    gate = threading.Event()
+    renders = []
+
+    @app.get("/aslow/<name>")
+    @ext.cached(ttl=60)
+    async def aslow(name):
+        renders.append(name)
+        # Flask gives each async view its own loop and thread: wait without blocking it.
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 5)
+        return {"name": name, "renders": len(renders)}
+
+    sent = _InThreads(app, [("GET", "/aslow/ann", {})] * 16)
+    try:
+        assert _wait_for(lambda: flights.waiters == 15)
+    finally:
+        gate.set()
+    responses = sent.join()
+    assert renders == ["ann"]
+    assert [r.json for r in responses] == [{"name": "ann", "renders": 1}] * 16
+    assert len(flights) == 0
+
+
+def test_concurrent_misses_of_different_pages_do_not_wait_for_each_other(app_ext):
+    app, ext = app_ext
+    flights = _counting_flights(app)
+    together = threading.Barrier(4, timeout=5)
+
+    @app.get("/p/<int:n>")
+    @ext.cached(ttl=60)
+    def page(n):
+        together.wait()  # broken unless all four pages render at the same time
+        return str(n)
+
+    paths = ["/p/1", "/p/2", "/p/3?x=1", "/p/3?x=2"]
+    responses = _InThreads(app, [("GET", path, {}) for path in paths]).join()
+    assert [r.text for r in responses] == ["1", "2", "3", "3"]
+    assert flights.waiters == 0
+
+
+def _cookie(user: str):
+    response = make_response(f"for {user}")
+    response.set_cookie("user", user)
+    return response
+
+
+def _streamed(user: str):
+    def body():
+        yield "for "
+        yield user
+
+    return Response(body())
+
+
+def _session_read(user: str):
+    session.get("cart")
+    return f"for {user}"
+
+
+@pytest.mark.parametrize(
+    "respond",
+    [
+        _cookie,
+        lambda user: (f"for {user}", 404),
+        _session_read,
+        _streamed,
+        lambda user: (f"for {user}", 200, {"Cache-Control": "private"}),
+    ],
+    ids=["set-cookie", "404", "session", "streamed", "private"],
+)
+def test_waiters_render_their_own_when_the_first_response_is_uncacheable(app_ext, respond):
+    app, ext = app_ext
+    flights = _counting_flights(app)
+    gate = threading.Event()
+    lock = threading.Lock()
+    renders: list[str] = []
+
+    @app.get("/mine")
+    @ext.cached(ttl=60)
+    def mine():
+        user = request.headers["X-User"]
+        with lock:
+            first = not renders
+            renders.append(user)
+        if first:
+            gate.wait(5)
+        return respond(user)
+
+    users = [f"u{i}" for i in range(16)]
+    sent = _InThreads(app, [("GET", "/mine", {"X-User": user}) for user in users])
+    try:
+        assert _wait_for(lambda: flights.waiters == 15)
+    finally:
+        gate.set()
+    responses = sent.join()
+    assert sorted(renders) == sorted(users)  # every request rendered its own
+    for user, response in zip(users, responses, strict=True):
+        assert response.text == f"for {user}"
+        if respond is _cookie:
+            assert response.headers["Set-Cookie"].startswith(f"user={user};")
+    assert len(flights) == 0
+
+
+def test_waiters_render_their_own_when_the_first_render_fails(app_ext):
+    app, ext = app_ext
+    flights = _counting_flights(app)
+    gate = threading.Event()
+    lock = threading.Lock()
+    renders: list[str] = []
+
+    @app.get("/flaky")
+    @ext.cached(ttl=60)
+    async def flaky():
+        user = request.headers["X-User"]
+        with lock:
+            first = not renders
+            renders.append(user)
+        if first:
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait, 5)
+            abort(503)
+        return f"for {user}"
+
+    users = [f"u{i}" for i in range(8)]
+    sent = _InThreads(app, [("GET", "/flaky", {"X-User": user}) for user in users])
+    try:
+        assert _wait_for(lambda: flights.waiters == 7)
+    finally:
+        gate.set()
+    responses = sent.join()
+    assert len(renders) == 8
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 7 + [503]
+    for user, response in zip(users, responses, strict=True):
+        if response.status_code == 200:
+            assert response.text == f"for {user}"
+    assert len(flights) == 0
+
+
+def test_waiting_is_bounded_by_wait_timeout(app_ext):
+    app, ext = app_ext
+    flights = _counting_flights(app)
+    gate = threading.Event()
+    lock = threading.Lock()
+    renders: list[int] = []
+
+    @app.get("/stuck")
+    @ext.cached(ttl=60, wait_timeout=0.05)
+    def stuck():
+        with lock:
+            renders.append(1)
+            n = len(renders)
+        if n == 1:
+            gate.wait(5)
+        # Not stored: a slow-starting request must find no page and wait like the others.
+        return f"render {n}", 200, {"Cache-Control": "no-store"}
+
+    sent = _InThreads(app, [("GET", "/stuck", {})] * 4)
+    try:
+        # The three others gave up waiting and answered while the first is still stuck.
+        assert _wait_for(lambda: len(sent.results) == 3)
+        assert flights.waiters == 3
+        assert len(renders) == 4
+    finally:
+        gate.set()
+    responses = sent.join()
+    assert sorted(r.status_code for r in responses) == [200] * 4
+
+
+def test_wait_timeout_zero_renders_concurrent_misses_independently(app_ext):
+    app, ext = app_ext
+    flights = _counting_flights(app)
+    together = threading.Barrier(4, timeout=5)
+
+    @app.get("/free")
+    @ext.cached(ttl=60, wait_timeout=0)
+    def free():
+        together.wait()  # all four render at once, or this breaks
+        return "free"
+
+    responses = _InThreads(app, [("GET", "/free", {})] * 4).join()
+    assert [r.text for r in responses] == ["free"] * 4
+    assert flights.waiters == 0 and len(flights) == 0
 
 
 # ---- memoize ---------------------------------------------------------------------------
