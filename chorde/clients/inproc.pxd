@@ -15,8 +15,6 @@ cdef extern from *:
 
 cdef bint _COMPILED
 
-cdef _lru_set(store, data, lock, move, Py_ssize_t capacity, key, entry)
-
 cdef class _InprocClient:
     cdef public object store
     cdef object _clock

@@ -136,7 +136,14 @@ class Cache(BaseStore):
         return self._data[key]
 
     def set(self, key: Hashable, entry: Entry, now: float) -> None:
-        _lru_set(self, self._data, self._lock, self._move, self.capacity, key, entry)
+        data = self._data
+        with self._lock:
+            # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
+            if len(data) >= self.capacity and key not in data:
+                data.popitem(last=False)
+                self.evictions += 1
+            data[key] = entry
+            self._move(key)
 
     def add(self, key: Hashable, entry: Entry, now: float) -> bool:
         with self._lock:
@@ -192,25 +199,6 @@ class Cache(BaseStore):
 
     def __len__(self) -> int:
         return len(self._data)
-
-
-def _lru_set(
-    store: Cache,
-    data: OrderedDict,
-    lock: Any,
-    move: Any,
-    capacity: int,
-    key: Hashable,
-    entry: Entry,
-) -> None:
-    # Cache.set, as a function the client also calls directly (one call less per put).
-    with lock:
-        # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
-        if len(data) >= capacity and key not in data:
-            data.popitem(last=False)
-            store.evictions += 1
-        data[key] = entry
-        move(key)
 
 
 #: The seed's name for the exact LRU store.
@@ -479,8 +467,8 @@ class _InprocClient:
         self._lookup = self.store.lookup
         self._touch = self.store.touch
         self._set = self.store.set
-        # The exact-LRU store's parts: its dict is subscripted directly (cheaper than calling
-        # its bound __getitem__) and put calls _lru_set itself. None for other stores.
+        # The exact-LRU store's parts: get subscripts its dict directly (cheaper than calling
+        # its bound __getitem__) and put inlines its set(). None for other stores.
         lru = self.store if type(self.store) is Cache else None
         self._data = lru._data if lru is not None else None
         self._lock = lru._lock if lru is not None else None
@@ -508,7 +496,7 @@ class _InprocClient:
             return default
         except TypeError:
             raise _bad_key(key) from None
-        if expires > (_c_monotonic() if self._c_clock else self._clock()):  # noqa: F821 (in inproc.pxd)
+        if expires > (_c_monotonic() if _COMPILED and self._c_clock else self._clock()):  # noqa: F821 (in inproc.pxd)
             touch = self._touch
             if touch is not None:
                 try:  # noqa: SIM105 (hot path)
@@ -537,7 +525,7 @@ class _InprocClient:
             return default, -1.0
         except TypeError:
             raise _bad_key(key) from None
-        left = expires - (_c_monotonic() if self._c_clock else self._clock())  # noqa: F821 (in inproc.pxd)
+        left = expires - (_c_monotonic() if _COMPILED and self._c_clock else self._clock())  # noqa: F821 (in inproc.pxd)
         if left > 0:
             touch = self._touch
             if touch is not None:
@@ -585,21 +573,20 @@ class _InprocClient:
         cls = ttl.__class__
         if (cls is not float and cls is not int) or not ttl >= 0:
             ttl = check_ttl(ttl)
-        now = _c_monotonic() if self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+        now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+        entry = (value, now + ttl)
         data = self._data
         try:
-            if data is not None:
-                _lru_set(
-                    self.store,
-                    data,
-                    self._lock,
-                    self._move,
-                    self._capacity,
-                    key,
-                    (value, now + ttl),
-                )
+            if data is None:
+                self._set(key, entry, now)
             else:
-                self._set(key, (value, now + ttl), now)
+                # Cache.set, inlined: a call less on the hot path of the default store.
+                with self._lock:
+                    if len(data) >= self._capacity and key not in data:
+                        data.popitem(last=False)
+                        self.store.evictions += 1
+                    data[key] = entry
+                    self._move(key)
         except TypeError:
             raise _bad_key(key) from None
         self._sets += 1
