@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,3 +122,32 @@ def test_example_on_memcached_shares_the_cache_between_processes(start_app, memc
         assert http.get("/report", params={"n": 4}).json()["pid"] == one.proc.pid
         assert http.get("/square/3").json()["square"] == 9
         assert _work(http) == {"report": 0, "square": 0}
+
+
+def test_example_renders_a_page_once_for_concurrent_requests(start_app):
+    server = start_app()
+    start = threading.Barrier(16, timeout=10)
+    bodies: list[dict] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            with httpx.Client(base_url=server.url, timeout=10.0) as http:
+                start.wait()
+                response = http.get("/report", params={"n": 7})
+                response.raise_for_status()
+                bodies.append(response.json())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch, daemon=True) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors, errors
+    assert len(bodies) == 16
+    assert all(body == bodies[0] for body in bodies)  # one render (same rendered_at) for all
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        assert _work(http) == {"report": 1, "square": 1}
