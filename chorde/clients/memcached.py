@@ -105,6 +105,8 @@ _CAS_ATTEMPTS = 4
 _ONE_MIB = 1024 * 1024
 _LOG_INTERVAL = 60.0
 _RECV_SIZE = 65536
+# Bound of the per-client memo of str keys' memcached keys (cleared, not evicted, when full).
+_KEY_MEMO_SIZE = 8192
 
 
 class _Server:
@@ -193,10 +195,10 @@ def _get_many(conn: Any, keys: list[bytes]) -> dict[bytes, bytes]:
                 buf = _recv_more(sock, buf, pos, eol + 2)
                 pos = 0
                 continue
-            if buf.startswith(b"END", pos) and eol == pos + 3:
-                return result
             if not buf.startswith(b"VALUE ", pos):
-                raise MemcacheUnknownError(bytes(buf[pos : min(eol, pos + 64)]))
+                if eol == pos + 3 and buf.startswith(b"END", pos):
+                    return result
+                raise MemcacheUnknownError(buf[pos : min(eol, pos + 64)])
             # VALUE <key> <flags> <bytes> [<cas>]
             header = buf[pos + 6 : eol].split()
             start = eol + 2
@@ -205,7 +207,7 @@ def _get_many(conn: Any, keys: list[bytes]) -> dict[bytes, bytes]:
                 buf = _recv_more(sock, buf, pos, end + 2 - pos)
                 pos = 0
                 continue  # parse the header again, from the start of the new buffer
-            result[bytes(header[0])] = bytes(buf[start:end])
+            result[header[0]] = buf[start:end]  # (buf is bytes: slices are copies)
             pos = end + 2
     except BaseException:
         conn.close()
@@ -360,6 +362,7 @@ class MemcachedClient(BaseCacheClient):
         self._gen_key = self._internal_prefix + b"gen"
         self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
         self._hits = self._misses = self._sets = self._errors = 0
+        self._key_memo: dict[str, tuple[bytes, bytes]] = {}
 
         self._servers: dict[tuple[str, int], _Server] = {}
         self._retired: list[_Server] = []
@@ -515,9 +518,24 @@ class MemcachedClient(BaseCacheClient):
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def _locate(self, key: Key) -> tuple[bytes, bytes, _Server]:
+    def _map_key(self, key: Key) -> tuple[bytes, bytes]:
+        """``(memcached key, encoded key)`` of ``key``; str keys are memoized."""
+        if type(key) is str:
+            # Only exact str keys: 1, 1.0 and True hash alike but encode differently.
+            memo = self._key_memo
+            mapped = memo.get(key)
+            if mapped is None:
+                mkey, encoded = memcache_key(key, self.namespace)
+                mapped = (mkey.encode("ascii"), encoded)
+                if len(memo) >= _KEY_MEMO_SIZE:
+                    memo.clear()
+                memo[key] = mapped
+            return mapped
         mkey, encoded = memcache_key(key, self.namespace)
-        raw = mkey.encode("ascii")
+        return mkey.encode("ascii"), encoded
+
+    def _locate(self, key: Key) -> tuple[bytes, bytes, _Server]:
+        raw, encoded = self._map_key(key)
         return raw, encoded, self._ring.get_node(raw)
 
     def _exptime(self, ttl: float) -> int:
@@ -624,22 +642,43 @@ class MemcachedClient(BaseCacheClient):
 
     def _lookup(self, key: Key) -> tuple[Any, float] | None:
         """``(value, expires)`` for ``key``, or None on a miss (counted, but not as a hit)."""
-        mkey, encoded = memcache_key(key, self.namespace)
-        raw = mkey.encode("ascii")
+        # The hot path: everything it needs is inlined, and small payloads are copied.
+        if type(key) is str:
+            mapped = self._key_memo.get(key)
+            raw, encoded = mapped if mapped is not None else self._map_key(key)
+        else:
+            raw, encoded = self._map_key(key)
         server = self._ring.get_node(raw)
         if server.dead_until and not self._usable(server):
             self._errors += 1
             return None
+        gen_key = self._gen_key
         try:
-            found = _get_many(server.client, [raw, self._gen_key])
+            try:
+                conn = server._local.conn
+            except AttributeError:
+                conn = server.client
+            found = _get_many(conn, [raw, gen_key])
         except Exception as exc:
             self._fault(server, exc, "a get")
             return None
         if server.dead_until:
             self._alive(server)
-        _note_record(server, found.get(self._gen_key))
-        entry = self._decode(key, encoded, found.get(raw), server)
-        if entry is not None and type(entry[0]) is PageManifest:
+        record = found.get(gen_key, b"")
+        if record != server.record:
+            _note_record(server, record)
+        data = found.get(raw)
+        if data is None or data[:_GEN_SIZE] != server.gen:
+            return None
+        try:
+            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
+            entry = self._serializer.loads(body, key=encoded)
+        except InvalidPayload as exc:
+            self._bad_payload(key, exc)
+            return None
+        if server.horizon and entry[1] <= server.horizon:
+            return None
+        if type(entry[0]) is PageManifest:
             value = self._read_pages(key, encoded, entry[0])
             return None if value is NONE else (value, entry[1])
         return entry
@@ -669,26 +708,36 @@ class MemcachedClient(BaseCacheClient):
     def _lookup_many(self, keys: Iterable[Key]) -> tuple[list[Key], list[Any]]:
         """The keys and their ``(value, expires)`` or None; one round trip per server."""
         keys = list(keys)
-        namespace = self.namespace
-        ring = self._ring
-        located = []
-        by_server: dict[_Server, list[bytes]] = {}
+        memo = self._key_memo
+        map_key = self._map_key
+        mapped = []
         for key in keys:
-            mkey, encoded = memcache_key(key, namespace)
-            raw = mkey.encode("ascii")
-            server = ring.get_node(raw)
-            located.append((raw, encoded, server))
-            batch = by_server.get(server)
-            if batch is None:
-                by_server[server] = [raw]
-            else:
-                batch.append(raw)
+            m = memo.get(key) if type(key) is str else None
+            mapped.append(m if m is not None else map_key(key))
+        ring = self._ring
+        gen_key = self._gen_key
+        if len(ring) == 1:
+            # One server (the common local setup): no grouping.
+            only = ring.get_node(b"")
+            servers = [only] * len(keys)
+            by_server = {only: [m[0] for m in mapped]}
+        else:
+            servers = []
+            by_server = {}
+            for raw, _ in mapped:
+                server = ring.get_node(raw)
+                servers.append(server)
+                batch = by_server.get(server)
+                if batch is None:
+                    by_server[server] = [raw]
+                else:
+                    batch.append(raw)
         found: dict[bytes, bytes] = {}
         for server, raws in by_server.items():
             if server.dead_until and not self._usable(server):
                 self._errors += len(raws)
                 continue
-            raws.append(self._gen_key)
+            raws.append(gen_key)
             try:
                 got = _get_many(server.client, raws)
             except Exception as exc:
@@ -696,29 +745,33 @@ class MemcachedClient(BaseCacheClient):
                 continue
             if server.dead_until:
                 self._alive(server)
-            _note_record(server, got.pop(self._gen_key, None))
-            found.update(got)
+            _note_record(server, got.pop(gen_key, None))
+            if found:
+                found.update(got)
+            else:
+                found = got
         loads = self._serializer.loads
         entries: list[Any] = []
-        for key, (raw, encoded, server) in zip(keys, located, strict=True):
+        append = entries.append
+        for key, (raw, encoded), server in zip(keys, mapped, servers, strict=True):
             data = found.get(raw)
             # (A server that did not answer contributed nothing to ``found``.)
             if data is None or data[:_GEN_SIZE] != server.gen:
-                entries.append(None)
+                append(None)
                 continue
             body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
             try:
                 entry = loads(body, key=encoded)
             except InvalidPayload as exc:
                 self._bad_payload(key, exc)
-                entries.append(None)
+                append(None)
                 continue
             if server.horizon and entry[1] <= server.horizon:
                 entry = None
             elif type(entry[0]) is PageManifest:
                 value = self._read_pages(key, encoded, entry[0])
                 entry = None if value is NONE else (value, entry[1])
-            entries.append(entry)
+            append(entry)
         return keys, entries
 
     def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:

@@ -155,6 +155,28 @@ def test_awkward_keys_map_to_safe_memcached_keys(client, memcached, key):
     assert len(stored) <= 250 and stored.isascii() and stored.isprintable() and " " not in stored
 
 
+def test_memoized_str_keys_never_stand_for_equal_keys_of_other_types(client, monkeypatch):
+    # 1, 1.0 and True hash alike (and StrEnum members equal their str): only exact str keys
+    # may come from the memo of mapped keys, and the memo stays bounded.
+    import enum
+
+    class Color(enum.StrEnum):
+        RED = "1"
+
+    monkeypatch.setattr(memcached_module, "_KEY_MEMO_SIZE", 8)
+    keys = ["1", 1, 1.0, True, Color.RED, b"1", ("1",)]
+    for i, key in enumerate(keys):
+        client.put(key, i, TTL)
+    # The StrEnum member is the same key as its str (same encoding): it overwrote "1".
+    assert [client.get(k) for k in keys] == [4, 1, 2, 3, 4, 5, 6]
+    assert dict(client.getMulti(keys)) == {"1": 4, 1: 3, b"1": 5, ("1",): 6}
+    for i in range(50):
+        client.put(f"k{i}", i, TTL)
+        assert client.get(f"k{i}") == i
+        assert len(client._key_memo) <= 8
+    assert [client.get(f"k{i}") for i in range(50)] == list(range(50))
+
+
 def test_digest_collision_is_a_miss(client, memcached):
     # Pretend "b"'s digest key collides with "a"'s: copy a's stored item under b's key.
     client.put("a", "value of a", TTL)
