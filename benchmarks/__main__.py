@@ -1,9 +1,9 @@
 """Command line: ``python -m benchmarks [name ...] [--json FILE] [--plot FILE.png] [--quick]``.
 
 With no name every benchmark module runs. When chorde's compiled speedups are active, the
-in-process modules (``inproc``, ``decorators``) are also run once more in a child process
-with ``CHORDE_PURE_PYTHON=1``, and chorde's rows from it join the same tables as
-``chorde[pure]`` columns.
+in-process modules (``inproc``, ``decorators``) are also run once more, peers included, in a
+child process with ``CHORDE_PURE_PYTHON=1``: its figures make the ``inproc[pure]`` (...)
+tables, so each build's ratios come from peers measured alongside it.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ _PURE_TIMEOUT_S = 1800
 TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
     ("inproc", "get-hit", "cachetools.TTLCache", "chorde", 4.0),
     ("inproc", "put", "cachetools.TTLCache", "chorde", 3.0),
-    ("inproc", "get-hit", "cachetools.TTLCache", "chorde[pure]", 2.0),
-    ("inproc", "put", "cachetools.TTLCache", "chorde[pure]", 2.0),
+    ("inproc[pure]", "get-hit", "cachetools.TTLCache", "chorde", 2.0),
+    ("inproc[pure]", "put", "cachetools.TTLCache", "chorde", 2.0),
     ("decorators", "hit", "cachetools.cached(TTLCache)", "chorde", 1.7),
     ("decorators", "hit", "functools.lru_cache", "chorde", 1 / 5),
-    ("decorators", "hit", "cachetools.cached(TTLCache)", "chorde[pure]", 1.7),
-    ("decorators", "hit", "functools.lru_cache", "chorde[pure]", 1 / 5),
+    ("decorators[pure]", "hit", "cachetools.cached(TTLCache)", "chorde", 1.7),
+    ("decorators[pure]", "hit", "functools.lru_cache", "chorde", 1 / 5),
 )
 
 
@@ -103,7 +103,7 @@ def build_info() -> dict[str, Any]:
 
 
 def _run_pure(names: Sequence[str], args: argparse.Namespace) -> list[Result]:
-    """Run ``names`` in a child process on the pure-Python modules; chorde's rows only."""
+    """Run ``names`` in a child process on the pure-Python modules, as ``<benchmark>[pure]``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pure.json"
         cmd = [sys.executable, "-m", "benchmarks", *names, "--no-pure", "--json", str(out)]
@@ -112,27 +112,22 @@ def _run_pure(names: Sequence[str], args: argparse.Namespace) -> list[Result]:
         print(f"running {', '.join(names)} again on pure Python ...", file=sys.stderr)
         done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, timeout=_PURE_TIMEOUT_S)
         if done.returncode != 0 or not out.exists():
-            print("  the pure-Python run failed; no [pure] columns", file=sys.stderr)
+            print("  the pure-Python run failed: no [pure] tables", file=sys.stderr)
             return []
         rows = json.loads(out.read_text())["results"]
-    pure = [Result(**row) for row in rows if row["implementation"].startswith(REFERENCE_PREFIX)]
+    pure = [Result(**row) for row in rows]
     for r in pure:
-        r.implementation += _PURE_SUFFIX
+        r.benchmark += _PURE_SUFFIX
     return pure
 
 
-def _ordered(results: list[Result]) -> list[Result]:
-    """chorde's columns first (compiled, then pure), then the peers; benchmarks keep order."""
-    benches = list(dict.fromkeys(r.benchmark for r in results))
-
-    def rank(r: Result) -> tuple[int, int]:
-        impl = r.implementation
-        own = impl.startswith(REFERENCE_PREFIX)
-        return benches.index(r.benchmark), (
-            0 if own and _PURE_SUFFIX not in impl else 1 if own else 2
-        )
-
-    return sorted(results, key=rank)
+def _with_pure(results: list[Result], pure: list[Result]) -> list[Result]:
+    """Each ``<benchmark>[pure]`` table right after its benchmark's."""
+    out: list[Result] = []
+    for bench in dict.fromkeys(r.benchmark for r in results):
+        out += [r for r in results if r.benchmark == bench]
+        out += [r for r in pure if r.benchmark == bench + _PURE_SUFFIX]
+    return out
 
 
 def target_ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
@@ -298,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     both = [n for n in ran if n in _BOTH_BUILDS]
     if both and build["speedups_enabled"] and not args.no_pure:
-        results = _ordered(results + _run_pure(both, args))
+        results = _with_pure(results, _run_pure(both, args))
 
     info = machine_info()
     info["build"] = build
