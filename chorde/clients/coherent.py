@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, 
 from typing import Any
 
 from chorde.clients.base import BaseCacheClient, CacheStats, ClientWrapper, check_ttl
-from chorde.clients.tiered import TieredInclusiveClient
+from chorde.clients.tiered import TieredInclusiveClient, _fall_through_multi
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.keys import decode_key, encode_key
 from chorde.mq.bus import Bus
@@ -342,6 +342,19 @@ class CoherentWrapperClient(ClientWrapper):
             raise CacheMissError(key)
         return default
 
+    def _tiers(self) -> tuple[BaseCacheClient, ...]:
+        """The tiers to read: the private ones only while the bus is usable."""
+        return (*self._private, self._shared) if self._usable else (self._shared,)
+
+    def _promoter(self, before: int) -> Callable[[int, list[tuple[Hashable, Any, float]]], None]:
+        """Promote hits of tier ``i`` into the private tiers above it, race-checked."""
+
+        def promote(i: int, hits: list[tuple[Hashable, Any, float]]) -> None:
+            for key, value, ttl in hits:
+                self._promote(self._private[:i], key, value, ttl, before)
+
+        return promote
+
     def _lookup(self, key: Hashable) -> tuple[Any, float]:
         """Every tier in order (private ones only while usable); promote a live hit."""
         before = self._inv_seq
@@ -376,38 +389,13 @@ class CoherentWrapperClient(ClientWrapper):
     def getTtlMulti(
         self, keys: Iterable[Hashable], default: Any = NONE
     ) -> Iterator[tuple[Hashable, tuple[Any, float]]]:
-        """Batch :meth:`getTtl`: L1 first, one batch to the shared tier for the rest."""
+        """Batch :meth:`getTtl`: each tier is asked only for the keys the ones above missed."""
         keys = list(keys)
-        found: dict[Hashable, tuple[Any, float]] = {}
-        l1 = self._l1
-        if l1 is not None:
-            for key, (value, ttl) in l1.getTtlMulti(keys, _MISS):
-                if ttl > 0:
-                    found[key] = (value, ttl)
-        rest = [k for k in dict.fromkeys(keys) if k not in found]
-        if rest:
-            before = self._inv_seq
-            usable = self._usable
-            for key, (value, ttl) in self._shared.getTtlMulti(rest, _MISS):
-                if value is _MISS:
-                    continue
-                found[key] = (value, ttl)
-                if ttl > 0 and usable:
-                    self._promote(self._private, key, value, ttl, before)
-        for key in keys:
-            value, ttl = found.get(key, (default, -1.0))
-            if ttl > 0:
-                self._hits += 1
-            else:
-                self._misses += 1
-            yield key, (value, ttl)
-
-    def getMulti(
-        self, keys: Iterable[Hashable], default: Any = NONE
-    ) -> Iterator[tuple[Hashable, Any]]:
-        """Batch :meth:`get`: live values, ``default`` for misses and stale entries."""
-        for key, (value, ttl) in self.getTtlMulti(keys, default):
-            yield key, value if ttl > 0 else default
+        before = self._inv_seq
+        answer, hits = _fall_through_multi(self._tiers(), keys, default, self._promoter(before))
+        self._hits += hits
+        self._misses += len(answer) - hits
+        yield from answer
 
     # ---- writes ------------------------------------------------------------------------
 

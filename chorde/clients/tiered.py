@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from chorde.clients.base import BaseCacheClient, CacheStats, check_ttl
@@ -12,6 +12,43 @@ from chorde.sentinel import NONE
 __all__ = ["TieredInclusiveClient"]
 
 _MISS: Any = object()
+
+#: ``promote(i, hits)`` copies the live ``(key, value, ttl)`` hits of tier ``i`` above it.
+_Promote = Callable[[int, list[tuple[Hashable, Any, float]]], None]
+
+
+def _fall_through_multi(
+    tiers: Sequence[BaseCacheClient], keys: list[Hashable], default: Any, promote: _Promote
+) -> tuple[list[tuple[Hashable, tuple[Any, float]]], int]:
+    """Look ``keys`` up through ``tiers``, each asked only for the keys the ones above missed.
+
+    A live hit is promoted into the tiers above its own with ``promote``; otherwise the
+    freshest stale entry found wins. Shared with the coherent client, whose ``promote``
+    undoes a promotion that an invalidation overtook.
+
+    Returns the ``(key, (value, ttl))`` answer of every key (misses give ``(default, -1.0)``)
+    and how many of them are live hits.
+    """
+    found: dict[Hashable, tuple[Any, float]] = {}
+    remaining = list(dict.fromkeys(keys))
+    for i, tier in enumerate(tiers):
+        if not remaining:
+            break
+        missing = []
+        live: list[tuple[Hashable, Any, float]] = []
+        for key, (value, ttl) in tier.getTtlMulti(remaining, _MISS):
+            if value is not _MISS and ttl > 0:
+                found[key] = (value, ttl)
+                live.append((key, value, ttl))
+                continue
+            if value is not _MISS and (key not in found or ttl > found[key][1]):
+                found[key] = (value, ttl)
+            missing.append(key)
+        if i and live:
+            promote(i, live)
+        remaining = missing
+    answer = [(key, found.get(key, (default, -1.0))) for key in keys]
+    return answer, sum(1 for _, (_, ttl) in answer if ttl > 0)
 
 
 class TieredInclusiveClient(BaseCacheClient):
@@ -39,8 +76,14 @@ class TieredInclusiveClient(BaseCacheClient):
         self._misses = 0
         self._sets = 0
 
+    def _promote(self, i: int, hits: list[tuple[Hashable, Any, float]]) -> None:
+        for upper in self.clients[:i]:
+            for key, value, ttl in hits:
+                upper.put(key, value, ttl)
+
     def _find(self, key: Hashable) -> tuple[Any, float]:
         """Return the freshest ``(value, ttl)`` over the tiers, promoting a live hit."""
+        # Not shared with the batch form: this is the L1-hit hot path, one call frame less.
         stale: tuple[Any, float] | None = None
         clients = self.clients
         for i, client in enumerate(clients):
@@ -80,40 +123,10 @@ class TieredInclusiveClient(BaseCacheClient):
     ) -> Iterator[tuple[Hashable, tuple[Any, float]]]:
         """Batch lookup: each tier is asked only for the keys the tiers above it missed."""
         keys = list(keys)
-        found: dict[Hashable, tuple[Any, float]] = {}
-        remaining = list(dict.fromkeys(keys))
-        clients = self.clients
-        for i, client in enumerate(clients):
-            if not remaining:
-                break
-            missing = []
-            promote: list[tuple[Hashable, Any, float]] = []
-            for key, (value, ttl) in client.getTtlMulti(remaining, _MISS):
-                if value is not _MISS and ttl > 0:
-                    found[key] = (value, ttl)
-                    promote.append((key, value, ttl))
-                    continue
-                if value is not _MISS and (key not in found or ttl > found[key][1]):
-                    found[key] = (value, ttl)
-                missing.append(key)
-            for upper in clients[:i]:
-                for key, value, ttl in promote:
-                    upper.put(key, value, ttl)
-            remaining = missing
-        for key in keys:
-            value, ttl = found.get(key, (default, -1.0))
-            if ttl > 0:
-                self._hits += 1
-            else:
-                self._misses += 1
-            yield key, (value, ttl)
-
-    def getMulti(
-        self, keys: Iterable[Hashable], default: Any = NONE
-    ) -> Iterator[tuple[Hashable, Any]]:
-        """Batch :meth:`get`: live values, ``default`` for misses and stale entries."""
-        for key, (value, ttl) in self.getTtlMulti(keys, default):
-            yield key, value if ttl > 0 else default
+        answer, hits = _fall_through_multi(self.clients, keys, default, self._promote)
+        self._hits += hits
+        self._misses += len(answer) - hits
+        yield from answer
 
     def contains(self, key: Hashable, ttl: float | None = None) -> bool:
         """True if any tier has a live entry (with more than ``ttl`` left, if given)."""

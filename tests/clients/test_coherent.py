@@ -152,6 +152,43 @@ def test_multi_reads(trio):
     assert dict(b.getTtlMulti([3]))[3][0] == 30
 
 
+def test_a_batch_read_overtaken_by_an_invalidation_leaves_no_copy():
+    hub = LocalHub()
+    shared = InprocCacheClient(100)
+    l1 = InprocCacheClient(100)
+    writer = CoherentWrapperClient(
+        TieredInclusiveClient(InprocCacheClient(100), shared), LocalBus(hub)
+    )
+    shared.putMulti({"k": "old", "j": "j"}, TTL)
+
+    class Racing(InprocCacheClient):
+        def getTtlMulti(self, keys, default=None):
+            found = list(shared.getTtlMulti(keys, default))
+            writer.put("k", "new", TTL)  # lands between the read and the promotion
+            return iter(found)
+
+    reader = CoherentWrapperClient(TieredInclusiveClient(l1, Racing(100)), LocalBus(hub))
+    assert dict(reader.getMulti(["k", "j"])) == {"k": "old", "j": "j"}
+    assert not l1.contains("k")
+    assert shared.get("k") == "new"
+
+
+def test_batch_and_single_reads_see_the_same_tiers():
+    hub = LocalHub()
+    l1, l2, shared = InprocCacheClient(100), InprocCacheClient(100), InprocCacheClient(100)
+    client = CoherentWrapperClient(TieredInclusiveClient(l1, l2, shared), LocalBus(hub))
+    l2.put("in-l2", 1, TTL)  # a private tier below L1 answers before the shared one
+    l1.put("stale-in-l1", 2, TTL)
+    l1.expire("stale-in-l1")
+    batch = dict(client.getTtlMulti(["in-l2", "stale-in-l1", "nowhere"], "d"))
+    assert batch["in-l2"][0] == 1 and batch["in-l2"][1] > 0
+    assert l1.get("in-l2") == 1  # promoted above the tier it was found in
+    assert batch["stale-in-l1"][0] == 2 and batch["stale-in-l1"][1] <= 0
+    assert batch["nowhere"] == ("d", -1.0)
+    for key in ("in-l2", "stale-in-l1"):
+        assert client.getTtl(key)[0] == batch[key][0]
+
+
 def test_not_tiered_client_is_the_shared_tier():
     hub = LocalHub()
     shared = InprocCacheClient(100)
