@@ -34,6 +34,15 @@ Servers
     client is thread-safe without a lock on the hot path; reads use a single-loop parser on
     that socket (:func:`_get_many`), writes use pymemcache's commands.
 
+Asyncio
+    The awaitable methods (``aget``, ``agetTtl``, ``agetMulti``, ``aput``, ``aadd``,
+    ``adelete``, ``arenew``, ``aexpire``, ``aclear``...) are native: each event loop gets
+    its own connection per server, speaking the memcached text protocol through the loop's
+    non-blocking socket calls, so no call ever blocks the loop or goes through an executor
+    (``apurge`` and ``aclose``, rare and administrative, still do). Same keys, payloads,
+    paging, generations and fault handling as the blocking methods; a loop's connection is
+    closed when the loop goes away.
+
 Faults
     A server that refuses, resets or times out (``connect_timeout``/``timeout``, 0.5 s and
     1 s by default) is marked dead for ``retry_interval`` seconds (default 5): its keys are
@@ -59,11 +68,14 @@ Atomicity
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
 import math
 import os
+import socket
 import struct
 import threading
 import time
@@ -82,8 +94,11 @@ from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
 _pymemcache = require("pymemcache", "memcache")
 from pymemcache.client.base import Client  # noqa: E402
 from pymemcache.exceptions import (  # noqa: E402
+    MemcacheClientError,
     MemcacheError,
+    MemcacheServerError,
     MemcacheUnexpectedCloseError,
+    MemcacheUnknownCommandError,
     MemcacheUnknownError,
 )
 
@@ -118,6 +133,7 @@ class _Server:
     """
 
     __slots__ = (
+        "_aconns",
         "_conns",
         "_conns_lock",
         "_local",
@@ -139,6 +155,8 @@ class _Server:
         self._local = threading.local()
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
+        # Event loop -> its asyncio connection; an entry goes with its loop.
+        self._aconns: weakref.WeakKeyDictionary[Any, _AsyncConn] = weakref.WeakKeyDictionary()
         self.dead_until = 0.0
         # The namespace's generation record on this server, as last seen: the generation
         # (8 bytes) and the purge horizon (entries that expired before it are gone).
@@ -157,13 +175,32 @@ class _Server:
                 self._conns.add(conn)
             return conn
 
+    def aconn(self, loop: asyncio.AbstractEventLoop, timeouts: tuple[float, float]) -> _AsyncConn:
+        """This event loop's connection to the server."""
+        conn = self._aconns.get(loop)
+        if conn is None:
+            with self._conns_lock:
+                conn = self._aconns.get(loop)
+                if conn is None:
+                    conn = self._aconns[loop] = _AsyncConn(self.host, self.port, *timeouts)
+                    # Closed when the loop goes away (the connection never refers to it).
+                    weakref.finalize(loop, conn.close)
+        return conn
+
     def close(self) -> None:
-        """Close every thread's connection (a later call reconnects)."""
+        """Close every thread's and event loop's connection (a later call reconnects)."""
         with self._conns_lock:
             conns = list(self._conns)
+            aconns = list(self._aconns.items())
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
+        for loop, aconn in aconns:
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
+                if loop.is_running() and not _runs_in(loop):
+                    loop.call_soon_threadsafe(aconn.close)
+                    continue
+            aconn.close()
 
     def __str__(self) -> str:
         return self.name
@@ -228,6 +265,216 @@ def _recv_more(sock: Any, buf: bytes, pos: int, need: int) -> bytes:
             return b"".join(parts)
 
 
+def _runs_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class _AsyncConn:
+    """One asyncio connection to a server, speaking the memcached text protocol.
+
+    Built on the loop's ``sock_*`` calls over a socket of our own, not on a stream transport:
+    a transport is bound to its loop and cannot be closed once the loop is, while this
+    socket is registered with the loop only during a call, so it can be closed whenever its
+    loop goes away. One request is in flight at a time (callers queue, first come first
+    served); any failure or cancellation mid-request closes the socket, since the stream
+    could be left mid-reply, and the next call reconnects. Waits are bounded by
+    ``connect_timeout`` and ``timeout``. No reference to the loop is kept while idle.
+    """
+
+    __slots__ = ("_busy", "_rest", "_waiters", "connect_timeout", "host", "port", "sock", "timeout")
+
+    def __init__(self, host: str, port: int, connect_timeout: float, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self._rest = b""
+        self._busy = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def close(self) -> None:
+        """Drop the socket (the next request reconnects)."""
+        sock, self.sock, self._rest = self.sock, None, b""
+        if sock is not None:
+            sock.close()
+
+    # -- a first come, first served lock that keeps no loop reference while free --
+
+    async def _acquire(self) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed over just as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the lock passes to it, still busy
+                return
+        self._busy = False
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        async with asyncio.timeout(self.connect_timeout):
+            if _is_ip(self.host):
+                family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                address: Any = (self.host, self.port)
+            else:
+                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                family, _, _, _, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await loop.sock_connect(sock, address)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
+        self._rest = b""
+        return sock
+
+    async def request(self, data: bytes, reply: Callable[..., Any], *args: Any) -> Any:
+        """Send ``data`` and parse the answer with ``reply(self, loop, sock, *args)``."""
+        await self._acquire()
+        try:
+            loop = asyncio.get_running_loop()
+            sock = self.sock
+            if sock is None:
+                sock = await self._connect(loop)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await loop.sock_sendall(sock, data)
+                    return await reply(self, loop, sock, *args)
+            except BaseException:
+                self.close()
+                raise
+        finally:
+            self._release()
+
+    # -- reply parsers (called under the lock) --
+
+    async def _more(self, loop: Any, sock: Any, buf: bytes, pos: int, need: int) -> bytes:
+        """``buf[pos:]`` extended by reads until it holds ``need`` bytes (at least one read)."""
+        parts = [buf[pos:]]
+        have = len(parts[0])
+        while True:
+            chunk = await loop.sock_recv(sock, max(_RECV_SIZE, need - have))
+            if not chunk:
+                raise MemcacheUnexpectedCloseError()
+            parts.append(chunk)
+            have += len(chunk)
+            if have >= need:
+                return b"".join(parts)
+
+    async def line(self, loop: Any, sock: Any) -> bytes:
+        """One reply line, without its CRLF; error lines raise."""
+        buf = self._rest
+        while (eol := buf.find(b"\r\n")) < 0:
+            buf = await self._more(loop, sock, buf, 0, len(buf) + 1)
+        self._rest = buf[eol + 2 :]
+        return _check_reply(buf[:eol])
+
+    async def lines(self, loop: Any, sock: Any, count: int) -> list[bytes]:
+        """``count`` reply lines (answers to pipelined commands)."""
+        return [await self.line(loop, sock) for _ in range(count)]
+
+    async def values(self, loop: Any, sock: Any, with_cas: bool) -> dict[bytes, Any]:
+        """A ``get``/``gets`` reply: ``{key: value}`` or ``{key: (value, cas)}``."""
+        buf = self._rest
+        pos = 0
+        result: dict[bytes, Any] = {}
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                buf = await self._more(loop, sock, buf, pos, len(buf) - pos + 1)
+                pos = 0
+                continue
+            if not buf.startswith(b"VALUE ", pos):
+                if eol == pos + 3 and buf.startswith(b"END", pos):
+                    self._rest = buf[eol + 2 :]
+                    return result
+                _check_reply(buf[pos:eol])
+                raise MemcacheUnknownError(buf[pos : min(eol, pos + 64)])
+            # VALUE <key> <flags> <bytes> [<cas>]
+            header = buf[pos + 6 : eol].split()
+            start = eol + 2
+            end = start + int(header[2])
+            if len(buf) < end + 2:
+                buf = await self._more(loop, sock, buf, pos, end + 2 - pos)
+                pos = 0
+                continue
+            value = buf[start:end]
+            result[header[0]] = (value, int(header[3])) if with_cas else value
+            pos = end + 2
+
+    # -- commands --
+
+    async def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        """``get``: ``{key: value}`` of the keys found."""
+        return await self.request(b"get " + b" ".join(keys) + b"\r\n", _AsyncConn.values, False)
+
+    async def gets_many(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        """``gets``: ``{key: (value, cas)}`` of the keys found."""
+        return await self.request(b"gets " + b" ".join(keys) + b"\r\n", _AsyncConn.values, True)
+
+    async def store(
+        self, cmd: bytes, key: bytes, value: bytes, exptime: int, cas: int | None = None
+    ) -> bool | None:
+        """``set``/``add``/``cas``: True if stored, False if not, None if a cas key is gone."""
+        head = b"%s %s 0 %d %d" % (cmd, key, exptime, len(value))
+        if cas is not None:
+            head += b" %d" % cas
+        reply = await self.request(head + b"\r\n" + value + b"\r\n", _AsyncConn.line)
+        return _store_result(reply)
+
+    async def set_many(self, items: dict[bytes, bytes], exptime: int) -> int:
+        """Pipelined ``set`` of every item; returns how many were not stored."""
+        data = b"".join(
+            b"set %s 0 %d %d\r\n%s\r\n" % (k, exptime, len(v), v) for k, v in items.items()
+        )
+        replies = await self.request(data, _AsyncConn.lines, len(items))
+        return sum(reply != b"STORED" for reply in replies)
+
+    async def command(self, line: bytes) -> bytes:
+        """A one-line command (``delete``, ``touch``) and its one-line reply."""
+        return await self.request(line + b"\r\n", _AsyncConn.line)
+
+
+def _check_reply(line: bytes) -> bytes:
+    if line.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")):
+        if line.startswith(b"SERVER_ERROR"):
+            raise MemcacheServerError(line[13:])
+        if line.startswith(b"CLIENT_ERROR"):
+            raise MemcacheClientError(line[13:])
+        raise MemcacheUnknownCommandError(line)
+    return line
+
+
+def _store_result(reply: bytes) -> bool | None:
+    if reply == b"STORED":
+        return True
+    if reply == b"NOT_FOUND":
+        return None
+    if reply in (b"NOT_STORED", b"EXISTS"):
+        return False
+    raise MemcacheUnknownError(reply[:64])
+
+
 def _note_record(server: _Server, record: bytes | None) -> bytes:
     """Remember the generation record a server answered with; return its generation."""
     if record is None:
@@ -264,6 +511,14 @@ def parse_server(spec: ServerSpec) -> tuple[str, int]:
     if not host or not 0 < port < 65536:
         raise ConfigurationError(f"server {spec!r} needs a host and a port in 1..65535")
     return host, port
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_literal(host: str) -> bool:
@@ -705,9 +960,10 @@ class MemcachedClient(BaseCacheClient):
             raise CacheMissError(key)
         return default, -1.0
 
-    def _lookup_many(self, keys: Iterable[Key]) -> tuple[list[Key], list[Any]]:
-        """The keys and their ``(value, expires)`` or None; one round trip per server."""
-        keys = list(keys)
+    def _plan_many(
+        self, keys: list[Key]
+    ) -> tuple[list[tuple[bytes, bytes]], list[_Server], dict[_Server, list[bytes]]]:
+        """Mapped keys, their servers, and the memcached keys to ask each server for."""
         memo = self._key_memo
         map_key = self._map_key
         mapped = []
@@ -715,23 +971,59 @@ class MemcachedClient(BaseCacheClient):
             m = memo.get(key) if type(key) is str else None
             mapped.append(m if m is not None else map_key(key))
         ring = self._ring
-        gen_key = self._gen_key
         if len(ring) == 1:
             # One server (the common local setup): no grouping.
             only = ring.get_node(b"")
-            servers = [only] * len(keys)
-            by_server = {only: [m[0] for m in mapped]}
-        else:
-            servers = []
-            by_server = {}
-            for raw, _ in mapped:
-                server = ring.get_node(raw)
-                servers.append(server)
-                batch = by_server.get(server)
-                if batch is None:
-                    by_server[server] = [raw]
-                else:
-                    batch.append(raw)
+            return mapped, [only] * len(keys), {only: [m[0] for m in mapped]}
+        servers = []
+        by_server: dict[_Server, list[bytes]] = {}
+        for raw, _ in mapped:
+            server = ring.get_node(raw)
+            servers.append(server)
+            batch = by_server.get(server)
+            if batch is None:
+                by_server[server] = [raw]
+            else:
+                batch.append(raw)
+        return mapped, servers, by_server
+
+    def _decode_many(
+        self,
+        keys: list[Key],
+        mapped: list[tuple[bytes, bytes]],
+        servers: list[_Server],
+        found: dict[bytes, bytes],
+    ) -> tuple[list[Any], list[int]]:
+        """Entries (``(value_or_manifest, expires)`` or None) and the indices of manifests."""
+        loads = self._serializer.loads
+        entries: list[Any] = []
+        append = entries.append
+        paged: list[int] = []
+        for key, (raw, encoded), server in zip(keys, mapped, servers, strict=True):
+            data = found.get(raw)
+            # (A server that did not answer contributed nothing to ``found``.)
+            if data is None or data[:_GEN_SIZE] != server.gen:
+                append(None)
+                continue
+            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
+            try:
+                entry = loads(body, key=encoded)
+            except InvalidPayload as exc:
+                self._bad_payload(key, exc)
+                append(None)
+                continue
+            if server.horizon and entry[1] <= server.horizon:
+                entry = None
+            elif type(entry[0]) is PageManifest:
+                paged.append(len(entries))
+            append(entry)
+        return entries, paged
+
+    def _lookup_many(self, keys: Iterable[Key]) -> tuple[list[Key], list[Any]]:
+        """The keys and their ``(value, expires)`` or None; one round trip per server."""
+        keys = list(keys)
+        mapped, servers, by_server = self._plan_many(keys)
+        gen_key = self._gen_key
         found: dict[bytes, bytes] = {}
         for server, raws in by_server.items():
             if server.dead_until and not self._usable(server):
@@ -750,28 +1042,11 @@ class MemcachedClient(BaseCacheClient):
                 found.update(got)
             else:
                 found = got
-        loads = self._serializer.loads
-        entries: list[Any] = []
-        append = entries.append
-        for key, (raw, encoded), server in zip(keys, mapped, servers, strict=True):
-            data = found.get(raw)
-            # (A server that did not answer contributed nothing to ``found``.)
-            if data is None or data[:_GEN_SIZE] != server.gen:
-                append(None)
-                continue
-            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
-            try:
-                entry = loads(body, key=encoded)
-            except InvalidPayload as exc:
-                self._bad_payload(key, exc)
-                append(None)
-                continue
-            if server.horizon and entry[1] <= server.horizon:
-                entry = None
-            elif type(entry[0]) is PageManifest:
-                value = self._read_pages(key, encoded, entry[0])
-                entry = None if value is NONE else (value, entry[1])
-            append(entry)
+        entries, paged = self._decode_many(keys, mapped, servers, found)
+        for i in paged:
+            manifest, expires = entries[i]
+            value = self._read_pages(keys[i], mapped[i][1], manifest)
+            entries[i] = None if value is NONE else (value, expires)
         return keys, entries
 
     def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
@@ -1015,6 +1290,361 @@ class MemcachedClient(BaseCacheClient):
             if client.cas(self._gen_key, record, cas, expire=0, noreply=False):
                 _note_record(server, record)
                 return
+
+    # ---- native asyncio ------------------------------------------------------------------
+    # The awaitable twins speak to the servers over one asyncio connection per server and
+    # event loop (:class:`_AsyncConn`), never through an executor; keys, payloads, paging,
+    # generations and fault handling are the same as the blocking methods'.
+
+    def _aconn(self, server: _Server) -> _AsyncConn:
+        return server.aconn(asyncio.get_running_loop(), (self.connect_timeout, self.timeout))
+
+    async def _ageneration(self, server: _Server, conn: _AsyncConn) -> bytes:
+        if server.record is None:
+            found = await conn.get_many([self._gen_key])
+            return _note_record(server, found.get(self._gen_key))
+        return server.gen
+
+    async def _alookup(self, key: Key) -> tuple[Any, float] | None:
+        raw, encoded, server = self._locate(key)
+        if server.dead_until and not self._usable(server):
+            self._errors += 1
+            return None
+        try:
+            found = await self._aconn(server).get_many([raw, self._gen_key])
+        except Exception as exc:
+            self._fault(server, exc, "a get")
+            return None
+        self._alive(server)
+        _note_record(server, found.get(self._gen_key))
+        entry = self._decode(key, encoded, found.get(raw), server)
+        if entry is not None and type(entry[0]) is PageManifest:
+            value = await self._aread_pages(key, encoded, entry[0])
+            return None if value is NONE else (value, entry[1])
+        return entry
+
+    async def aget(self, key: Key, default: Any = NONE) -> Any:
+        """Awaitable :meth:`get` (native asyncio)."""
+        entry = await self._alookup(key)
+        if entry is not None and entry[1] > time.time():
+            self._hits += 1
+            return entry[0]
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
+
+    async def agetTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
+        """Awaitable :meth:`getTtl` (native asyncio)."""
+        entry = await self._alookup(key)
+        if entry is not None:
+            self._hits += 1
+            return entry[0], entry[1] - time.time()
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default, -1.0
+
+    async def acontains(self, key: Key, ttl: float | None = None) -> bool:
+        """Awaitable :meth:`contains` (native asyncio)."""
+        try:
+            left = (await self.agetTtl(key))[1]
+        except CacheMissError:
+            return False
+        return left > (ttl or 0)
+
+    async def _alookup_many(self, keys: list[Key]) -> list[Any]:
+        mapped, servers, by_server = self._plan_many(keys)
+        gen_key = self._gen_key
+
+        async def fetch(server: _Server, raws: list[bytes]) -> dict[bytes, bytes]:
+            if server.dead_until and not self._usable(server):
+                self._errors += len(raws)
+                return {}
+            try:
+                got = await self._aconn(server).get_many([*raws, gen_key])
+            except Exception as exc:
+                self._fault(server, exc, "a multi-get")
+                return {}
+            self._alive(server)
+            _note_record(server, got.pop(gen_key, None))
+            return got
+
+        if len(by_server) == 1:
+            [(server, raws)] = by_server.items()
+            found = await fetch(server, raws)
+        else:
+            found = {}
+            for got in await asyncio.gather(*(fetch(s, r) for s, r in by_server.items())):
+                found.update(got)
+        entries, paged = self._decode_many(keys, mapped, servers, found)
+        for i in paged:
+            manifest, expires = entries[i]
+            value = await self._aread_pages(keys[i], mapped[i][1], manifest)
+            entries[i] = None if value is NONE else (value, expires)
+        return entries
+
+    async def agetMulti(self, keys: Iterable[Key], default: Any = NONE) -> list[tuple[Key, Any]]:
+        """Awaitable :meth:`getMulti`, returning a list of pairs (native asyncio)."""
+        keys = list(keys)
+        entries = await self._alookup_many(keys)
+        now = time.time()
+        result = [
+            (key, default if entry is None or entry[1] <= now else entry[0])
+            for key, entry in zip(keys, entries, strict=True)
+        ]
+        hits = sum(entry is not None and entry[1] > now for entry in entries)
+        self._hits += hits
+        self._misses += len(keys) - hits
+        return result
+
+    async def agetTtlMulti(
+        self, keys: Iterable[Key], default: Any = NONE
+    ) -> list[tuple[Key, tuple[Any, float]]]:
+        """Awaitable :meth:`getTtlMulti`, returning a list of pairs (native asyncio)."""
+        keys = list(keys)
+        entries = await self._alookup_many(keys)
+        now = time.time()
+        result = [
+            (key, (default, -1.0) if entry is None else (entry[0], entry[1] - now))
+            for key, entry in zip(keys, entries, strict=True)
+        ]
+        hits = sum(entry is not None for entry in entries)
+        self._hits += hits
+        self._misses += len(keys) - hits
+        return result
+
+    async def _aread_pages(self, key: Key, encoded: bytes, manifest: PageManifest) -> Any:
+        keys = manifest.page_keys(self._internal_prefix)
+        ring = self._ring
+        by_server: dict[_Server, list[bytes]] = {}
+        for page_key in keys:
+            by_server.setdefault(ring.get_node(page_key), []).append(page_key)
+        found: dict[bytes, bytes] = {}
+        for server, batch in by_server.items():
+            if not self._usable(server):
+                self._errors += 1
+                return NONE
+            try:
+                found.update(await self._aconn(server).get_many(batch))
+            except Exception as exc:
+                self._fault(server, exc, "a page read")
+                return NONE
+            self._alive(server)
+        payload = assemble(manifest, keys, found)
+        if payload is None:
+            return NONE
+        try:
+            return self._serializer.loads(payload, key=encoded)[0]
+        except InvalidPayload as exc:
+            self._bad_payload(key, exc)
+            return NONE
+
+    async def _awrite_pages(self, payload: bytes, exptime: int) -> PageManifest | None:
+        manifest, pages = make_pages(payload, self._page_size)
+        ring = self._ring
+        for page_key, page in zip(manifest.page_keys(self._internal_prefix), pages, strict=True):
+            server = ring.get_node(page_key)
+            if not self._usable(server):
+                self._errors += 1
+                return None
+            try:
+                stored = await self._aconn(server).store(b"set", page_key, bytes(page), exptime)
+            except Exception as exc:
+                self._fault(server, exc, "a page write")
+                return None
+            self._alive(server)
+            if not stored:
+                self._errors += 1
+                return None
+        return manifest
+
+    async def _astore_payload(
+        self, payload: bytes, key: Key, encoded: bytes, ttl: float
+    ) -> bytes | None:
+        if len(payload) + _GEN_SIZE <= self._page_size:
+            return payload
+        exptime = self._exptime(ttl)
+        manifest = await self._awrite_pages(payload, exptime and exptime + 1)
+        if manifest is None:
+            return None
+        return self._encode(key, encoded, manifest, ttl)
+
+    async def aput(self, key: Key, value: Any, ttl: float) -> None:
+        """Awaitable :meth:`put` (native asyncio)."""
+        ttl = check_ttl(ttl)
+        raw, encoded, server = self._locate(key)
+        payload = self._encode(key, encoded, value, ttl)
+        if not self._usable(server):
+            self._errors += 1
+            return
+        try:
+            conn = self._aconn(server)
+            gen = await self._ageneration(server, conn)
+            item = await self._astore_payload(payload, key, encoded, ttl)
+            if item is None:
+                return
+            stored = await conn.store(b"set", raw, gen + item, self._exptime(ttl))
+        except Exception as exc:
+            self._fault(server, exc, "a set")
+            return
+        self._alive(server)
+        if stored:
+            self._sets += 1
+        else:
+            self._errors += 1
+
+    async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+        """Awaitable :meth:`putMulti` (native asyncio)."""
+        ttl = check_ttl(ttl)
+        if isinstance(items, dict):
+            items = items.items()
+        exptime = self._exptime(ttl)
+        by_server: dict[_Server, dict[bytes, bytes]] = {}
+        big = []
+        for key, value in items:
+            raw, encoded, server = self._locate(key)
+            payload = self._encode(key, encoded, value, ttl)
+            if len(payload) + _GEN_SIZE > self._page_size:
+                big.append((key, value))
+                continue
+            by_server.setdefault(server, {})[raw] = payload
+        for server, batch in by_server.items():
+            if not self._usable(server):
+                self._errors += len(batch)
+                continue
+            try:
+                conn = self._aconn(server)
+                gen = await self._ageneration(server, conn)
+                failed = await conn.set_many({k: gen + v for k, v in batch.items()}, exptime)
+            except Exception as exc:
+                self._errors += len(batch) - 1
+                self._fault(server, exc, "a multi-set")
+                continue
+            self._alive(server)
+            self._sets += len(batch) - failed
+            self._errors += failed
+        for key, value in big:
+            await self.aput(key, value, ttl)
+
+    async def aadd(self, key: Key, value: Any, ttl: float) -> bool:
+        """Awaitable :meth:`add` (native asyncio)."""
+        ttl = check_ttl(ttl)
+        raw, encoded, server = self._locate(key)
+        payload = self._encode(key, encoded, value, ttl)
+        if not self._usable(server):
+            self._errors += 1
+            return False
+        exptime = self._exptime(ttl)
+        try:
+            conn = self._aconn(server)
+            item = await self._astore_payload(payload, key, encoded, ttl)
+            if item is None:
+                return False
+            for _ in range(_CAS_ATTEMPTS):
+                gen = await self._ageneration(server, conn)
+                if await conn.store(b"add", raw, gen + item, exptime):
+                    self._sets += 1
+                    return True
+                # Something is there: replace it only if it is stale, foreign or invalid.
+                found = await conn.gets_many([raw, self._gen_key])
+                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
+                if raw not in found:
+                    continue
+                data, cas = found[raw]
+                entry = self._decode(key, encoded, data, server)
+                if entry is not None and entry[1] > time.time():
+                    if type(entry[0]) is not PageManifest:
+                        return False
+                    if await self._aread_pages(key, encoded, entry[0]) is not NONE:
+                        return False
+                if await conn.store(b"cas", raw, gen + item, exptime, cas):
+                    self._sets += 1
+                    return True
+        except Exception as exc:
+            self._fault(server, exc, "an add")
+            return False
+        self._alive(server)
+        return False
+
+    async def adelete(self, key: Key) -> None:
+        """Awaitable :meth:`delete` (native asyncio)."""
+        raw, _, server = self._locate(key)
+        if not self._usable(server):
+            self._errors += 1
+            return
+        try:
+            await self._aconn(server).command(b"delete " + raw)
+        except Exception as exc:
+            self._fault(server, exc, "a delete")
+            return
+        self._alive(server)
+
+    async def _aupdate_expiry(self, key: Key, new_ttl: Callable[[float], float], what: str) -> bool:
+        raw, encoded, server = self._locate(key)
+        if not self._usable(server):
+            self._errors += 1
+            return False
+        try:
+            conn = self._aconn(server)
+            for _ in range(_CAS_ATTEMPTS):
+                found = await conn.gets_many([raw, self._gen_key])
+                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
+                if raw not in found:
+                    return False
+                data, cas = found[raw]
+                entry = self._decode(key, encoded, data, server)
+                if entry is None:
+                    return False
+                value, expires = entry
+                ttl = new_ttl(expires - time.time())
+                exptime = self._exptime(ttl)
+                if type(value) is PageManifest and not await self._atouch_pages(value, exptime):
+                    return False
+                item = gen + self._encode(key, encoded, value, ttl)
+                stored = await conn.store(b"cas", raw, item, exptime, cas)
+                if stored:
+                    return True
+                if stored is None:  # deleted meanwhile
+                    return False
+        except Exception as exc:
+            self._fault(server, exc, what)
+            return False
+        self._alive(server)
+        return False
+
+    async def _atouch_pages(self, manifest: PageManifest, exptime: int) -> bool:
+        for page_key in manifest.page_keys(self._internal_prefix):
+            server = self._ring.get_node(page_key)
+            if not self._usable(server):
+                return False
+            reply = await self._aconn(server).command(
+                b"touch %s %d" % (page_key, exptime and exptime + 1)
+            )
+            if reply != b"TOUCHED":
+                return False
+        return True
+
+    async def arenew(self, key: Key, ttl: float) -> bool:
+        """Awaitable :meth:`renew` (native asyncio)."""
+        ttl = check_ttl(ttl)
+        return await self._aupdate_expiry(key, lambda _left: ttl, "a renew")
+
+    async def aexpire(self, key: Key) -> None:
+        """Awaitable :meth:`expire` (native asyncio)."""
+        await self._aupdate_expiry(key, lambda left: min(left, 0.0), "an expire")
+
+    async def aclear(self) -> None:
+        """Awaitable :meth:`clear` (native asyncio)."""
+        for server in self._ring.nodes:
+            record = os.urandom(_GEN_SIZE)
+            try:
+                await self._aconn(server).store(b"set", self._gen_key, record, 0)
+            except Exception as exc:
+                self._fault(server, exc, "a clear")
+                continue
+            _note_record(server, record)
+            self._alive(server)
 
     # ---- introspection ------------------------------------------------------------------
 

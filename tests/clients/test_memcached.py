@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import logging
 import os
 import pickle
 import threading
 import time
+import warnings
 
 import pytest
 from pymemcache.client.base import Client as RawClient
@@ -552,6 +555,165 @@ def test_async_methods_do_not_block_the_event_loop(memcached):
         assert asyncio.run(scenario()) > 3
     finally:
         memcached.resume()
+    c.close()
+
+
+# ---- native asyncio ------------------------------------------------------------------
+
+
+class _NoExecutor(concurrent.futures.ThreadPoolExecutor):
+    """An executor that refuses work: the awaitable methods must not need one."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.submitted: list[object] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted.append(fn)
+        raise AssertionError(f"executor used for {fn!r}")
+
+
+def test_async_methods_never_use_an_executor(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    big = os.urandom(3 * MB // 2)  # paged
+
+    async def scenario():
+        executor = _NoExecutor()
+        asyncio.get_running_loop().set_default_executor(executor)
+        await c.aput("k", {"v": 1}, TTL)
+        assert await c.aget("k") == {"v": 1}
+        assert (await c.agetTtl("k"))[1] > TTL - 60
+        assert await c.acontains("k")
+        await c.aputMulti({i: i * 2 for i in range(30)}, TTL)
+        assert await c.agetMulti(range(30)) == [(i, i * 2) for i in range(30)]
+        assert [k for k, (v, _) in await c.agetTtlMulti(["k", "nope"], None)] == ["k", "nope"]
+        assert not await c.aadd("k", 2, TTL)
+        assert await c.aadd("new", 3, TTL)
+        assert await c.arenew("k", 10)
+        assert 0 < (await c.agetTtl("k"))[1] <= 10
+        await c.aexpire("k")
+        assert await c.aget("k", "stale") == "stale"
+        assert (await c.agetTtl("k"))[0] == {"v": 1}
+        await c.aput("big", big, TTL)
+        assert await c.aget("big") == big
+        await c.adelete("new")
+        assert await c.aget("new", None) is None
+        await c.aclear()
+        assert await c.aget(3, None) is None
+        return executor.submitted
+
+    assert asyncio.run(scenario()) == []
+    # What the async path wrote, the blocking path reads (same keys, same payloads).
+    c.put("sync", 1, TTL)
+    assert asyncio.run(c.aget("sync")) == 1
+    asyncio.run(c.aput("async", 2, TTL))
+    assert c.get("async") == 2
+    c.close()
+
+
+def test_async_killed_server_degrades_to_misses_then_comes_back(memcached_factory, caplog):
+    servers = memcached_factory(2)
+    c = _fast_failing(servers)
+    keys = list(range(100))
+    on_first = [k for k in keys if c._locate(k)[2].name == servers[0].address]
+    caplog.set_level(logging.WARNING, "chorde.clients.memcached")
+
+    async def scenario():
+        await c.aputMulti({k: k for k in keys}, TTL)
+        assert await c.agetMulti(keys) == [(k, k) for k in keys]
+        servers[0].stop()
+        for k in keys:  # every operation returns; none raises
+            got = await c.aget(k, None)
+            assert got is None if k in on_first else got == k
+            await c.aput(k, k, TTL)
+            await c.agetTtl(k, None)
+            await c.aadd(k, k, TTL)
+            await c.arenew(k, TTL)
+            await c.aexpire(k)
+            await c.adelete(k)
+            await c.acontains(k)
+        assert await c.agetMulti(on_first, None) == [(k, None) for k in on_first]
+        await c.aputMulti({k: k for k in on_first}, TTL)
+        await c.aclear()
+        with pytest.raises(CacheMissError):
+            await c.aget(on_first[0])
+        servers[0].start()  # same port, empty
+        for _ in range(250):  # bounded: ~5 s
+            await c.aput(on_first[0], "again", TTL)
+            if await c.aget(on_first[0], None) == "again":
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    assert asyncio.run(scenario())
+    assert c.stats.errors > len(on_first)
+    down_logs = [r for r in caplog.records if "treating it as down" in r.getMessage()]
+    assert len(down_logs) == 1  # rate limited
+    c.close()
+
+
+def test_async_hung_server_is_bounded_by_the_timeout_then_recovers(memcached):
+    c = _fast_failing([memcached], retry_interval=0.5)
+    c.put("k", 1, TTL)
+
+    async def scenario():
+        assert await c.aget("k") == 1  # the loop's connection is open before the hang
+        memcached.suspend()
+        try:
+            # Without the I/O timeout these would wait for good; wait_for only bounds the test.
+            got = await asyncio.wait_for(c.aget("k", "miss"), 10)
+            await asyncio.wait_for(c.aput("k", 2, TTL), 10)
+            many = await asyncio.wait_for(c.agetMulti(["k"], "miss"), 10)
+        finally:
+            memcached.resume()
+        for _ in range(250):  # bounded: ~5 s
+            if await c.aget("k", None) == 1:
+                return got, many, True
+            await asyncio.sleep(0.02)
+        return got, many, False
+
+    assert asyncio.run(scenario()) == ("miss", [("k", "miss")], True)
+    assert c.stats.errors >= 1
+    c.close()
+
+
+def test_async_concurrent_calls_and_cancellations_never_cross_replies(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    c.putMulti({i: f"value {i}" for i in range(200)}, TTL)
+
+    async def scenario():
+        async def read(i):
+            assert await c.aget(i) == f"value {i}"
+            assert await c.agetMulti([i, i + 1]) == [(i, f"value {i}"), (i + 1, f"value {i + 1}")]
+            return i
+
+        for round_no in range(5):
+            tasks = [asyncio.create_task(read(i)) for i in range(150)]
+            await asyncio.sleep(0)
+            # Cancel some mid-flight: their connection may be left mid-reply.
+            for task in tasks[round_no::7]:
+                task.cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            kept = [d for d in done if not isinstance(d, asyncio.CancelledError)]
+            assert kept == [i for i, d in enumerate(done) if d == i]
+        return [await c.aget(i) for i in range(200)]
+
+    assert asyncio.run(scenario()) == [f"value {i}" for i in range(200)]
+    assert c.stats.errors == 0
+    c.close()
+
+
+def test_async_connections_close_with_their_event_loop(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(3):
+            asyncio.run(c.aput(i, i, TTL))
+            assert asyncio.run(c.aget(i)) == i
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    [server] = c._ring.nodes
+    assert len(server._aconns) == 0  # one per loop, gone with it
     c.close()
 
 
