@@ -22,7 +22,8 @@ cdef class _InprocClient:
     cdef object _touch
     cdef object _set
     cdef object _data
-    cdef object _lock
+    cdef object _acquire
+    cdef object _release
     cdef object _move
     cdef Py_ssize_t _capacity
     cdef bint _c_clock

@@ -137,13 +137,17 @@ class Cache(BaseStore):
 
     def set(self, key: Hashable, entry: Entry, now: float) -> None:
         data = self._data
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: its __exit__ call costs as much as both of these
+        try:
             # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
             if len(data) >= self.capacity and key not in data:
                 data.popitem(last=False)
                 self.evictions += 1
             data[key] = entry
             self._move(key)
+        finally:
+            lock.release()
 
     def add(self, key: Hashable, entry: Entry, now: float) -> bool:
         with self._lock:
@@ -291,13 +295,17 @@ class CuckooCache(BaseStore):
         h = hash(key)
         i = h % self._n
         slots = self._slots
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: see Cache.set
+        try:
             s = slots[i]
             if s is not None and (s[0] is key or s[0] == key):  # overwrite in place
                 slots[i] = (key, entry, h)
                 self._stamps[i] = self._epoch
                 return
             self._set_locked(key, entry, h, now)
+        finally:
+            lock.release()
 
     def _set_locked(self, key: Hashable, entry: Entry, h: int, now: float) -> None:
         slots = self._slots
@@ -471,7 +479,8 @@ class _InprocClient:
         # its bound __getitem__) and put inlines its set(). None for other stores.
         lru = self.store if type(self.store) is Cache else None
         self._data = lru._data if lru is not None else None
-        self._lock = lru._lock if lru is not None else None
+        self._acquire = lru._lock.acquire if lru is not None else None
+        self._release = lru._lock.release if lru is not None else None
         self._move = lru._move if lru is not None else None
         self._capacity = self.store.capacity
         self._c_clock = _COMPILED and clock is _MONOTONIC
@@ -580,13 +589,17 @@ class _InprocClient:
             if data is None:
                 self._set(key, entry, now)
             else:
-                # Cache.set, inlined: a call less on the hot path of the default store.
-                with self._lock:
+                # Cache.set, inlined: a call less on the hot path of the default store. The
+                # lock's own methods, as `with lock:` costs twice as much (its __exit__ call).
+                self._acquire()
+                try:
                     if len(data) >= self._capacity and key not in data:
                         data.popitem(last=False)
                         self.store.evictions += 1
                     data[key] = entry
                     self._move(key)
+                finally:
+                    self._release()
         except TypeError:
             raise _bad_key(key) from None
         self._sets += 1
