@@ -26,86 +26,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from benchmarks.harness import Result
 
+if TYPE_CHECKING:
+    from tests.servers import AppServer
+
 __all__ = ["run"]
 
 _BENCH = "starlette"
-_REPO = Path(__file__).resolve().parents[1]
-_APP_DIR = _REPO / "example_projects" / "starlette_app"
 _HOST = "127.0.0.1"
 _CONNECTIONS = 4
 _REQUEST_TIMEOUT = 10.0
-_START_TIMEOUT = 20.0
 
 
-class _Server:
-    """The example app under uvicorn on a free loopback port."""
+def _server(env: dict[str, str]) -> AppServer:
+    """The example app under uvicorn on a free loopback port, started."""
+    from tests.servers import starlette_example
 
-    def __init__(self, env: dict[str, str]) -> None:
-        from tests.servers import free_port
-
-        self.port = free_port()
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        # A 20 ms handler whose entry outlives the run: the rounds measure hits only.
-        full_env = {**os.environ, **env, "SLOW_SECONDS": "0.02", "SLOW_TTL": "3600"}
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(_REPO), full_env.get("PYTHONPATH")])
-        )
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app:app",
-                "--app-dir",
-                str(_APP_DIR),
-                "--host",
-                _HOST,
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=_REPO,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-        )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self._log.seek(0)
-                output = self._log.read().decode(errors="replace")
-                self.stop()
-                raise RuntimeError(f"uvicorn did not start the example app: {output}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{_HOST}:{self.port}/stats", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
-        self._log.close()
+    # A 20 ms handler whose entry outlives the run: the rounds measure hits only.
+    return starlette_example({**env, "SLOW_SECONDS": "0.02", "SLOW_TTL": "3600"}).start()
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
@@ -166,16 +112,16 @@ def _result(name: str, api: str, rps: float, note: str) -> Result:
 def run(quick: bool) -> list[Result]:
     """Measure the cases above; see the module docstring."""
     seconds, rounds = (0.4, 2) if quick else (1.0, 9)
-    servers: dict[str, _Server] = {}
+    servers: dict[str, AppServer] = {}
     memcached = None
     try:
-        servers["inproc"] = _Server({})
+        servers["inproc"] = _server({})
         from tests.servers import MemcachedServer, find_memcached
 
         path = find_memcached()
         if path is not None:
             memcached = MemcachedServer(executable=path).start()
-            servers["memcached"] = _Server(
+            servers["memcached"] = _server(
                 {"CHORDE_MEMCACHED": memcached.address, "CHORDE_CHECKSUM_KEY": "benchmark"}
             )
         else:
@@ -188,7 +134,7 @@ def run(quick: bool) -> list[Result]:
         if "memcached" in servers:
             cases.append(("chorde-memcached hit", "memcached", "/slow", "", True))
         for server in servers.values():  # fill the caches
-            httpx.get(f"http://{_HOST}:{server.port}/slow", timeout=_REQUEST_TIMEOUT)
+            httpx.get(f"{server.url}/slow", timeout=_REQUEST_TIMEOUT)
         best: dict[str, float] = {}
         ratios: dict[str, list[float]] = {}
 

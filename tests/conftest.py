@@ -2,7 +2,8 @@
 
 ``memcached`` is function-scoped: a fresh server per test costs ~10 ms and gives every test
 an empty cache, clean stats, and the freedom to stop/start/suspend it. Use
-``memcached_factory(n, **options)`` for several servers or non-default options.
+``memcached_factory(n, **options)`` for several servers or non-default options, and
+``start_server(AppServer(...))`` to run an example project as a real HTTP server.
 
 When the ``memcached`` executable is missing the tests that need it are skipped, except
 under CI (``CI=true``), where a missing server is a failure.
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.servers import (
+    AppServer,
     MemcachedServer,
     find_memcached,
     free_port,
@@ -27,6 +29,7 @@ from tests.servers import (
 pytest_plugins = ["pytester"]
 
 MemcachedFactory = Callable[..., list[MemcachedServer]]
+StartServer = Callable[[AppServer], AppServer]
 
 
 def _under_ci() -> bool:
@@ -87,3 +90,19 @@ def memcached(memcached_factory: MemcachedFactory) -> MemcachedServer:
 def unused_port() -> int:
     """A TCP port on 127.0.0.1 with nothing listening (for connection-refused tests)."""
     return free_port()
+
+
+@pytest.fixture
+def start_server() -> Iterator[StartServer]:
+    """Start an app server now, stop it at teardown: ``start_server(AppServer(argv, env))``."""
+    started: list[AppServer] = []
+
+    def start(server: AppServer) -> AppServer:
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

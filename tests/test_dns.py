@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ from chorde.clients.memcached import MemcachedClient
 from chorde.dns import DnsServerList, lookup, make_resolver
 from chorde.errors import ConfigurationError
 from tests.dnsserver import DnsServer
+from tests.servers import wait_until
 
 SECRET = "dns-test"
 SRV = "_memcache._tcp.cluster.test"
@@ -29,15 +29,6 @@ def _srv(dns_server, *servers):
         dns_server.set(f"node{i}.cluster.test", "A", [s.host])
         records.append(f"0 10 {s.port} node{i}.cluster.test.")
     dns_server.set(SRV, "SRV", records)
-
-
-def _until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_lookup_a_and_aaaa_records(dns_server):
@@ -93,9 +84,9 @@ def test_a_records_become_ring_members(dns_server):
     )
     assert sorted(c.servers) == ["127.0.0.1:11299", "127.0.0.2:11299"]
     dns_server.set("cache.test", "A", ["127.0.0.2"])
-    assert _until(lambda: c.servers == ["127.0.0.2:11299"])
+    assert wait_until(lambda: c.servers == ["127.0.0.2:11299"])
     dns_server.set("cache.test", "A", ["127.0.0.2", "127.0.0.3"])
-    assert _until(lambda: sorted(c.servers) == ["127.0.0.2:11299", "127.0.0.3:11299"])
+    assert wait_until(lambda: sorted(c.servers) == ["127.0.0.2:11299", "127.0.0.3:11299"])
     c.close()
 
 
@@ -111,7 +102,7 @@ def test_srv_records_add_and_remove_real_servers(dns_server, memcached_factory):
 
     # Remove b: every key now goes to a.
     _srv(dns_server, a)
-    assert _until(lambda: c.servers == [a.address])
+    assert wait_until(lambda: c.servers == [a.address])
     before = int(b.stats()["cmd_set"])
     c.putMulti({("after", i): i for i in range(100)}, 300)
     assert int(b.stats()["cmd_set"]) == before
@@ -121,7 +112,7 @@ def test_srv_records_add_and_remove_real_servers(dns_server, memcached_factory):
 
     # Add it back: it gets traffic again.
     _srv(dns_server, a, b)
-    assert _until(lambda: len(c.servers) == 2)
+    assert wait_until(lambda: len(c.servers) == 2)
     c.putMulti({("back", i): i for i in range(100)}, 300)
     assert int(b.stats()["cmd_set"]) > before
     c.close()
@@ -153,7 +144,7 @@ def test_server_list_changes_do_not_disturb_in_flight_calls(dns_server, memcache
         t.start()
     for layout in [(a,), (a, b, c3), (b, c3), (a, b)] * 3:
         _srv(dns_server, *layout)
-        assert _until(lambda layout=layout: len(c.servers) == len(layout))
+        assert wait_until(lambda layout=layout: len(c.servers) == len(layout))
     stop.set()
     for t in threads:
         t.join(30)

@@ -2,92 +2,33 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.servers import free_port
+from tests.servers import REPO, AppServer
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "example_projects" / "flask_app" / "app.py"
-
-
-def _pythonpath() -> str:
-    # The checkout first: the example must run against this tree whatever is installed.
-    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-
-
-class _Server:
-    """``flask run`` of the example app on a free 127.0.0.1 port."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        command = [sys.executable, "-m", "flask", "--app", str(APP), "run"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **env, "PYTHONPATH": _pythonpath()},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the example app exited:\n{self.output()}")
-            try:
-                httpx.get(f"{self.url}/stats", timeout=1.0)
-                return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError(f"the example app did not answer in {timeout} s:\n{self.output()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+APP = REPO / "example_projects" / "flask_app" / "app.py"
 
 
 @pytest.fixture
-def start_app() -> Iterator[Callable[..., _Server]]:
-    started: list[_Server] = []
+def start_app(start_server) -> Callable[..., AppServer]:
+    def start(**env: str) -> AppServer:
+        argv = [sys.executable, "-m", "flask", "--app", str(APP), "run"]
+        argv += ["--host", "127.0.0.1", "--port", "{port}"]
+        return start_server(AppServer(argv, env, ready_path="/stats"))
 
-    def start(**env: str) -> _Server:
-        server = _Server(env)
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 def _work(client: httpx.Client) -> dict[str, int]:
     return client.get("/stats").json()["work"]
 
 
-def _check_caching_and_invalidation(server: _Server, client_name: str) -> None:
+def _check_caching_and_invalidation(server: AppServer, client_name: str) -> None:
     with httpx.Client(base_url=server.url, timeout=10.0) as http:
         assert http.get("/stats").json()["client"] == client_name
         first = http.get("/report", params={"n": 3})
@@ -119,7 +60,7 @@ def test_example_on_memcached_shares_the_cache_between_processes(start_app, memc
     two = start_app(**env)
     with httpx.Client(base_url=two.url, timeout=10.0) as http:
         # Rendered by the first process, served from memcached by the second.
-        assert http.get("/report", params={"n": 4}).json()["pid"] == one.proc.pid
+        assert http.get("/report", params={"n": 4}).json()["pid"] == one.pid
         assert http.get("/square/3").json()["square"] == 9
         assert _work(http) == {"report": 0, "square": 0}
 

@@ -9,11 +9,20 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.servers import MEMCACHED_ENV_VAR, MemcachedServer, find_memcached, free_port
+from tests.servers import (
+    MEMCACHED_ENV_VAR,
+    AppServer,
+    MemcachedServer,
+    ServerStartError,
+    find_memcached,
+    free_port,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -147,6 +156,74 @@ def test_free_port_is_bindable() -> None:
 def test_unused_port_refuses(unused_port: int) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", unused_port), timeout=5).close()
+
+
+# -- AppServer: an HTTP server process --------------------------------------------------------
+
+_HTTP_SERVER = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+
+
+def test_app_server_answers_then_stops(tmp_path: Path) -> None:
+    (tmp_path / "hello.txt").write_text("hello")
+    with AppServer(_HTTP_SERVER, {"MARKER": "x"}, cwd=tmp_path, ready_path="/hello.txt") as app:
+        assert app.url == f"http://127.0.0.1:{app.port}"
+        pid = app.pid
+        assert pid is not None and _pid_alive(pid)
+        with urllib.request.urlopen(app.url + "/hello.txt", timeout=5) as reply:
+            assert reply.read() == b"hello"
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        assert b"MARKER=x" in environ
+        assert any(e.startswith(b"PYTHONPATH=" + str(REPO).encode()) for e in environ)
+    assert app.pid is None and not _pid_alive(pid)
+
+
+def test_app_server_restarts_on_its_port(tmp_path: Path) -> None:
+    app = AppServer(_HTTP_SERVER, cwd=tmp_path).start()
+    try:
+        port = app.port
+        app.stop()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert app.start().port == port
+    finally:
+        app.stop()
+
+
+def test_app_server_that_exits_reports_its_output() -> None:
+    app = AppServer([sys.executable, "-c", "print('no such app'); raise SystemExit(3)"])
+    with pytest.raises(ServerStartError, match=r"(?s)exited with 3.*no such app"):
+        app.start()
+    assert not app.running
+
+
+def test_app_server_that_never_answers_is_killed() -> None:
+    argv = [sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(60)"]
+    app = AppServer(argv, start_timeout=0.3, start_attempts=2)
+    with pytest.raises(ServerStartError, match=r"did not answer within 0\.3 s") as caught:
+        app.start()
+    pid = int(str(caught.value).rpartition(": ")[2])  # what the last attempt printed
+    assert not _pid_alive(pid)
+    assert not app.running
+
+
+def test_start_server_fixture_stops_at_teardown(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    result = _run_inner(
+        pytester,
+        f"""
+        import sys
+        from tests.servers import AppServer
+
+        def test_1(start_server):
+            argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{{port}}"]
+            app = start_server(AppServer(argv, cwd={str(tmp_path)!r}))
+            open({str(pid_file)!r}, "w").write(str(app.pid))
+            assert False, "deliberate failure"
+        """,
+    )
+    result.assert_outcomes(failed=1)
+    assert wait_until(lambda: not _pid_alive(int(pid_file.read_text())))
 
 
 # -- no leaks, and the missing-server policy (each in a separate pytest run) -----------------

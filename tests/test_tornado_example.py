@@ -3,89 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.servers import free_port
+from tests.servers import REPO, AppServer
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "example_projects" / "tornado_app" / "app.py"
-
-
-def _pythonpath() -> str:
-    # The checkout first: the example must run against this tree whatever is installed.
-    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-
-
-class _Server:
-    """``python app.py --port N`` on a free 127.0.0.1 port."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [sys.executable, str(APP), "--port", str(self.port)],
-            cwd=ROOT,
-            env={**os.environ, **env, "PYTHONPATH": _pythonpath()},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the example app exited:\n{self.output()}")
-            try:
-                httpx.get(f"{self.url}/stats", timeout=1.0)
-                return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError(f"the example app did not answer in {timeout} s:\n{self.output()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+APP = REPO / "example_projects" / "tornado_app" / "app.py"
 
 
 @pytest.fixture
-def start_app() -> Iterator[Callable[..., _Server]]:
-    started: list[_Server] = []
+def start_app(start_server) -> Callable[..., AppServer]:
+    def start(**env: str) -> AppServer:
+        argv = [sys.executable, str(APP), "--port", "{port}"]
+        return start_server(AppServer(argv, env, ready_path="/stats"))
 
-    def start(**env: str) -> _Server:
-        server = _Server(env)
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 def _work(http: httpx.Client) -> dict[str, int]:
     return http.get("/stats").json()["work"]
 
 
-def _check_cached_handlers(server: _Server) -> None:
+def _check_cached_handlers(server: AppServer) -> None:
     with httpx.Client(base_url=server.url, timeout=10.0) as http:
         gen = http.get("/gen/fib/20").json()
         assert gen == {"n": 20, "fib": 6765, "style": "gen.coroutine"}
@@ -147,5 +89,5 @@ def test_example_on_memcached_shares_results_between_processes(start_app, memcac
         assert http.get("/stats").json()["client"] == "MemcachedClient"
         assert http.get("/gen/fib/20").json()["fib"] == 6765
         assert http.get("/native/square/12").json()["square"] == 144
-        assert http.get("/page").json()["pid"] == one.proc.pid
+        assert http.get("/page").json()["pid"] == one.pid
         assert _work(http) == {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
@@ -14,72 +12,9 @@ from chorde.clients.elasticache import (
     fetch_cluster_config,
     parse_cluster_config,
 )
+from tests.servers import ConfigEndpoint, wait_until
 
 SECRET = "elasticache-test"
-
-
-class ConfigEndpoint:
-    """Speaks ElastiCache's ``config get cluster`` (or the legacy ``get``) on 127.0.0.1."""
-
-    def __init__(self, legacy: bool = False, port: int = 0) -> None:
-        self.version = 1
-        self.nodes: list = []
-        self.legacy = legacy
-        self.requests = 0
-        self._sock = socket.create_server(("127.0.0.1", port))
-        self._sock.settimeout(0.05)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self._sock.getsockname()[1]}"
-
-    def publish(self, servers, version=None) -> None:
-        self.nodes = list(servers)
-        self.version = self.version + 1 if version is None else version
-
-    def body(self) -> bytes:
-        nodes = " ".join(f"node{i}.local|{s.host}|{s.port}" for i, s in enumerate(self.nodes))
-        return f"{self.version}\n{nodes}\n".encode()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                buf = b""
-                try:
-                    while not self._stop.is_set():
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        buf += chunk
-                        while b"\r\n" in buf:
-                            line, buf = buf.split(b"\r\n", 1)
-                            conn.sendall(self._reply(line))
-                except OSError:
-                    pass
-
-    def _reply(self, line: bytes) -> bytes:
-        self.requests += 1
-        body = self.body()
-        if line == b"config get cluster" and not self.legacy:
-            return b"CONFIG cluster 0 %d\r\n%s\r\nEND\r\n" % (len(body), body)
-        if line == b"get AmazonElastiCache:cluster" and self.legacy:
-            return b"VALUE AmazonElastiCache:cluster 0 %d\r\n%s\r\nEND\r\n" % (len(body), body)
-        return b"ERROR\r\n"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(5)
 
 
 @pytest.fixture
@@ -87,15 +22,6 @@ def endpoint():
     e = ConfigEndpoint()
     yield e
     e.close()
-
-
-def _until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_parse_cluster_config():
@@ -142,7 +68,7 @@ def test_discovery_follows_the_config_version(endpoint, memcached_factory):
 
     # A new node: about a third of the keys move to it, the rest still hit.
     endpoint.publish([a, b, c3])
-    assert _until(lambda: len(c.servers) == 3)
+    assert wait_until(lambda: len(c.servers) == 3)
     hits = sum(v is not None for _, v in c.getMulti(range(200), None))
     assert 200 * 0.4 < hits < 200 * 0.9, hits
     c.putMulti({("new", i): i for i in range(200)}, 300)
@@ -154,7 +80,7 @@ def test_discovery_follows_the_config_version(endpoint, memcached_factory):
     assert len(c.servers) == 3
 
     endpoint.publish([c3])
-    assert _until(lambda: c.servers == [c3.address])
+    assert wait_until(lambda: c.servers == [c3.address])
     assert c.config_version == endpoint.version
     c.close()
 
@@ -177,7 +103,7 @@ def test_endpoint_down_at_start_then_up(memcached_factory, unused_port):
     e = ConfigEndpoint(port=unused_port)
     try:
         e.publish([a])
-        assert _until(lambda: c.servers == [a.address])
+        assert wait_until(lambda: c.servers == [a.address])
         c.put("k", 1, 300)
         assert c.get("k") == 1
     finally:

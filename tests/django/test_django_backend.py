@@ -499,7 +499,7 @@ def test_files_stack(tmp_path: Any) -> None:
 
 
 def test_elasticache_stack(memcached_factory: Any) -> None:
-    from tests.clients.test_elasticache import ConfigEndpoint
+    from tests.servers import ConfigEndpoint
 
     nodes = memcached_factory(2)
     endpoint = ConfigEndpoint()

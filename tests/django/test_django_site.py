@@ -7,102 +7,41 @@ answers (bounded), and kills it at teardown.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from django_helpers import REPO, subprocess_env
 
-from tests.servers import free_port
+from tests.servers import REPO, AppServer
 
 SITE = REPO / "example_projects" / "django_site"
-_START_TIMEOUT = 30.0
 
 
-class Site:
-    """One running example-site process."""
+class Site(AppServer):
+    """One example-site process (``manage.py runserver --noreload``)."""
 
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        # A file, not a pipe: runserver logs every request to stderr and must never block.
-        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
-            cwd=SITE,
-            env=subprocess_env(**env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-        self._wait()
-
-    def _wait(self) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the site exited: {self.output()[-3000:]}")
-            try:
-                if httpx.get(self.base + "/", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        output = self.output()
-        self.stop()
-        raise RuntimeError(f"the site did not answer within {_START_TIMEOUT} s: {output[-3000:]}")
-
-    def output(self) -> str:
-        """What the server wrote to stderr so far."""
-        self.log.seek(0)
-        return self.log.read()
+        argv = [sys.executable, "manage.py", "runserver", "--noreload", "127.0.0.1:{port}"]
+        super().__init__(argv, env, port, cwd=SITE, start_timeout=30.0)
 
     def client(self) -> httpx.Client:
         """An HTTP client with its own cookie jar (one visitor)."""
-        return httpx.Client(base_url=self.base, timeout=10.0)
+        return httpx.Client(base_url=self.url, timeout=10.0)
 
     def counters(self) -> dict[str, int]:
         """How often each view's expensive part ran in this process."""
-        return httpx.get(self.base + "/counters/", timeout=10.0).json()
-
-    def stop(self) -> None:
-        """Kill the process (and wait for it)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self.log.close()
-
-
-@contextlib.contextmanager
-def _sites(env: dict[str, str]) -> Iterator[Callable[..., Site]]:
-    started: list[Site] = []
-
-    def start(port: int | None = None) -> Site:
-        site = Site(env, port)
-        started.append(site)
-        return site
-
-    try:
-        yield start
-    finally:
-        for site in started:
-            site.stop()
+        return httpx.get(self.url + "/counters/", timeout=10.0).json()
 
 
 @pytest.fixture(params=["inproc", "memcached"])
-def start_site(request: pytest.FixtureRequest) -> Iterator[Callable[[], Site]]:
+def start_site(request: pytest.FixtureRequest, start_server: Any) -> Callable[..., Site]:
     """Start the site with the in-process cache, or with memcached."""
     env: dict[str, str] = {}
     if request.param == "memcached":
         env["CHORDE_DJANGO_SITE_MEMCACHED"] = request.getfixturevalue("memcached").address
-    with _sites(env) as start:
-        yield start
+    return lambda port=None: start_server(Site(env, port))
 
 
 def test_cache_page_serves_without_rerunning_the_view(start_site: Any) -> None:
@@ -162,9 +101,9 @@ def test_sessions_survive_across_requests(start_site: Any) -> None:
         assert alice.get("/session/").json()["visits"] == 4
 
 
-def test_memcached_state_outlives_the_site_process(memcached: Any) -> None:
-    with _sites({"CHORDE_DJANGO_SITE_MEMCACHED": memcached.address}) as start_site:
-        _restart_keeps_pages_and_sessions(start_site)
+def test_memcached_state_outlives_the_site_process(memcached: Any, start_server: Any) -> None:
+    env = {"CHORDE_DJANGO_SITE_MEMCACHED": memcached.address}
+    _restart_keeps_pages_and_sessions(lambda port=None: start_server(Site(env, port)))
 
 
 def _restart_keeps_pages_and_sessions(start_site: Callable[..., Site]) -> None:

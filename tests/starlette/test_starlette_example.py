@@ -20,7 +20,7 @@ import pytest
 
 @pytest.fixture
 def http(example_server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=example_server.base_url, timeout=15.0) as client:
+    with httpx.Client(base_url=example_server.url, timeout=15.0) as client:
         yield client
 
 
@@ -59,7 +59,7 @@ def test_query_string_is_part_of_the_key(http: httpx.Client) -> None:
 
 async def test_concurrent_misses_make_one_call(example_server: Any) -> None:
     url = f"/slow?item={uid()}"
-    async with httpx.AsyncClient(base_url=example_server.base_url, timeout=15.0) as client:
+    async with httpx.AsyncClient(base_url=example_server.url, timeout=15.0) as client:
         before = (await client.get("/stats")).json().get("slow", 0)
         responses = await asyncio.gather(*(client.get(url) for _ in range(8)))
         after = (await client.get("/stats")).json().get("slow", 0)
