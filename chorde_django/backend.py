@@ -6,7 +6,6 @@ import asyncio
 import functools
 import math
 import pickle
-import random
 import re
 import sys
 import time
@@ -22,6 +21,7 @@ from django.core.cache.backends.base import (
 from django.core.exceptions import ImproperlyConfigured
 
 from chorde.clients.base import BaseCacheClient
+from chorde.errors import CacheMissError
 from chorde_django._config import Stack, parse, shared_client, shared_lock
 
 __all__ = ["ChordeCache"]
@@ -30,7 +30,6 @@ _MISS: Any = object()
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Immutable values need no copy: stored as they are, they cost no pickling at all.
 _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
-_CAS_ATTEMPTS = 64
 # The characters Django's memcache_key_warnings() warns about.
 _bad_key_char = re.compile(r"[\x00-\x20\x7f]").search
 
@@ -348,7 +347,7 @@ class ChordeCache(BaseCache):
             *upper, last = self._client.clients  # type: ignore[attr-defined]
             # Under the process lock, so the last L1 write is the last increment's value.
             with shared_lock(self._stack):
-                new, ttl = _cas_update(last, key, delta, self._copy_in, with_ttl=True)
+                new, ttl = _cas_update(last, key, delta, with_ttl=True)
                 stored = self._copy_in(new)
                 for tier in upper:
                     if ttl > 0:
@@ -522,46 +521,14 @@ class ChordeCache(BaseCache):
         return f"<ChordeCache stack={self._stack.kind} client={self._client!r}>"
 
 
-def _cas_update(
-    client: Any, key: str, delta: Any, copy_in: Any = _as_is, *, with_ttl: bool = False
-) -> Any:
-    """Atomically add ``delta`` to a memcached entry with a ``gets``/``cas`` loop.
+def _cas_update(client: Any, key: str, delta: Any, *, with_ttl: bool = False) -> Any:
+    """Atomically add ``delta`` to a memcached entry (:meth:`MemcachedClient.updateTtl`).
 
     The entry is a signed chorde payload, not a decimal number, so memcached's own
-    ``incr`` cannot be used. This reaches into :class:`MemcachedClient`'s helpers, which
-    offer no public compare-and-swap yet.
+    ``incr`` cannot be used; the client's compare-and-swap update can.
     """
-    from chorde.clients import memcached as mc
-
-    raw, encoded, server = client._locate(key)
-    if not client._usable(server):
-        client._errors += 1
-        raise ValueError(f"Key '{key}' not found (its memcached server is down)")
     try:
-        for attempt in range(_CAS_ATTEMPTS):
-            found = server.client.gets_many([raw, client._gen_key])
-            gen = mc._note_record(server, found.get(client._gen_key, (None,))[0])
-            entry = client._decode(key, encoded, found[raw][0], server) if raw in found else None
-            now = time.time()
-            if entry is None or entry[1] <= now or type(entry[0]) is mc.PageManifest:
-                raise ValueError(f"Key '{key}' not found")
-            value, expires = entry
-            new = _copy_out(value) + delta
-            ttl = expires - now
-            item = gen + client._encode(key, encoded, copy_in(new), ttl)
-            stored = server.client.cas(
-                raw, item, found[raw][1], expire=client._exptime(ttl), noreply=False
-            )
-            if stored:
-                client._alive(server)
-                return (new, ttl) if with_ttl else new
-            if stored is None:  # deleted meanwhile
-                raise ValueError(f"Key '{key}' not found")
-            # Lost a race: back off a random bit, so contenders stop colliding in lockstep.
-            time.sleep(random.random() * min(0.0005 * (attempt + 1), 0.01))
-    except (ValueError, TypeError):
-        raise
-    except Exception as exc:
-        client._fault(server, exc, "an incr")
-        raise ValueError(f"Key '{key}' not found (memcached {server} failed: {exc})") from exc
-    raise RuntimeError(f"incr of {key!r} lost {_CAS_ATTEMPTS} compare-and-swap races in a row")
+        new, ttl = client.updateTtl(key, lambda value: _copy_out(value) + delta)
+    except CacheMissError:
+        raise ValueError(f"Key '{key}' not found") from None
+    return (new, ttl) if with_ttl else new

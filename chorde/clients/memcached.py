@@ -75,6 +75,7 @@ import ipaddress
 import logging
 import math
 import os
+import random
 import socket
 import struct
 import threading
@@ -117,6 +118,8 @@ _RELATIVE_EXPTIME_MAX = 30 * 24 * 3600
 # Room for the item header and key within memcached's item size limit.
 _ITEM_OVERHEAD = 1024
 _CAS_ATTEMPTS = 4
+# update() contenders retry this often, backing off a little between attempts.
+_UPDATE_ATTEMPTS = 64
 _ONE_MIB = 1024 * 1024
 _LOG_INTERVAL = 60.0
 _RECV_SIZE = 65536
@@ -1226,6 +1229,74 @@ class MemcachedClient(BaseCacheClient):
             if not server.client.touch(page_key, expire=exptime and exptime + 1, noreply=False):
                 return False
         return True
+
+    def update(self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+        """Atomically replace the live value of ``key`` by ``fn(value)``; return the new value.
+
+        A compare-and-swap loop (memcached ``gets``/``cas``): if another client writes the
+        entry between the read and the write, ``fn`` runs again on the newer value, up to
+        64 times with a short random back-off, then ``RuntimeError``. ``ttl`` is the new
+        entry's ttl; None keeps the time the entry had left. A missing or stale entry, or
+        one whose server is down, raises :class:`~chorde.CacheMissError`; what ``fn``
+        raises propagates. Use it for counters and other read-modify-write updates::
+
+            hits = client.update("hits", lambda n: n + 1)
+        """
+        return self.updateTtl(key, fn, ttl)[0]
+
+    def updateTtl(
+        self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """:meth:`update`, returning ``(new value, ttl_left)``."""
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        raw, encoded, server = self._locate(key)
+        if not self._usable(server):
+            self._errors += 1
+            raise CacheMissError(key)
+        for attempt in range(_UPDATE_ATTEMPTS):
+            try:
+                found = server.client.gets_many([raw, self._gen_key])
+            except Exception as exc:
+                self._fault(server, exc, "an update")
+                raise CacheMissError(key) from exc
+            self._alive(server)
+            gen = _note_record(server, found.get(self._gen_key, (None,))[0])
+            if raw not in found:
+                raise CacheMissError(key)
+            data, cas = found[raw]
+            entry = self._decode(key, encoded, data, server)
+            now = time.time()
+            if entry is None or entry[1] <= now:
+                raise CacheMissError(key)
+            value, expires = entry
+            if type(value) is PageManifest:
+                value = self._read_pages(key, encoded, value)
+                if value is NONE:
+                    raise CacheMissError(key)
+            new = fn(value)
+            new_ttl = expires - now if ttl is None else ttl
+            payload = self._encode(key, encoded, new, new_ttl)
+            item = self._store_payload(payload, key, encoded, new_ttl)
+            if item is None:  # a page could not be written (counted)
+                raise CacheMissError(key)
+            try:
+                stored = server.client.cas(
+                    raw, gen + item, cas, expire=self._exptime(new_ttl), noreply=False
+                )
+            except Exception as exc:
+                self._fault(server, exc, "an update")
+                raise CacheMissError(key) from exc
+            if stored:
+                self._sets += 1
+                return new, new_ttl
+            if stored is None:  # deleted meanwhile
+                raise CacheMissError(key)
+            # Lost a race: back off a random bit, so contenders stop colliding in lockstep.
+            time.sleep(random.random() * min(0.0005 * (attempt + 1), 0.01))
+        raise RuntimeError(
+            f"update of cache key {key!r} lost {_UPDATE_ATTEMPTS} compare-and-swap races in a row"
+        )
 
     def renew(self, key: Key, ttl: float) -> bool:
         """Give an existing entry (stale or not) ``ttl`` more seconds; False if absent."""

@@ -460,6 +460,18 @@ def _until(predicate, timeout=5.0):
     return False
 
 
+def _suspend(server) -> None:
+    """``server.suspend()``, then wait until it stops answering: SIGSTOP lands a moment later,
+    and a request sent at once (a native async call is that quick) could still be served."""
+    server.suspend()
+    for _ in range(100):  # bounded
+        try:
+            server.command_line(b"version", timeout=0.05)
+        except OSError:
+            return
+    raise AssertionError(f"memcached {server.address} still answers after SIGSTOP")
+
+
 def test_killed_server_degrades_to_misses_then_comes_back(memcached_factory, caplog):
     servers = memcached_factory(2)
     c = _fast_failing(servers)
@@ -515,7 +527,7 @@ def test_refused_connection_never_raises(unused_port):
 def test_hung_server_is_bounded_by_the_timeout(memcached):
     c = _fast_failing([memcached], retry_interval=0.5)
     c.put("k", 1, TTL)
-    memcached.suspend()
+    _suspend(memcached)
     results = []
     worker = threading.Thread(
         target=lambda: results.append((c.get("k", "miss"), c.put("k", 2, TTL)))
@@ -533,7 +545,7 @@ def test_hung_server_is_bounded_by_the_timeout(memcached):
 
 def test_async_methods_do_not_block_the_event_loop(memcached):
     c = _fast_failing([memcached], timeout=0.5)
-    memcached.suspend()
+    _suspend(memcached)
 
     async def scenario():
         ticks = 0
@@ -555,6 +567,79 @@ def test_async_methods_do_not_block_the_event_loop(memcached):
         assert asyncio.run(scenario()) > 3
     finally:
         memcached.resume()
+    c.close()
+
+
+# ---- compare-and-swap update ---------------------------------------------------------
+
+
+def test_update_replaces_the_value_and_keeps_or_sets_the_ttl(client):
+    client.put("n", 1, 100)
+    assert client.update("n", lambda v: v + 1) == 2
+    value, left = client.getTtl("n")
+    assert value == 2 and 90 < left <= 100  # ttl kept
+    assert client.updateTtl("n", lambda v: v * 10, ttl=5000)[0] == 20
+    assert 4900 < client.getTtl("n")[1] <= 5000
+    assert client.get("n") == 20
+
+
+def test_update_of_missing_or_stale_entries_is_a_miss(client):
+    with pytest.raises(CacheMissError):
+        client.update("missing", lambda v: v + 1)
+    client.put("stale", 1, TTL)
+    client.expire("stale")
+    with pytest.raises(CacheMissError):
+        client.update("stale", lambda v: v + 1)
+    assert client.getTtl("stale")[0] == 1
+
+
+def test_update_lets_fn_errors_through_and_changes_nothing(client):
+    client.put("s", "text", TTL)
+    with pytest.raises(TypeError):
+        client.update("s", lambda v: v + 1)
+    assert client.get("s") == "text"
+    assert client.stats.errors == 0
+
+
+def test_update_of_a_paged_value(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    big = os.urandom(3 * MB // 2)
+    c.put("big", big, TTL)
+    assert c.update("big", lambda v: v + b"!") == big + b"!"
+    assert c.get("big") == big + b"!"
+    c.close()
+
+
+def test_concurrent_updates_from_many_clients_lose_no_increment(memcached):
+    clients = [MemcachedClient([memcached.address], checksum_key=SECRET) for _ in range(6)]
+    clients[0].put("counter", 0, TTL)
+    errors = []
+
+    def work(c):
+        try:
+            for _ in range(40):
+                c.update("counter", lambda v: v + 1)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert clients[0].get("counter") == 6 * 40
+    for c in clients:
+        c.close()
+
+
+def test_update_on_a_down_server_is_a_miss(memcached):
+    c = _fast_failing([memcached])
+    c.put("n", 1, TTL)
+    memcached.stop()
+    with pytest.raises(CacheMissError):
+        c.update("n", lambda v: v + 1)
+    assert c.stats.errors >= 1
     c.close()
 
 
@@ -658,7 +743,7 @@ def test_async_hung_server_is_bounded_by_the_timeout_then_recovers(memcached):
 
     async def scenario():
         assert await c.aget("k") == 1  # the loop's connection is open before the hang
-        memcached.suspend()
+        _suspend(memcached)
         try:
             # Without the I/O timeout these would wait for good; wait_for only bounds the test.
             got = await asyncio.wait_for(c.aget("k", "miss"), 10)
