@@ -127,12 +127,24 @@ _RECV_SIZE = 65536
 _KEY_MEMO_SIZE = 8192
 
 
+class _Guard:
+    """A weak-referenceable token whose death closes a thread's connection."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _close_quietly(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
 class _Server:
     """One memcached server: its connections, liveness and last seen generation.
 
     Each thread gets its own pymemcache ``Client`` (one socket) for the server: as thread-safe
     as a ``PooledClient``, without its lock and context manager on every call, which cost
-    measurably on the single-get path. A thread's connection closes when the thread ends.
+    measurably on the single-get path. A thread's connection is closed when the thread
+    ends (or when the server is dropped), not left to the garbage collector.
     """
 
     __slots__ = (
@@ -170,10 +182,16 @@ class _Server:
     @property
     def client(self) -> Any:
         """This thread's connection to the server."""
+        local = self._local
         try:
-            return self._local.conn
+            return local.conn
         except AttributeError:
-            conn = self._local.conn = self._make_conn((self.host, self.port))
+            conn = local.conn = self._make_conn((self.host, self.port))
+            # The thread's locals go when the thread ends (or this server is dropped), and
+            # the guard with them: its finalizer then closes the connection, which would
+            # otherwise be left to the garbage collector, unclosed.
+            local.guard = guard = _Guard()
+            weakref.finalize(guard, _close_quietly, conn)
             with self._conns_lock:
                 self._conns.add(conn)
             return conn
@@ -196,8 +214,7 @@ class _Server:
             conns = list(self._conns)
             aconns = list(self._aconns.items())
         for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
+            _close_quietly(conn)
         for loop, aconn in aconns:
             with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
                 if loop.is_running() and not _runs_in(loop):

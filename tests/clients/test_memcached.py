@@ -36,10 +36,21 @@ def client(memcached):
     c.close()
 
 
+_raw_clients: list[RawClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_clients():
+    yield
+    while _raw_clients:
+        _raw_clients.pop().close()
+
+
 def raw(server) -> RawClient:
-    return RawClient(
-        (server.host, server.port), connect_timeout=2, timeout=5, default_noreply=False
-    )
+    """A raw pymemcache client on ``server``, closed at the end of the test."""
+    r = RawClient((server.host, server.port), connect_timeout=2, timeout=5, default_noreply=False)
+    _raw_clients.append(r)
+    return r
 
 
 def mkey(key, namespace="") -> bytes:
@@ -846,6 +857,39 @@ def test_threads_hammering_one_client(memcached):
     assert not errors
     assert not wrong
     assert c.stats.errors == 0
+    c.close()
+
+
+def _server_connections(server) -> int:
+    r = raw(server)
+    try:
+        return int(r.stats()[b"curr_connections"]) - 1  # not counting this one
+    finally:
+        r.close()
+
+
+def test_thread_connections_close_when_their_threads_end(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    c.put("k", 1, TTL)
+    before = _server_connections(memcached)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            # Executor threads, as the base class's awaitables and Django's async use.
+            barrier = threading.Barrier(4)
+
+            def work(i):
+                barrier.wait(10)  # every worker thread opens its own connection
+                c.put(i, i, TTL)
+                return c.get(i)
+
+            assert list(pool.map(work, range(4))) == list(range(4))
+            assert _server_connections(memcached) >= before + 4
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    # The server saw them go (bounded wait: it notices the close asynchronously).
+    assert _until(lambda: _server_connections(memcached) <= before)
+    assert c.get("k") == 1  # this thread's connection is still fine
     c.close()
 
 
