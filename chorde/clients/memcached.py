@@ -84,7 +84,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from chorde.clients._pages import PageManifest, assemble, make_pages
+from chorde.clients._pages import PageManifest, assemble, make_pages, page_keys_from_flags
 from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_ttl
 from chorde.errors import CacheMissError, ConfigurationError, require
 from chorde.hashring import HashRing
@@ -401,13 +401,25 @@ class _AsyncConn:
             if have >= need:
                 return b"".join(parts)
 
-    async def line(self, loop: Any, sock: Any) -> bytes:
-        """One reply line, without its CRLF; error lines raise."""
+    async def raw_line(self, loop: Any, sock: Any) -> bytes:
+        """One reply line, without its CRLF."""
         buf = self._rest
         while (eol := buf.find(b"\r\n")) < 0:
             buf = await self._more(loop, sock, buf, 0, len(buf) + 1)
         self._rest = buf[eol + 2 :]
-        return _check_reply(buf[:eol])
+        return buf[:eol]
+
+    async def line(self, loop: Any, sock: Any) -> bytes:
+        """One reply line, without its CRLF; error lines raise."""
+        return _check_reply(await self.raw_line(loop, sock))
+
+    async def probed(self, loop: Any, sock: Any) -> tuple[int, bytes]:
+        """The replies to a :func:`_probe` and the request after it (see there)."""
+        flags = _probed_flags(await self.raw_line(loop, sock))
+        return flags, await self.line(loop, sock)
+
+    async def nothing(self, loop: Any, sock: Any) -> None:
+        """No reply to read (``noreply`` commands)."""
 
     async def lines(self, loop: Any, sock: Any, count: int) -> list[bytes]:
         """``count`` reply lines (answers to pipelined commands)."""
@@ -453,14 +465,21 @@ class _AsyncConn:
         return await self.request(b"gets " + b" ".join(keys) + b"\r\n", _AsyncConn.values, True)
 
     async def store(
-        self, cmd: bytes, key: bytes, value: bytes, exptime: int, cas: int | None = None
+        self,
+        cmd: bytes,
+        key: bytes,
+        value: bytes,
+        exptime: int,
+        cas: int | None = None,
+        flags: int = 0,
     ) -> bool | None:
         """``set``/``add``/``cas``: True if stored, False if not, None if a cas key is gone."""
-        head = b"%s %s 0 %d %d" % (cmd, key, exptime, len(value))
-        if cas is not None:
-            head += b" %d" % cas
-        reply = await self.request(head + b"\r\n" + value + b"\r\n", _AsyncConn.line)
-        return _store_result(reply)
+        data = _set_command(cmd, key, flags, exptime, value, cas)
+        return _store_result(await self.request(data, _AsyncConn.line))
+
+    async def probe_and_send(self, key: bytes, request: bytes) -> tuple[int, bytes]:
+        """:func:`_probe_and_send` on this connection."""
+        return await self.request(_probe(key) + request, _AsyncConn.probed)
 
     async def set_many(self, items: dict[bytes, bytes], exptime: int) -> int:
         """Pipelined ``set`` of every item; returns how many were not stored."""
@@ -493,6 +512,59 @@ def _store_result(reply: bytes) -> bool | None:
     if reply in (b"NOT_STORED", b"EXISTS"):
         return False
     raise MemcacheUnknownError(reply[:64])
+
+
+def _set_command(
+    cmd: bytes, key: bytes, flags: int, exptime: int, value: bytes, cas: int | None = None
+) -> bytes:
+    """A storage command (``set``/``add``/``cas``) with its data block."""
+    head = b"%s %s %d %d %d" % (cmd, key, flags, exptime, len(value))
+    if cas is not None:
+        head += b" %d" % cas
+    return b"".join((head, b"\r\n", value, b"\r\n"))
+
+
+def _probe(key: bytes) -> bytes:
+    """A meta get of ``key``'s item flags only (memcached 1.6+; older servers say ERROR)."""
+    return b"mg " + key + b" f\r\n"
+
+
+def _probed_flags(line: bytes) -> int:
+    """The flags in a :func:`_probe` reply (``HD f<flags>``); 0 for a miss or no answer."""
+    if line.startswith(b"HD "):
+        for token in line.split()[1:]:
+            if token.startswith(b"f"):
+                return int(token[1:])
+    return 0
+
+
+def _probe_and_send(conn: Any, key: bytes, request: bytes) -> tuple[int, bytes]:
+    """Probe ``key``'s flags and send a one-line-reply ``request`` in one round trip.
+
+    Returns the flags the item had just before the request (0 if none) and the request's
+    reply line. Works on a pymemcache ``Client``'s socket, as :func:`_get_many` does.
+    """
+    sock = conn.sock
+    if sock is None:
+        conn._connect()
+        sock = conn.sock
+    try:
+        sock.sendall(_probe(key) + request)
+        buf = sock.recv(_RECV_SIZE)
+        lines: list[bytes] = []
+        pos = 0
+        while len(lines) < 2:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                buf = _recv_more(sock, buf, pos, len(buf) - pos + 1)
+                pos = 0
+                continue
+            lines.append(buf[pos:eol])
+            pos = eol + 2
+    except BaseException:
+        conn.close()
+        raise
+    return _probed_flags(lines[0]), _check_reply(lines[1])
 
 
 def _note_record(server: _Server, record: bytes | None) -> bytes:
@@ -851,9 +923,9 @@ class MemcachedClient(BaseCacheClient):
             return None
         return entry
 
-    def _write_pages(self, payload: bytes, exptime: int) -> PageManifest | None:
+    def _write_pages(self, payload: bytes, exptime: int, owner: bytes) -> PageManifest | None:
         """Store ``payload`` as pages; return the manifest, or None if a page failed."""
-        manifest, pages = make_pages(payload, self._page_size)
+        manifest, pages = make_pages(payload, self._page_size, owner)
         keys = manifest.page_keys(self._internal_prefix)
         ring = self._ring
         by_server: dict[_Server, dict[bytes, Any]] = {}
@@ -902,16 +974,35 @@ class MemcachedClient(BaseCacheClient):
             self._bad_payload(key, exc)
             return NONE
 
-    def _store_payload(self, payload: bytes, key: Key, encoded: bytes, ttl: float) -> bytes | None:
-        """The item to store for ``payload`` (paging it first if too big), None on failure."""
+    def _store_payload(
+        self, payload: bytes, key: Key, encoded: bytes, ttl: float, raw: bytes
+    ) -> tuple[bytes, int] | None:
+        """The item and flags to store for ``payload`` (paged first if too big), or None."""
         if len(payload) + _GEN_SIZE <= self._page_size:
-            return payload
+            return payload, 0
         exptime = self._exptime(ttl)
         # Pages outlive their manifest by a second so it never points at expired pages.
-        manifest = self._write_pages(payload, exptime and exptime + 1)
+        manifest = self._write_pages(payload, exptime and exptime + 1, raw)
         if manifest is None:
             return None
-        return self._encode(key, encoded, manifest, ttl)
+        return self._encode(key, encoded, manifest, ttl), manifest.flags
+
+    def _old_pages(self, owner: bytes, old_flags: int, new_flags: int) -> list[bytes]:
+        """Pages of the paged item (``old_flags``) that an item with ``new_flags`` replaced."""
+        if not old_flags or (new_flags and new_flags >> 16 == old_flags >> 16):
+            return []  # not paged, or the same page keys (just rewritten)
+        return page_keys_from_flags(self._internal_prefix, owner, old_flags)
+
+    def _drop_pages(self, keys: list[bytes]) -> None:
+        """Best effort: delete pages nobody points to any more (else they age out)."""
+        by_server: dict[_Server, list[bytes]] = {}
+        for page_key in keys:
+            by_server.setdefault(self._ring.get_node(page_key), []).append(page_key)
+        for server, batch in by_server.items():
+            if server.dead_until:
+                continue
+            with contextlib.suppress(Exception):
+                server.client.delete_many(batch, noreply=True)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -1109,18 +1200,24 @@ class MemcachedClient(BaseCacheClient):
             return
         try:
             gen = self._generation(server)
-            item = self._store_payload(payload, key, encoded, ttl)
-            if item is None:
+            stored = self._store_payload(payload, key, encoded, ttl, raw)
+            if stored is None:
                 return
-            stored = server.client.set(raw, gen + item, expire=self._exptime(ttl), noreply=False)
+            item, flags = stored
+            # The old item's flags come back in the same round trip: were it paged, its
+            # pages are deleted rather than left to age out.
+            command = _set_command(b"set", raw, flags, self._exptime(ttl), gen + item)
+            old_flags, reply = _probe_and_send(server.client, raw, command)
         except Exception as exc:
             self._fault(server, exc, "a set")
             return
         self._alive(server)
-        if stored:
+        if reply == b"STORED":
             self._sets += 1
         else:
             self._errors += 1
+        if old_flags:
+            self._drop_pages(self._old_pages(raw, old_flags, flags))
 
     def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
         """Store many pairs with one ttl; one round trip per server (big values aside)."""
@@ -1163,12 +1260,13 @@ class MemcachedClient(BaseCacheClient):
             return False
         exptime = self._exptime(ttl)
         try:
-            item = self._store_payload(payload, key, encoded, ttl)
-            if item is None:
+            stored = self._store_payload(payload, key, encoded, ttl, raw)
+            if stored is None:
                 return False
+            item, flags = stored
             for _ in range(_CAS_ATTEMPTS):
                 gen = self._generation(server)
-                if server.client.add(raw, gen + item, expire=exptime, noreply=False):
+                if server.client.add(raw, gen + item, expire=exptime, noreply=False, flags=flags):
                     self._sets += 1
                     return True
                 # Something is there: replace it only if it is stale, foreign or invalid.
@@ -1183,8 +1281,12 @@ class MemcachedClient(BaseCacheClient):
                         return False
                     if self._read_pages(key, encoded, entry[0]) is not NONE:
                         return False
-                if server.client.cas(raw, gen + item, cas, expire=exptime, noreply=False):
+                if server.client.cas(
+                    raw, gen + item, cas, expire=exptime, noreply=False, flags=flags
+                ):
                     self._sets += 1
+                    if entry is not None and type(entry[0]) is PageManifest:
+                        self._drop_pages(self._old_pages(raw, entry[0].flags, flags))
                     return True
         except Exception as exc:
             self._fault(server, exc, "an add")
@@ -1193,17 +1295,19 @@ class MemcachedClient(BaseCacheClient):
         return False
 
     def delete(self, key: Key) -> None:
-        """Remove ``key`` (pages of a paged value age out on their own)."""
+        """Remove ``key`` (and the pages of a paged value, best effort)."""
         raw, _, server = self._locate(key)
         if not self._usable(server):
             self._errors += 1
             return
         try:
-            server.client.delete(raw, noreply=False)
+            old_flags, _ = _probe_and_send(server.client, raw, b"delete " + raw + b"\r\n")
         except Exception as exc:
             self._fault(server, exc, "a delete")
             return
         self._alive(server)
+        if old_flags:
+            self._drop_pages(self._old_pages(raw, old_flags, 0))
 
     def _update_expiry(self, key: Key, new_ttl: Callable[[float], float], what: str) -> bool:
         """gets/cas loop re-signing the entry of ``key`` with a new logical ttl."""
@@ -1227,7 +1331,10 @@ class MemcachedClient(BaseCacheClient):
                 if type(value) is PageManifest and not self._touch_pages(value, exptime):
                     return False
                 item = gen + self._encode(key, encoded, value, ttl)
-                stored = server.client.cas(raw, item, cas, expire=exptime, noreply=False)
+                flags = value.flags if type(value) is PageManifest else 0
+                stored = server.client.cas(
+                    raw, item, cas, expire=exptime, noreply=False, flags=flags
+                )
                 if stored:
                     return True
                 if stored is None:  # deleted meanwhile
@@ -1287,25 +1394,30 @@ class MemcachedClient(BaseCacheClient):
             if entry is None or entry[1] <= now:
                 raise CacheMissError(key)
             value, expires = entry
+            old_flags = 0
             if type(value) is PageManifest:
+                old_flags = value.flags
                 value = self._read_pages(key, encoded, value)
                 if value is NONE:
                     raise CacheMissError(key)
             new = fn(value)
             new_ttl = expires - now if ttl is None else ttl
             payload = self._encode(key, encoded, new, new_ttl)
-            item = self._store_payload(payload, key, encoded, new_ttl)
-            if item is None:  # a page could not be written (counted)
+            written = self._store_payload(payload, key, encoded, new_ttl, raw)
+            if written is None:  # a page could not be written (counted)
                 raise CacheMissError(key)
+            item, flags = written
             try:
                 stored = server.client.cas(
-                    raw, gen + item, cas, expire=self._exptime(new_ttl), noreply=False
+                    raw, gen + item, cas, expire=self._exptime(new_ttl), noreply=False, flags=flags
                 )
             except Exception as exc:
                 self._fault(server, exc, "an update")
                 raise CacheMissError(key) from exc
             if stored:
                 self._sets += 1
+                if old_flags:
+                    self._drop_pages(self._old_pages(raw, old_flags, flags))
                 return new, new_ttl
             if stored is None:  # deleted meanwhile
                 raise CacheMissError(key)
@@ -1528,8 +1640,10 @@ class MemcachedClient(BaseCacheClient):
             self._bad_payload(key, exc)
             return NONE
 
-    async def _awrite_pages(self, payload: bytes, exptime: int) -> PageManifest | None:
-        manifest, pages = make_pages(payload, self._page_size)
+    async def _awrite_pages(
+        self, payload: bytes, exptime: int, owner: bytes
+    ) -> PageManifest | None:
+        manifest, pages = make_pages(payload, self._page_size, owner)
         ring = self._ring
         for page_key, page in zip(manifest.page_keys(self._internal_prefix), pages, strict=True):
             server = ring.get_node(page_key)
@@ -1548,15 +1662,26 @@ class MemcachedClient(BaseCacheClient):
         return manifest
 
     async def _astore_payload(
-        self, payload: bytes, key: Key, encoded: bytes, ttl: float
-    ) -> bytes | None:
+        self, payload: bytes, key: Key, encoded: bytes, ttl: float, raw: bytes
+    ) -> tuple[bytes, int] | None:
         if len(payload) + _GEN_SIZE <= self._page_size:
-            return payload
+            return payload, 0
         exptime = self._exptime(ttl)
-        manifest = await self._awrite_pages(payload, exptime and exptime + 1)
+        manifest = await self._awrite_pages(payload, exptime and exptime + 1, raw)
         if manifest is None:
             return None
-        return self._encode(key, encoded, manifest, ttl)
+        return self._encode(key, encoded, manifest, ttl), manifest.flags
+
+    async def _adrop_pages(self, keys: list[bytes]) -> None:
+        by_server: dict[_Server, list[bytes]] = {}
+        for page_key in keys:
+            by_server.setdefault(self._ring.get_node(page_key), []).append(page_key)
+        for server, batch in by_server.items():
+            if server.dead_until:
+                continue
+            data = b"".join(b"delete %s noreply\r\n" % k for k in batch)
+            with contextlib.suppress(Exception):
+                await self._aconn(server).request(data, _AsyncConn.nothing)
 
     async def aput(self, key: Key, value: Any, ttl: float) -> None:
         """Awaitable :meth:`put` (native asyncio)."""
@@ -1569,18 +1694,22 @@ class MemcachedClient(BaseCacheClient):
         try:
             conn = self._aconn(server)
             gen = await self._ageneration(server, conn)
-            item = await self._astore_payload(payload, key, encoded, ttl)
-            if item is None:
+            stored = await self._astore_payload(payload, key, encoded, ttl, raw)
+            if stored is None:
                 return
-            stored = await conn.store(b"set", raw, gen + item, self._exptime(ttl))
+            item, flags = stored
+            command = _set_command(b"set", raw, flags, self._exptime(ttl), gen + item)
+            old_flags, reply = await conn.probe_and_send(raw, command)
         except Exception as exc:
             self._fault(server, exc, "a set")
             return
         self._alive(server)
-        if stored:
+        if reply == b"STORED":
             self._sets += 1
         else:
             self._errors += 1
+        if old_flags:
+            await self._adrop_pages(self._old_pages(raw, old_flags, flags))
 
     async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
         """Awaitable :meth:`putMulti` (native asyncio)."""
@@ -1626,12 +1755,13 @@ class MemcachedClient(BaseCacheClient):
         exptime = self._exptime(ttl)
         try:
             conn = self._aconn(server)
-            item = await self._astore_payload(payload, key, encoded, ttl)
-            if item is None:
+            stored = await self._astore_payload(payload, key, encoded, ttl, raw)
+            if stored is None:
                 return False
+            item, flags = stored
             for _ in range(_CAS_ATTEMPTS):
                 gen = await self._ageneration(server, conn)
-                if await conn.store(b"add", raw, gen + item, exptime):
+                if await conn.store(b"add", raw, gen + item, exptime, flags=flags):
                     self._sets += 1
                     return True
                 # Something is there: replace it only if it is stale, foreign or invalid.
@@ -1646,8 +1776,10 @@ class MemcachedClient(BaseCacheClient):
                         return False
                     if await self._aread_pages(key, encoded, entry[0]) is not NONE:
                         return False
-                if await conn.store(b"cas", raw, gen + item, exptime, cas):
+                if await conn.store(b"cas", raw, gen + item, exptime, cas, flags):
                     self._sets += 1
+                    if entry is not None and type(entry[0]) is PageManifest:
+                        await self._adrop_pages(self._old_pages(raw, entry[0].flags, flags))
                     return True
         except Exception as exc:
             self._fault(server, exc, "an add")
@@ -1662,11 +1794,13 @@ class MemcachedClient(BaseCacheClient):
             self._errors += 1
             return
         try:
-            await self._aconn(server).command(b"delete " + raw)
+            old_flags, _ = await self._aconn(server).probe_and_send(raw, b"delete " + raw + b"\r\n")
         except Exception as exc:
             self._fault(server, exc, "a delete")
             return
         self._alive(server)
+        if old_flags:
+            await self._adrop_pages(self._old_pages(raw, old_flags, 0))
 
     async def _aupdate_expiry(self, key: Key, new_ttl: Callable[[float], float], what: str) -> bool:
         raw, encoded, server = self._locate(key)
@@ -1690,7 +1824,8 @@ class MemcachedClient(BaseCacheClient):
                 if type(value) is PageManifest and not await self._atouch_pages(value, exptime):
                     return False
                 item = gen + self._encode(key, encoded, value, ttl)
-                stored = await conn.store(b"cas", raw, item, exptime, cas)
+                flags = value.flags if type(value) is PageManifest else 0
+                stored = await conn.store(b"cas", raw, item, exptime, cas, flags)
                 if stored:
                     return True
                 if stored is None:  # deleted meanwhile

@@ -396,6 +396,70 @@ def test_big_incompressible_values_are_paged(memcached_factory, size):
     c.close()
 
 
+def _pages_left(servers, pages) -> list[bytes]:
+    """The page keys still stored on any of ``servers``."""
+    return [p for p in pages if any(raw(s).get(p) is not None for s in servers)]
+
+
+@pytest.mark.parametrize("then", ["put small", "put paged", "delete", "update", "add over stale"])
+def test_overwritten_or_deleted_paged_values_take_their_pages_along(memcached_factory, then):
+    servers = memcached_factory(2)  # pages spread over both
+    c = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
+    [home] = [s for s in servers if s.address == c._locate("big")[2].name]
+    big = os.urandom(5 * MB // 2)
+    c.put("big", big, TTL)
+    old_pages = page_keys(c, home, "big")
+    assert len(old_pages) >= 3 and _pages_left(servers, old_pages) == old_pages
+    if then == "put small":
+        c.put("big", "small now", TTL)
+        assert c.get("big") == "small now"
+    elif then == "put paged":
+        c.put("big", big[::-1], TTL)
+        assert c.get("big") == big[::-1]
+        new_pages = page_keys(c, home, "big")
+        assert _pages_left(servers, new_pages) == new_pages
+    elif then == "delete":
+        c.delete("big")
+        assert c.get("big", None) is None
+    elif then == "update":
+        assert c.update("big", lambda v: v[:10]) == big[:10]
+    else:
+        c.expire("big")
+        assert c.add("big", "added", TTL)
+        assert c.get("big") == "added"
+    assert _pages_left(servers, old_pages) == []
+    assert c.stats.errors == 0
+    c.close()
+
+
+def test_async_overwrite_and_delete_take_pages_along(memcached):
+    c = MemcachedClient([memcached.address], checksum_key=SECRET)
+    big = os.urandom(5 * MB // 2)
+
+    async def scenario():
+        await c.aput("big", big, TTL)
+        first = page_keys(c, memcached, "big")
+        await c.aput("big", big[::-1], TTL)
+        assert await c.aget("big") == big[::-1]
+        second = page_keys(c, memcached, "big")
+        gone_after_put = _pages_left([memcached], first)
+        await c.adelete("big")
+        return gone_after_put, _pages_left([memcached], second)
+
+    assert asyncio.run(scenario()) == ([], [])
+    assert c.stats.errors == 0
+    c.close()
+
+
+def test_small_values_carry_no_page_flags(client, memcached):
+    # Only manifests carry flags (the probe's signal that there are pages to delete).
+    client.put("small", "v", TTL)
+    reply = raw(memcached).raw_command(b"mg " + mkey("small") + b" f")
+    assert reply.split() == [b"HD", b"f0"]
+    client.delete("small")
+    assert client.get("small", None) is None
+
+
 def _paged(memcached, value=None):
     c = MemcachedClient([memcached.address], checksum_key=SECRET)
     c.put("big", value if value is not None else os.urandom(3 * MB), TTL)
