@@ -258,8 +258,9 @@ def plot(
         f"chorde benchmarks, {info['date'][:10]}: {info['python']}, {info['cpu']} "
         f"({info['cpus']} CPUs), {info.get('build', {}).get('label', '')}",
         fontsize=9,
+        y=1 - 0.15 / sum(heights),
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / sum(heights)))  # room for the title
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
