@@ -76,6 +76,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket
 import struct
 import threading
@@ -123,6 +124,8 @@ _UPDATE_ATTEMPTS = 64
 _ONE_MIB = 1024 * 1024
 _LOG_INTERVAL = 60.0
 _RECV_SIZE = 65536
+# VALUE <key> <flags> <bytes> [<cas>] (protocol.txt, "Retrieval command").
+_VALUE_LINE = re.compile(rb"VALUE (\S+) \d+ (\d+)[^\r\n]*\r\n")
 # Bound of the per-client memo of str keys' memcached keys (cleared, not evicted, when full).
 _KEY_MEMO_SIZE = 8192
 
@@ -246,26 +249,27 @@ def _get_many(conn: Any, keys: list[bytes]) -> dict[bytes, bytes]:
         buf = sock.recv(_RECV_SIZE)
         pos = 0
         result: dict[bytes, bytes] = {}
+        match = _VALUE_LINE.match
         while True:
+            value_line = match(buf, pos)
+            if value_line is not None:
+                start = value_line.end()
+                end = start + int(value_line[2])
+                if len(buf) < end + 2:
+                    buf = _recv_more(sock, buf, pos, end + 2 - pos)
+                    pos = 0
+                    continue  # parse the line again, from the start of the new buffer
+                result[value_line[1]] = buf[start:end]  # (buf is bytes: slices are copies)
+                pos = end + 2
+                continue
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
-                buf = _recv_more(sock, buf, pos, eol + 2)
+                buf = _recv_more(sock, buf, pos, len(buf) - pos + 1)
                 pos = 0
                 continue
-            if not buf.startswith(b"VALUE ", pos):
-                if eol == pos + 3 and buf.startswith(b"END", pos):
-                    return result
-                raise MemcacheUnknownError(buf[pos : min(eol, pos + 64)])
-            # VALUE <key> <flags> <bytes> [<cas>]
-            header = buf[pos + 6 : eol].split()
-            start = eol + 2
-            end = start + int(header[2])
-            if len(buf) < end + 2:
-                buf = _recv_more(sock, buf, pos, end + 2 - pos)
-                pos = 0
-                continue  # parse the header again, from the start of the new buffer
-            result[header[0]] = buf[start:end]  # (buf is bytes: slices are copies)
-            pos = end + 2
+            if eol == pos + 3 and buf.startswith(b"END", pos):
+                return result
+            raise MemcacheUnknownError(buf[pos : min(eol, pos + 64)])
     except BaseException:
         conn.close()
         raise
@@ -1130,9 +1134,10 @@ class MemcachedClient(BaseCacheClient):
             append(entry)
         return entries, paged
 
-    def _lookup_many(self, keys: Iterable[Key]) -> tuple[list[Key], list[Any]]:
-        """The keys and their ``(value, expires)`` or None; one round trip per server."""
-        keys = list(keys)
+    def _fetch_many(
+        self, keys: list[Key]
+    ) -> tuple[list[tuple[bytes, bytes]], list[_Server], dict[bytes, bytes]]:
+        """Mapped keys, their servers and the items found; one round trip per server."""
         mapped, servers, by_server = self._plan_many(keys)
         gen_key = self._gen_key
         found: dict[bytes, bytes] = {}
@@ -1153,40 +1158,55 @@ class MemcachedClient(BaseCacheClient):
                 found.update(got)
             else:
                 found = got
-        entries, paged = self._decode_many(keys, mapped, servers, found)
-        for i in paged:
-            manifest, expires = entries[i]
-            value = self._read_pages(keys[i], mapped[i][1], manifest)
-            entries[i] = None if value is NONE else (value, expires)
-        return keys, entries
+        return mapped, servers, found
+
+    def _multi(
+        self, keys: Iterable[Key], default: Any, with_ttl: bool
+    ) -> Iterator[tuple[Key, Any]]:
+        """getMulti (``with_ttl`` False) or getTtlMulti; one pass, decoding as it yields."""
+        keys = list(keys)
+        mapped, servers, found = self._fetch_many(keys)
+        loads = self._serializer.loads
+        now = time.time()
+        miss = (default, -1.0) if with_ttl else default
+        hits = 0
+        try:
+            for key, (raw, encoded), server in zip(keys, mapped, servers, strict=True):
+                data = found.get(raw)
+                # (A server that did not answer contributed nothing to ``found``.)
+                if data is None or not data.startswith(server.gen):
+                    yield key, miss
+                    continue
+                body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
+                try:
+                    value, expires = loads(body, key=encoded)
+                except InvalidPayload as exc:
+                    self._bad_payload(key, exc)
+                    yield key, miss
+                    continue
+                if (server.horizon and expires <= server.horizon) or (
+                    expires <= now and not with_ttl
+                ):
+                    yield key, miss
+                    continue
+                if type(value) is PageManifest:
+                    value = self._read_pages(key, encoded, value)
+                    if value is NONE:
+                        yield key, miss
+                        continue
+                hits += 1
+                yield key, ((value, expires - now) if with_ttl else value)
+        finally:
+            self._hits += hits
+            self._misses += len(keys) - hits
 
     def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
         """Yield ``(key, (value, ttl_left))``; one round trip per server involved."""
-        keys, entries = self._lookup_many(keys)
-        now = time.time()
-        hits = 0
-        for key, entry in zip(keys, entries, strict=True):
-            if entry is None:
-                yield key, (default, -1.0)
-            else:
-                hits += 1
-                yield key, (entry[0], entry[1] - now)
-        self._hits += hits
-        self._misses += len(keys) - hits
+        return self._multi(keys, default, True)
 
     def getMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
         """Yield ``(key, value)``; misses and stale entries give ``default``."""
-        keys, entries = self._lookup_many(keys)
-        now = time.time()
-        hits = 0
-        for key, entry in zip(keys, entries, strict=True):
-            if entry is None or entry[1] <= now:
-                yield key, default
-            else:
-                hits += 1
-                yield key, entry[0]
-        self._hits += hits
-        self._misses += len(keys) - hits
+        return self._multi(keys, default, False)
 
     # ---- writes -------------------------------------------------------------------------
 
