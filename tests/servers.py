@@ -321,8 +321,25 @@ class MemcachedServer(_ServerProcess):
         return "memcached"
 
     def suspend(self) -> None:
-        """Freeze the process (SIGSTOP): connections hang instead of being refused."""
+        """Freeze the process (SIGSTOP): connections hang instead of being refused.
+
+        Returns once every thread of the server is stopped: the signal lands
+        asynchronously, and a fast client could otherwise still get an answer.
+        """
         self._signal(signal.SIGSTOP)
+        pid = self.pid
+        deadline = time.monotonic() + 5
+        while pid is not None and time.monotonic() < deadline:
+            try:
+                states = [
+                    Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                    for task in os.listdir(f"/proc/{pid}/task")
+                ]
+            except OSError:  # a thread went away meanwhile: look again
+                continue
+            if all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """Thaw a process frozen by :meth:`suspend`."""
