@@ -716,7 +716,8 @@ class MemcachedClient(BaseCacheClient):
         self._key_memo: dict[str, tuple[bytes, bytes]] = {}
 
         self._servers: dict[tuple[str, int], _Server] = {}
-        self._retired: list[_Server] = []
+        # Servers dropped from the ring, with when: closed once no call can still be on them.
+        self._retired: list[tuple[float, _Server]] = []
         self._ring: HashRing[_Server] = HashRing(points_per_node=points_per_node)
         self._ring_lock = threading.Lock()
         self._stop = threading.Event()
@@ -800,13 +801,21 @@ class MemcachedClient(BaseCacheClient):
             if set(wanted) == set(self._servers) and self._ring:
                 return
             servers = {a: self._servers.get(a) or _Server(*a, self._make_conn) for a in wanted}
-            # Close pools retired by the previous update: their in-flight calls are long done.
-            for old in self._retired:
-                old.close()
-            self._retired = [s for a, s in self._servers.items() if a not in servers]
+            # A caller may have picked a server from the old ring just before the swap: close
+            # a dropped server only once any call it could still be serving has timed out.
+            now = time.monotonic()
+            grace = 2 * (self.connect_timeout + self.timeout) + 1.0
+            keep = []
+            for retired_at, old in self._retired:
+                if now - retired_at > grace:
+                    old.close()
+                else:
+                    keep.append((retired_at, old))
+            dropped = [s for a, s in self._servers.items() if a not in servers]
+            self._retired = keep + [(now, s) for s in dropped]
             self._servers = servers
             self._ring = self._ring.with_nodes(servers.values())
-            if self._retired or len(servers) > 1:
+            if dropped or len(servers) > 1:
                 logger.info(
                     "chorde: memcached servers now %s", ", ".join(map(str, servers.values()))
                 )
@@ -1924,7 +1933,7 @@ class MemcachedClient(BaseCacheClient):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         with self._ring_lock:
-            for server in [*self._servers.values(), *self._retired]:
+            for server in [*self._servers.values(), *(s for _, s in self._retired)]:
                 server.close()
             self._retired = []
 

@@ -978,3 +978,20 @@ def test_concurrent_add_has_one_winner(memcached):
             t.join(10)
         assert results.count(True) == 1
     c.close()
+
+
+def test_dropped_server_stays_open_for_callers_of_the_old_ring(memcached_factory):
+    """Two ring updates in a row must not close a server a caller picked before the first."""
+    a, b, c = memcached_factory(3)
+    client = MemcachedClient([a.address, b.address], checksum_key="k")
+    try:
+        old = client._servers[(a.host, a.port)]
+        conn = old.client  # this thread's connection, as an in-flight call holds it
+        conn.set(b"x", b"1")
+        client._set_servers([(b.host, b.port)])
+        client._set_servers([(b.host, b.port), (c.host, c.port)])
+        assert conn.sock is not None
+        assert conn.get(b"x") == b"1"
+    finally:
+        client.close()
+    assert conn.sock is None  # closed with the client
