@@ -17,14 +17,12 @@ memcached on a free loopback port (``MEMCACHED_BIN`` or ``memcached`` on the PAT
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import Result, TimingConfig, measure
+from benchmarks.harness import Result, TimingConfig, measure, memcached_server
 
 __all__ = ["run"]
 
@@ -33,24 +31,6 @@ _SEED = 20240503
 _BATCH = 10
 _VALUE = {"id": 12345, "name": "a cached row", "tags": ["x", "y"], "score": 0.5}
 _CHECKSUM_KEY = "benchmark secret"
-
-
-@contextlib.contextmanager
-def _server() -> Iterator[str | None]:
-    address = os.environ.get("CHORDE_BENCH_MEMCACHED")
-    if address:
-        yield address
-        return
-    try:
-        from tests.servers import MemcachedServer, find_memcached
-    except ImportError:
-        yield None
-        return
-    if find_memcached() is None:
-        yield None
-        return
-    with MemcachedServer(memory_mb=64) as server:
-        yield server.address
 
 
 def _settings() -> None:
@@ -128,7 +108,7 @@ def run(quick: bool) -> list[Result]:
         10_000,
         config,
     )
-    with _server() as address:
+    with memcached_server() as address:
         if address is None:
             print("  django: no memcached, memcached tables skipped", file=sys.stderr)
             return results

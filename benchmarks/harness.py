@@ -9,6 +9,7 @@ and the best is kept (best-of-N), and every loop has a hard bound.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import math
@@ -16,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "loop_overhead",
     "machine_info",
     "measure",
+    "memcached_server",
     "results_to_json",
     "set_cpu_clock",
 ]
@@ -309,3 +311,23 @@ def results_to_json(
         "argv": sys.argv[1:],
         "results": [asdict(r) for r in results],
     }
+
+
+@contextlib.contextmanager
+def memcached_server() -> Iterator[str | None]:
+    """A memcached address for a benchmark: ``CHORDE_BENCH_MEMCACHED``, else a server of
+    the test fixtures started for the run (64 MB), else None when memcached is missing."""
+    address = os.environ.get("CHORDE_BENCH_MEMCACHED")
+    if address:
+        yield address
+        return
+    try:
+        from tests.servers import MemcachedServer, find_memcached
+    except ImportError:  # benchmarks run from a checkout; be helpful if not
+        yield None
+        return
+    if find_memcached() is None:
+        yield None
+        return
+    with MemcachedServer(memory_mb=64) as server:
+        yield server.address

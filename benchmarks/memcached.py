@@ -22,14 +22,13 @@ that hit every implementation of a round alike.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import statistics
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import Result, TimingConfig, measure
+from benchmarks.harness import Result, TimingConfig, measure, memcached_server
 
 __all__ = ["run"]
 
@@ -47,24 +46,6 @@ _ROUND_CONFIG = TimingConfig(
 _RAW = "pymemcache"
 #: The issue's targets: (operation, chorde ns / raw pymemcache ns at most).
 _TARGETS = {"get": 1.3, "getMulti(100)": 1.25}
-
-
-@contextlib.contextmanager
-def _server() -> Iterator[str | None]:
-    address = os.environ.get("CHORDE_BENCH_MEMCACHED")
-    if address:
-        yield address
-        return
-    try:
-        from tests.servers import MemcachedServer, find_memcached
-    except ImportError:  # benchmarks run from a checkout; be helpful if not
-        yield None
-        return
-    if find_memcached() is None:
-        yield None
-        return
-    with MemcachedServer(memory_mb=64) as server:
-        yield server.address
 
 
 def _chorde(address: str) -> Any:
@@ -138,7 +119,7 @@ def run(quick: bool) -> list[Result]:
     batches = [rng.sample(keys, _BATCH) for _ in range(20)]
     value = rng.randbytes(100)
     results: list[Result] = []
-    with _server() as address:
+    with memcached_server() as address:
         if address is None:
             print("  memcached: skipped (no memcached executable found)", file=sys.stderr)
             return results
