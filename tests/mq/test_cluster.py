@@ -6,6 +6,8 @@ import collections
 import time
 from pathlib import Path
 
+import pytest
+
 from chorde.clients.coherent import CoherentWrapperClient
 from chorde.clients.inproc import InprocCacheClient
 from chorde.clients.tiered import TieredInclusiveClient
@@ -53,23 +55,13 @@ def _storm(members: list[Member], decorated: bool) -> list[dict]:
     return [m.result(cid, timeout=120) for m, cid in zip(members, ids, strict=True)]
 
 
-def test_compute_once_per_cluster(cluster, tmp_path):
+@pytest.mark.parametrize("decorated", [False, True], ids=["client", "cached-decorator"])
+def test_compute_once_per_cluster(cluster, tmp_path, decorated):
+    """Through the client's compute_once, and through @cached with no extra code."""
     members = cluster(4)
     for m in members:
         m.call("peers", n=3)
-    replies = _storm(members, decorated=False)
-    for reply in replies:
-        assert reply["values"] == {k: f"value-{k}" for k in KEYS}
-    counts = _computations(tmp_path)
-    assert set(counts) == set(KEYS)
-    assert {k: n for k, n in counts.items() if n != 1} == {}
-
-
-def test_cached_decorator_computes_once_per_cluster(cluster, tmp_path):
-    members = cluster(4)
-    for m in members:
-        m.call("peers", n=3)
-    replies = _storm(members, decorated=True)
+    replies = _storm(members, decorated=decorated)
     for reply in replies:
         assert reply["values"] == {k: f"value-{k}" for k in KEYS}
     counts = _computations(tmp_path)
