@@ -163,6 +163,10 @@ class _Core:
         self.threshold = threshold
         self.spread = spread
         self.namespace = namespace
+        # Key heads (see cached()): flat keys hash and compare with the fewest steps, and a
+        # tuple head can never equal the str head of a positional-only key.
+        self.head = (namespace,)
+        self.kw_head = (namespace, "**")
         self.keyfn = keyfn
         self.executor = executor
         self.flights = Flights()
@@ -174,12 +178,12 @@ class _Core:
     # ---- keys ------------------------------------------------------------------
 
     def key(self, args: tuple, kwargs: dict) -> Hashable:
-        """The cache key for a call: ``(namespace, args[, sorted kwargs])``."""
+        """The cache key for a call; see :func:`cached`."""
         if self.keyfn is not None:
             return (self.namespace, self.keyfn(*args, **kwargs))
         if kwargs:
-            return (self.namespace, args, tuple(sorted(kwargs.items())))
-        return (self.namespace, args)
+            return (self.kw_head, args, tuple(sorted(kwargs.items())))
+        return self.head + args
 
     def key_error(self, args: tuple, kwargs: dict, exc: TypeError) -> TypeError:
         """Turn a client's TypeError about a key into one naming the offending argument."""
@@ -793,7 +797,8 @@ class _CachedMethod:
 def _make_wrapper(core: _Core) -> Callable[..., Any]:
     # The hit path is inlined here with everything bound to locals: no locks, no attribute
     # lookups on the core, one client call.
-    ns = core.namespace
+    head = core.head
+    kw_head = core.kw_head
     client = core.client
     getTtl = client.getTtl
     threshold = core.threshold
@@ -816,7 +821,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
     elif threshold:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ckey = (ns, args, tuple(sorted(kwargs.items()))) if kwargs else (ns, args)
+            ckey = (kw_head, args, tuple(sorted(kwargs.items()))) if kwargs else head + args
             try:
                 value, ttl_left = getTtl(ckey, _MISS)
             except TypeError as exc:
@@ -832,7 +837,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
         compute_once = core.compute_once
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ckey = (ns, args, tuple(sorted(kwargs.items()))) if kwargs else (ns, args)
+            ckey = (kw_head, args, tuple(sorted(kwargs.items()))) if kwargs else head + args
             try:
                 value = get(ckey, _MISS)
             except TypeError as exc:
@@ -895,9 +900,11 @@ def cached(
     :param executor: pool for background computations (default: a shared bounded pool,
         see :func:`set_default_executor`).
 
-    The cache key is ``(namespace, args)`` or ``(namespace, args, sorted kwargs items)``:
+    The cache key is ``(namespace, *args)``, or ``((namespace, "**"), args, sorted kwargs
+    items)`` when keyword arguments are passed, or ``(namespace, key(*args, **kwargs))``:
     tuples of the arguments, usable as they are by in-process clients and encodable by
     clients that serialize keys when the arguments are str/bytes/numbers/None/tuples.
+    ``f.cache_key(*args, **kwargs)`` returns it.
     """
     missing = [m for m in _CLIENT_METHODS if not callable(getattr(client, m, None))]
     if missing:

@@ -98,7 +98,8 @@ def test_kwargs_order_does_not_matter(client):
     assert f(1, b=2, c=3) == 6
     assert f(1, c=3, b=2) == 6
     assert len(calls) == 1
-    assert f.cache_key(1, c=3, b=2) == (f.namespace, (1,), (("b", 2), ("c", 3)))
+    assert f.cache_key(1, c=3, b=2) == ((f.namespace, "**"), (1,), (("b", 2), ("c", 3)))
+    assert f.cache_key(1, 2) == (f.namespace, 1, 2)
 
 
 def test_positional_and_keyword_forms_never_collide(client):
@@ -110,6 +111,11 @@ def test_positional_and_keyword_forms_never_collide(client):
     assert f(b=2) == ((), {"b": 2})
     assert f(1, ("b", 2)) == ((1, ("b", 2)), {})
     assert f(1, b=2) == ((1,), {"b": 2})
+    # Flat positional keys: arguments shaped like the keyword form's parts stay apart.
+    assert f((1,), (("b", 2),)) == (((1,), (("b", 2),)), {})
+    assert f(1, b=2) == ((1,), {"b": 2})
+    assert f((1, 2)) == (((1, 2),), {})
+    assert f(1, 2) == ((1, 2), {})
 
 
 def test_exception_is_not_cached(client):
@@ -132,7 +138,7 @@ def test_default_namespace_is_module_and_qualname(client):
 
     assert f.namespace == f"{__name__}.test_default_namespace_is_module_and_qualname.<locals>.f"
     f(1)
-    assert client.get((f.namespace, (1,))) == 1
+    assert client.get((f.namespace, 1)) == 1
 
 
 def test_explicit_namespace_is_shared(client):

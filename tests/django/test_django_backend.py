@@ -419,7 +419,7 @@ def test_cached_helper_and_get_client(memcached: Any) -> None:
         assert square(3) == 9
         assert calls == [3, 3]
         # The namespace carries KEY_PREFIX and VERSION.
-        key = (f"site1:1:{square.__module__}.{square.__qualname__}", (3,))
+        key = (f"site1:1:{square.__module__}.{square.__qualname__}", 3)
         assert caches["mc"].client.get(key) == 9
 
 
