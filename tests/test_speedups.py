@@ -105,6 +105,11 @@ def test_status_follows_the_build_and_the_source(fake_tree, monkeypatch):
     built = _speedups.compiled_path(name, _speedups.source_digest(str(fake_tree)))
     open(built, "wb").close()
     assert _speedups.status([name]) == {name: "compiled"}
+    fake_tree.with_suffix(".pxd").write_text("cdef int X\n")  # C types added after the build
+    assert _speedups.status([name])[name].startswith("pure (stale build")
+    built = _speedups.compiled_path(name, _speedups.source_digest(str(fake_tree)))
+    open(built, "wb").close()
+    assert _speedups.status([name]) == {name: "compiled"}
     fake_tree.write_text("X = 2\n")  # edited after the build
     assert _speedups.status([name])[name].startswith("pure (stale build")
     monkeypatch.setenv(_speedups.ENV_VAR, "1")

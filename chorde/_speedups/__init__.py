@@ -65,9 +65,17 @@ def source_path(name: str) -> str:
 
 
 def source_digest(path: str) -> str:
-    """The digest naming the build of one source file (its content, not its date)."""
+    """The digest naming the build of one source file and the ``.pxd`` beside it, if any
+    (their content, not their dates): editing either makes the build stale."""
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:_DIGEST_CHARS]
+        digest.update(f.read())
+    try:
+        with open(os.path.splitext(path)[0] + ".pxd", "rb") as f:
+            digest.update(b"\0pxd\0" + f.read())
+    except FileNotFoundError:
+        pass
+    return digest.hexdigest()[:_DIGEST_CHARS]
 
 
 def compiled_path(name: str, digest: str) -> str:

@@ -1,6 +1,7 @@
 # C types for the compiled build of inproc.py (Cython pure-Python mode; see chorde/_speedups).
 # The client's state becomes C fields (no instance-dict lookups, counters are C integers),
-# and the default clock is read with one C call.
+# and the default clock is read with one C call. The linked LRU store's nodes and list are C
+# types too: a read is one dict lookup and a relink of C fields, atomic under the GIL.
 
 cdef extern from *:
     """
@@ -13,7 +14,51 @@ cdef extern from *:
     """
     double _c_monotonic "chorde_inproc_monotonic" () noexcept nogil
 
+cimport cython
+
 cdef bint _COMPILED
+
+@cython.final
+@cython.freelist(256)
+cdef class _Node:
+    cdef public object key
+    cdef public object value
+    cdef public double expires
+    cdef public _Node prev
+    cdef public _Node next
+
+
+cdef _Node _new_node(object key, object value, double expires)
+
+
+@cython.final
+cdef class _Links:
+    cdef public dict nodes
+    cdef public _Node root
+    cdef public Py_ssize_t capacity
+    cdef public bint touch_on_read
+    cdef public Py_ssize_t evictions
+    cdef public object lock
+    cdef object _acquire
+    cdef object _release
+
+    @cython.locals(prev=_Node, nxt=_Node)
+    cdef void _unlink(self, _Node node) noexcept
+    @cython.locals(root=_Node, first=_Node)
+    cdef void _push(self, _Node node) noexcept
+    cdef void _touch(self, _Node node) noexcept
+    cdef int _read_touch(self, _Node node) except -1
+    @cython.locals(node=_Node)
+    cpdef object live(self, object key, double now, object miss)
+    @cython.locals(node=_Node)
+    cpdef tuple entry(self, object key, double now)
+    @cython.locals(node=_Node)
+    cpdef tuple peek(self, object key)
+    @cython.locals(old=_Node)
+    cpdef put(self, object key, object value, double expires)
+    @cython.locals(victim=_Node)
+    cdef int _put_locked(self, object key, _Node node, _Node old) except -1
+
 
 cdef class _InprocClient:
     cdef public object store
@@ -30,3 +75,5 @@ cdef class _InprocClient:
     cdef Py_ssize_t _hits
     cdef Py_ssize_t _misses
     cdef Py_ssize_t _sets
+    cdef _Links _links
+

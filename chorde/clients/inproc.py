@@ -3,9 +3,11 @@
 Two stores hold the entries; :class:`InprocCacheClient` adds expiry and the client contract
 on top of either:
 
-* :class:`Cache`: an exact LRU (a C ``OrderedDict`` under a lock). O(1) get, put and
-  eviction. Every read moves the entry to the young end, which is a write; pass
-  ``touch_on_read=False`` to skip it (reads get cheaper, eviction becomes insertion order).
+* :class:`Cache`: an exact LRU. O(1) get, put and eviction; reads take no lock. Every read
+  moves the entry to the young end; pass ``touch_on_read=False`` to skip that (reads get
+  cheaper, eviction becomes insertion order). Two implementations, one per build, the same
+  behaviour: :class:`OrderedLRU` (a C ``OrderedDict``, fastest in pure Python) and
+  :class:`LinkedLRU` (a dict of linked nodes, fastest compiled: a read hashes its key once).
 * :class:`CuckooCache`: an approximate LRU in a fixed table. Each key may live in one of four
   slots (two hash positions, two slots each), so lookups probe at most four slots, memory
   never grows, and eviction picks the least recently used of the candidates (after one
@@ -17,6 +19,7 @@ Keys are used as they are (any hashable object, no encoding); an unhashable key 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -43,7 +46,16 @@ else:
 
 _MONOTONIC = time.monotonic
 
-__all__ = ["STORES", "BaseStore", "Cache", "CuckooCache", "InprocCacheClient", "LRUCache"]
+__all__ = [
+    "STORES",
+    "BaseStore",
+    "Cache",
+    "CuckooCache",
+    "InprocCacheClient",
+    "LRUCache",
+    "LinkedLRU",
+    "OrderedLRU",
+]
 
 #: An entry as the stores hold it: ``(value, expires)``, ``expires`` on the client's clock.
 Entry = tuple[Any, float]
@@ -115,8 +127,9 @@ class BaseStore:
         raise NotImplementedError
 
 
-class Cache(BaseStore):
-    """Exact LRU store over an ``OrderedDict``; see the module docstring."""
+class OrderedLRU(BaseStore):
+    """Exact LRU store over an ``OrderedDict``: the :class:`Cache` of the pure-Python build.
+    See the module docstring."""
 
     __slots__ = ("_data", "_lock", "_move", "capacity", "evictions", "lookup", "touch")
 
@@ -205,6 +218,287 @@ class Cache(BaseStore):
         return len(self._data)
 
 
+class _Node:
+    """One entry of :class:`LinkedLRU`: a link of its recency list; ``next is None`` once
+    unlinked.
+
+    A lock-free reader must see ``value`` and ``expires`` from the same write: compiled,
+    an overwrite changes both with no Python code in between (atomic under the GIL); in
+    pure Python a write links a new node instead.
+    """
+
+    __slots__ = ("expires", "key", "next", "prev", "value")
+
+    def __init__(self) -> None:
+        self.prev = self.next = None
+
+
+def _new_node(key: Hashable, value: Any, expires: float) -> _Node:
+    node = _Node.__new__(_Node)
+    node.key = key
+    node.value = value
+    node.expires = expires
+    node.prev = node.next = None
+    return node
+
+
+class _Links:
+    """The state of :class:`LinkedLRU`: a dict of nodes and their circular recency list
+    (``root.next`` the most recently used). Writers hold ``lock``.
+
+    Compiled (``inproc.pxd`` makes this a C type), a read is one dict lookup and a relink
+    that runs no Python code: the GIL makes it atomic, so reads take no lock. Pure Python
+    has no such guarantee, so there reads relink under the lock.
+    """
+
+    def __init__(self, capacity: int, touch_on_read: bool) -> None:
+        self.nodes: dict[Hashable, _Node] = {}
+        root = _Node()
+        root.prev = root.next = root
+        self.root = root
+        self.capacity = capacity
+        self.touch_on_read = touch_on_read
+        self.evictions = 0
+        self.lock = threading.Lock()
+        self._acquire = self.lock.acquire
+        self._release = self.lock.release
+
+    # -- list surgery; callers hold the lock (writers) or the GIL alone (compiled reads) --
+
+    def _unlink(self, node: _Node) -> None:
+        prev = node.prev
+        nxt = node.next
+        prev.next = nxt
+        nxt.prev = prev
+        node.prev = node.next = None
+
+    def _push(self, node: _Node) -> None:
+        root = self.root
+        first = root.next
+        node.prev = root
+        node.next = first
+        first.prev = node
+        root.next = node
+
+    def _touch(self, node: _Node) -> None:
+        # Only a node still linked moves: a writer may have replaced or dropped it since
+        # the reader found it, and an unlinked node must stay out of the list.
+        if node.next is not None and node.prev is not self.root:
+            self._unlink(node)
+            self._push(node)
+
+    def _read_touch(self, node: _Node) -> None:
+        if _COMPILED:
+            self._touch(node)
+        else:
+            with self.lock:
+                self._touch(node)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def live(self, key: Hashable, now: float, miss: Any) -> Any:
+        """The value of ``key`` if it is held and expires after ``now`` (marked used), else
+        ``miss``."""
+        node = self.nodes.get(key)
+        if node is None or not node.expires > now:
+            return miss
+        if self.touch_on_read:
+            self._read_touch(node)
+        return node.value
+
+    def entry(self, key: Hashable, now: float) -> Entry:
+        """``(value, expires)`` of ``key``, marked used if live at ``now``; KeyError if absent."""
+        node = self.nodes.get(key)
+        if node is None:
+            raise KeyError(key)
+        if self.touch_on_read and node.expires > now:
+            self._read_touch(node)
+        return (node.value, node.expires)
+
+    def peek(self, key: Hashable) -> Entry:
+        """``(value, expires)`` of ``key`` without marking it used; KeyError if absent."""
+        node = self.nodes.get(key)
+        if node is None:
+            raise KeyError(key)
+        return (node.value, node.expires)
+
+    # -- writes ---------------------------------------------------------------------
+
+    def put(self, key: Hashable, value: Any, expires: float) -> None:
+        """Store an entry (the most recently used), evicting the least recently used if full."""
+        self._acquire()  # not `with`: see OrderedLRU.set
+        try:
+            old = self.nodes.get(key)  # may run the key's Python __eq__: nothing changed yet
+            if old is not None and _COMPILED:
+                # In place: no Python code runs between the two writes (the old value is
+                # still referenced here, so dropping it cannot run a __del__ in between).
+                previous = old.value  # noqa: F841 (kept alive until the writes are done)
+                old.value = value
+                old.expires = expires
+                self._touch(old)
+                return
+            self._put_locked(key, _new_node(key, value, expires), old)
+        finally:
+            self._release()
+
+    def _put_locked(self, key: Hashable, node: _Node, old: _Node | None) -> None:
+        # The lookup of ``old`` (the caller's) may have run the key's Python __eq__, letting
+        # readers run; from here on no Python code runs until the dict is written.
+        nodes = self.nodes
+        if old is not None:
+            self._unlink(old)
+        elif len(nodes) >= self.capacity:
+            # Evict before inserting, so a reader of len() never sees capacity + 1.
+            victim = self.root.prev
+            self._unlink(victim)
+            del nodes[victim.key]
+            self.evictions += 1
+        self._push(node)
+        nodes[key] = node
+
+    def add(self, key: Hashable, value: Any, expires: float, now: float) -> bool:
+        """Store only if ``key`` is absent or expired at ``now``; return whether stored."""
+        node = _new_node(key, value, expires)
+        with self.lock:
+            old = self.nodes.get(key)
+            if old is not None and old.expires > now:
+                return False
+            self._put_locked(key, node, old)
+            return True
+
+    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool) -> bool:
+        """Give an existing entry a new expiry, keeping its place; return whether it existed."""
+        with self.lock:
+            old = self.nodes.get(key)
+            if old is None:
+                return False
+            if only_sooner and not expires < old.expires:
+                return True
+            node = _new_node(old.key, old.value, expires)
+            prev = old.prev
+            nxt = old.next
+            node.prev = prev
+            node.next = nxt
+            prev.next = node
+            nxt.prev = node
+            old.prev = old.next = None
+            self.nodes[key] = node
+            return True
+
+    def pop(self, key: Hashable) -> None:
+        """Remove ``key`` if present."""
+        hash(key)  # unhashable keys fail here, outside the lock
+        with self.lock:
+            node = self.nodes.get(key)
+            if node is not None:
+                self._unlink(node)
+                del self.nodes[key]
+
+    def _detach_all(self) -> list[_Node]:
+        """Unlink every node, oldest first, and return them (the dict still holds them)."""
+        root = self.root
+        out = []
+        node = root.prev
+        while node is not root:
+            out.append(node)
+            node = node.prev
+        for node in out:
+            node.prev = node.next = None
+        root.prev = root.next = root
+        return out
+
+    def clear(self) -> None:
+        """Remove everything."""
+        with self.lock:
+            self._detach_all()
+            self.nodes.clear()
+
+    def purge(self, cutoff: float) -> int:
+        """Remove entries that expired before ``cutoff``; return how many."""
+        with self.lock:
+            dead = []
+            root = self.root
+            node = root.next
+            while node is not root:
+                if node.expires < cutoff:
+                    dead.append(node)
+                node = node.next
+            for node in dead:
+                self._unlink(node)
+            for node in dead:
+                del self.nodes[node.key]
+        return len(dead)
+
+    def items(self) -> list[tuple[Hashable, Entry]]:
+        """A snapshot of the entries, least recently used first."""
+        with self.lock:
+            root = self.root
+            out = []
+            node = root.prev
+            while node is not root:
+                out.append((node.key, (node.value, node.expires)))
+                node = node.prev
+            return out
+
+
+class LinkedLRU(BaseStore):
+    """Exact LRU store over a dict of linked nodes: the :class:`Cache` of the compiled
+    build, where a read hashes its key once and moves its node without a lock.
+
+    Usable in pure Python too (reads then lock to move the node). ``touch_on_read=False``
+    makes eviction insertion-ordered, as for :class:`OrderedLRU`.
+    """
+
+    __slots__ = ("_links",)
+    touch = None  # lookup() marks the key used itself
+
+    def __init__(self, size: int, touch_on_read: bool = True) -> None:
+        self._links = _Links(check_capacity(size), touch_on_read)
+
+    @property
+    def capacity(self) -> int:  # type: ignore[override]
+        """Maximum number of entries."""
+        return self._links.capacity
+
+    @property
+    def evictions(self) -> int:  # type: ignore[override]
+        """Entries evicted to make room, so far."""
+        return self._links.evictions
+
+    def lookup(self, key: Hashable) -> Entry:  # type: ignore[override]
+        return self._links.entry(key, -math.inf)
+
+    def peek(self, key: Hashable) -> Entry:
+        return self._links.peek(key)
+
+    def set(self, key: Hashable, entry: Entry, now: float) -> None:
+        self._links.put(key, entry[0], entry[1])
+
+    def add(self, key: Hashable, entry: Entry, now: float) -> bool:
+        return self._links.add(key, entry[0], entry[1], now)
+
+    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
+        return self._links.set_expiry(key, expires, only_sooner)
+
+    def pop(self, key: Hashable) -> None:
+        self._links.pop(key)
+
+    def clear(self) -> None:
+        self._links.clear()
+
+    def purge(self, cutoff: float) -> int:
+        return self._links.purge(cutoff)
+
+    def items(self) -> list[tuple[Hashable, Entry]]:
+        return self._links.items()
+
+    def __len__(self) -> int:
+        return len(self._links.nodes)
+
+
+#: The exact LRU store: the fastest of the two for the build that runs (each is usable in
+#: both, and both pass the same tests).
+Cache: type[BaseStore] = LinkedLRU if _COMPILED else OrderedLRU
 #: The seed's name for the exact LRU store.
 LRUCache = Cache
 
@@ -296,7 +590,7 @@ class CuckooCache(BaseStore):
         i = h % self._n
         slots = self._slots
         lock = self._lock
-        lock.acquire()  # not `with`: see Cache.set
+        lock.acquire()  # not `with`: see OrderedLRU.set
         try:
             s = slots[i]
             if s is not None and (s[0] is key or s[0] == key):  # overwrite in place
@@ -477,12 +771,14 @@ class _InprocClient:
         self._set = self.store.set
         # The exact-LRU store's parts: get subscripts its dict directly (cheaper than calling
         # its bound __getitem__) and put inlines its set(). None for other stores.
-        lru = self.store if type(self.store) is Cache else None
+        lru = self.store if type(self.store) is OrderedLRU else None
         self._data = lru._data if lru is not None else None
         self._acquire = lru._lock.acquire if lru is not None else None
         self._release = lru._lock.release if lru is not None else None
         self._move = lru._move if lru is not None else None
         self._capacity = self.store.capacity
+        # The linked store's state: get and put call it directly (C calls when compiled).
+        self._links = self.store._links if type(self.store) is LinkedLRU else None
         self._c_clock = _COMPILED and clock is _MONOTONIC
         self._hits = 0
         self._misses = 0
@@ -492,6 +788,20 @@ class _InprocClient:
 
     def get(self, key: Hashable, default: Any = NONE) -> Any:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
+        links = self._links
+        if links is not None:
+            now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+            try:
+                value = links.live(key, now, _MISS)
+            except TypeError:
+                raise _bad_key(key) from None
+            if value is not _MISS:
+                self._hits += 1
+                return value
+            self._misses += 1
+            if default is NONE:
+                raise CacheMissError(key)
+            return default
         data = self._data
         try:
             if data is not None:
@@ -521,8 +831,18 @@ class _InprocClient:
 
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
+        links = self._links
         data = self._data
         try:
+            if links is not None:
+                now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+                value, expires = links.entry(key, now)
+                left = expires - now
+                if left > 0:
+                    self._hits += 1
+                else:
+                    self._misses += 1
+                return value, left
             if data is not None:
                 value, expires = data[key]
             else:
@@ -583,13 +903,21 @@ class _InprocClient:
         if (cls is not float and cls is not int) or not ttl >= 0:
             ttl = check_ttl(ttl)
         now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+        links = self._links
+        if links is not None:
+            try:
+                links.put(key, value, now + ttl)
+            except TypeError:
+                raise _bad_key(key) from None
+            self._sets += 1
+            return
         entry = (value, now + ttl)
         data = self._data
         try:
             if data is None:
                 self._set(key, entry, now)
             else:
-                # Cache.set, inlined: a call less on the hot path of the default store. The
+                # OrderedLRU.set, inlined: a call less on the hot path of that store. The
                 # lock's own methods, as `with lock:` costs twice as much (its __exit__ call).
                 self._acquire()
                 try:

@@ -8,7 +8,14 @@ import threading
 import pytest
 
 from chorde import CacheMissError, ConfigurationError
-from chorde.clients.inproc import Cache, CuckooCache, InprocCacheClient, LRUCache
+from chorde.clients.inproc import (
+    Cache,
+    CuckooCache,
+    InprocCacheClient,
+    LinkedLRU,
+    LRUCache,
+    OrderedLRU,
+)
 
 
 class Clock:
@@ -24,11 +31,17 @@ def clock():
     return Clock()
 
 
+@pytest.fixture(params=[OrderedLRU, LinkedLRU], ids=["ordered", "linked"])
+def lru(request):
+    """Each exact-LRU implementation (both run in each build)."""
+    return request.param
+
+
 # ---- exact LRU ---------------------------------------------------------------------
 
 
-def test_lru_evicts_least_recently_used(clock):
-    c = InprocCacheClient(3, clock=clock)
+def test_lru_evicts_least_recently_used(clock, lru):
+    c = InprocCacheClient(3, lru, clock=clock)
     for k in "abc":
         c.put(k, k, 100)
     c.get("a")  # a becomes the youngest
@@ -38,8 +51,8 @@ def test_lru_evicts_least_recently_used(clock):
     assert c.stats.evictions == 1
 
 
-def test_lru_overwrite_counts_as_use(clock):
-    c = InprocCacheClient(2, clock=clock)
+def test_lru_overwrite_counts_as_use(clock, lru):
+    c = InprocCacheClient(2, lru, clock=clock)
     c.put("a", 1, 100)
     c.put("b", 1, 100)
     c.put("a", 2, 100)
@@ -48,8 +61,8 @@ def test_lru_overwrite_counts_as_use(clock):
     assert c.get("a") == 2
 
 
-def test_lru_without_touch_on_read_evicts_in_insertion_order(clock):
-    c = InprocCacheClient(3, Cache(3, touch_on_read=False), clock=clock)
+def test_lru_without_touch_on_read_evicts_in_insertion_order(clock, lru):
+    c = InprocCacheClient(3, lru(3, touch_on_read=False), clock=clock)
     for k in "abc":
         c.put(k, k, 100)
     c.get("a")
@@ -58,8 +71,8 @@ def test_lru_without_touch_on_read_evicts_in_insertion_order(clock):
     assert c.get("b") == "b"
 
 
-def test_lru_eviction_order_long_sequence(clock):
-    c = InprocCacheClient(100, clock=clock)
+def test_lru_eviction_order_long_sequence(clock, lru):
+    c = InprocCacheClient(100, lru, clock=clock)
     rng = random.Random(1)
     order: list[int] = []  # model: least recent first
     for _ in range(5000):
@@ -77,8 +90,8 @@ def test_lru_eviction_order_long_sequence(clock):
     assert [k for k, _ in c.store.items()] == order
 
 
-def test_usage_exact(clock):
-    c = InprocCacheClient(10, clock=clock)
+def test_usage_exact(clock, lru):
+    c = InprocCacheClient(10, lru, clock=clock)
     assert c.usage == 0
     for i in range(7):
         c.put(i, i, 100)
@@ -93,14 +106,18 @@ def test_usage_exact(clock):
     assert c.usage == 0
 
 
-def test_lru_alias():
+def test_lru_alias_and_build_choice():
+    import chorde.clients.inproc as module
+
     assert LRUCache is Cache
+    compiled = not module.__file__.endswith(".py")
+    assert Cache is (LinkedLRU if compiled else OrderedLRU)
 
 
 # ---- expiry with a controlled clock ------------------------------------------------
 
 
-@pytest.mark.parametrize("store", ["lru", "cuckoo"])
+@pytest.mark.parametrize("store", [OrderedLRU, LinkedLRU, "cuckoo"])
 def test_expiry_boundary(clock, store):
     c = InprocCacheClient(10, store, clock=clock)
     c.put("k", "v", 10)
@@ -115,7 +132,7 @@ def test_expiry_boundary(clock, store):
     assert c.getTtl("k") == ("v", -5)
 
 
-@pytest.mark.parametrize("store", ["lru", "cuckoo"])
+@pytest.mark.parametrize("store", [OrderedLRU, LinkedLRU, "cuckoo"])
 def test_purge_drops_only_expired(clock, store):
     c = InprocCacheClient(100, store, clock=clock)
     for i in range(10):
@@ -128,7 +145,7 @@ def test_purge_drops_only_expired(clock, store):
     assert [c.get(i, None) for i in range(10)] == [None] * 5 + list(range(5, 10))
 
 
-@pytest.mark.parametrize("store", ["lru", "cuckoo"])
+@pytest.mark.parametrize("store", [OrderedLRU, LinkedLRU, "cuckoo"])
 def test_expired_entries_are_preferred_victims_or_evicted(clock, store):
     c = InprocCacheClient(4, store, clock=clock)
     c.put("old", 1, 1)
@@ -211,7 +228,7 @@ def test_cuckoo_size_one():
 # ---- threads -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("store", ["lru", "lru-notouch", "cuckoo"])
+@pytest.mark.parametrize("store", [OrderedLRU, LinkedLRU, "lru-notouch", "cuckoo"])
 def test_threads_random_operations(store):
     """8 threads x 50,000 random operations: no exception, no cross-key value."""
     c = InprocCacheClient(1000, store)
@@ -275,7 +292,9 @@ def test_threads_random_operations(store):
     assert not errors, errors[:3]
     assert not over_capacity
     assert c.usage <= c.capacity
-    assert len(c.store.items()) == c.usage
+    items = c.store.items()
+    assert len(items) == c.usage
+    assert len({k for k, _ in items}) == len(items)  # no key listed twice
 
 
 # ---- bad input ---------------------------------------------------------------------

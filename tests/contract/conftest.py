@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from chorde.clients.base import BaseCacheClient
-from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.inproc import InprocCacheClient, LinkedLRU, OrderedLRU
 from chorde.clients.namespace import NamespaceWrapper
 from chorde.clients.tiered import TieredInclusiveClient
 
@@ -135,7 +135,9 @@ FACTORIES: dict[str, Callable[..., Env]] = {
     "memcached-1": _memcached(1),
     "memcached-3": _memcached(3),
     "tiered-inproc-memcached": _tiered_memcached,
-    "inproc-lru": _inproc(),
+    # Both exact-LRU implementations, in each build (Cache is one of them).
+    "inproc-lru": _inproc(OrderedLRU),
+    "inproc-lru-linked": _inproc(LinkedLRU),
     "inproc-lru-notouch": _inproc("lru-notouch"),
     "inproc-cuckoo": _inproc("cuckoo"),
     "tiered-inproc": _tiered_inproc,
