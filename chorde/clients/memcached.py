@@ -128,6 +128,10 @@ _RECV_SIZE = 65536
 _VALUE_LINE = re.compile(rb"VALUE (\S+) \d+ (\d+)[^\r\n]*\r\n")
 # Bound of the per-client memo of str keys' memcached keys (cleared, not evicted, when full).
 _KEY_MEMO_SIZE = 8192
+# The value sizes of VALUE lines, parsed: int() of the text costs more than a dict lookup, and
+# a batch of values tends to repeat a few sizes. Shared, bounded (cleared when full).
+_SIZES: dict[bytes, int] = {}
+_SIZES_MAX = 4096
 
 
 class _Guard:
@@ -250,16 +254,23 @@ def _get_many(conn: Any, keys: list[bytes]) -> dict[bytes, bytes]:
         pos = 0
         result: dict[bytes, bytes] = {}
         match = _VALUE_LINE.match
+        sizes = _SIZES
         while True:
             value_line = match(buf, pos)
             if value_line is not None:
+                key, size_text = value_line.groups()
+                size = sizes.get(size_text)
+                if size is None:
+                    if len(sizes) >= _SIZES_MAX:
+                        sizes.clear()
+                    size = sizes[size_text] = int(size_text)
                 start = value_line.end()
-                end = start + int(value_line[2])
+                end = start + size
                 if len(buf) < end + 2:
                     buf = _recv_more(sock, buf, pos, end + 2 - pos)
                     pos = 0
                     continue  # parse the line again, from the start of the new buffer
-                result[value_line[1]] = buf[start:end]  # (buf is bytes: slices are copies)
+                result[key] = buf[start:end]  # (buf is bytes: slices are copies)
                 pos = end + 2
                 continue
             eol = buf.find(b"\r\n", pos)
@@ -926,9 +937,7 @@ class MemcachedClient(BaseCacheClient):
         if data is None or data[:_GEN_SIZE] != server.gen:
             return None
         try:
-            # Small payloads are cheaper to copy than to view.
-            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
-            entry = self._serializer.loads(body, key=encoded)
+            entry = self._serializer.loads(data, key=encoded, offset=_GEN_SIZE)
         except InvalidPayload as exc:
             self._bad_payload(key, exc)
             return None
@@ -1021,7 +1030,7 @@ class MemcachedClient(BaseCacheClient):
 
     def _lookup(self, key: Key) -> tuple[Any, float] | None:
         """``(value, expires)`` for ``key``, or None on a miss (counted, but not as a hit)."""
-        # The hot path: everything it needs is inlined, and small payloads are copied.
+        # The hot path: everything it needs is inlined.
         if type(key) is str:
             mapped = self._key_memo.get(key)
             raw, encoded = mapped if mapped is not None else self._map_key(key)
@@ -1050,8 +1059,7 @@ class MemcachedClient(BaseCacheClient):
         if data is None or data[:_GEN_SIZE] != server.gen:
             return None
         try:
-            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
-            entry = self._serializer.loads(body, key=encoded)
+            entry = self._serializer.loads(data, key=encoded, offset=_GEN_SIZE)
         except InvalidPayload as exc:
             self._bad_payload(key, exc)
             return None
@@ -1088,12 +1096,13 @@ class MemcachedClient(BaseCacheClient):
         self, keys: list[Key]
     ) -> tuple[list[tuple[bytes, bytes]], list[_Server], dict[_Server, list[bytes]]]:
         """Mapped keys, their servers, and the memcached keys to ask each server for."""
-        memo = self._key_memo
-        map_key = self._map_key
-        mapped = []
-        for key in keys:
-            m = memo.get(key) if type(key) is str else None
-            mapped.append(m if m is not None else map_key(key))
+        memo_get = self._key_memo.get
+        mapped = [memo_get(key) if type(key) is str else None for key in keys]
+        if None in mapped:
+            map_key = self._map_key
+            for i, m in enumerate(mapped):
+                if m is None:
+                    mapped[i] = map_key(keys[i])
         ring = self._ring
         if len(ring) == 1:
             # One server (the common local setup): no grouping.
@@ -1129,9 +1138,8 @@ class MemcachedClient(BaseCacheClient):
             if data is None or data[:_GEN_SIZE] != server.gen:
                 append(None)
                 continue
-            body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
             try:
-                entry = loads(body, key=encoded)
+                entry = loads(data, key=encoded, offset=_GEN_SIZE)
             except InvalidPayload as exc:
                 self._bad_payload(key, exc)
                 append(None)
@@ -1145,8 +1153,11 @@ class MemcachedClient(BaseCacheClient):
 
     def _fetch_many(
         self, keys: list[Key]
-    ) -> tuple[list[tuple[bytes, bytes]], list[_Server], dict[bytes, bytes]]:
-        """Mapped keys, their servers and the items found; one round trip per server."""
+    ) -> tuple[list[tuple[bytes, bytes]], list[_Server], dict[bytes, bytes], _Server | None]:
+        """Mapped keys, their servers, the items found, and the server if only one is involved.
+
+        One round trip per server.
+        """
         mapped, servers, by_server = self._plan_many(keys)
         gen_key = self._gen_key
         found: dict[bytes, bytes] = {}
@@ -1167,38 +1178,46 @@ class MemcachedClient(BaseCacheClient):
                 found.update(got)
             else:
                 found = got
-        return mapped, servers, found
+        single = next(iter(by_server)) if len(by_server) == 1 else None
+        return mapped, servers, found, single
 
     def _multi(
         self, keys: Iterable[Key], default: Any, with_ttl: bool
     ) -> Iterator[tuple[Key, Any]]:
         """getMulti (``with_ttl`` False) or getTtlMulti; one pass, decoding as it yields."""
         keys = list(keys)
-        mapped, servers, found = self._fetch_many(keys)
+        mapped, servers, found, single = self._fetch_many(keys)
         loads = self._serializer.loads
+        manifest_type = PageManifest
         now = time.time()
         miss = (default, -1.0) if with_ttl else default
         hits = 0
+        # All keys on one server (the common case): its generation and horizon hoisted.
+        if single is not None:
+            gen, horizon = single.gen, single.horizon
+            # An entry is a miss when it expired by the purge horizon (or, for getMulti,
+            # by now): one comparison per key.
+            floor = (horizon or -math.inf) if with_ttl else max(horizon, now)
         try:
             for key, (raw, encoded), server in zip(keys, mapped, servers, strict=True):
                 data = found.get(raw)
+                if single is None:
+                    gen, horizon = server.gen, server.horizon
+                    floor = (horizon or -math.inf) if with_ttl else max(horizon, now)
                 # (A server that did not answer contributed nothing to ``found``.)
-                if data is None or not data.startswith(server.gen):
+                if data is None or not data.startswith(gen):
                     yield key, miss
                     continue
-                body = data[_GEN_SIZE:] if len(data) < 4096 else memoryview(data)[_GEN_SIZE:]
                 try:
-                    value, expires = loads(body, key=encoded)
+                    value, expires = loads(data, key=encoded, offset=_GEN_SIZE)
                 except InvalidPayload as exc:
                     self._bad_payload(key, exc)
                     yield key, miss
                     continue
-                if (server.horizon and expires <= server.horizon) or (
-                    expires <= now and not with_ttl
-                ):
+                if expires <= floor:
                     yield key, miss
                     continue
-                if type(value) is PageManifest:
+                if type(value) is manifest_type:
                     value = self._read_pages(key, encoded, value)
                     if value is NONE:
                         yield key, miss
