@@ -44,7 +44,8 @@ cdef class _Links:
 
     @cython.locals(prev=_Node, nxt=_Node)
     cdef void _unlink(self, _Node node) noexcept
-    @cython.locals(root=_Node, first=_Node)
+    @cython.locals(after=_Node)
+    cdef void _link_after(self, _Node anchor, _Node node) noexcept
     cdef void _push(self, _Node node) noexcept
     cdef void _touch(self, _Node node) noexcept
     cdef int _read_touch(self, _Node node) except -1

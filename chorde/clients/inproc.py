@@ -272,13 +272,15 @@ class _Links:
         nxt.prev = prev
         node.prev = node.next = None
 
+    def _link_after(self, anchor: _Node, node: _Node) -> None:
+        after = anchor.next
+        node.prev = anchor
+        node.next = after
+        after.prev = node
+        anchor.next = node
+
     def _push(self, node: _Node) -> None:
-        root = self.root
-        first = root.next
-        node.prev = root
-        node.next = first
-        first.prev = node
-        root.next = node
+        self._link_after(self.root, node)
 
     def _touch(self, node: _Node) -> None:
         # Only a node still linked moves: a writer may have replaced or dropped it since
@@ -374,15 +376,10 @@ class _Links:
                 return False
             if only_sooner and not expires < old.expires:
                 return True
-            node = _new_node(old.key, old.value, expires)
-            prev = old.prev
-            nxt = old.next
-            node.prev = prev
-            node.next = nxt
-            prev.next = node
-            nxt.prev = node
-            old.prev = old.next = None
-            self.nodes[key] = node
+            anchor = old.prev
+            self._unlink(old)
+            self._link_after(anchor, _new_node(old.key, old.value, expires))
+            self.nodes[key] = anchor.next
             return True
 
     def pop(self, key: Hashable) -> None:
