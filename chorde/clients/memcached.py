@@ -436,9 +436,9 @@ class _AsyncConn:
     async def nothing(self, loop: Any, sock: Any) -> None:
         """No reply to read (``noreply`` commands)."""
 
-    async def lines(self, loop: Any, sock: Any, count: int) -> list[bytes]:
-        """``count`` reply lines (answers to pipelined commands)."""
-        return [await self.line(loop, sock) for _ in range(count)]
+    async def probed_many(self, loop: Any, sock: Any, count: int) -> list[tuple[int, bytes]]:
+        """The replies to ``count`` pipelined :func:`_probe_set_many` pairs (see there)."""
+        return _probed_replies([await self.raw_line(loop, sock) for _ in range(2 * count)])
 
     async def values(self, loop: Any, sock: Any, with_cas: bool) -> dict[bytes, Any]:
         """A ``get``/``gets`` reply: ``{key: value}`` or ``{key: (value, cas)}``."""
@@ -496,13 +496,12 @@ class _AsyncConn:
         """:func:`_probe_and_send` on this connection."""
         return await self.request(_probe(key) + request, _AsyncConn.probed)
 
-    async def set_many(self, items: dict[bytes, bytes], exptime: int) -> int:
-        """Pipelined ``set`` of every item; returns how many were not stored."""
-        data = b"".join(
-            b"set %s 0 %d %d\r\n%s\r\n" % (k, exptime, len(v), v) for k, v in items.items()
-        )
-        replies = await self.request(data, _AsyncConn.lines, len(items))
-        return sum(reply != b"STORED" for reply in replies)
+    async def probe_and_set_many(
+        self, items: dict[bytes, bytes], exptime: int, gen: bytes
+    ) -> list[tuple[int, bytes]]:
+        """:func:`_probe_and_set_many` on this connection."""
+        data = _probe_set_many(items, exptime, gen)
+        return await self.request(data, _AsyncConn.probed_many, len(items))
 
     async def command(self, line: bytes) -> bytes:
         """A one-line command (``delete``, ``touch``) and its one-line reply."""
@@ -553,22 +552,22 @@ def _probed_flags(line: bytes) -> int:
     return 0
 
 
-def _probe_and_send(conn: Any, key: bytes, request: bytes) -> tuple[int, bytes]:
-    """Probe ``key``'s flags and send a one-line-reply ``request`` in one round trip.
+def _send_and_read_lines(conn: Any, request: bytes, count: int) -> list[bytes]:
+    """Send ``request`` on a pymemcache ``Client``'s socket; read ``count`` reply lines.
 
-    Returns the flags the item had just before the request (0 if none) and the request's
-    reply line. Works on a pymemcache ``Client``'s socket, as :func:`_get_many` does.
+    The lines come without their CRLF and unchecked. Like :func:`_get_many`, any failure
+    closes the connection and propagates.
     """
     sock = conn.sock
     if sock is None:
         conn._connect()
         sock = conn.sock
     try:
-        sock.sendall(_probe(key) + request)
+        sock.sendall(request)
         buf = sock.recv(_RECV_SIZE)
         lines: list[bytes] = []
         pos = 0
-        while len(lines) < 2:
+        while len(lines) < count:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
                 buf = _recv_more(sock, buf, pos, len(buf) - pos + 1)
@@ -579,7 +578,42 @@ def _probe_and_send(conn: Any, key: bytes, request: bytes) -> tuple[int, bytes]:
     except BaseException:
         conn.close()
         raise
-    return _probed_flags(lines[0]), _check_reply(lines[1])
+    return lines
+
+
+def _probe_and_send(conn: Any, key: bytes, request: bytes) -> tuple[int, bytes]:
+    """Probe ``key``'s flags and send a one-line-reply ``request`` in one round trip.
+
+    Returns the flags the item had just before the request (0 if none) and the request's
+    reply line.
+    """
+    probed, reply = _send_and_read_lines(conn, _probe(key) + request, 2)
+    return _probed_flags(probed), _check_reply(reply)
+
+
+def _probe_set_many(items: dict[bytes, bytes], exptime: int, gen: bytes) -> bytes:
+    """Pipelined requests: for each item, a :func:`_probe` of its key, then its ``set``.
+
+    Each value is stored behind the generation ``gen``, with flags 0 (not paged).
+    """
+    extra = len(gen)
+    return b"".join(
+        b"mg %s f\r\nset %s 0 %d %d\r\n%s%s\r\n" % (k, k, exptime, extra + len(v), gen, v)
+        for k, v in items.items()
+    )
+
+
+def _probed_replies(lines: list[bytes]) -> list[tuple[int, bytes]]:
+    """``(old flags, set reply)`` per item from the reply lines to :func:`_probe_set_many`."""
+    return [(_probed_flags(lines[i]), lines[i + 1]) for i in range(0, len(lines), 2)]
+
+
+def _probe_and_set_many(
+    conn: Any, items: dict[bytes, bytes], exptime: int, gen: bytes
+) -> list[tuple[int, bytes]]:
+    """Set every item, learning each replaced item's flags, in one round trip."""
+    lines = _send_and_read_lines(conn, _probe_set_many(items, exptime, gen), 2 * len(items))
+    return _probed_replies(lines)
 
 
 def _note_record(server: _Server, record: bytes | None) -> bytes:
@@ -1267,36 +1301,63 @@ class MemcachedClient(BaseCacheClient):
         if old_flags:
             self._drop_pages(self._old_pages(raw, old_flags, flags))
 
-    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
-        """Store many pairs with one ttl; one round trip per server (big values aside)."""
-        ttl = check_ttl(ttl)
+    def _plan_put_many(
+        self, items: Iterable[tuple[Key, Any]] | dict, ttl: float
+    ) -> tuple[dict[_Server, dict[bytes, bytes]], list[tuple[Key, Any]]]:
+        """The payloads to set on each server, and the pairs too big for a batch (paged)."""
         if isinstance(items, dict):
             items = items.items()
-        exptime = self._exptime(ttl)
         by_server: dict[_Server, dict[bytes, bytes]] = {}
+        big = []
         for key, value in items:
             raw, encoded, server = self._locate(key)
             payload = self._encode(key, encoded, value, ttl)
             if len(payload) + _GEN_SIZE > self._page_size:
-                self.put(key, value, ttl)
+                big.append((key, value))
                 continue
             by_server.setdefault(server, {})[raw] = payload
+        return by_server, big
+
+    def _put_many_done(
+        self, batch: dict[bytes, bytes], replies: list[tuple[int, bytes]]
+    ) -> list[bytes]:
+        """Count a batch's replies; return the pages of the paged items it replaced.
+
+        Like :meth:`put`, a set that replaced a paged item takes its pages along.
+        """
+        pages: list[bytes] = []
+        stored = 0
+        for raw, (old_flags, reply) in zip(batch, replies, strict=True):
+            if reply == b"STORED":
+                stored += 1
+                if old_flags:
+                    pages += self._old_pages(raw, old_flags, 0)
+        self._sets += stored
+        self._errors += len(batch) - stored
+        return pages
+
+    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+        """Store many pairs with one ttl; one round trip per server (big values aside)."""
+        ttl = check_ttl(ttl)
+        by_server, big = self._plan_put_many(items, ttl)
+        exptime = self._exptime(ttl)
         for server, batch in by_server.items():
             if not self._usable(server):
                 self._errors += len(batch)
                 continue
             try:
                 gen = self._generation(server)
-                failed = server.client.set_many(
-                    {k: gen + v for k, v in batch.items()}, expire=exptime, noreply=False
-                )
+                replies = _probe_and_set_many(server.client, batch, exptime, gen)
             except Exception as exc:
                 self._errors += len(batch) - 1
                 self._fault(server, exc, "a multi-set")
                 continue
             self._alive(server)
-            self._sets += len(batch) - len(failed)
-            self._errors += len(failed)
+            pages = self._put_many_done(batch, replies)
+            if pages:
+                self._drop_pages(pages)
+        for key, value in big:
+            self.put(key, value, ttl)
 
     def add(self, key: Key, value: Any, ttl: float) -> bool:
         """Store only if ``key`` has no live entry; atomic across clients (memcached add/cas)."""
@@ -1762,18 +1823,8 @@ class MemcachedClient(BaseCacheClient):
     async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
         """Awaitable :meth:`putMulti` (native asyncio)."""
         ttl = check_ttl(ttl)
-        if isinstance(items, dict):
-            items = items.items()
+        by_server, big = self._plan_put_many(items, ttl)
         exptime = self._exptime(ttl)
-        by_server: dict[_Server, dict[bytes, bytes]] = {}
-        big = []
-        for key, value in items:
-            raw, encoded, server = self._locate(key)
-            payload = self._encode(key, encoded, value, ttl)
-            if len(payload) + _GEN_SIZE > self._page_size:
-                big.append((key, value))
-                continue
-            by_server.setdefault(server, {})[raw] = payload
         for server, batch in by_server.items():
             if not self._usable(server):
                 self._errors += len(batch)
@@ -1781,14 +1832,15 @@ class MemcachedClient(BaseCacheClient):
             try:
                 conn = self._aconn(server)
                 gen = await self._ageneration(server, conn)
-                failed = await conn.set_many({k: gen + v for k, v in batch.items()}, exptime)
+                replies = await conn.probe_and_set_many(batch, exptime, gen)
             except Exception as exc:
                 self._errors += len(batch) - 1
                 self._fault(server, exc, "a multi-set")
                 continue
             self._alive(server)
-            self._sets += len(batch) - failed
-            self._errors += failed
+            pages = self._put_many_done(batch, replies)
+            if pages:
+                await self._adrop_pages(pages)
         for key, value in big:
             await self.aput(key, value, ttl)
 

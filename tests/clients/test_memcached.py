@@ -344,25 +344,18 @@ def test_adding_a_server_remaps_about_one_in_n_keys(memcached_factory):
     five.close()
 
 
-def _count_calls(client: MemcachedClient, method: str) -> list[str]:
-    calls: list[str] = []
-    for server in client._ring.nodes:
-        pool = server.client
-        original = getattr(pool, method)
-
-        def counted(*args, _original=original, _name=server.name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-
-        setattr(pool, method, counted)
-    return calls
-
-
 def test_multi_operations_take_one_round_trip_per_server(memcached_factory, monkeypatch):
     servers = memcached_factory(3)
     c = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
     c.put("warm", 1, TTL)  # learns a generation... of one server only
-    sets = _count_calls(c, "set_many")
+    sets: list[str] = []
+    real_send = memcached_module._send_and_read_lines
+
+    def counted_send(conn, request, count):
+        sets.append("{}:{}".format(*conn.server))
+        return real_send(conn, request, count)
+
+    monkeypatch.setattr(memcached_module, "_send_and_read_lines", counted_send)
     c.putMulti({i: str(i) for i in range(100)}, TTL)
     assert sorted(sets) == sorted(s.address for s in servers)
     gets: list[str] = []
@@ -401,7 +394,18 @@ def _pages_left(servers, pages) -> list[bytes]:
     return [p for p in pages if any(raw(s).get(p) is not None for s in servers)]
 
 
-@pytest.mark.parametrize("then", ["put small", "put paged", "delete", "update", "add over stale"])
+@pytest.mark.parametrize(
+    "then",
+    [
+        "put small",
+        "put paged",
+        "putMulti small",
+        "putMulti paged",
+        "delete",
+        "update",
+        "add over stale",
+    ],
+)
 def test_overwritten_or_deleted_paged_values_take_their_pages_along(memcached_factory, then):
     servers = memcached_factory(2)  # pages spread over both
     c = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
@@ -413,11 +417,18 @@ def test_overwritten_or_deleted_paged_values_take_their_pages_along(memcached_fa
     if then == "put small":
         c.put("big", "small now", TTL)
         assert c.get("big") == "small now"
-    elif then == "put paged":
-        c.put("big", big[::-1], TTL)
+    elif then in ("put paged", "putMulti paged"):
+        if then == "put paged":
+            c.put("big", big[::-1], TTL)
+        else:
+            c.putMulti({"other": 1, "big": big[::-1]}, TTL)
         assert c.get("big") == big[::-1]
         new_pages = page_keys(c, home, "big")
         assert _pages_left(servers, new_pages) == new_pages
+    elif then == "putMulti small":
+        c.putMulti({**{f"k{i}": i for i in range(20)}, "big": "small now"}, TTL)
+        assert c.get("big") == "small now"
+        assert dict(c.getMulti(f"k{i}" for i in range(20))) == {f"k{i}": i for i in range(20)}
     elif then == "delete":
         c.delete("big")
         assert c.get("big", None) is None
@@ -445,11 +456,15 @@ def test_async_overwrite_and_delete_take_pages_along(memcached):
         second = page_keys(c, memcached, "big")
         await c.adelete("big")
         assert await c.aget("big", None) is None
-        return first, second
+        await c.aput("big", big, TTL)
+        third = page_keys(c, memcached, "big")
+        await c.aputMulti({"big": "small now", "other": 2}, TTL)
+        assert await c.agetMulti(["big", "other"]) == [("big", "small now"), ("other", 2)]
+        return first + second + third
 
-    first, second = asyncio.run(scenario())
+    pages = asyncio.run(scenario())
     # Deleted without waiting for replies (noreply): the server may take a moment.
-    assert _until(lambda: _pages_left([memcached], first + second) == [])
+    assert _until(lambda: _pages_left([memcached], pages) == [])
     assert c.stats.errors == 0
     c.close()
 
