@@ -36,9 +36,9 @@ Servers
 
 Asyncio
     The awaitable methods (``aget``, ``agetTtl``, ``agetMulti``, ``aput``, ``aadd``,
-    ``adelete``, ``arenew``, ``aexpire``, ``aclear``...) are native: each event loop gets
-    its own connection per server, speaking the memcached text protocol through the loop's
-    non-blocking socket calls, so no call ever blocks the loop or goes through an executor
+    ``adelete``, ``arenew``, ``aexpire``, ``aupdate``, ``aclear``...) are native: each event
+    loop gets its own connection per server, speaking the memcached text protocol through the
+    loop's non-blocking socket calls, so no call ever blocks the loop or goes through an executor
     (``apurge`` and ``aclose``, rare and administrative, still do). Same keys, payloads,
     paging, generations and fault handling as the blocking methods; a loop's connection is
     closed when the loop goes away.
@@ -63,7 +63,8 @@ Faults
 Atomicity
     :meth:`add` maps to memcached ``add`` (falling back to ``gets``/``cas`` when the key holds
     only a stale entry); :meth:`renew` and :meth:`expire` are ``gets``/``cas`` loops, so they
-    never overwrite a concurrent ``put`` (they retry, a bounded number of times).
+    never overwrite a concurrent ``put`` (they retry, a bounded number of times), and so is
+    :meth:`update` (``aupdate``), a read-modify-write that loses no concurrent update.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import ipaddress
 import logging
 import math
@@ -626,6 +628,20 @@ def _note_record(server: _Server, record: bytes | None) -> bytes:
         server.horizon = _HORIZON.unpack_from(record, _GEN_SIZE)[0] if has_horizon else 0.0
         server.record = record
     return server.gen
+
+
+def _update_backoff(attempt: int) -> float:
+    """Seconds an update that lost a compare-and-swap race waits before its next attempt.
+
+    Random, so contenders stop colliding in lockstep; growing a little with the attempts.
+    """
+    return random.random() * min(0.0005 * (attempt + 1), 0.01)
+
+
+def _update_lost(key: Key) -> RuntimeError:
+    return RuntimeError(
+        f"update of cache key {key!r} lost {_UPDATE_ATTEMPTS} compare-and-swap races in a row"
+    )
 
 
 def parse_server(spec: ServerSpec) -> tuple[str, int]:
@@ -1494,15 +1510,7 @@ class MemcachedClient(BaseCacheClient):
                 self._fault(server, exc, "an update")
                 raise CacheMissError(key) from exc
             self._alive(server)
-            gen = _note_record(server, found.get(self._gen_key, (None,))[0])
-            if raw not in found:
-                raise CacheMissError(key)
-            data, cas = found[raw]
-            entry = self._decode(key, encoded, data, server)
-            now = time.time()
-            if entry is None or entry[1] <= now:
-                raise CacheMissError(key)
-            value, expires = entry
+            gen, cas, value, expires, now = self._update_entry(key, raw, encoded, server, found)
             old_flags = 0
             if type(value) is PageManifest:
                 old_flags = value.flags
@@ -1530,11 +1538,23 @@ class MemcachedClient(BaseCacheClient):
                 return new, new_ttl
             if stored is None:  # deleted meanwhile
                 raise CacheMissError(key)
-            # Lost a race: back off a random bit, so contenders stop colliding in lockstep.
-            time.sleep(random.random() * min(0.0005 * (attempt + 1), 0.01))
-        raise RuntimeError(
-            f"update of cache key {key!r} lost {_UPDATE_ATTEMPTS} compare-and-swap races in a row"
-        )
+            time.sleep(_update_backoff(attempt))
+        raise _update_lost(key)
+
+    def _update_entry(
+        self, key: Key, raw: bytes, encoded: bytes, server: _Server, found: dict[bytes, Any]
+    ) -> tuple[bytes, int, Any, float, float]:
+        """``(generation, cas, value or manifest, expires, now)`` of the live entry in an
+        update's ``gets`` reply; a missing, invalid or stale entry raises a miss."""
+        gen = _note_record(server, found.get(self._gen_key, (None,))[0])
+        if raw not in found:
+            raise CacheMissError(key)
+        data, cas = found[raw]
+        entry = self._decode(key, encoded, data, server)
+        now = time.time()
+        if entry is None or entry[1] <= now:
+            raise CacheMissError(key)
+        return gen, cas, entry[0], entry[1], now
 
     def renew(self, key: Key, ttl: float) -> bool:
         """Give an existing entry (stale or not) ``ttl`` more seconds; False if absent."""
@@ -1947,6 +1967,64 @@ class MemcachedClient(BaseCacheClient):
             if reply != b"TOUCHED":
                 return False
         return True
+
+    async def aupdate(self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+        """Awaitable :meth:`update` (native asyncio); ``fn`` may also be a coroutine function.
+
+        While a contender backs off, it awaits, so the event loop keeps running.
+        """
+        return (await self.aupdateTtl(key, fn, ttl))[0]
+
+    async def aupdateTtl(
+        self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Awaitable :meth:`updateTtl` (native asyncio): ``(new value, ttl_left)``."""
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        raw, encoded, server = self._locate(key)
+        if not self._usable(server):
+            self._errors += 1
+            raise CacheMissError(key)
+        conn = self._aconn(server)
+        for attempt in range(_UPDATE_ATTEMPTS):
+            try:
+                found = await conn.gets_many([raw, self._gen_key])
+            except Exception as exc:
+                self._fault(server, exc, "an update")
+                raise CacheMissError(key) from exc
+            self._alive(server)
+            gen, cas, value, expires, now = self._update_entry(key, raw, encoded, server, found)
+            old_flags = 0
+            if type(value) is PageManifest:
+                old_flags = value.flags
+                value = await self._aread_pages(key, encoded, value)
+                if value is NONE:
+                    raise CacheMissError(key)
+            new = fn(value)
+            if inspect.isawaitable(new):
+                new = await new
+            new_ttl = expires - now if ttl is None else ttl
+            payload = self._encode(key, encoded, new, new_ttl)
+            written = await self._astore_payload(payload, key, encoded, new_ttl, raw)
+            if written is None:  # a page could not be written (counted)
+                raise CacheMissError(key)
+            item, flags = written
+            try:
+                stored = await conn.store(
+                    b"cas", raw, gen + item, self._exptime(new_ttl), cas, flags
+                )
+            except Exception as exc:
+                self._fault(server, exc, "an update")
+                raise CacheMissError(key) from exc
+            if stored:
+                self._sets += 1
+                if old_flags:
+                    await self._adrop_pages(self._old_pages(raw, old_flags, flags))
+                return new, new_ttl
+            if stored is None:  # deleted meanwhile
+                raise CacheMissError(key)
+            await asyncio.sleep(_update_backoff(attempt))
+        raise _update_lost(key)
 
     async def arenew(self, key: Key, ttl: float) -> bool:
         """Awaitable :meth:`renew` (native asyncio)."""
