@@ -57,6 +57,9 @@ __all__ = [
     "OrderedLRU",
 ]
 
+#: Attempts of OrderedLRU.items() at listing the recency order under concurrent reads.
+_ORDER_ATTEMPTS = 20
+
 #: An entry as the stores hold it: ``(value, expires)``, ``expires`` on the client's clock.
 Entry = tuple[Any, float]
 
@@ -198,21 +201,29 @@ class OrderedLRU(BaseStore):
     def purge(self, cutoff: float) -> int:
         with self._lock:
             data = self._data
-            dead = [k for k in self._keys() if data[k][1] < cutoff]
+            # The dict's own (insertion) order: listing it hashes nothing, so no Python code
+            # runs and no lock-free reader can reorder the dict under the listing.
+            dead = [k for k in list(dict.keys(data)) if data[k][1] < cutoff]
             for k in dead:
                 del data[k]
         return len(dead)
 
     def items(self) -> list[tuple[Hashable, Entry]]:
+        """A snapshot of the entries, least recently used first."""
         with self._lock:
             data = self._data
-            return [(k, data[k]) for k in self._keys()]
+            return [(k, data[k]) for k in self._lru_order()]
 
-    def _keys(self) -> list[Hashable]:
-        # Lock-free readers reorder the dict (touch), so iterating it must not let another
-        # thread run: listing the keys alone is one C call that runs no Python code, while
-        # listing items() hashes every key (a key's __hash__ may be Python, and switch).
-        return list(self._data)
+    def _lru_order(self) -> list[Hashable]:
+        # Walking the recency order looks every key up again, and a key's __hash__ may be
+        # Python code, letting a lock-free reader reorder the dict mid-walk: OrderedDict
+        # then raises RuntimeError. Retry; if readers keep winning, give insertion order.
+        for _ in range(_ORDER_ATTEMPTS):
+            try:
+                return list(self._data)
+            except RuntimeError:
+                pass
+        return list(dict.keys(self._data))
 
     def __len__(self) -> int:
         return len(self._data)
@@ -259,7 +270,9 @@ class _Links:
         self.capacity = capacity
         self.touch_on_read = touch_on_read
         self.evictions = 0
-        self.lock = threading.Lock()
+        # Reentrant: in pure Python a read locks, and a key's Python __hash__ or __eq__,
+        # run by a writer, may read this cache from the writer's own thread.
+        self.lock = threading.RLock()
         self._acquire = self.lock.acquire
         self._release = self.lock.release
 

@@ -225,6 +225,44 @@ def test_cuckoo_size_one():
     assert c.get("b") == 2
 
 
+class TouchingKey:
+    """A key whose __hash__ reads another key: what a lock-free reader in another thread
+    does when a Python __hash__ lets it run in the middle of a walk of the store."""
+
+    client = None
+
+    def __init__(self, k):
+        self.k = k
+
+    def __hash__(self):
+        if TouchingKey.client is not None:
+            TouchingKey.client.get(0, None)  # moves key 0 to the young end
+        return hash(self.k)
+
+    def __eq__(self, other):
+        return isinstance(other, TouchingKey) and other.k == self.k
+
+
+def test_items_and_purge_survive_reordering_during_the_walk(clock, lru):
+    c = InprocCacheClient(100, lru, clock=clock)
+    c.put(0, "zero", 100)
+    keys = [TouchingKey(i) for i in range(1, 20)]
+    for k in keys:
+        c.put(k, k.k, 5 if k.k % 2 else 100)
+    TouchingKey.client = c
+    try:
+        items = c.store.items()
+        assert sorted(k.k if isinstance(k, TouchingKey) else k for k, _ in items) == list(range(20))
+        clock.now = 10
+        c.purge()
+    finally:
+        TouchingKey.client = None
+    assert sorted(k.k for k, _ in c.store.items() if isinstance(k, TouchingKey)) == list(
+        range(2, 20, 2)
+    )
+    assert c.get(0) == "zero"
+
+
 # ---- threads -----------------------------------------------------------------------
 
 
