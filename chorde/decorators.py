@@ -639,21 +639,20 @@ class _SyncVariant:
             return core.fcall(args, kwargs)
         return core.call(args, kwargs, self._mode == _BG)
 
-    def peek(self, *args: Any, **kwargs: Any) -> Any:
-        """The cached value or CacheMissError; never computes."""
-        core = self._core
+    def _cache_op(self, op: Callable[..., Any], args: tuple, *rest: Any) -> Any:
+        """Run a cache-only operation of the core now, or as a Future for ``future()``."""
         args = self._bound + args
         if self._mode == _FUTURE:
-            return core.finline(core.peek, args, kwargs)
-        return core.peek(args, kwargs)
+            return self._core.finline(op, args, *rest)
+        return op(args, *rest)
+
+    def peek(self, *args: Any, **kwargs: Any) -> Any:
+        """The cached value or CacheMissError; never computes."""
+        return self._cache_op(self._core.peek, args, kwargs)
 
     def lazy(self, *args: Any, **kwargs: Any) -> Any:
         """The cached value or CacheMissError; with bg()/future() a miss starts computing."""
-        core = self._core
-        args = self._bound + args
-        if self._mode == _FUTURE:
-            return core.finline(core.lazy, args, kwargs, True)
-        return core.lazy(args, kwargs, self._mode == _BG)
+        return self._cache_op(self._core.lazy, args, kwargs, self._mode != _PLAIN)
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute now and store; with bg()/future() returns a Future of the new value."""
@@ -673,28 +672,16 @@ class _SyncVariant:
 
     def put(self, *args: Any, **kwargs: Any) -> Any:
         """Store ``_cache_put=value`` as the result for these arguments."""
-        core = self._core
         value = _pop_put_value(kwargs)
-        args = self._bound + args
-        if self._mode == _FUTURE:
-            return core.finline(core.put, args, kwargs, value)
-        return core.put(args, kwargs, value)
+        return self._cache_op(self._core.put, args, kwargs, value)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> Any:
         """Delete the cached entry for these arguments."""
-        core = self._core
-        args = self._bound + args
-        if self._mode == _FUTURE:
-            return core.finline(core.invalidate, args, kwargs)
-        return core.invalidate(args, kwargs)
+        return self._cache_op(self._core.invalidate, args, kwargs)
 
     def expire(self, *args: Any, **kwargs: Any) -> Any:
         """Mark the entry stale (plain calls recompute, bg() serves it while refreshing)."""
-        core = self._core
-        args = self._bound + args
-        if self._mode == _FUTURE:
-            return core.finline(core.expire, args, kwargs)
-        return core.expire(args, kwargs)
+        return self._cache_op(self._core.expire, args, kwargs)
 
     def uncached(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function itself, bypassing the cache (neither read nor written)."""
