@@ -618,6 +618,24 @@ def _probe_and_set_many(
     return _probed_replies(lines)
 
 
+def _delete_noreply(keys: list[bytes]) -> bytes:
+    """Pipelined ``delete``s that the server answers with nothing."""
+    return b"".join(b"delete %s noreply\r\n" % k for k in keys)
+
+
+def _send_only(conn: Any, request: bytes) -> None:
+    """Send a request that has no reply (``noreply``) on a pymemcache ``Client``'s socket."""
+    sock = conn.sock
+    if sock is None:
+        conn._connect()
+        sock = conn.sock
+    try:
+        sock.sendall(request)
+    except BaseException:
+        conn.close()
+        raise
+
+
 def _note_record(server: _Server, record: bytes | None) -> bytes:
     """Remember the generation record a server answered with; return its generation."""
     if record is None:
@@ -1019,15 +1037,31 @@ class MemcachedClient(BaseCacheClient):
             self._alive(server)
         return manifest
 
-    def _read_pages(self, key: Key, encoded: bytes, manifest: PageManifest) -> Any:
-        """The value a manifest points to, or NONE if any page is missing or bad."""
-        keys = manifest.page_keys(self._internal_prefix)
+    def _by_server(self, keys: list[bytes]) -> dict[_Server, list[bytes]]:
+        """``keys`` grouped by the server each belongs to, in order."""
         ring = self._ring
         by_server: dict[_Server, list[bytes]] = {}
-        for page_key in keys:
-            by_server.setdefault(ring.get_node(page_key), []).append(page_key)
+        for key in keys:
+            by_server.setdefault(ring.get_node(key), []).append(key)
+        return by_server
+
+    def _paged_value(
+        self, key: Key, encoded: bytes, manifest: PageManifest, found: dict[bytes, bytes]
+    ) -> Any:
+        """The value of a manifest from its pages found, or NONE if any is missing or bad."""
+        payload = assemble(manifest, manifest.page_keys(self._internal_prefix), found)
+        if payload is None:
+            return NONE
+        try:
+            return self._serializer.loads(payload, key=encoded)[0]
+        except InvalidPayload as exc:
+            self._bad_payload(key, exc)
+            return NONE
+
+    def _read_pages(self, key: Key, encoded: bytes, manifest: PageManifest) -> Any:
+        """The value a manifest points to, or NONE if any page is missing or bad."""
         found: dict[bytes, bytes] = {}
-        for server, batch in by_server.items():
+        for server, batch in self._by_server(manifest.page_keys(self._internal_prefix)).items():
             if not self._usable(server):
                 self._errors += 1
                 return NONE
@@ -1037,14 +1071,7 @@ class MemcachedClient(BaseCacheClient):
                 self._fault(server, exc, "a page read")
                 return NONE
             self._alive(server)
-        payload = assemble(manifest, keys, found)
-        if payload is None:
-            return NONE
-        try:
-            return self._serializer.loads(payload, key=encoded)[0]
-        except InvalidPayload as exc:
-            self._bad_payload(key, exc)
-            return NONE
+        return self._paged_value(key, encoded, manifest, found)
 
     def _store_payload(
         self, payload: bytes, key: Key, encoded: bytes, ttl: float, raw: bytes
@@ -1067,14 +1094,11 @@ class MemcachedClient(BaseCacheClient):
 
     def _drop_pages(self, keys: list[bytes]) -> None:
         """Best effort: delete pages nobody points to any more (else they age out)."""
-        by_server: dict[_Server, list[bytes]] = {}
-        for page_key in keys:
-            by_server.setdefault(self._ring.get_node(page_key), []).append(page_key)
-        for server, batch in by_server.items():
+        for server, batch in self._by_server(keys).items():
             if server.dead_until:
                 continue
             with contextlib.suppress(Exception):
-                server.client.delete_many(batch, noreply=True)
+                _send_only(server.client, _delete_noreply(batch))
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -1310,12 +1334,9 @@ class MemcachedClient(BaseCacheClient):
             self._fault(server, exc, "a set")
             return
         self._alive(server)
-        if reply == b"STORED":
-            self._sets += 1
-        else:
-            self._errors += 1
-        if old_flags:
-            self._drop_pages(self._old_pages(raw, old_flags, flags))
+        pages = self._stored(raw, reply, old_flags, flags)
+        if pages:
+            self._drop_pages(pages)
 
     def _plan_put_many(
         self, items: Iterable[tuple[Key, Any]] | dict, ttl: float
@@ -1337,20 +1358,23 @@ class MemcachedClient(BaseCacheClient):
     def _put_many_done(
         self, batch: dict[bytes, bytes], replies: list[tuple[int, bytes]]
     ) -> list[bytes]:
-        """Count a batch's replies; return the pages of the paged items it replaced.
-
-        Like :meth:`put`, a set that replaced a paged item takes its pages along.
-        """
+        """Count a batch's replies; return the pages of the paged items it replaced."""
         pages: list[bytes] = []
-        stored = 0
         for raw, (old_flags, reply) in zip(batch, replies, strict=True):
-            if reply == b"STORED":
-                stored += 1
-                if old_flags:
-                    pages += self._old_pages(raw, old_flags, 0)
-        self._sets += stored
-        self._errors += len(batch) - stored
+            pages += self._stored(raw, reply, old_flags, 0)
         return pages
+
+    def _stored(self, raw: bytes, reply: bytes, old_flags: int, flags: int) -> list[bytes]:
+        """Count a ``set``'s reply; return the pages of the paged item it replaced, if any.
+
+        ``old_flags`` are the replaced item's (probed in the same round trip), ``flags``
+        the new item's: pages shared by both (a rewrite under the same token) are kept.
+        """
+        if reply != b"STORED":
+            self._errors += 1
+            return []
+        self._sets += 1
+        return self._old_pages(raw, old_flags, flags) if old_flags else []
 
     def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
         """Store many pairs with one ttl; one round trip per server (big values aside)."""
@@ -1396,11 +1420,9 @@ class MemcachedClient(BaseCacheClient):
                     return True
                 # Something is there: replace it only if it is stale, foreign or invalid.
                 found = server.client.gets_many([raw, self._gen_key])
-                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
-                if raw not in found:
+                gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
+                if cas is None:
                     continue
-                data, cas = found[raw]
-                entry = self._decode(key, encoded, data, server)
                 if entry is not None and entry[1] > time.time():
                     if type(entry[0]) is not PageManifest:
                         return False
@@ -1443,20 +1465,12 @@ class MemcachedClient(BaseCacheClient):
         try:
             for _ in range(_CAS_ATTEMPTS):
                 found = server.client.gets_many([raw, self._gen_key])
-                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
-                if raw not in found:
-                    return False
-                data, cas = found[raw]
-                entry = self._decode(key, encoded, data, server)
+                gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
                 if entry is None:
                     return False
-                value, expires = entry
-                ttl = new_ttl(expires - time.time())
-                exptime = self._exptime(ttl)
-                if type(value) is PageManifest and not self._touch_pages(value, exptime):
+                item, exptime, flags = self._resigned(key, encoded, gen, entry, new_ttl)
+                if flags and not self._touch_pages(entry[0], exptime):
                     return False
-                item = gen + self._encode(key, encoded, value, ttl)
-                flags = value.flags if type(value) is PageManifest else 0
                 stored = server.client.cas(
                     raw, item, cas, expire=exptime, noreply=False, flags=flags
                 )
@@ -1541,20 +1555,42 @@ class MemcachedClient(BaseCacheClient):
             time.sleep(_update_backoff(attempt))
         raise _update_lost(key)
 
+    def _from_gets(
+        self, key: Key, raw: bytes, encoded: bytes, server: _Server, found: dict[bytes, Any]
+    ) -> tuple[bytes, int | None, tuple[Any, float] | None]:
+        """What a ``gets`` of an entry and the generation found: ``(generation, cas,
+        (value or manifest, expires))``; cas None if absent, the entry None if absent or
+        invalid (stale entries are returned)."""
+        gen = _note_record(server, found.get(self._gen_key, (None,))[0])
+        item = found.get(raw)
+        if item is None:
+            return gen, None, None
+        return gen, item[1], self._decode(key, encoded, item[0], server)
+
+    def _resigned(
+        self,
+        key: Key,
+        encoded: bytes,
+        gen: bytes,
+        entry: tuple[Any, float],
+        new_ttl: Callable[[float], float],
+    ) -> tuple[bytes, int, int]:
+        """``(item, exptime, flags)`` storing ``entry`` again with the ttl ``new_ttl(left)``."""
+        value, expires = entry
+        ttl = new_ttl(expires - time.time())
+        flags = value.flags if type(value) is PageManifest else 0
+        return gen + self._encode(key, encoded, value, ttl), self._exptime(ttl), flags
+
     def _update_entry(
         self, key: Key, raw: bytes, encoded: bytes, server: _Server, found: dict[bytes, Any]
     ) -> tuple[bytes, int, Any, float, float]:
         """``(generation, cas, value or manifest, expires, now)`` of the live entry in an
         update's ``gets`` reply; a missing, invalid or stale entry raises a miss."""
-        gen = _note_record(server, found.get(self._gen_key, (None,))[0])
-        if raw not in found:
-            raise CacheMissError(key)
-        data, cas = found[raw]
-        entry = self._decode(key, encoded, data, server)
+        gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
         now = time.time()
         if entry is None or entry[1] <= now:
             raise CacheMissError(key)
-        return gen, cas, entry[0], entry[1], now
+        return gen, cas, entry[0], entry[1], now  # type: ignore[return-value]
 
     def renew(self, key: Key, ttl: float) -> bool:
         """Give an existing entry (stale or not) ``ttl`` more seconds; False if absent."""
@@ -1744,13 +1780,8 @@ class MemcachedClient(BaseCacheClient):
         return result
 
     async def _aread_pages(self, key: Key, encoded: bytes, manifest: PageManifest) -> Any:
-        keys = manifest.page_keys(self._internal_prefix)
-        ring = self._ring
-        by_server: dict[_Server, list[bytes]] = {}
-        for page_key in keys:
-            by_server.setdefault(ring.get_node(page_key), []).append(page_key)
         found: dict[bytes, bytes] = {}
-        for server, batch in by_server.items():
+        for server, batch in self._by_server(manifest.page_keys(self._internal_prefix)).items():
             if not self._usable(server):
                 self._errors += 1
                 return NONE
@@ -1760,14 +1791,7 @@ class MemcachedClient(BaseCacheClient):
                 self._fault(server, exc, "a page read")
                 return NONE
             self._alive(server)
-        payload = assemble(manifest, keys, found)
-        if payload is None:
-            return NONE
-        try:
-            return self._serializer.loads(payload, key=encoded)[0]
-        except InvalidPayload as exc:
-            self._bad_payload(key, exc)
-            return NONE
+        return self._paged_value(key, encoded, manifest, found)
 
     async def _awrite_pages(
         self, payload: bytes, exptime: int, owner: bytes
@@ -1802,15 +1826,11 @@ class MemcachedClient(BaseCacheClient):
         return self._encode(key, encoded, manifest, ttl), manifest.flags
 
     async def _adrop_pages(self, keys: list[bytes]) -> None:
-        by_server: dict[_Server, list[bytes]] = {}
-        for page_key in keys:
-            by_server.setdefault(self._ring.get_node(page_key), []).append(page_key)
-        for server, batch in by_server.items():
+        for server, batch in self._by_server(keys).items():
             if server.dead_until:
                 continue
-            data = b"".join(b"delete %s noreply\r\n" % k for k in batch)
             with contextlib.suppress(Exception):
-                await self._aconn(server).request(data, _AsyncConn.nothing)
+                await self._aconn(server).request(_delete_noreply(batch), _AsyncConn.nothing)
 
     async def aput(self, key: Key, value: Any, ttl: float) -> None:
         """Awaitable :meth:`put` (native asyncio)."""
@@ -1833,12 +1853,9 @@ class MemcachedClient(BaseCacheClient):
             self._fault(server, exc, "a set")
             return
         self._alive(server)
-        if reply == b"STORED":
-            self._sets += 1
-        else:
-            self._errors += 1
-        if old_flags:
-            await self._adrop_pages(self._old_pages(raw, old_flags, flags))
+        pages = self._stored(raw, reply, old_flags, flags)
+        if pages:
+            await self._adrop_pages(pages)
 
     async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
         """Awaitable :meth:`putMulti` (native asyncio)."""
@@ -1886,11 +1903,9 @@ class MemcachedClient(BaseCacheClient):
                     return True
                 # Something is there: replace it only if it is stale, foreign or invalid.
                 found = await conn.gets_many([raw, self._gen_key])
-                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
-                if raw not in found:
+                gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
+                if cas is None:
                     continue
-                data, cas = found[raw]
-                entry = self._decode(key, encoded, data, server)
                 if entry is not None and entry[1] > time.time():
                     if type(entry[0]) is not PageManifest:
                         return False
@@ -1931,20 +1946,12 @@ class MemcachedClient(BaseCacheClient):
             conn = self._aconn(server)
             for _ in range(_CAS_ATTEMPTS):
                 found = await conn.gets_many([raw, self._gen_key])
-                gen = _note_record(server, found.get(self._gen_key, (None,))[0])
-                if raw not in found:
-                    return False
-                data, cas = found[raw]
-                entry = self._decode(key, encoded, data, server)
+                gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
                 if entry is None:
                     return False
-                value, expires = entry
-                ttl = new_ttl(expires - time.time())
-                exptime = self._exptime(ttl)
-                if type(value) is PageManifest and not await self._atouch_pages(value, exptime):
+                item, exptime, flags = self._resigned(key, encoded, gen, entry, new_ttl)
+                if flags and not await self._atouch_pages(entry[0], exptime):
                     return False
-                item = gen + self._encode(key, encoded, value, ttl)
-                flags = value.flags if type(value) is PageManifest else 0
                 stored = await conn.store(b"cas", raw, item, exptime, cas, flags)
                 if stored:
                     return True
