@@ -3,7 +3,8 @@
 #   make test   install with test extras, memcached, build the speedups, lint, then pytest
 #               with the compiled speedups and again (contract suite) as pure Python
 #               (PYTEST_ADDOPTS honoured)
-#   make bench  run the benchmarks (BENCH_ARGS="inproc --quick" to pick)
+#   make bench  run the benchmarks (BENCH_ARGS="inproc --quick" to pick; installs the
+#               bench extra, matplotlib, for --plot)
 #   make build-ext  (re)build the optional Cython speedups in place
 #   make lint   ruff check + ruff format --check
 #   make clean  remove the venv and build/test debris
@@ -35,6 +36,7 @@ test: install-test memcached build-ext lint
 	CHORDE_PURE_PYTHON=1 $(VPY) -m pytest -q $(PURE_TESTS)
 
 bench: install-test build-ext
+	$(VPY) -m pip install -q -e '.[bench]'
 	$(VPY) -m benchmarks $(BENCH_ARGS)
 
 lint: install-test
