@@ -792,7 +792,34 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
     slow = core.slow
     raise_key_error = core._raise_key_error
 
-    if core.keyfn is not None:
+    # An in-process client keeps a table of this namespace's keys: a hit looks up the bare
+    # arguments there, as functools.lru_cache does (the table's key for (namespace, *args)).
+    namespace_table = getattr(client, "_namespace", None)
+    table = namespace_table(core.namespace) if namespace_table is not None else None
+
+    if table is not None and core.keyfn is None:
+        namespace_get = client._namespace_get
+        call = core.call
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if args and not kwargs:
+                # The table's key for (namespace, *args); see inproc._subkey.
+                if len(args) == 1:
+                    k = args[0]
+                    if isinstance(k, tuple):
+                        k = args
+                else:
+                    k = args
+                try:
+                    value = namespace_get(table, k, threshold, _MISS)
+                except TypeError as exc:
+                    raise_key_error(args, kwargs, exc)
+                if value is not _MISS:
+                    return value
+            # A miss, a refresh due, keyword arguments or none at all: the full path.
+            return call(args, kwargs, False)
+
+    elif core.keyfn is not None:
         key = core.key
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -21,6 +21,7 @@ cdef bint _COMPILED
 @cython.final
 @cython.freelist(256)
 cdef class _Node:
+    cdef public dict owner
     cdef public object key
     cdef public object value
     cdef public double expires
@@ -28,12 +29,15 @@ cdef class _Node:
     cdef public _Node next
 
 
-cdef _Node _new_node(object key, object value, double expires)
+cdef _Node _new_node(dict owner, object key, object value, double expires)
+cdef object _subkey(object key)
 
 
 @cython.final
 cdef class _Links:
     cdef public dict nodes
+    cdef public dict spaces
+    cdef public Py_ssize_t size
     cdef public _Node root
     cdef public Py_ssize_t capacity
     cdef public bint touch_on_read
@@ -42,6 +46,7 @@ cdef class _Links:
     cdef object _acquire
     cdef object _release
 
+    cdef dict _table(self, object key)
     @cython.locals(prev=_Node, nxt=_Node)
     cdef void _unlink(self, _Node node) noexcept
     @cython.locals(after=_Node)
@@ -49,8 +54,9 @@ cdef class _Links:
     cdef void _push(self, _Node node) noexcept
     cdef void _touch(self, _Node node) noexcept
     cdef int _read_touch(self, _Node node) except -1
-    @cython.locals(node=_Node)
     cpdef object live(self, object key, double now, object miss)
+    @cython.locals(node=_Node)
+    cpdef object live_in(self, dict table, object key, double now, object miss)
     @cython.locals(node=_Node)
     cpdef tuple entry(self, object key, double now)
     @cython.locals(node=_Node)
@@ -58,7 +64,7 @@ cdef class _Links:
     @cython.locals(old=_Node)
     cpdef put(self, object key, object value, double expires)
     @cython.locals(victim=_Node)
-    cdef int _put_locked(self, object key, _Node node, _Node old) except -1
+    cdef int _put_locked(self, dict table, object key, _Node node, _Node old) except -1
 
 
 cdef class _InprocClient:
@@ -78,3 +84,6 @@ cdef class _InprocClient:
     cdef Py_ssize_t _sets
     cdef _Links _links
 
+
+    @cython.locals(now=double)
+    cpdef object _namespace_get(self, dict table, object key, double threshold, object miss)

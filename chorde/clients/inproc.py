@@ -238,14 +238,16 @@ class _Node:
     pure Python a write links a new node instead.
     """
 
-    __slots__ = ("expires", "key", "next", "prev", "value")
+    __slots__ = ("expires", "key", "next", "owner", "prev", "value")
 
     def __init__(self) -> None:
         self.prev = self.next = None
 
 
-def _new_node(key: Hashable, value: Any, expires: float) -> _Node:
+def _new_node(owner: dict, key: Hashable, value: Any, expires: float) -> _Node:
+    """A node held by ``owner`` (the main table or a namespace's) under ``key``."""
     node = _Node.__new__(_Node)
+    node.owner = owner
     node.key = key
     node.value = value
     node.expires = expires
@@ -253,9 +255,28 @@ def _new_node(key: Hashable, value: Any, expires: float) -> _Node:
     return node
 
 
+def _subkey(key: tuple) -> Hashable:
+    """The key within its namespace's table of a routed key ``(namespace, *rest)``: the
+    single rest element itself unless it is a tuple, else ``rest`` as a tuple. Two unequal
+    keys never get equal subkeys: a bare element is never a tuple, and ``rest`` tuples are
+    equal only when the keys are."""
+    if len(key) == 2:
+        sub = key[1]
+        if not isinstance(sub, tuple):
+            return sub
+    return key[1:]
+
+
 class _Links:
-    """The state of :class:`LinkedLRU`: a dict of nodes and their circular recency list
+    """The state of :class:`LinkedLRU`: tables of nodes and their one circular recency list
     (``root.next`` the most recently used). Writers hold ``lock``.
+
+    Keys live in the main table ``nodes``, except those routed to a namespace's table:
+    once :meth:`space` has made a table for ``ns``, every key ``(ns, *rest)`` (a tuple of
+    two or more whose head equals ``ns``) is held there under :func:`_subkey`, so that a
+    cached function can look up its bare arguments, as ``functools.lru_cache`` does. The
+    routing is invisible to the API: the same keys find the same entries, and all the tables
+    share the list and the capacity.
 
     Compiled (``inproc.pxd`` makes this a C type), a read is one dict lookup and a relink
     that runs no Python code: the GIL makes it atomic, so reads take no lock. Pure Python
@@ -264,6 +285,8 @@ class _Links:
 
     def __init__(self, capacity: int, touch_on_read: bool) -> None:
         self.nodes: dict[Hashable, _Node] = {}
+        self.spaces: dict[str, dict[Hashable, _Node]] = {}
+        self.size = 0  # nodes in all the tables
         root = _Node()
         root.prev = root.next = root
         self.root = root
@@ -275,6 +298,44 @@ class _Links:
         self.lock = threading.RLock()
         self._acquire = self.lock.acquire
         self._release = self.lock.release
+
+    # -- routing ----------------------------------------------------------------------
+
+    def _table(self, key: Hashable) -> dict[Hashable, _Node]:
+        """The table holding ``key``: its namespace's if it has one, else the main one.
+        The caller passes the key through :func:`_subkey` for a namespace's table."""
+        spaces = self.spaces
+        if spaces and isinstance(key, tuple) and len(key) > 1:
+            table = spaces.get(key[0])
+            if table is not None:
+                return table
+        return self.nodes
+
+    def space(self, namespace: str) -> dict[Hashable, _Node]:
+        """The table of ``namespace``, made on first use: entries already held under keys
+        ``(namespace, ...)`` move into it, keeping their place in the recency list."""
+        with self.lock:
+            table = self.spaces.get(namespace)
+            if table is not None:
+                return table
+            table = {}
+            main = self.nodes
+            moved = []
+            for key, node in list(main.items()):
+                if isinstance(key, tuple) and len(key) > 1 and _same_head(key[0], namespace):
+                    moved.append(node)
+            for old in moved:
+                # A new node in the old one's place: a reader that found the old one in the
+                # main table still reads a consistent (unlinked, so never moved) node.
+                anchor = old.prev
+                self._unlink(old)
+                node = _new_node(table, _subkey(old.key), old.value, old.expires)
+                self._link_after(anchor, node)
+                table[node.key] = node
+            self.spaces[namespace] = table  # from here on such keys route to the table
+            for old in moved:
+                del main[old.key]
+            return table
 
     # -- list surgery; callers hold the lock (writers) or the GIL alone (compiled reads) --
 
@@ -314,7 +375,14 @@ class _Links:
     def live(self, key: Hashable, now: float, miss: Any) -> Any:
         """The value of ``key`` if it is held and expires after ``now`` (marked used), else
         ``miss``."""
-        node = self.nodes.get(key)
+        table = self._table(key)
+        if table is not self.nodes:
+            key = _subkey(key)
+        return self.live_in(table, key, now, miss)
+
+    def live_in(self, table: dict[Hashable, _Node], key: Hashable, now: float, miss: Any) -> Any:
+        """:meth:`live` for a key already routed: ``key`` within ``table``."""
+        node = table.get(key)
         if node is None or not node.expires > now:
             return miss
         if self.touch_on_read:
@@ -323,7 +391,8 @@ class _Links:
 
     def entry(self, key: Hashable, now: float) -> Entry:
         """``(value, expires)`` of ``key``, marked used if live at ``now``; KeyError if absent."""
-        node = self.nodes.get(key)
+        table = self._table(key)
+        node = table.get(key if table is self.nodes else _subkey(key))
         if node is None:
             raise KeyError(key)
         if self.touch_on_read and node.expires > now:
@@ -332,7 +401,8 @@ class _Links:
 
     def peek(self, key: Hashable) -> Entry:
         """``(value, expires)`` of ``key`` without marking it used; KeyError if absent."""
-        node = self.nodes.get(key)
+        table = self._table(key)
+        node = table.get(key if table is self.nodes else _subkey(key))
         if node is None:
             raise KeyError(key)
         return (node.value, node.expires)
@@ -343,7 +413,10 @@ class _Links:
         """Store an entry (the most recently used), evicting the least recently used if full."""
         self._acquire()  # not `with`: see OrderedLRU.set
         try:
-            old = self.nodes.get(key)  # may run the key's Python __eq__: nothing changed yet
+            table = self._table(key)
+            if table is not self.nodes:
+                key = _subkey(key)
+            old = table.get(key)  # may run the key's Python __eq__: nothing changed yet
             if old is not None and _COMPILED:
                 # In place: no Python code runs between the two writes (the old value is
                 # still referenced here, so dropping it cannot run a __del__ in between).
@@ -352,60 +425,74 @@ class _Links:
                 old.expires = expires
                 self._touch(old)
                 return
-            self._put_locked(key, _new_node(key, value, expires), old)
+            self._put_locked(table, key, _new_node(table, key, value, expires), old)
         finally:
             self._release()
 
-    def _put_locked(self, key: Hashable, node: _Node, old: _Node | None) -> None:
+    def _put_locked(
+        self, table: dict[Hashable, _Node], key: Hashable, node: _Node, old: _Node | None
+    ) -> None:
         # The lookup of ``old`` (the caller's) may have run the key's Python __eq__, letting
-        # readers run; from here on no Python code runs until the dict is written.
-        nodes = self.nodes
+        # readers run; from here on no Python code runs until the table is written.
         if old is not None:
             self._unlink(old)
-        elif len(nodes) >= self.capacity:
-            # Evict before inserting, so a reader of len() never sees capacity + 1.
-            victim = self.root.prev
-            self._unlink(victim)
-            del nodes[victim.key]
-            self.evictions += 1
+        else:
+            if self.size >= self.capacity:
+                # Evict before inserting, so a reader of len() never sees capacity + 1.
+                victim = self.root.prev
+                self._unlink(victim)
+                del victim.owner[victim.key]
+                self.size -= 1
+                self.evictions += 1
+            self.size += 1
         self._push(node)
-        nodes[key] = node
+        table[key] = node
 
     def add(self, key: Hashable, value: Any, expires: float, now: float) -> bool:
         """Store only if ``key`` is absent or expired at ``now``; return whether stored."""
-        node = _new_node(key, value, expires)
         with self.lock:
-            old = self.nodes.get(key)
+            table = self._table(key)
+            if table is not self.nodes:
+                key = _subkey(key)
+            old = table.get(key)
             if old is not None and old.expires > now:
                 return False
-            self._put_locked(key, node, old)
+            self._put_locked(table, key, _new_node(table, key, value, expires), old)
             return True
 
     def set_expiry(self, key: Hashable, expires: float, only_sooner: bool) -> bool:
         """Give an existing entry a new expiry, keeping its place; return whether it existed."""
         with self.lock:
-            old = self.nodes.get(key)
+            table = self._table(key)
+            if table is not self.nodes:
+                key = _subkey(key)
+            old = table.get(key)
             if old is None:
                 return False
             if only_sooner and not expires < old.expires:
                 return True
             anchor = old.prev
             self._unlink(old)
-            self._link_after(anchor, _new_node(old.key, old.value, expires))
-            self.nodes[key] = anchor.next
+            node = _new_node(table, old.key, old.value, expires)
+            self._link_after(anchor, node)
+            table[key] = node
             return True
 
     def pop(self, key: Hashable) -> None:
         """Remove ``key`` if present."""
         hash(key)  # unhashable keys fail here, outside the lock
         with self.lock:
-            node = self.nodes.get(key)
+            table = self._table(key)
+            if table is not self.nodes:
+                key = _subkey(key)
+            node = table.get(key)
             if node is not None:
                 self._unlink(node)
-                del self.nodes[key]
+                del table[key]
+                self.size -= 1
 
     def _detach_all(self) -> list[_Node]:
-        """Unlink every node, oldest first, and return them (the dict still holds them)."""
+        """Unlink every node, oldest first, and return them (the tables still hold them)."""
         root = self.root
         out = []
         node = root.prev
@@ -418,10 +505,13 @@ class _Links:
         return out
 
     def clear(self) -> None:
-        """Remove everything."""
+        """Remove everything (namespace tables stay, empty: cached functions hold them)."""
         with self.lock:
             self._detach_all()
             self.nodes.clear()
+            for table in self.spaces.values():
+                table.clear()
+            self.size = 0
 
     def purge(self, cutoff: float) -> int:
         """Remove entries that expired before ``cutoff``; return how many."""
@@ -436,19 +526,34 @@ class _Links:
             for node in dead:
                 self._unlink(node)
             for node in dead:
-                del self.nodes[node.key]
+                del node.owner[node.key]
+            self.size -= len(dead)
         return len(dead)
 
     def items(self) -> list[tuple[Hashable, Entry]]:
-        """A snapshot of the entries, least recently used first."""
+        """A snapshot of the entries (under their full keys), least recently used first."""
         with self.lock:
+            heads = {id(table): namespace for namespace, table in self.spaces.items()}
+            main = self.nodes
             root = self.root
             out = []
             node = root.prev
             while node is not root:
-                out.append((node.key, (node.value, node.expires)))
+                key = node.key
+                if node.owner is not main:
+                    head = heads[id(node.owner)]
+                    key = (head, *key) if isinstance(key, tuple) else (head, key)
+                out.append((key, (node.value, node.expires)))
                 node = node.prev
             return out
+
+
+def _same_head(head: Any, namespace: str) -> bool:
+    """Whether a key's head routes to ``namespace``'s table (dict equality, as routing)."""
+    try:
+        return hash(head) == hash(namespace) and bool(head == namespace)
+    except Exception:  # a head whose __eq__ fails: its key cannot be looked up here either
+        return False
 
 
 class LinkedLRU(BaseStore):
@@ -503,7 +608,7 @@ class LinkedLRU(BaseStore):
         return self._links.items()
 
     def __len__(self) -> int:
-        return len(self._links.nodes)
+        return self._links.size
 
 
 #: The exact LRU store: the fastest of the two for the build that runs (each is usable in
@@ -876,6 +981,23 @@ class _InprocClient:
         else:
             self._misses += 1
         return value, left
+
+    def _namespace(self, namespace: str) -> dict | None:
+        """The table of keys ``(namespace, *rest)`` for :meth:`_namespace_get`, or None when
+        the store has no such tables (only :class:`LinkedLRU` has). For ``@cached``."""
+        links = self._links
+        return None if links is None else links.space(namespace)
+
+    def _namespace_get(self, table: dict, key: Hashable, threshold: float, miss: Any) -> Any:
+        """The value held in ``table`` (from :meth:`_namespace`) under ``key`` (the
+        :func:`_subkey` of a full key) if more than ``threshold`` seconds of it are left,
+        else ``miss``: the hit path of ``@cached``, which falls back to :meth:`getTtl`
+        (counted there) on ``miss``."""
+        now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+        value = self._links.live_in(table, key, now + threshold, miss)
+        if value is not miss:
+            self._hits += 1
+        return value
 
     def contains(self, key: Hashable, ttl: float | None = None) -> bool:
         """True if ``key`` has a live entry (with more than ``ttl`` seconds left, if given)."""
