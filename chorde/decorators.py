@@ -797,12 +797,24 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
     namespace_table = getattr(client, "_namespace", None)
     table = namespace_table(core.namespace) if namespace_table is not None else None
 
-    if table is not None and core.keyfn is None:
-        namespace_get = client._namespace_get
-        call = core.call
+    if core.keyfn is not None:
+        key = core.key
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if args and not kwargs:
+            ckey = key(args, kwargs)
+            try:
+                value, ttl_left = getTtl(ckey, _MISS)
+            except TypeError as exc:
+                raise_key_error(args, kwargs, exc)
+            if ttl_left > threshold:
+                return value
+            return slow(ckey, value, ttl_left, args, kwargs, False)
+
+    elif table is not None or threshold:
+        namespace_get = client._namespace_get if table is not None else None
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if table is not None and args and not kwargs:
                 # The table's key for (namespace, *args); see inproc._subkey.
                 if len(args) == 1:
                     k = args[0]
@@ -816,25 +828,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
                     raise_key_error(args, kwargs, exc)
                 if value is not _MISS:
                     return value
-            # A miss, a refresh due, keyword arguments or none at all: the full path.
-            return call(args, kwargs, False)
-
-    elif core.keyfn is not None:
-        key = core.key
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ckey = key(args, kwargs)
-            try:
-                value, ttl_left = getTtl(ckey, _MISS)
-            except TypeError as exc:
-                raise_key_error(args, kwargs, exc)
-            if ttl_left > threshold:
-                return value
-            return slow(ckey, value, ttl_left, args, kwargs, False)
-
-    elif threshold:
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # No table, a miss, a refresh due, keyword arguments or none at all.
             ckey = (kw_head, args, tuple(sorted(kwargs.items()))) if kwargs else head + args
             try:
                 value, ttl_left = getTtl(ckey, _MISS)

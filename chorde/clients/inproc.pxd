@@ -87,3 +87,8 @@ cdef class _InprocClient:
 
     @cython.locals(now=double)
     cpdef object _namespace_get(self, dict table, object key, double threshold, object miss)
+    # The hot reads: their clock readings stay C doubles.
+    @cython.locals(now=double)
+    cpdef object get(self, object key, object default=*)
+    @cython.locals(now=double, left=double)
+    cpdef tuple getTtl(self, object key, object default=*)

@@ -898,6 +898,12 @@ class _InprocClient:
         self._hits = 0
         self._misses = 0
         self._sets = 0
+        if not _COMPILED and lru is not None and lru.touch is not None:
+            # Pure Python's default store: get() is a closure holding the store's parts, a
+            # quarter faster than the method's attribute loads. (A reference cycle: a
+            # dropped client is freed by the garbage collector.)
+            # (setattr: the compiled class's get is a C method, never replaced.)
+            setattr(self, "get", _ordered_get(self, lru._data, lru.touch, clock))  # noqa: B010
 
     # -- reads --------------------------------------------------------------------
 
@@ -1123,6 +1129,38 @@ class _InprocClient:
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
         return CacheStats(self._hits, self._misses, self._sets, self.store.evictions, 0)
+
+
+def _ordered_get(
+    client: _InprocClient, data: OrderedDict, touch: Callable[[Hashable], None], clock: Any
+) -> Callable[..., Any]:
+    """:meth:`_InprocClient.get` of a pure-Python client over an :class:`OrderedLRU` that
+    touches on read: the same steps, none of them an attribute load."""
+
+    def get(key: Hashable, default: Any = NONE) -> Any:
+        """Return the live value for ``key``, ``default`` if given, else raise a miss."""
+        try:
+            value, expires = data[key]
+        except KeyError:
+            client._misses += 1
+            if default is NONE:
+                raise CacheMissError(key) from None
+            return default
+        except TypeError:
+            raise _bad_key(key) from None
+        if expires > clock():
+            try:  # noqa: SIM105 (hot path)
+                touch(key)
+            except (KeyError, RuntimeError):  # dropped or moved meanwhile
+                pass
+            client._hits += 1
+            return value
+        client._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
+
+    return get
 
 
 class InprocCacheClient(_InprocClient, BaseCacheClient):
