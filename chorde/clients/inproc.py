@@ -898,12 +898,15 @@ class _InprocClient:
         self._hits = 0
         self._misses = 0
         self._sets = 0
-        if not _COMPILED and lru is not None and lru.touch is not None:
-            # Pure Python's default store: get() is a closure holding the store's parts, a
-            # quarter faster than the method's attribute loads. (A reference cycle: a
-            # dropped client is freed by the garbage collector.)
-            # (setattr: the compiled class's get is a C method, never replaced.)
-            setattr(self, "get", _ordered_get(self, lru._data, lru.touch, clock))  # noqa: B010
+        # Every other store is read by a closure holding its parts (no attribute loads). In
+        # pure Python it replaces the get method outright, a quarter faster (setattr: the
+        # compiled get is a C method, never replaced). A reference cycle: a dropped client
+        # is freed by the garbage collector.
+        self._read = None
+        if self._links is None:
+            self._read = _store_get(self, self._data, self._lookup, self._touch, clock)
+            if not _COMPILED:
+                setattr(self, "get", self._read)  # noqa: B010
 
     # -- reads --------------------------------------------------------------------
 
@@ -923,32 +926,7 @@ class _InprocClient:
             if default is NONE:
                 raise CacheMissError(key)
             return default
-        data = self._data
-        try:
-            if data is not None:
-                value, expires = data[key]
-            else:
-                value, expires = self._lookup(key)
-        except KeyError:
-            self._misses += 1
-            if default is NONE:
-                raise CacheMissError(key) from None
-            return default
-        except TypeError:
-            raise _bad_key(key) from None
-        if expires > (_c_monotonic() if _COMPILED and self._c_clock else self._clock()):  # noqa: F821 (in inproc.pxd)
-            touch = self._touch
-            if touch is not None:
-                try:  # noqa: SIM105 (hot path)
-                    touch(key)
-                except (KeyError, RuntimeError):
-                    pass
-            self._hits += 1
-            return value
-        self._misses += 1
-        if default is NONE:
-            raise CacheMissError(key)
-        return default
+        return self._read(key, default)
 
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
@@ -1131,16 +1109,21 @@ class _InprocClient:
         return CacheStats(self._hits, self._misses, self._sets, self.store.evictions, 0)
 
 
-def _ordered_get(
-    client: _InprocClient, data: OrderedDict, touch: Callable[[Hashable], None], clock: Any
+def _store_get(
+    client: _InprocClient,
+    data: OrderedDict | None,
+    lookup: Callable[[Hashable], Entry],
+    touch: Callable[[Hashable], None] | None,
+    clock: Callable[[], float],
 ) -> Callable[..., Any]:
-    """:meth:`_InprocClient.get` of a pure-Python client over an :class:`OrderedLRU` that
-    touches on read: the same steps, none of them an attribute load."""
+    """:meth:`_InprocClient.get` over a store other than :class:`LinkedLRU`: ``data`` is an
+    :class:`OrderedLRU`'s dict (subscripted: cheaper than calling ``lookup``), ``touch``
+    marks a key used (None: reads do not)."""
 
     def get(key: Hashable, default: Any = NONE) -> Any:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
         try:
-            value, expires = data[key]
+            value, expires = data[key] if data is not None else lookup(key)
         except KeyError:
             client._misses += 1
             if default is NONE:
@@ -1149,10 +1132,11 @@ def _ordered_get(
         except TypeError:
             raise _bad_key(key) from None
         if expires > clock():
-            try:  # noqa: SIM105 (hot path)
-                touch(key)
-            except (KeyError, RuntimeError):  # dropped or moved meanwhile
-                pass
+            if touch is not None:
+                try:  # noqa: SIM105 (hot path)
+                    touch(key)
+                except (KeyError, RuntimeError):  # dropped or moved meanwhile
+                    pass
             client._hits += 1
             return value
         client._misses += 1
