@@ -968,9 +968,16 @@ class _InprocClient:
 
     def _namespace(self, namespace: str) -> dict | None:
         """The table of keys ``(namespace, *rest)`` for :meth:`_namespace_get`, or None when
-        the store has no such tables (only :class:`LinkedLRU` has). For ``@cached``."""
+        the store has no such tables (only :class:`LinkedLRU` has) or a subclass overrides
+        ``get``/``getTtl`` (its reads must go through them). For ``@cached``."""
         links = self._links
-        return None if links is None else links.space(namespace)
+        cls = type(self)
+        # getattr: the Python-level methods (compiled, the bare names are C functions).
+        if links is None or any(
+            getattr(cls, name) is not getattr(_InprocClient, name) for name in ("get", "getTtl")
+        ):
+            return None
+        return links.space(namespace)
 
     def _namespace_get(self, table: dict, key: Hashable, threshold: float, miss: Any) -> Any:
         """The value held in ``table`` (from :meth:`_namespace`) under ``key`` (the

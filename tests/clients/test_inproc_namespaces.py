@@ -322,3 +322,23 @@ def test_cached_unhashable_argument_is_named():
 
     with pytest.raises(TypeError, match=r"'items'.*unhashable"):
         h([1, 2])
+
+
+def test_a_subclass_overriding_reads_gets_no_table():
+    reads = []
+
+    class Logged(InprocCacheClient):
+        def getTtl(self, key, default=MISS):
+            reads.append(key)
+            return super().getTtl(key, default)
+
+    c = Logged(10, LinkedLRU)
+    assert c._namespace("ns") is None
+
+    @cached(c, 100, namespace="logged", async_ttl=-10)
+    def f(x):
+        return x
+
+    f(1)
+    f(1)
+    assert reads == [("logged", 1)] * 3  # miss, recheck before computing, hit
