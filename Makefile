@@ -29,7 +29,7 @@ demo: $(STAMP_BASE)
 	$(VPY) -m chorde.demo
 
 # The contract suite (and the in-process client's own tests) run in both builds.
-PURE_TESTS := tests/contract tests/clients/test_inproc.py tests/test_speedups.py
+PURE_TESTS := tests/contract tests/clients/test_inproc.py tests/clients/test_inproc_namespaces.py tests/test_speedups.py
 
 test: install-test memcached build-ext lint
 	$(VPY) -m pytest -q
