@@ -23,17 +23,10 @@ from chorde.clients.memcached import MemcachedClient, parse_server
 from chorde.clients.tiered import TieredInclusiveClient
 from chorde.keys import encode_key, memcache_key
 from chorde.serialization import Serializer
+from tests.clients.conftest import SECRET
 
-SECRET = "test-secret"
 TTL = 300
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def client(memcached):
-    c = MemcachedClient([memcached.address], checksum_key=SECRET)
-    yield c
-    c.close()
 
 
 _raw_clients: list[RawClient] = []

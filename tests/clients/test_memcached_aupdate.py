@@ -15,17 +15,10 @@ from chorde import CacheMissError
 from chorde.clients._pages import PageManifest
 from chorde.clients.memcached import MemcachedClient
 from chorde.keys import encode_key, memcache_key
+from tests.clients.conftest import SECRET
 
-SECRET = "test-secret"
 TTL = 300
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def client(memcached):
-    c = MemcachedClient([memcached.address], checksum_key=SECRET)
-    yield c
-    c.close()
 
 
 def test_aupdate_replaces_the_value_and_keeps_or_sets_the_ttl(client):
