@@ -794,8 +794,10 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
 
     # An in-process client keeps a table of this namespace's keys: a hit looks up the bare
     # arguments there, as functools.lru_cache does (the table's key for (namespace, *args)).
-    namespace_table = getattr(client, "_namespace", None)
-    table = namespace_table(core.namespace) if namespace_table is not None else None
+    # Looked up on the class: a wrapper forwarding attributes to an in-process client it
+    # wraps must not have its own reads bypassed.
+    namespace_table = getattr(type(client), "_namespace", None)
+    table = namespace_table(client, core.namespace) if namespace_table is not None else None
 
     if core.keyfn is not None:
         key = core.key

@@ -342,3 +342,27 @@ def test_a_subclass_overriding_reads_gets_no_table():
     f(1)
     f(1)
     assert reads == [("logged", 1)] * 3  # miss, recheck before computing, hit
+
+
+def test_a_wrapper_forwarding_attributes_keeps_its_reads():
+    inner = _client()
+    reads = []
+
+    class Forwarding:
+        """A client wrapper that forwards what it does not define (as some do)."""
+
+        def getTtl(self, key, default=MISS):
+            reads.append(key)
+            return inner.getTtl(key, default)
+
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+    @cached(Forwarding(), 100, namespace="fw", async_ttl=-10)
+    def f(x):
+        return x
+
+    f(1)
+    f(1)
+    assert reads == [("fw", 1)] * 3  # miss, recheck before computing, hit
+    assert "fw" not in inner.store._links.spaces
