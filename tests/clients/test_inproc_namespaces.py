@@ -11,21 +11,14 @@ import pytest
 
 from chorde.clients.inproc import InprocCacheClient, LinkedLRU, OrderedLRU
 from chorde.decorators import cached
+from tests.contract.conftest import FakeClock
 
 MISS = object()
 Pair = namedtuple("Pair", "head arg")
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 def _client(size=100, clock=None, **kw):
-    return InprocCacheClient(size, LinkedLRU(size, **kw), clock=clock or Clock())
+    return InprocCacheClient(size, LinkedLRU(size, **kw), clock=clock or FakeClock())
 
 
 def test_only_the_linked_store_has_namespace_tables():
@@ -92,14 +85,14 @@ def test_tuple_arguments_never_collide():
 
 
 def test_namespace_get_honours_expiry_and_threshold():
-    clock = Clock()
+    clock = FakeClock()
     c = _client(clock=clock)
     table = c._namespace("ns")
     c.put(("ns", "k"), "v", 10)
     assert c._namespace_get(table, "k", 0, MISS) == "v"
     assert c._namespace_get(table, "k", 9.5, MISS) == "v"
     assert c._namespace_get(table, "k", 10, MISS) is MISS  # not more than 10 s left
-    clock.now = 10
+    clock.advance(10)
     assert c._namespace_get(table, "k", 0, MISS) is MISS
     assert c.getTtl(("ns", "k"))[1] == 0  # still held, expired
     assert c._namespace_get(table, "absent", 0, MISS) is MISS
@@ -150,13 +143,13 @@ def test_capacity_and_recency_are_shared_across_tables():
 
 
 def test_clear_and_purge_reach_every_table():
-    clock = Clock()
+    clock = FakeClock()
     c = _client(clock=clock)
     table = c._namespace("ns")
     c.put(("ns", 1), 1, 5)
     c.put(("ns", 2), 2, 50)
     c.put("m", 3, 5)
-    clock.now = 10
+    clock.advance(10)
     c.purge()
     assert set(table) == {2}
     assert c.usage == 1
@@ -172,7 +165,7 @@ def test_same_behaviour_as_without_tables(touch):
     """Random operations on keys of every shape give the same answers and the same final
     state on a client with namespace tables as on one without."""
     rng = random.Random(7)
-    clocks = Clock(), Clock()
+    clocks = FakeClock(), FakeClock()
     plain = _client(size=40, clock=clocks[0], touch_on_read=touch)
     routed = _client(size=40, clock=clocks[1], touch_on_read=touch)
     routed._namespace("a")
@@ -211,7 +204,7 @@ def test_same_behaviour_as_without_tables(touch):
         assert results[0] == results[1], (step, k, op)
         if step % 7 == 0:
             for clock in clocks:
-                clock.now += 1
+                clock.advance(1)
     assert routed.store.items() == plain.store.items()
     assert routed.stats == plain.stats
 
@@ -293,7 +286,7 @@ def test_cached_hits_the_table_and_the_client_sees_the_same_entries():
 
 
 def test_cached_refresh_window_over_the_table():
-    clock = Clock()
+    clock = FakeClock()
     c = _client(clock=clock)
     calls = []
 
@@ -303,9 +296,9 @@ def test_cached_refresh_window_over_the_table():
         return len(calls)
 
     assert g(1) == 1
-    clock.now = 50
+    clock.advance(50)
     assert g(1) == 1  # fresh: from the table
-    clock.now = 95  # 5 s left, inside the 10 s window: served, refreshed in the background
+    clock.advance(45)  # 5 s left, inside the 10 s window: served, refreshed in the background
     assert g(1) == 1
     for _ in range(200):
         if c.get(g.cache_key(1)) == 2:
