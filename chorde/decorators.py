@@ -817,15 +817,8 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if table is not None and args and not kwargs:
-                # The table's key for (namespace, *args); see inproc._subkey.
-                if len(args) == 1:
-                    k = args[0]
-                    if isinstance(k, tuple):
-                        k = args
-                else:
-                    k = args
                 try:
-                    value = namespace_get(table, k, threshold, _MISS)
+                    value = namespace_get(table, args, threshold, _MISS)
                 except TypeError as exc:
                     raise_key_error(args, kwargs, exc)
                 if value is not _MISS:

@@ -31,6 +31,7 @@ cdef class _Node:
 
 cdef _Node _new_node(dict owner, object key, object value, double expires)
 cdef object _subkey(object key)
+cdef object _rest_key(object rest)
 
 
 @cython.final
@@ -87,7 +88,7 @@ cdef class _InprocClient:
 
 
     @cython.locals(now=double)
-    cpdef object _namespace_get(self, dict table, object key, double threshold, object miss)
+    cpdef object _namespace_get(self, dict table, object rest, double threshold, object miss)
     # The hot reads: their clock readings stay C doubles.
     @cython.locals(now=double)
     cpdef object get(self, object key, object default=*)

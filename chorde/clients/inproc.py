@@ -267,6 +267,15 @@ def _subkey(key: tuple) -> Hashable:
     return key[1:]
 
 
+def _rest_key(rest: tuple) -> Hashable:
+    """:func:`_subkey` of ``(namespace, *rest)``, from ``rest`` (no key tuple to build)."""
+    if len(rest) == 1:
+        sub = rest[0]
+        if not isinstance(sub, tuple):
+            return sub
+    return rest
+
+
 class _Links:
     """The state of :class:`LinkedLRU`: tables of nodes and their one circular recency list
     (``root.next`` the most recently used). Writers hold ``lock``.
@@ -979,13 +988,13 @@ class _InprocClient:
             return None
         return links.space(namespace)
 
-    def _namespace_get(self, table: dict, key: Hashable, threshold: float, miss: Any) -> Any:
-        """The value held in ``table`` (from :meth:`_namespace`) under ``key`` (the
-        :func:`_subkey` of a full key) if more than ``threshold`` seconds of it are left,
-        else ``miss``: the hit path of ``@cached``, which falls back to :meth:`getTtl`
-        (counted there) on ``miss``."""
+    def _namespace_get(self, table: dict, rest: tuple, threshold: float, miss: Any) -> Any:
+        """The value of the key ``(namespace, *rest)`` from ``table`` (that namespace's, from
+        :meth:`_namespace`; ``rest`` not empty) if more than ``threshold`` seconds of it are
+        left, else ``miss``: the hit path of ``@cached``, which falls back to
+        :meth:`getTtl` (counted there) on ``miss``."""
         now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
-        value = self._links.live_in(table, key, now + threshold, miss)
+        value = self._links.live_in(table, _rest_key(rest), now + threshold, miss)
         if value is not miss:
             self._hits += 1
         return value

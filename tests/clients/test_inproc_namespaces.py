@@ -42,7 +42,7 @@ def test_keys_route_to_the_table_and_back():
     c.put(("ns",), "bare", 10)  # no rest: stays in the main table
     c.put(("other", 1), "other", 10)
     assert set(table) == {1, (1, 2), ((1, 2),)}
-    assert c._namespace_get(table, 1, 0, MISS) == "one"
+    assert c._namespace_get(table, (1,), 0, MISS) == "one"
     assert c._namespace_get(table, (1, 2), 0, MISS) == "one-two"
     assert c._namespace_get(table, ((1, 2),), 0, MISS) == "pair"
     assert [c.get(k) for k in [("ns", 1), ("ns", 1, 2), ("ns", (1, 2)), ("ns",)]] == [
@@ -89,15 +89,15 @@ def test_namespace_get_honours_expiry_and_threshold():
     c = _client(clock=clock)
     table = c._namespace("ns")
     c.put(("ns", "k"), "v", 10)
-    assert c._namespace_get(table, "k", 0, MISS) == "v"
-    assert c._namespace_get(table, "k", 9.5, MISS) == "v"
-    assert c._namespace_get(table, "k", 10, MISS) is MISS  # not more than 10 s left
+    assert c._namespace_get(table, ("k",), 0, MISS) == "v"
+    assert c._namespace_get(table, ("k",), 9.5, MISS) == "v"
+    assert c._namespace_get(table, ("k",), 10, MISS) is MISS  # not more than 10 s left
     clock.advance(10)
-    assert c._namespace_get(table, "k", 0, MISS) is MISS
+    assert c._namespace_get(table, ("k",), 0, MISS) is MISS
     assert c.getTtl(("ns", "k"))[1] == 0  # still held, expired
-    assert c._namespace_get(table, "absent", 0, MISS) is MISS
+    assert c._namespace_get(table, ("absent",), 0, MISS) is MISS
     with pytest.raises(TypeError):
-        c._namespace_get(table, ["unhashable"], 0, MISS)
+        c._namespace_get(table, (["unhashable"],), 0, MISS)
 
 
 def test_hits_through_the_table_are_counted():
@@ -105,8 +105,8 @@ def test_hits_through_the_table_are_counted():
     table = c._namespace("ns")
     c.put(("ns", 1), 1, 10)
     for _ in range(3):
-        c._namespace_get(table, 1, 0, MISS)
-    c._namespace_get(table, 2, 0, MISS)  # a miss is counted by the caller's fallback
+        c._namespace_get(table, (1,), 0, MISS)
+    c._namespace_get(table, (2,), 0, MISS)  # a miss is counted by the caller's fallback
     assert (c.stats.hits, c.stats.misses) == (3, 0)
 
 
@@ -157,7 +157,7 @@ def test_clear_and_purge_reach_every_table():
     assert c.usage == 0 and not table
     assert c._namespace("ns") is table  # kept for the functions holding it
     c.put(("ns", 1), "again", 10)
-    assert c._namespace_get(table, 1, 0, MISS) == "again"
+    assert c._namespace_get(table, (1,), 0, MISS) == "again"
 
 
 @pytest.mark.parametrize("touch", [True, False])
@@ -230,7 +230,7 @@ def test_threads_with_a_table_made_mid_run():
                     if v is not None and v[0] != k:
                         raise AssertionError(f"key {k!r} read value {v!r}")
                 elif op < 0.55 and table_box:
-                    v = c._namespace_get(table_box[0], n, 0, None)
+                    v = c._namespace_get(table_box[0], (n,), 0, None)
                     if v is not None and v[0] != ("ns", n):
                         raise AssertionError(f"table key {n!r} read value {v!r}")
                 elif op < 0.85:
