@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.harness import Result, TimingConfig, measure
+from benchmarks.harness import Case, Result, Timing, TimingConfig, measure_interleaved
 
 __all__ = ["N_KEYS", "run"]
 
@@ -110,7 +110,7 @@ def run(quick: bool) -> list[Result]:
     hit_order = rng.sample(keys, N_KEYS)
     miss_order = rng.sample(range(N_KEYS, 2 * N_KEYS), N_KEYS)
 
-    results: list[Result] = []
+    made: list[tuple[_Impl, Callable[..., Any], Callable[[], None]]] = []
     for impl in _IMPLS:
         try:
             fn, clear = impl.make()
@@ -127,15 +127,27 @@ def run(quick: bool) -> list[Result]:
         refill()
         if fn(hit_order[0]) != hit_order[0] or fn(3, scale=1) != 3:
             raise RuntimeError(f"{impl.name} returns wrong results")
-        plan = [
-            ("hit", "c(k)", hit_order, None),
-            ("hit-kwargs", "c(k, scale=1)", hit_order, None),
-            ("miss", "c(k)", miss_order, refill),
-        ]
-        for operation, stmt, order, setup in plan:
-            timing = measure(stmt, fn, order, config, setup=setup)
+        made.append((impl, fn, refill))
+
+    plan = [
+        ("hit", "c(k)", hit_order, False),
+        ("hit-kwargs", "c(k, scale=1)", hit_order, False),
+        ("miss", "c(k)", miss_order, True),
+    ]
+    # Every implementation of one operation is measured together, samples taking turns.
+    timings: dict[tuple[str, str], Timing] = {}
+    for operation, stmt, order, refills in plan:
+        cases = [Case(stmt, fn, order, setup=refill if refills else None) for _, fn, refill in made]
+        for (impl, _, _), timing in zip(made, measure_interleaved(cases, config), strict=True):
+            timings[impl.name, operation] = timing
+
+    results: list[Result] = []
+    for impl, _, _ in made:
+        for operation, stmt, _, _ in plan:
             note = (impl.note or {}).get(operation, "")
             results.append(
-                Result.from_timing(_BENCH, operation, impl.name, timing, api=stmt, note=note)
+                Result.from_timing(
+                    _BENCH, operation, impl.name, timings[impl.name, operation], api=stmt, note=note
+                )
             )
     return results

@@ -4,7 +4,9 @@ A benchmark module exposes ``run(quick: bool) -> list[Result]``. Each measuremen
 statement (``"c.get(k)"``) compiled into a tight loop over a precomputed key sequence, so
 every implementation pays the same loop overhead and no extra call frame. The pass is
 repeated until a sample lasts long enough to be trusted (calibrated), samples are repeated
-and the best is kept (best-of-N), and every loop has a hard bound.
+and the best is kept (best-of-N), and every loop has a hard bound. Implementations compared
+on one operation are measured together (:func:`measure_interleaved`): their samples take
+turns, so a stretch when the machine runs slow falls on all of them, not on one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 __all__ = [
     "NOT_APPLICABLE",
     "REFERENCE_PREFIX",
+    "Case",
     "Result",
     "Timing",
     "TimingConfig",
@@ -32,6 +35,7 @@ __all__ = [
     "loop_overhead",
     "machine_info",
     "measure",
+    "measure_interleaved",
     "memcached_server",
     "results_to_json",
     "set_cpu_clock",
@@ -135,6 +139,19 @@ def _compile(stmt: str) -> Callable[[Any, Sequence[Any], Any], int]:
     return namespace["_pass"]
 
 
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One statement to time: ``stmt`` runs once per key with ``c`` bound to ``target``, ``k``
+    to the key and ``v`` to ``value``; ``setup`` (untimed) runs before every pass, to restore
+    state a pass changes."""
+
+    stmt: str
+    target: Any
+    keys: Sequence[Any]
+    value: Any = None
+    setup: Callable[[], object] | None = None
+
+
 def measure(
     stmt: str,
     target: Any,
@@ -144,40 +161,62 @@ def measure(
     value: Any = None,
     setup: Callable[[], object] | None = None,
 ) -> Timing:
-    """Time ``stmt`` once per key, with ``c`` bound to ``target``, ``k`` to the key, ``v`` to
-    ``value``. ``setup`` (untimed) runs before every pass, to restore state a pass changes.
-    """
-    if not keys:
-        raise ValueError("measure() needs at least one key")
-    run_pass = _compile(stmt)
-    ops = len(keys)
+    """Time one :class:`Case` on its own."""
+    return measure_interleaved([Case(stmt, target, keys, value, setup)], config)[0]
 
-    def one_pass() -> int:
-        if setup is not None:
-            setup()
-        return run_pass(target, keys, value)
+
+def measure_interleaved(cases: Sequence[Case], config: TimingConfig) -> list[Timing]:
+    """Time several cases sample by sample in turn; the best sample of each is its figure.
+
+    Each case is calibrated on its own (its passes per sample), then every round takes one
+    sample of each case, so all of them see the same stretches of machine speed; the round's
+    first case rotates. Bounded by
+    ``config.repeats`` rounds and ``config.max_total_ns`` per case.
+    """
+    runs = []
+    for case in cases:
+        if not case.keys:
+            raise ValueError(f"measure() needs at least one key ({case.stmt!r})")
+        runs.append(_compile(case.stmt))
+
+    def one_pass(i: int) -> int:
+        case = cases[i]
+        if case.setup is not None:
+            case.setup()
+        return runs[i](case.target, case.keys, case.value)
 
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         started = time.perf_counter_ns()
-        first = max(one_pass(), 1)  # also a warm-up
-        loops = max(1, min(config.max_loops, math.ceil(config.min_sample_ns / first)))
-        best = math.inf
+        loops = []
+        for i in range(len(cases)):
+            first = max(one_pass(i), 1)  # also a warm-up
+            loops.append(max(1, min(config.max_loops, math.ceil(config.min_sample_ns / first))))
+        best = [math.inf] * len(cases)
         done = 0
-        for _ in range(config.repeats):
-            total = 0
-            for _ in range(loops):
-                total += one_pass()
-            best = min(best, total / (loops * ops))
+        budget = config.max_total_ns * len(cases)
+        for round_ in range(config.repeats):
+            # Each round starts with the next case: the first one after gc.collect() runs
+            # with cold CPU caches, and no case should always be the one that does.
+            for j in range(len(cases)):
+                i = (round_ + j) % len(cases)
+                case = cases[i]
+                total = 0
+                for _ in range(loops[i]):
+                    total += one_pass(i)
+                best[i] = min(best[i], total / (loops[i] * len(case.keys)))
             done += 1
-            if time.perf_counter_ns() - started > config.max_total_ns:
+            if time.perf_counter_ns() - started > budget:
                 break
             gc.collect()
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(ns_per_op=best, ops=ops, loops=loops, repeats=done)
+    return [
+        Timing(ns_per_op=b, ops=len(c.keys), loops=n, repeats=done)
+        for b, c, n in zip(best, cases, loops, strict=True)
+    ]
 
 
 def loop_overhead(config: TimingConfig, n: int = 10_000) -> float:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.harness import Result, TimingConfig, measure
+from benchmarks.harness import Case, Result, TimingConfig, measure_interleaved
 
 __all__ = ["N_KEYS", "run"]
 
@@ -223,28 +223,45 @@ def run(quick: bool) -> list[Result]:
     miss_order = rng.sample(range(N_KEYS, 2 * N_KEYS), N_KEYS)
     value = object()
 
-    results: list[Result] = []
+    caches: list[tuple[_Impl, Any]] = []
     for impl in _implementations():
         cache = impl.make()
         impl.fill(cache, _HIT_KEYS, value)
         held = impl.count(cache, _HIT_KEYS)
         if held != N_KEYS:
             raise RuntimeError(f"{impl.name} holds {held} of {N_KEYS} preloaded keys")
-        reset = (lambda c=cache, r=impl.reset: r(c)) if impl.reset else None
-        plan: list[tuple[str, str | None, list[int], Callable[[], object] | None]] = [
-            ("get-hit", impl.hit, hit_order, None),
-            ("get-miss", impl.miss, miss_order, reset),
-            ("put", impl.put, hit_order, None),
-        ]
-        for operation, stmt, keys, setup in plan:
+        caches.append((impl, cache))
+
+    # Every implementation of one operation is measured together, samples taking turns.
+    timings: dict[tuple[str, str], Any] = {}
+    for operation, keys in (("get-hit", hit_order), ("get-miss", miss_order), ("put", hit_order)):
+        cases: list[tuple[str, Case]] = []
+        for impl, cache in caches:
+            stmt = _statement(impl, operation)
+            if stmt is not None:
+                reset = (lambda c=cache, r=impl.reset: r(c)) if impl.reset else None
+                setup = reset if operation == "get-miss" else None
+                cases.append((impl.name, Case(stmt, cache, keys, value, setup)))
+        measured = measure_interleaved([case for _, case in cases], config)
+        for (name, _), timing in zip(cases, measured, strict=True):
+            timings[name, operation] = timing
+
+    results: list[Result] = []
+    for impl, _ in caches:
+        for operation in ("get-hit", "get-miss", "put"):
             note = (impl.note or {}).get(operation, "")
+            stmt = _statement(impl, operation)
             if stmt is None:
                 results.append(
                     Result(_BENCH, operation, impl.name, None, note=note or "not applicable")
                 )
                 continue
-            timing = measure(stmt, cache, keys, config, value=value, setup=setup)
+            timing = timings[impl.name, operation]
             results.append(
                 Result.from_timing(_BENCH, operation, impl.name, timing, api=stmt, note=note)
             )
     return results
+
+
+def _statement(impl: _Impl, operation: str) -> str | None:
+    return {"get-hit": impl.hit, "get-miss": impl.miss, "put": impl.put}[operation]

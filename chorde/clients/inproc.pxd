@@ -71,7 +71,7 @@ cdef class _Links:
 cdef class _InprocClient:
     cdef public object store
     cdef object _clock
-    cdef object _lookup
+    cdef object _entries
     cdef object _touch
     cdef object _set
     cdef object _data
@@ -96,4 +96,4 @@ cdef class _InprocClient:
     cpdef tuple getTtl(self, object key, object default=*)
 
 
-cdef object _store_get(_InprocClient client, object data, object lookup, object touch, object clock)
+cdef object _store_get(_InprocClient client, object entries, object touch, object clock)

@@ -94,6 +94,11 @@ class BaseStore:
                 pass
         return entry
 
+    def __getitem__(self, key: Hashable) -> Entry:
+        """``lookup(key)``: the client reads every store by subscripting, as it does the
+        exact-LRU store's dict."""
+        return self.lookup(key)
+
     def peek(self, key: Hashable) -> Entry:
         """Return the entry for ``key`` without marking it used."""
         raise NotImplementedError
@@ -701,6 +706,8 @@ class CuckooCache(BaseStore):
                 return s[1]
         raise KeyError(key)
 
+    __getitem__ = lookup  # no extra call on the client's read path
+
     def peek(self, key: Hashable) -> Entry:
         i = self._find(key)
         s = self._slots[i] if i >= 0 else None
@@ -890,13 +897,13 @@ class _InprocClient:
         size = check_capacity(size)
         self.store = _make_store(store, size)
         self._clock = clock
-        self._lookup = self.store.lookup
         self._touch = self.store.touch
         self._set = self.store.set
-        # The exact-LRU store's parts: get subscripts its dict directly (cheaper than calling
-        # its bound __getitem__) and put inlines its set(). None for other stores.
+        # The exact-LRU store's parts: put inlines its set(). None for other stores.
         lru = self.store if type(self.store) is OrderedLRU else None
         self._data = lru._data if lru is not None else None
+        # What reads subscript: the exact-LRU store's dict itself (no call), else the store.
+        self._entries = self._data if lru is not None else self.store
         self._acquire = lru._lock.acquire if lru is not None else None
         self._release = lru._lock.release if lru is not None else None
         self._move = lru._move if lru is not None else None
@@ -913,7 +920,7 @@ class _InprocClient:
         # is freed by the garbage collector.
         self._read = None
         if self._links is None:
-            self._read = _store_get(self, self._data, self._lookup, self._touch, clock)
+            self._read = _store_get(self, self._entries, self._touch, clock)
             if not _COMPILED:
                 setattr(self, "get", self._read)  # noqa: B010
 
@@ -923,7 +930,8 @@ class _InprocClient:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
         links = self._links
         if links is not None:
-            now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+            clock = self._clock  # a local: see put
+            now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
             try:
                 value = links.live(key, now, _MISS)
             except TypeError:
@@ -940,10 +948,10 @@ class _InprocClient:
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
         links = self._links
-        data = self._data
+        clock = self._clock  # a local: see put
         try:
             if links is not None:
-                now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+                now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
                 value, expires = links.entry(key, now)
                 left = expires - now
                 if left > 0:
@@ -951,10 +959,7 @@ class _InprocClient:
                 else:
                     self._misses += 1
                 return value, left
-            if data is not None:
-                value, expires = data[key]
-            else:
-                value, expires = self._lookup(key)
+            value, expires = self._entries[key]
         except KeyError:
             self._misses += 1
             if default is NONE:
@@ -962,7 +967,7 @@ class _InprocClient:
             return default, -1.0
         except TypeError:
             raise _bad_key(key) from None
-        left = expires - (_c_monotonic() if _COMPILED and self._c_clock else self._clock())  # noqa: F821 (in inproc.pxd)
+        left = expires - (_c_monotonic() if _COMPILED and self._c_clock else clock())  # noqa: F821 (in inproc.pxd)
         if left > 0:
             touch = self._touch
             if touch is not None:
@@ -993,7 +998,8 @@ class _InprocClient:
         :meth:`_namespace`; ``rest`` not empty) if more than ``threshold`` seconds of it are
         left, else ``miss``: the hit path of ``@cached``, which falls back to
         :meth:`getTtl` (counted there) on ``miss``."""
-        now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+        clock = self._clock  # a local: see put
+        now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
         value = self._links.live_in(table, _rest_key(rest), now + threshold, miss)
         if value is not miss:
             self._hits += 1
@@ -1034,7 +1040,10 @@ class _InprocClient:
         cls = ttl.__class__
         if (cls is not float and cls is not int) or not ttl >= 0:
             ttl = check_ttl(ttl)
-        now = _c_monotonic() if _COMPILED and self._c_clock else self._clock()  # noqa: F821 (in inproc.pxd)
+        # Bound methods held by the instance are loaded into locals before calling: calling
+        # self._clock() directly is a slow, unspecialised method lookup in pure Python.
+        clock = self._clock
+        now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
         links = self._links
         if links is not None:
             try:
@@ -1047,19 +1056,23 @@ class _InprocClient:
         data = self._data
         try:
             if data is None:
-                self._set(key, entry, now)
+                store_set = self._set
+                store_set(key, entry, now)
             else:
                 # OrderedLRU.set, inlined: a call less on the hot path of that store. The
                 # lock's own methods, as `with lock:` costs twice as much (its __exit__ call).
-                self._acquire()
+                acquire = self._acquire
+                release = self._release
+                move = self._move
+                acquire()
                 try:
                     if len(data) >= self._capacity and key not in data:
                         data.popitem(last=False)
                         self.store.evictions += 1
                     data[key] = entry
-                    self._move(key)
+                    move(key)
                 finally:
-                    self._release()
+                    release()
         except TypeError:
             raise _bad_key(key) from None
         self._sets += 1
@@ -1127,19 +1140,17 @@ class _InprocClient:
 
 def _store_get(
     client: _InprocClient,
-    data: OrderedDict | None,
-    lookup: Callable[[Hashable], Entry],
+    entries: Any,
     touch: Callable[[Hashable], None] | None,
     clock: Callable[[], float],
 ) -> Callable[..., Any]:
-    """:meth:`_InprocClient.get` over a store other than :class:`LinkedLRU`: ``data`` is an
-    :class:`OrderedLRU`'s dict (subscripted: cheaper than calling ``lookup``), ``touch``
-    marks a key used (None: reads do not)."""
+    """:meth:`_InprocClient.get` over a store other than :class:`LinkedLRU`: ``entries[key]``
+    is the store's lookup, ``touch`` marks a key used (None: reads do not)."""
 
     def get(key: Hashable, default: Any = NONE) -> Any:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
         try:
-            value, expires = data[key] if data is not None else lookup(key)
+            value, expires = entries[key]
         except KeyError:
             client._misses += 1
             if default is NONE:

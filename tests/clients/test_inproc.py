@@ -9,6 +9,7 @@ import pytest
 
 from chorde import CacheMissError, ConfigurationError
 from chorde.clients.inproc import (
+    BaseStore,
     Cache,
     CuckooCache,
     InprocCacheClient,
@@ -373,3 +374,49 @@ def test_store_instance_and_class():
     assert InprocCacheClient(10, CuckooCache(5)).capacity == 5
     assert isinstance(InprocCacheClient(10, CuckooCache).store, CuckooCache)
     assert isinstance(InprocCacheClient(10, "lru").store, Cache)
+
+
+class FifoStore(BaseStore):
+    """A user-written store: a dict, evicting the oldest insertion, with touches recorded."""
+
+    def __init__(self, size: int) -> None:
+        self.capacity = size
+        self.evictions = 0
+        self.data: dict = {}
+        self.touched: list = []
+        self.lookup = self.data.__getitem__
+        self.touch = self.touched.append
+
+    def peek(self, key):
+        return self.data[key]
+
+    def set(self, key, entry, now):
+        if key not in self.data and len(self.data) >= self.capacity:
+            del self.data[next(iter(self.data))]
+            self.evictions += 1
+        self.data[key] = entry
+
+    def pop(self, key):
+        self.data.pop(key, None)
+
+    def __len__(self):
+        return len(self.data)
+
+
+def test_user_store_is_read_through_its_lookup_and_touch(clock):
+    store = FifoStore(2)
+    c = InprocCacheClient(10, store, clock=clock)
+    c.put("a", 1, 10)
+    c.put("b", 2, 5)
+    assert c.get("a") == 1
+    assert c.getTtl("b") == (2, 5)
+    assert store.touched == ["a", "b"]  # a hit is a use; the store decides what that means
+    clock.now = 6
+    assert c.get("b", None) is None  # expired
+    assert c.getTtl("b", None) == (2, -1)
+    assert store.touched == ["a", "b"]  # an expired read is not a use
+    with pytest.raises(CacheMissError):
+        c.get("zz")
+    c.put("c", 3, 10)  # the store evicts its oldest
+    assert c.get("a", None) is None
+    assert c.stats.hits == 2 and c.stats.evictions == 1
