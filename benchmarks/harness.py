@@ -170,7 +170,7 @@ def measure_interleaved(cases: Sequence[Case], config: TimingConfig) -> list[Tim
 
     Each case is calibrated on its own (its passes per sample), then every round takes one
     sample of each case, so all of them see the same stretches of machine speed; the round's
-    first case rotates. Bounded by
+    first case rotates, and an untimed pass warms each sample up. Bounded by
     ``config.repeats`` rounds and ``config.max_total_ns`` per case.
     """
     runs = []
@@ -202,6 +202,9 @@ def measure_interleaved(cases: Sequence[Case], config: TimingConfig) -> list[Tim
             for j in range(len(cases)):
                 i = (round_ + j) % len(cases)
                 case = cases[i]
+                # Untimed, so the sample starts with this case's data in the CPU caches, as
+                # it would measured alone, not with the previous case's.
+                one_pass(i)
                 total = 0
                 for _ in range(loops[i]):
                     total += one_pass(i)

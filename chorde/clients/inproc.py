@@ -157,18 +157,8 @@ class OrderedLRU(BaseStore):
         return self._data[key]
 
     def set(self, key: Hashable, entry: Entry, now: float) -> None:
-        data = self._data
-        lock = self._lock
-        lock.acquire()  # not `with`: its __exit__ call costs as much as both of these
-        try:
-            # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
-            if len(data) >= self.capacity and key not in data:
-                data.popitem(last=False)
-                self.evictions += 1
-            data[key] = entry
-            self._move(key)
-        finally:
-            lock.release()
+        with self._lock:
+            self._set_locked(key, entry)
 
     def add(self, key: Hashable, entry: Entry, now: float) -> bool:
         with self._lock:
@@ -179,12 +169,17 @@ class OrderedLRU(BaseStore):
             return True
 
     def _set_locked(self, key: Hashable, entry: Entry) -> None:
+        # InprocCacheClient.put inlines this (its hot path): keep the two alike.
         data = self._data
-        if len(data) >= self.capacity and key not in data:
-            data.popitem(last=False)
-            self.evictions += 1
-        data[key] = entry
-        self._move(key)
+        if key in data:
+            data[key] = entry
+            self._move(key)
+        else:  # a new key goes to the young end by itself
+            # Evict before inserting, so a concurrent reader of len() never sees capacity + 1.
+            if len(data) >= self.capacity:
+                data.popitem(last=False)
+                self.evictions += 1
+            data[key] = entry
 
     def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
         with self._lock:
@@ -425,7 +420,7 @@ class _Links:
 
     def put(self, key: Hashable, value: Any, expires: float) -> None:
         """Store an entry (the most recently used), evicting the least recently used if full."""
-        self._acquire()  # not `with`: see OrderedLRU.set
+        self._acquire()  # not `with`: its __exit__ call costs as much as both
         try:
             table = self._table(key)
             if table is not self.nodes:
@@ -721,7 +716,7 @@ class CuckooCache(BaseStore):
         i = h % self._n
         slots = self._slots
         lock = self._lock
-        lock.acquire()  # not `with`: see OrderedLRU.set
+        lock.acquire()  # not `with`: its __exit__ call costs as much as both
         try:
             s = slots[i]
             if s is not None and (s[0] is key or s[0] == key):  # overwrite in place
@@ -1066,11 +1061,14 @@ class _InprocClient:
                 move = self._move
                 acquire()
                 try:
-                    if len(data) >= self._capacity and key not in data:
-                        data.popitem(last=False)
-                        self.store.evictions += 1
-                    data[key] = entry
-                    move(key)
+                    if key in data:
+                        data[key] = entry
+                        move(key)
+                    else:  # a new key goes to the young end by itself
+                        if len(data) >= self._capacity:
+                            data.popitem(last=False)
+                            self.store.evictions += 1
+                        data[key] = entry
                 finally:
                     release()
         except TypeError:
