@@ -78,7 +78,6 @@ cdef class _InprocClient:
     cdef object _acquire
     cdef object _release
     cdef object _move
-    cdef object _read
     cdef Py_ssize_t _capacity
     cdef bint _c_clock
     cdef Py_ssize_t _hits
@@ -94,6 +93,3 @@ cdef class _InprocClient:
     cpdef object get(self, object key, object default=*)
     @cython.locals(now=double, left=double)
     cpdef tuple getTtl(self, object key, object default=*)
-
-
-cdef object _store_get(_InprocClient client, object entries, object touch, object clock)

@@ -909,36 +909,39 @@ class _InprocClient:
         self._hits = 0
         self._misses = 0
         self._sets = 0
-        # Every other store is read by a closure holding its parts (no attribute loads). In
-        # pure Python it replaces the get method outright, a quarter faster (setattr: the
-        # compiled get is a C method, never replaced). A reference cycle: a dropped client
-        # is freed by the garbage collector.
-        self._read = None
-        if self._links is None:
-            self._read = _store_get(self, self._entries, self._touch, clock)
-            if not _COMPILED:
-                setattr(self, "get", self._read)  # noqa: B010
 
     # -- reads --------------------------------------------------------------------
 
     def get(self, key: Hashable, default: Any = NONE) -> Any:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
         links = self._links
-        if links is not None:
-            clock = self._clock  # a local: see put
-            now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
-            try:
+        clock = self._clock  # a local: see put
+        try:
+            if links is not None:
+                now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
                 value = links.live(key, now, _MISS)
-            except TypeError:
-                raise _bad_key(key) from None
-            if value is not _MISS:
-                self._hits += 1
-                return value
-            self._misses += 1
-            if default is NONE:
-                raise CacheMissError(key)
-            return default
-        return self._read(key, default)
+                if value is not _MISS:
+                    self._hits += 1
+                    return value
+            else:
+                value, expires = self._entries[key]
+                if expires > (_c_monotonic() if _COMPILED and self._c_clock else clock()):  # noqa: F821 (in inproc.pxd)
+                    touch = self._touch
+                    if touch is not None:
+                        try:  # noqa: SIM105 (hot path)
+                            touch(key)
+                        except (KeyError, RuntimeError):  # dropped or moved meanwhile
+                            pass
+                    self._hits += 1
+                    return value
+        except KeyError:
+            pass
+        except TypeError:
+            raise _bad_key(key) from None
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
 
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
@@ -1134,42 +1137,6 @@ class _InprocClient:
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
         return CacheStats(self._hits, self._misses, self._sets, self.store.evictions, 0)
-
-
-def _store_get(
-    client: _InprocClient,
-    entries: Any,
-    touch: Callable[[Hashable], None] | None,
-    clock: Callable[[], float],
-) -> Callable[..., Any]:
-    """:meth:`_InprocClient.get` over a store other than :class:`LinkedLRU`: ``entries[key]``
-    is the store's lookup, ``touch`` marks a key used (None: reads do not)."""
-
-    def get(key: Hashable, default: Any = NONE) -> Any:
-        """Return the live value for ``key``, ``default`` if given, else raise a miss."""
-        try:
-            value, expires = entries[key]
-        except KeyError:
-            client._misses += 1
-            if default is NONE:
-                raise CacheMissError(key) from None
-            return default
-        except TypeError:
-            raise _bad_key(key) from None
-        if expires > clock():
-            if touch is not None:
-                try:  # noqa: SIM105 (hot path)
-                    touch(key)
-                except (KeyError, RuntimeError):  # dropped or moved meanwhile
-                    pass
-            client._hits += 1
-            return value
-        client._misses += 1
-        if default is NONE:
-            raise CacheMissError(key)
-        return default
-
-    return get
 
 
 class InprocCacheClient(_InprocClient, BaseCacheClient):
