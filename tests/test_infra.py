@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import Case, TimingConfig, measure_interleaved
 from tests.servers import (
     MEMCACHED_ENV_VAR,
     AppServer,
@@ -365,3 +366,16 @@ def test_inproc_benchmark_quick_writes_json(tmp_path: Path) -> None:
             else:
                 assert ns > 0, (impl, op)
     assert "ratio" in proc.stdout and "chorde" in proc.stdout
+
+
+def test_interleaved_samples_take_turns_each_warmed_up() -> None:
+    log: list[str] = []
+    config = TimingConfig(min_sample_ns=1, repeats=3, max_loops=1, max_total_ns=10**12)
+    cases = [Case("c.append(k)", log, [name]) for name in "abc"]
+    timings = measure_interleaved(cases, config)
+    assert [t.repeats for t in timings] == [3, 3, 3]
+    assert [t.ops for t in timings] == [1, 1, 1]
+    calibration = ["a", "b", "c"]
+    # Every round: each case's untimed warm-up pass, then its timed pass; the first case rotates.
+    rounds = ["aabbcc", "bbccaa", "ccaabb"]
+    assert log == calibration + [name for r in rounds for name in r]
