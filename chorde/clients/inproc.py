@@ -1057,8 +1057,9 @@ class _InprocClient:
                 store_set = self._set
                 store_set(key, entry, now)
             else:
-                # OrderedLRU.set, inlined: a call less on the hot path of that store. The
-                # lock's own methods, as `with lock:` costs twice as much (its __exit__ call).
+                # OrderedLRU.set (its _set_locked under the lock), inlined: two calls less on
+                # the hot path of that store. The lock's own methods, as `with lock:` costs
+                # twice as much (its __exit__ call).
                 acquire = self._acquire
                 release = self._release
                 move = self._move
