@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.harness import Case, Result, TimingConfig, measure_interleaved
+from benchmarks.harness import Case, Result, Timing, TimingConfig, measure_interleaved
 
 __all__ = ["N_KEYS", "run"]
 
@@ -233,7 +233,7 @@ def run(quick: bool) -> list[Result]:
         caches.append((impl, cache))
 
     # Every implementation of one operation is measured together, samples taking turns.
-    timings: dict[tuple[str, str], Any] = {}
+    timings: dict[tuple[str, str], Timing] = {}
     for operation, keys in (("get-hit", hit_order), ("get-miss", miss_order), ("put", hit_order)):
         cases: list[tuple[str, Case]] = []
         for impl, cache in caches:
