@@ -80,7 +80,7 @@ cdef class _InprocClient:
     cdef object _move
     cdef Py_ssize_t _capacity
     cdef bint _c_clock
-    cdef Py_ssize_t _hits
+    cdef double _hits
     cdef Py_ssize_t _misses
     cdef Py_ssize_t _sets
     cdef _Links _links

@@ -897,8 +897,11 @@ class _InprocClient:
         # The exact-LRU store's parts: put inlines its set(). None for other stores.
         lru = self.store if type(self.store) is OrderedLRU else None
         self._data = lru._data if lru is not None else None
-        # What reads subscript: the exact-LRU store's dict itself (no call), else the store.
-        self._entries = self._data if lru is not None else self.store
+        # What reads subscript: the exact-LRU store's dict itself (no call), else the store;
+        # None for the linked store, read through ``_links``.
+        self._entries = (
+            self._data if lru is not None else None if type(self.store) is LinkedLRU else self.store
+        )
         self._acquire = lru._lock.acquire if lru is not None else None
         self._release = lru._lock.release if lru is not None else None
         self._move = lru._move if lru is not None else None
@@ -906,7 +909,9 @@ class _InprocClient:
         # The linked store's state: get and put call it directly (C calls when compiled).
         self._links = self.store._links if type(self.store) is LinkedLRU else None
         self._c_clock = _COMPILED and clock is _MONOTONIC
-        self._hits = 0
+        # A float: CPython recycles float objects but allocates every int above 256, so
+        # counting a hit in a float is the cheaper step in pure Python (exact to 2**53).
+        self._hits = 0.0
         self._misses = 0
         self._sets = 0
 
@@ -914,17 +919,11 @@ class _InprocClient:
 
     def get(self, key: Hashable, default: Any = NONE) -> Any:
         """Return the live value for ``key``, ``default`` if given, else raise a miss."""
-        links = self._links
+        entries = self._entries
         clock = self._clock  # a local: see put
         try:
-            if links is not None:
-                now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
-                value = links.live(key, now, _MISS)
-                if value is not _MISS:
-                    self._hits += 1
-                    return value
-            else:
-                value, expires = self._entries[key]
+            if entries is not None:
+                value, expires = entries[key]
                 if expires > (_c_monotonic() if _COMPILED and self._c_clock else clock()):  # noqa: F821 (in inproc.pxd)
                     touch = self._touch
                     if touch is not None:
@@ -932,7 +931,13 @@ class _InprocClient:
                             touch(key)
                         except (KeyError, RuntimeError):  # dropped or moved meanwhile
                             pass
-                    self._hits += 1
+                    self._hits += 1.0
+                    return value
+            else:
+                now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
+                value = self._links.live(key, now, _MISS)
+                if value is not _MISS:
+                    self._hits += 1.0
                     return value
         except KeyError:
             pass
@@ -945,19 +950,19 @@ class _InprocClient:
 
     def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
         """Return ``(value, ttl_left)``; expired entries still held have ttl_left <= 0."""
-        links = self._links
+        entries = self._entries
         clock = self._clock  # a local: see put
         try:
-            if links is not None:
+            if entries is None:
                 now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
-                value, expires = links.entry(key, now)
+                value, expires = self._links.entry(key, now)
                 left = expires - now
                 if left > 0:
-                    self._hits += 1
+                    self._hits += 1.0
                 else:
                     self._misses += 1
                 return value, left
-            value, expires = self._entries[key]
+            value, expires = entries[key]
         except KeyError:
             self._misses += 1
             if default is NONE:
@@ -973,7 +978,7 @@ class _InprocClient:
                     touch(key)
                 except (KeyError, RuntimeError):
                     pass
-            self._hits += 1
+            self._hits += 1.0
         else:
             self._misses += 1
         return value, left
@@ -1000,7 +1005,7 @@ class _InprocClient:
         now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
         value = self._links.live_in(table, _rest_key(rest), now + threshold, miss)
         if value is not miss:
-            self._hits += 1
+            self._hits += 1.0
         return value
 
     def contains(self, key: Hashable, ttl: float | None = None) -> bool:
@@ -1137,7 +1142,7 @@ class _InprocClient:
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
-        return CacheStats(self._hits, self._misses, self._sets, self.store.evictions, 0)
+        return CacheStats(int(self._hits), self._misses, self._sets, self.store.evictions, 0)
 
 
 class InprocCacheClient(_InprocClient, BaseCacheClient):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import pytest
@@ -308,6 +309,8 @@ def test_stats_count(env):
     assert after.hits > before.hits
     assert after.misses > before.misses
     assert after.sets > before.sets
+    # Whole numbers, whatever a client counts in internally.
+    assert all(type(n) is int for n in dataclasses.astuple(after)), after
 
 
 # ---- awaitable twins ---------------------------------------------------------------
