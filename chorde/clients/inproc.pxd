@@ -1,5 +1,5 @@
 # C types for the compiled build of inproc.py (Cython pure-Python mode; see chorde/_speedups).
-# The client's state becomes C fields (no instance-dict lookups, counters are C integers),
+# The client's state becomes C fields (no instance-dict lookups, counters are C numbers),
 # and the default clock is read with one C call. The linked LRU store's nodes and list are C
 # types too: a read is one dict lookup and a relink of C fields, atomic under the GIL.
 
