@@ -897,17 +897,20 @@ class _InprocClient:
         # The exact-LRU store's parts: put inlines its set(). None for other stores.
         lru = self.store if type(self.store) is OrderedLRU else None
         self._data = lru._data if lru is not None else None
-        # What reads subscript: the exact-LRU store's dict itself (no call), else the store;
-        # None for the linked store, read through ``_links``.
-        self._entries = (
-            self._data if lru is not None else None if type(self.store) is LinkedLRU else self.store
-        )
         self._acquire = lru._lock.acquire if lru is not None else None
         self._release = lru._lock.release if lru is not None else None
         self._move = lru._move if lru is not None else None
         self._capacity = self.store.capacity
         # The linked store's state: get and put call it directly (C calls when compiled).
         self._links = self.store._links if type(self.store) is LinkedLRU else None
+        # What the other stores' reads subscript: the exact-LRU store's dict itself (no
+        # call), else the store. None for the linked store, read through ``_links``.
+        if lru is not None:
+            self._entries = self._data
+        elif self._links is not None:
+            self._entries = None
+        else:
+            self._entries = self.store
         self._c_clock = _COMPILED and clock is _MONOTONIC
         # A float: CPython recycles float objects but allocates every int above 256, so
         # counting a hit in a float is the cheaper step in pure Python (exact to 2**53).
