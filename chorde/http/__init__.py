@@ -1,0 +1,43 @@
+"""HTTP response caching, framework-neutral: parse, decide, key, store (RFC 9111).
+
+:class:`Rules` is the policy (what may be stored and served, under which key),
+:class:`Route` what one route declares about itself, :class:`ResponseCache` the policy
+applied over a chorde client with its lookup/store/serve flows (blocking and asyncio).
+The Flask, Tornado and Starlette adapters only translate their request and response
+objects into these.
+"""
+
+from __future__ import annotations
+
+from chorde.http.cache import Outcome, Rendered, Reply, ResponseCache
+from chorde.http.entry import StoredResponse
+from chorde.http.fields import CacheControl, parse_cache_control, parse_vary
+from chorde.http.rules import (
+    DEFAULT_MAX_VARY_BYTES,
+    DEFAULT_MAX_VARY_FIELDS,
+    DEFAULT_STATUSES,
+    CacheRequest,
+    Decision,
+    Headers,
+    Route,
+    Rules,
+)
+
+__all__ = [
+    "DEFAULT_MAX_VARY_BYTES",
+    "DEFAULT_MAX_VARY_FIELDS",
+    "DEFAULT_STATUSES",
+    "CacheControl",
+    "CacheRequest",
+    "Decision",
+    "Headers",
+    "Outcome",
+    "Rendered",
+    "Reply",
+    "ResponseCache",
+    "Route",
+    "Rules",
+    "StoredResponse",
+    "parse_cache_control",
+    "parse_vary",
+]

@@ -1,0 +1,356 @@
+"""An HTTP response cache over a chorde client: the lookup, store and serve flows, written once.
+
+Each flow is a generator that yields what it needs done (``("get", key)``,
+``("put", key, value, ttl)``, ``("wait", flight)``, ``("render",)``) and is driven either by
+the blocking driver (:meth:`ResponseCache.serve`, for WSGI views) or by the asyncio driver
+(:meth:`ResponseCache.aserve`, for coroutine views and ASGI), so the policy and the order of
+cache operations exist once. Cache faults never reach the response: a failing client is
+logged and treated as a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import numbers
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Hashable, Sequence
+from typing import Any, NamedTuple
+
+from chorde._compute import Flight, Flights
+from chorde.clients.base import BaseCacheClient
+from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
+from chorde.http.rules import DEFAULT_ROUTE, CacheRequest, Headers, Route, Rules
+
+__all__ = ["Outcome", "Rendered", "Reply", "ResponseCache"]
+
+logger = logging.getLogger("chorde.http")
+
+Step = tuple[Any, ...]
+Steps = Generator[Step, Any, Any]
+
+
+class Reply(NamedTuple):
+    """An answer the cache gives itself: status, headers (lower-case bytes), body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class Rendered(NamedTuple):
+    """What an adapter's render step returns: the response, as the policy needs to see it."""
+
+    status: int
+    headers: Headers
+    #: The complete body, or None when there is none to store (a stream ...).
+    body: bytes | None
+    #: The adapter's own reason not to store this response (None: no objection).
+    veto: str | None
+    #: The framework's response object, handed back in :attr:`Outcome.rendered`.
+    native: Any = None
+
+
+class Outcome(NamedTuple):
+    """How a request was answered by :meth:`ResponseCache.serve`."""
+
+    #: The cache's answer (a hit, a 304, a 504, another request's render); None when the
+    #: adapter's own render is the answer.
+    reply: Reply | None
+    #: What the render step returned (None when nothing was rendered).
+    rendered: Rendered | None
+    #: The entry stored from that render, if any (an adapter may answer from it).
+    entry: StoredResponse | None
+
+
+_GATEWAY_TIMEOUT = Reply(504, [(b"content-length", b"0")], b"")
+
+
+class ResponseCache:
+    """An HTTP response cache: :class:`~chorde.http.rules.Rules` applied over a chorde client.
+
+    * ``client``: where responses live (any chorde client; entries are plain tuples).
+    * ``rules``: the cache-wide policy options (default :class:`Rules` ()).
+    * ``ttl``: seconds a response is kept when its route names no ttl (default 60).
+    * ``clock``: the wall clock entries are dated by; processes sharing a client must agree.
+    * ``wait_timeout``: how long concurrent misses of one key wait for the request that
+      renders it before rendering their own (0: never wait).
+    """
+
+    def __init__(
+        self,
+        client: BaseCacheClient,
+        *,
+        rules: Rules | None = None,
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        wait_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(client, BaseCacheClient):
+            raise TypeError(f"client must be a chorde cache client, got {client!r}")
+        if rules is not None and not isinstance(rules, Rules):
+            raise TypeError(f"rules must be a chorde.http.Rules, got {rules!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self.client = client
+        self.rules = rules if rules is not None else Rules()
+        self.ttl = _seconds(ttl, "ttl", positive=True)
+        self.clock = clock
+        self.wait_timeout = _seconds(wait_timeout, "wait_timeout", positive=False)
+        self.flights = Flights()
+
+    def request(
+        self,
+        *,
+        method: str,
+        scheme: str,
+        hosts: Sequence[str] | None,
+        path: str,
+        query: str,
+        headers: Headers,
+        route: Route = DEFAULT_ROUTE,
+        namespace: Hashable = "",
+        target: Hashable = None,
+    ) -> CacheRequest:
+        """What the cache makes of a request (see :meth:`Rules.request`)."""
+        return self.rules.request(
+            method=method,
+            scheme=scheme,
+            hosts=hosts,
+            path=path,
+            query=query,
+            headers=headers,
+            route=route,
+            namespace=namespace,
+            target=target,
+        )
+
+    def decide(self, req: CacheRequest, rendered: Rendered, now: float) -> StoredResponse | None:
+        """The entry to store for a rendered response, or None (the reason is logged)."""
+        ttl = req.route.ttl or self.ttl
+        veto = rendered.veto if rendered.body is not None else rendered.veto or "no body"
+        decision = self.rules.decide(
+            req, rendered.status, rendered.headers, now=now, ttl=ttl, veto=veto
+        )
+        if decision.reason is not None:
+            logger.debug("not stored %r: %s", req.key, decision.reason)
+            return None
+        assert rendered.body is not None
+        return self.rules.entry(req, decision, rendered.status, rendered.headers, rendered.body)
+
+    def reply(self, req: CacheRequest, entry: StoredResponse, *, hit: bool) -> Reply:
+        """The answer to ``req`` from ``entry`` (Age on hits, 304 when If-None-Match matches)."""
+        return Reply(*self.rules.reply(req, entry, self.clock(), hit=hit))
+
+    # ---- the flows (generators) ------------------------------------------------------
+
+    def lookup_steps(self, req: CacheRequest) -> Generator[Step, Any, StoredResponse | None]:
+        """The stored entry that may answer ``req`` now, or None."""
+        value = yield ("get", req.key)
+        names = vary_marker_names(value)
+        if names is not None:
+            variant = req.variant(names)
+            if variant is None:
+                return None
+            value = yield ("get", (*req.key, names, variant))
+        entry = StoredResponse.from_value(value)
+        if entry is None or not req.accepts(entry, self.clock()):
+            return None
+        return entry
+
+    def store_steps(self, req: CacheRequest, entry: StoredResponse) -> Steps:
+        """Store ``entry``; one that varies goes under its variant's key.
+
+        The marker naming the varying fields lives for the route's ttl, the longest any
+        variant can, so a short-lived variant does not orphan the others.
+        """
+        key = req.key
+        if entry.vary:
+            ttl = req.route.ttl or self.ttl
+            yield ("put", key, vary_marker(entry.vary), ttl)
+            key = (*key, entry.vary, entry.variant)
+        yield ("put", key, entry.to_value(), entry.lifetime)
+
+    def serve_steps(self, req: CacheRequest) -> Generator[Step, Any, Outcome]:
+        """Answer ``req``: from the cache, from a concurrent render, or by rendering."""
+        if req.bypass is not None:
+            rendered = yield ("render",)
+            return Outcome(None, rendered, None)
+        if not req.revalidates:
+            entry = yield from self.lookup_steps(req)
+            if entry is not None:
+                return Outcome(self.reply(req, entry, hit=True), None, None)
+        if req.only_if_cached:  # RFC 9111 section 5.2.1.7
+            return Outcome(_GATEWAY_TIMEOUT, None, None)
+        flight: Flight | None = None
+        if self.wait_timeout > 0 and self.coalesces(req):
+            flight_key = (req.key, req.variant(req.route.keyed_on))
+            flight, leader = self.flights.claim(flight_key)
+            if leader:
+                flight.owner = threading.get_ident()
+            else:
+                shared = yield ("wait", flight)
+                if shared is not None and req.accepts(shared, self.clock()):
+                    return Outcome(self.reply(req, shared, hit=True), None, None)
+                flight = None  # the other render is not ours to use: render our own
+        entry = None
+        try:
+            rendered = yield ("render",)
+            entry = self.decide(req, rendered, self.clock())
+            if entry is not None:
+                yield from self.store_steps(req, entry)
+            return Outcome(None, rendered, entry)
+        finally:
+            if flight is not None:
+                self.flights.release(flight_key, flight)
+                if not flight.done():
+                    flight.set_result(entry)
+
+    @staticmethod
+    def coalesces(req: CacheRequest) -> bool:
+        """Whether concurrent misses like ``req`` may wait for one render of it."""
+        if req.revalidates or req.head or req.authorized:
+            return False
+        route = req.route
+        return not req.has_cookies or route.public or route.per_user or bool(route.cookies)
+
+    # ---- the blocking driver ------------------------------------------------------------
+
+    def serve(self, req: CacheRequest, render: Callable[[], Rendered]) -> Outcome:
+        """Run :meth:`serve_steps` with blocking cache calls; ``render()`` renders."""
+        result: Outcome = self._drive(self.serve_steps(req), render)
+        return result
+
+    def lookup(self, req: CacheRequest) -> StoredResponse | None:
+        """Run :meth:`lookup_steps` with blocking cache calls."""
+        result: StoredResponse | None = self._drive(self.lookup_steps(req), None)
+        return result
+
+    def store(self, req: CacheRequest, entry: StoredResponse) -> None:
+        """Run :meth:`store_steps` with blocking cache calls."""
+        self._drive(self.store_steps(req, entry), None)
+
+    def delete(self, key: Hashable) -> None:
+        """Drop the entry (or the vary marker, orphaning every variant) under ``key``."""
+        self._drive(_delete_steps(key), None)
+
+    def _drive(self, steps: Steps, render: Callable[[], Rendered] | None) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                step = steps.send(value) if error is None else steps.throw(error)
+                value, error = None, None
+                kind = step[0]
+                if kind == "get":
+                    value = self._call("lookup", self.client.get, step[1], None)
+                elif kind == "put":
+                    self._call("store", self.client.put, *step[1:])
+                elif kind == "delete":
+                    self._call("invalidation", self.client.delete, step[1])
+                elif kind == "wait":
+                    value = self._wait(step[1])
+                else:  # render: the application's own errors go back through the flow
+                    try:
+                        value = render()  # type: ignore[misc]
+                    except BaseException as exc:
+                        error = exc
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            steps.close()
+
+    def _call(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return method(*args)
+        except Exception:  # a broken cache must not break the response
+            logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
+            return None
+
+    def _wait(self, flight: Flight) -> StoredResponse | None:
+        if flight.owner == threading.get_ident():
+            return None  # the render asked for its own page: waiting would deadlock
+        try:
+            result: StoredResponse | None = flight.result(self.wait_timeout)
+        except (TimeoutError, concurrent.futures.CancelledError):
+            return None
+        return result
+
+    # ---- the asyncio driver -------------------------------------------------------------
+
+    async def aserve(self, req: CacheRequest, render: Callable[[], Awaitable[Rendered]]) -> Outcome:
+        """Run :meth:`serve_steps` with the client's awaitables; ``await render()`` renders."""
+        result: Outcome = await self._adrive(self.serve_steps(req), render)
+        return result
+
+    async def alookup(self, req: CacheRequest) -> StoredResponse | None:
+        """Run :meth:`lookup_steps` with the client's awaitables."""
+        result: StoredResponse | None = await self._adrive(self.lookup_steps(req), None)
+        return result
+
+    async def astore(self, req: CacheRequest, entry: StoredResponse) -> None:
+        """Run :meth:`store_steps` with the client's awaitables."""
+        await self._adrive(self.store_steps(req, entry), None)
+
+    async def adelete(self, key: Hashable) -> None:
+        """Awaitable :meth:`delete`."""
+        await self._adrive(_delete_steps(key), None)
+
+    async def _adrive(self, steps: Steps, render: Callable[[], Awaitable[Rendered]] | None) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                step = steps.send(value) if error is None else steps.throw(error)
+                value, error = None, None
+                kind = step[0]
+                if kind == "get":
+                    value = await self._acall("lookup", self.client.aget, step[1], None)
+                elif kind == "put":
+                    await self._acall("store", self.client.aput, *step[1:])
+                elif kind == "delete":
+                    await self._acall("invalidation", self.client.adelete, step[1])
+                elif kind == "wait":
+                    value = await self._await(step[1])
+                else:
+                    try:
+                        value = await render()  # type: ignore[misc]
+                    except BaseException as exc:
+                        error = exc
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            steps.close()
+
+    async def _acall(self, what: str, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        try:
+            return await method(*args)
+        except Exception:  # a broken cache must not break the response
+            logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
+            return None
+
+    async def _await(self, flight: Flight) -> StoredResponse | None:
+        # shield: a waiter that gives up must not cancel the flight the others wait on.
+        waiting = asyncio.shield(asyncio.wrap_future(flight))
+        try:
+            result: StoredResponse | None = await asyncio.wait_for(waiting, self.wait_timeout)
+        except TimeoutError:
+            return None
+        return result
+
+
+def _delete_steps(key: Hashable) -> Steps:
+    yield ("delete", key)
+
+
+def _seconds(value: Any, option: str, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{option} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or seconds < 0 or (positive and seconds == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{option} must be {bound} seconds, got {value!r}")
+    return seconds

@@ -1,0 +1,64 @@
+"""A stored HTTP response, and the marker naming the fields its resource varies on.
+
+Both are kept in a chorde client as plain tuples of str, bytes, ints, floats and bools
+(tagged with a version string), so every client, memcached's signed pickles included,
+holds them, and a value of another shape or version reads as a miss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["StoredResponse", "vary_marker", "vary_marker_names"]
+
+_ENTRY_TAG = "chorde-http-2"
+_VARY_TAG = "chorde-vary-2"
+
+
+class StoredResponse(NamedTuple):
+    """A complete response as the cache keeps it."""
+
+    status: int
+    #: Lower-case field names; hop-by-hop fields and ``Age`` removed.
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    #: Wall-clock time the response was generated (its start, minus any ``Age`` it came with).
+    stored_at: float
+    #: Seconds it stays fresh after ``stored_at``.
+    lifetime: float
+    #: May answer a request carrying ``Authorization`` (RFC 9111 section 3.5).
+    for_authorized: bool
+    #: May answer a request carrying cookies (it said so, or its variant keys on them).
+    for_cookies: bool
+    #: The request fields its variant is keyed on (sorted), and a digest of their values.
+    vary: tuple[str, ...]
+    variant: str
+    etag: bytes | None
+
+    def to_value(self) -> tuple[Any, ...]:
+        """The plain tuple a client stores."""
+        return (_ENTRY_TAG, *self)
+
+    @classmethod
+    def from_value(cls, value: Any) -> StoredResponse | None:
+        """The entry a client returned, or None for anything else (a miss)."""
+        if type(value) is tuple and len(value) == _ENTRY_LEN and value[0] == _ENTRY_TAG:
+            return cls._make(value[1:])
+        return None
+
+
+_ENTRY_LEN = len(StoredResponse._fields) + 1
+
+
+def vary_marker(names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The value stored under a resource's key when its responses vary on ``names``."""
+    return (_VARY_TAG, names)
+
+
+def vary_marker_names(value: Any) -> tuple[str, ...] | None:
+    """The field names of a vary marker, None when ``value`` is not one."""
+    if type(value) is tuple and len(value) == 2 and value[0] == _VARY_TAG:
+        names = value[1]
+        if type(names) is tuple and all(type(n) is str for n in names):
+            return names
+    return None

@@ -1,0 +1,663 @@
+"""What a response cache may store and serve, and under which key: one policy for every adapter.
+
+Pure code: adapters translate their framework's request and response into the arguments of
+:meth:`Rules.request` and :meth:`Rules.decide`; no I/O and no framework here. The rules, and
+the section of RFC 9111 (or RFC 9110) each one comes from:
+
+===========================================  =====================================  ========
+request or response                          what the cache does                    where
+===========================================  =====================================  ========
+method other than GET/HEAD                   passes through                         4
+HEAD                                         served from the GET entry, not stored  9110 9.3.2
+Host absent, repeated or malformed           passes through                         9110 7.2
+Host not in ``allowed_hosts``                passes through
+request ``Cache-Control`` unparsable         passes through
+request ``no-store``                         passes through                         5.2.1.5
+request ``no-cache`` / ``max-age=0``         not served; the fresh answer stored    5.2.1.4
+request ``max-age``/``min-fresh``            entries too old / not fresh refused    5.2.1.1
+request ``only-if-cached``, miss             504                                    5.2.1.7
+request ``Authorization``                    stored/served only if the response     3.5
+                                             says public, s-maxage or
+                                             must-revalidate (or route public)
+request ``Cookie``                           stored/served only if the response     (Varnish
+                                             says public, varies on Cookie, or the  builtin)
+                                             route names its cookies / is public
+status not in ``statuses``                   not stored                             3, 9110 15.1
+``Set-Cookie``                               not stored
+response ``Cache-Control`` unparsable        not stored                             4.2.1, 5.2
+``no-store`` / ``no-cache`` / ``private``    not stored (``private`` is, per user)  5.2.2.5/4/7
+``Vary: *``, unparsable, over the limit      not stored                             4.1
+``Age`` unparsable                           not stored                             5.1
+freshness: ``s-maxage``, ``max-age``,        lifetime is the route ttl, shortened   4.2.1
+``Expires`` - ``Date``                       by the response's own
+===========================================  =====================================  ========
+
+Host, scheme, path and the query (parameters sorted by name, not decoded) are always in the
+key, and so are the request's values of every field the response (or the route) varies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import re
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chorde.http.entry import StoredResponse
+from chorde.http.fields import (
+    EMPTY_CACHE_CONTROL,
+    CacheControl,
+    delta_seconds,
+    host_name,
+    http_date,
+    if_none_match_matches,
+    normalise_host,
+    normalise_query,
+    parse_cache_control,
+    parse_vary,
+    strong_etag,
+)
+
+__all__ = [
+    "DEFAULT_MAX_VARY_BYTES",
+    "DEFAULT_MAX_VARY_FIELDS",
+    "DEFAULT_STATUSES",
+    "CacheRequest",
+    "Decision",
+    "Headers",
+    "Route",
+    "Rules",
+]
+
+#: Headers as frameworks hold them: ``(name, value)`` pairs of ``str`` (WSGI, tornado) or of
+#: ``bytes`` (ASGI), names in any case.
+Headers = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]]
+
+#: RFC 9110 section 15.1: the statuses cacheable by default (206 left out: no range support).
+DEFAULT_STATUSES: frozenset[int] = frozenset(
+    {200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501}
+)
+#: A response varying on more request fields than this is not stored.
+DEFAULT_MAX_VARY_FIELDS = 32
+#: A request whose values of the varying fields add up to more bytes is not cached.
+DEFAULT_MAX_VARY_BYTES = 8192
+
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Pseudo field names: the value of one cookie (a real field name cannot contain ':').
+_COOKIE_PREFIX = "cookie:"
+_CREDENTIAL_FIELDS = ("authorization", "cookie")
+_REQUEST_FIELDS = ("authorization", "cookie", "cache-control", "if-none-match")
+_HOST_FIELDS = (*_REQUEST_FIELDS, "host")
+_RESPONSE_FIELDS = ("cache-control", "set-cookie", "vary", "expires", "date", "age", "etag")
+_SHARED_ANYWAY = ("public", "s-maxage", "must-revalidate")  # RFC 9111 section 3.5
+# Hop-by-hop fields (RFC 9110 section 7.6.1) and those RFC 9111 section 3.1 says not to
+# store; Age is recomputed on every hit.
+_UNSTORED_FIELDS = frozenset(
+    {
+        b"age",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# RFC 9110 section 15.4.5: what a 304 carries of the 200 it stands for.
+_NOT_MODIFIED_FIELDS = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"age"}
+)
+_NO_CONTENT_STATUSES = frozenset({204, 304})
+
+
+def _collect(headers: Headers, names: Iterable[str]) -> dict[str, list[str]]:
+    """The values of the (lower-case) ``names`` in ``headers``, in one pass over them."""
+    found: dict[str, list[str]] = {name: [] for name in names}
+    if not headers:
+        return found
+    if isinstance(headers[0][0], bytes):
+        wanted = {name.encode("latin-1"): values for name, values in found.items()}
+        for raw_name, raw_value in headers:
+            bucket = wanted.get(raw_name.lower())  # type: ignore[arg-type]
+            if bucket is not None:
+                bucket.append(raw_value.decode("latin-1"))  # type: ignore[union-attr]
+    else:
+        for name, value in headers:
+            bucket = found.get(name.lower())  # type: ignore[arg-type]
+            if bucket is not None:
+                bucket.append(value)  # type: ignore[arg-type]
+    return found
+
+
+def _names(value: Any, option: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    if isinstance(value, str | bytes):
+        raise TypeError(f"{option} must be a list of names, not a single string: {value!r}")
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise TypeError(f"{option} must be a list of names, got {value!r}") from None
+    for name in names:
+        if not isinstance(name, str) or not pattern.fullmatch(name):
+            raise ValueError(f"{option}: {name!r} is not a valid name")
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one route's responses may be cached: what it declares about itself.
+
+    * ``ttl``: seconds a response is kept (None: the cache's default); the response's own
+      freshness (``max-age`` ...) can only shorten it.
+    * ``public``: the route's responses are the same for every user, so requests with
+      ``Authorization`` or cookies are answered from, and stored in, the shared entry.
+    * ``per_user``: the responses depend on the user's credentials: each distinct
+      ``Authorization``/``Cookie`` gets its own entry (a private cache's rules, RFC 9111
+      section 5.2.2.7: a ``private`` response is stored for its user).
+    * ``vary``: request fields the responses depend on besides those the response lists in
+      its own ``Vary`` (``("Accept-Language",)``): their values go into the key.
+    * ``cookies``: the only cookies the responses depend on: their values go into the key,
+      and requests carrying cookies are served (other cookies do not matter).
+    * ``query``: whether the query string is part of the key (default True).
+    """
+
+    ttl: float | None = None
+    public: bool = False
+    per_user: bool = False
+    vary: tuple[str, ...] = ()
+    cookies: tuple[str, ...] = ()
+    query: bool = True
+    #: The request fields every variant of this route is keyed on (derived).
+    keyed_on: tuple[str, ...] = field(default=(), init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.ttl is not None:
+            if (
+                isinstance(self.ttl, bool)
+                or not isinstance(self.ttl, numbers.Real)
+                or math.isnan(self.ttl)
+                or self.ttl <= 0
+            ):
+                raise ValueError(f"ttl must be a number of seconds > 0, got {self.ttl!r}")
+            object.__setattr__(self, "ttl", float(self.ttl))
+        for option in ("public", "per_user", "query"):
+            if not isinstance(getattr(self, option), bool):
+                raise TypeError(f"{option} must be True or False, got {getattr(self, option)!r}")
+        vary = tuple(n.lower() for n in _names(self.vary, "vary", _FIELD_NAME))
+        cookies = _names(self.cookies, "cookies", _COOKIE_NAME)
+        if self.public and self.per_user:
+            raise ValueError("a route cannot be both public and per_user")
+        if self.per_user and cookies:
+            raise ValueError("per_user already keys on every cookie: drop cookies=")
+        object.__setattr__(self, "vary", vary)
+        object.__setattr__(self, "cookies", cookies)
+        keyed = set(vary) | {_COOKIE_PREFIX + c for c in cookies}
+        if self.per_user:
+            keyed.update(_CREDENTIAL_FIELDS)
+        object.__setattr__(self, "keyed_on", tuple(sorted(keyed)))
+
+
+#: The route of a cache with no per-route declarations.
+DEFAULT_ROUTE = Route()
+
+
+class Decision:
+    """Whether a response may be stored, and if so how (``reason`` is None)."""
+
+    __slots__ = ("for_authorized", "for_cookies", "lifetime", "reason", "stored_at", "vary")
+
+    def __init__(
+        self,
+        reason: str | None,
+        lifetime: float = 0.0,
+        stored_at: float = 0.0,
+        vary: tuple[str, ...] = (),
+        for_authorized: bool = False,
+        for_cookies: bool = False,
+    ) -> None:
+        self.reason = reason
+        self.lifetime = lifetime
+        self.stored_at = stored_at
+        self.vary = vary
+        self.for_authorized = for_authorized
+        self.for_cookies = for_cookies
+
+    @property
+    def storable(self) -> bool:
+        return self.reason is None
+
+    def __repr__(self) -> str:
+        if self.reason is not None:
+            return f"Decision(not stored: {self.reason})"
+        return f"Decision(store for {self.lifetime:g}s, vary={self.vary})"
+
+
+class CacheRequest:
+    """One request as the cache sees it: its key, its credentials, what it asks of caches.
+
+    Built by :meth:`Rules.request`. ``bypass`` is None when the cache may be used, else
+    the reason it may not (the adapter then just calls the application).
+    """
+
+    __slots__ = (
+        "_cookies",
+        "_headers",
+        "_variants",
+        "authorized",
+        "bypass",
+        "cc",
+        "cookie_lines",
+        "head",
+        "if_none_match",
+        "key",
+        "route",
+        "rules",
+    )
+
+    def __init__(self, rules: Rules, route: Route, headers: Headers) -> None:
+        self.rules = rules
+        self.route = route
+        self._headers = headers
+        self._variants: dict[tuple[str, ...], str | None] = {}
+        self._cookies: list[tuple[str, str]] | None = None
+        self.bypass: str | None = None
+        self.key: tuple[Hashable, ...] = ()
+        self.head = False
+        self.cc: CacheControl = EMPTY_CACHE_CONTROL
+        self.authorized = False
+        self.cookie_lines: list[str] = []
+        self.if_none_match: str | None = None
+
+    @property
+    def has_cookies(self) -> bool:
+        return bool(self.cookie_lines)
+
+    @property
+    def revalidates(self) -> bool:
+        """True when the request refuses every stored response (RFC 9111 5.2.1.4, 5.2.1.1)."""
+        cc = self.cc
+        return "no-cache" in cc or cc.seconds("max-age") == 0 or cc.seconds("min-fresh") == 0
+
+    @property
+    def only_if_cached(self) -> bool:
+        """True when a miss must be answered 504 (RFC 9111 section 5.2.1.7)."""
+        return "only-if-cached" in self.cc
+
+    def _cookie(self, name: str) -> str | None:
+        if self._cookies is None:
+            pairs: list[tuple[str, str]] = []
+            for line in self.cookie_lines:
+                for part in line.split(";"):
+                    key, eq, value = part.strip().partition("=")
+                    if eq:
+                        pairs.append((key.strip(), value.strip()))
+            self._cookies = pairs
+        values = [v for k, v in self._cookies if k == name]
+        return ",".join(values) if values else None
+
+    def variant(self, names: tuple[str, ...]) -> str | None:
+        """A digest of this request's values of ``names``; None when they are too large.
+
+        Values are normalised as RFC 9111 section 4.1 allows (lines combined, whitespace
+        around list members dropped); an absent field differs from an empty one.
+        """
+        if not names:
+            return ""
+        memo = self._variants
+        if names in memo:
+            return memo[names]
+        fields = [n for n in names if not n.startswith(_COOKIE_PREFIX)]
+        found = _collect(self._headers, fields) if fields else {}
+        digest = hashlib.blake2b(digest_size=20)
+        size = 0
+        for name in names:
+            if name.startswith(_COOKIE_PREFIX):
+                value = self._cookie(name[len(_COOKIE_PREFIX) :])
+            else:
+                lines = found[name]
+                value = (
+                    ",".join(p.strip() for line in lines for p in line.split(","))
+                    if lines
+                    else None
+                )
+            if value is None:
+                digest.update(b"-;")
+            else:
+                data = value.encode("latin-1", "replace")
+                size += len(data)
+                digest.update(b"%d:" % len(data))
+                digest.update(data)
+        result = digest.hexdigest() if size <= self.rules.max_vary_bytes else None
+        memo[names] = result
+        return result
+
+    def accepts(self, entry: StoredResponse, now: float) -> bool:
+        """True when ``entry`` may answer this request now."""
+        age = now - entry.stored_at
+        left = entry.lifetime - age
+        if left <= 0:
+            return False
+        if self.authorized and not entry.for_authorized:
+            return False
+        if self.cookie_lines and not entry.for_cookies:
+            return False
+        if self.route.keyed_on and not set(self.route.keyed_on).issubset(entry.vary):
+            return False  # stored before the route declared what it depends on
+        if entry.vary and self.variant(entry.vary) != entry.variant:
+            return False
+        cc = self.cc
+        if cc:
+            max_age = cc.seconds("max-age")
+            if max_age is not None and age > max_age:
+                return False
+            min_fresh = cc.seconds("min-fresh")
+            if min_fresh is not None and left < min_fresh:
+                return False
+        return True
+
+
+class Rules:
+    """The cache-wide options of the policy; see the module docstring for the rules.
+
+    * ``statuses``: the response statuses that may be stored (:data:`DEFAULT_STATUSES`).
+    * ``allowed_hosts``: None (any well-formed Host) or a list of host names: exact names
+      (``"example.com"``), ``".example.com"`` for the domain and its subdomains, ``"*"``
+      for any. A request for another host passes through uncached.
+    * ``max_vary_fields``: a response varying on more request fields is not stored.
+    * ``max_vary_bytes``: a request whose values of the varying fields are larger is not
+      cached (bounds the work and the key).
+    * ``add_etag``: give stored responses without an ETag a strong one (from the body).
+    """
+
+    __slots__ = (
+        "_exact_hosts",
+        "_suffixes",
+        "add_etag",
+        "max_vary_bytes",
+        "max_vary_fields",
+        "statuses",
+    )
+
+    def __init__(
+        self,
+        *,
+        statuses: Iterable[int] = DEFAULT_STATUSES,
+        allowed_hosts: Iterable[str] | None = None,
+        max_vary_fields: int = DEFAULT_MAX_VARY_FIELDS,
+        max_vary_bytes: int = DEFAULT_MAX_VARY_BYTES,
+        add_etag: bool = True,
+    ) -> None:
+        self.statuses = _statuses(statuses)
+        self._exact_hosts, self._suffixes = _hosts(allowed_hosts)
+        self.max_vary_fields = _count(max_vary_fields, "max_vary_fields")
+        self.max_vary_bytes = _count(max_vary_bytes, "max_vary_bytes")
+        if not isinstance(add_etag, bool):
+            raise TypeError(f"add_etag must be True or False, got {add_etag!r}")
+        self.add_etag = add_etag
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether ``host`` (normalised, with or without port) is one the cache serves."""
+        if self._exact_hosts is None:
+            return True
+        name = host_name(host)
+        if name in self._exact_hosts or host in self._exact_hosts:
+            return True
+        return any(name == s[1:] or name.endswith(s) for s in self._suffixes)
+
+    # ---- requests ---------------------------------------------------------------------
+
+    def request(
+        self,
+        *,
+        method: str,
+        scheme: str,
+        hosts: Sequence[str] | None,
+        path: str,
+        query: str,
+        headers: Headers,
+        route: Route = DEFAULT_ROUTE,
+        namespace: Hashable = "",
+        target: Hashable = None,
+    ) -> CacheRequest:
+        """What the cache makes of a request; ``bypass`` says when it must not be used.
+
+        ``hosts`` are the request's Host values as the framework saw them (every line;
+        a framework that joins repeated lines with commas passes its one joined value),
+        or None to read every Host line from ``headers``.
+        ``target`` replaces path and query in the key when the route keys on something of
+        its own. ``namespace`` keeps several caches sharing a client apart.
+        """
+        req = CacheRequest(self, route, headers)
+        if method not in ("GET", "HEAD"):
+            req.bypass = f"method {method}"
+            return req
+        req.head = method == "HEAD"
+        found = _collect(headers, _REQUEST_FIELDS if hosts is not None else _HOST_FIELDS)
+        if hosts is None:
+            hosts = found["host"]
+        host = normalise_host(hosts)
+        if host is None:
+            req.bypass = f"Host {list(hosts)!r} is absent, repeated or malformed"
+            return req
+        if not self.host_allowed(host):
+            req.bypass = f"Host {host!r} is not an allowed host"
+            return req
+        cc_lines = found["cache-control"]
+        if cc_lines:
+            cc = parse_cache_control(cc_lines)
+            if cc is None:
+                req.bypass = "the request's Cache-Control cannot be parsed"
+                return req
+            if "no-store" in cc:  # RFC 9111 section 5.2.1.5
+                req.bypass = "the request says no-store"
+                return req
+            req.cc = cc
+        req.authorized = bool(found["authorization"])
+        req.cookie_lines = found["cookie"]
+        inm = found["if-none-match"]
+        req.if_none_match = ", ".join(inm) if inm else None
+        if target is None:
+            target = (path, normalise_query(query) if route.query else "")
+        # HEAD is answered from the GET entry (RFC 9110 section 9.3.2): the key says GET.
+        req.key = ("chorde.http", namespace, "GET", scheme.lower(), host, target)
+        if route.keyed_on and req.variant(route.keyed_on) is None:
+            req.bypass = "the request's values of the fields the route varies on are too large"
+        return req
+
+    # ---- responses --------------------------------------------------------------------
+
+    def decide(
+        self,
+        req: CacheRequest,
+        status: int,
+        headers: Headers,
+        *,
+        now: float,
+        ttl: float,
+        veto: str | None = None,
+    ) -> Decision:
+        """Whether the response to ``req`` may be stored, and for how long.
+
+        ``veto`` is the adapter's own reason not to store (a streamed body, a session the
+        view read ...). ``ttl`` is the route's ttl (or the cache's default).
+        """
+        if req.bypass is not None:
+            return Decision(req.bypass)
+        if req.head:
+            return Decision("a HEAD response has no body to store")
+        if veto is not None:
+            return Decision(veto)
+        if status not in self.statuses:
+            return Decision(f"status {status} is not cacheable")
+        found = _collect(headers, _RESPONSE_FIELDS)
+        if found["set-cookie"]:
+            return Decision("the response sets a cookie")
+        cc = parse_cache_control(found["cache-control"]) if found["cache-control"] else None
+        if cc is None:
+            if found["cache-control"]:
+                return Decision("the response's Cache-Control cannot be parsed")
+            cc = EMPTY_CACHE_CONTROL
+        route = req.route
+        shared = not route.per_user
+        # RFC 9111 sections 5.2.2.5 (no-store), 5.2.2.4 (no-cache), 5.2.2.7 (private).
+        if "no-store" in cc:
+            return Decision("the response says no-store")
+        if "no-cache" in cc:
+            return Decision("the response says no-cache")
+        if "private" in cc and shared:
+            return Decision("the response says private")
+        declared_public = route.public or "public" in cc
+        for_authorized = not shared or route.public or any(d in cc for d in _SHARED_ANYWAY)
+        if req.authorized and not for_authorized:
+            return Decision("the request carries Authorization")  # RFC 9111 section 3.5
+        vary = parse_vary(found["vary"], self.max_vary_fields) if found["vary"] else ()
+        if vary is None:
+            return Decision("the response's Vary is '*', unparsable or too long")
+        names = tuple(sorted(set(vary).union(route.keyed_on))) if route.keyed_on else vary
+        for_cookies = not shared or declared_public or bool(route.cookies) or "cookie" in names
+        if req.cookie_lines and not for_cookies:
+            return Decision("the request carries cookies")
+        if req.variant(names) is None:
+            return Decision("the request's values of the varying fields are too large")
+        age_lines = found["age"]
+        initial_age = 0
+        if age_lines:
+            parsed_age = delta_seconds(age_lines[0].strip()) if len(age_lines) == 1 else None
+            if parsed_age is None:
+                return Decision("the response's Age cannot be parsed")
+            initial_age = parsed_age
+        explicit = _freshness(cc, found["expires"], found["date"], shared, now)
+        lifetime = ttl if explicit is None else min(ttl, explicit)
+        if lifetime - initial_age <= 0:
+            return Decision("the response is not fresh")
+        return Decision(
+            None,
+            lifetime=lifetime,
+            stored_at=now - initial_age,
+            vary=names,
+            for_authorized=for_authorized,
+            for_cookies=for_cookies,
+        )
+
+    def entry(
+        self, req: CacheRequest, decision: Decision, status: int, headers: Headers, body: bytes
+    ) -> StoredResponse:
+        """The entry to store for a response ``decide`` allowed."""
+        kept: list[tuple[bytes, bytes]] = []
+        etag: bytes | None = None
+        has_length = False
+        for name, value in headers:
+            raw_name = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
+            if raw_name in _UNSTORED_FIELDS:
+                continue
+            raw_value = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+            if raw_name == b"etag":
+                etag = raw_value
+            elif raw_name == b"content-length":
+                has_length = True
+            kept.append((raw_name, raw_value))
+        if etag is None and self.add_etag:
+            etag = strong_etag(body).encode("latin-1")
+            kept.append((b"etag", etag))
+        # A streamed body came without a length; the stored one is sent in one piece.
+        if not has_length and status not in _NO_CONTENT_STATUSES:
+            kept.append((b"content-length", b"%d" % len(body)))
+        return StoredResponse(
+            status=status,
+            headers=tuple(kept),
+            body=body,
+            stored_at=decision.stored_at,
+            lifetime=decision.lifetime,
+            for_authorized=decision.for_authorized,
+            for_cookies=decision.for_cookies,
+            vary=decision.vary,
+            variant=req.variant(decision.vary) or "",
+            etag=etag,
+        )
+
+    def reply(
+        self, req: CacheRequest, entry: StoredResponse, now: float, *, hit: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The status, headers and body answering ``req`` from ``entry``.
+
+        A hit carries ``Age`` (RFC 9111 section 5.1); a request whose ``If-None-Match``
+        matches the entry's ETag gets ``304 Not Modified`` (RFC 9110 section 13.1.2).
+        """
+        headers = list(entry.headers)
+        if hit:
+            headers.append((b"age", b"%d" % max(0, int(now - entry.stored_at))))
+        if (
+            req.if_none_match is not None
+            and entry.etag is not None
+            and if_none_match_matches(req.if_none_match, entry.etag.decode("latin-1"))
+        ):
+            kept = [(k, v) for k, v in headers if k in _NOT_MODIFIED_FIELDS]
+            return 304, kept, b""
+        return entry.status, headers, b"" if req.head else entry.body
+
+
+def _freshness(
+    cc: CacheControl, expires: list[str], date: list[str], shared: bool, now: float
+) -> float | None:
+    """The explicit freshness lifetime (RFC 9111 section 4.2.1), None when there is none.
+
+    A shared cache takes ``s-maxage`` first; then ``max-age``; then ``Expires`` minus
+    ``Date``. An invalid value means "already stale" (0), as do two Expires lines.
+    """
+    for directive in ("s-maxage", "max-age") if shared else ("max-age",):
+        seconds = cc.seconds(directive)
+        if seconds is not None:
+            return float(seconds)
+    if not expires:
+        return None
+    when = http_date(expires[0]) if len(expires) == 1 else None
+    if when is None:
+        return 0.0
+    sent = http_date(date[0]) if len(date) == 1 else None
+    return max(0.0, when - (sent if sent is not None else now))
+
+
+def _statuses(statuses: Iterable[int]) -> frozenset[int]:
+    try:
+        result = frozenset(statuses)
+    except TypeError:
+        raise TypeError(f"statuses must be a collection of ints, got {statuses!r}") from None
+    for status in result:
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status < 600:
+            raise ValueError(f"statuses must be final HTTP statuses, got {status!r}")
+    if 304 in result or 206 in result:
+        raise ValueError("statuses cannot include 206 or 304: the cache stores full responses")
+    return result
+
+
+def _hosts(hosts: Iterable[str] | None) -> tuple[frozenset[str] | None, tuple[str, ...]]:
+    if hosts is None:
+        return None, ()
+    if isinstance(hosts, str | bytes):
+        raise TypeError(f"allowed_hosts must be a list of host names, got {hosts!r}")
+    exact: set[str] = set()
+    suffixes: list[str] = []
+    for host in hosts:
+        if not isinstance(host, str) or not host or any(c.isspace() for c in host):
+            raise ValueError(f"allowed_hosts: {host!r} is not a host name")
+        host = host.lower()
+        if host == "*":
+            return None, ()
+        if host.startswith("."):
+            suffixes.append(host)
+        else:
+            exact.add(host)
+    return frozenset(exact), tuple(suffixes)
+
+
+def _count(value: Any, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{option} must be a positive int, got {value!r}")
+    return value
