@@ -48,6 +48,10 @@ Configuration (``app.config``, read once by :meth:`Chorde.init_app`; a bad value
 ``CHORDE_OPTIONS``
     a dict of extra :class:`~chorde.clients.memcached.MemcachedClient` options
     (``timeout``, ``connect_timeout``, ``compress`` ...).
+``CHORDE_ALLOWED_HOSTS``
+    the Host names whose pages cached views store and serve (default None: any
+    well-formed Host; ``".example.com"`` matches the domain and its subdomains). A request
+    for another host renders uncached. The host is part of every view key either way.
 
 One ``Chorde`` object may serve several apps: each app gets its own client and its own
 computations, resolved through ``current_app`` on every call. The client is closed when the
@@ -56,8 +60,6 @@ app is garbage collected, at interpreter exit, or by :meth:`Chorde.close`.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import difflib
 import functools
@@ -67,18 +69,17 @@ import inspect
 import math
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from flask import Flask, Response, current_app, has_app_context, request
-from flask.globals import request_ctx
+from flask import Flask, current_app, has_app_context
 
-from chorde._compute import Flight, Flights
-from chorde.clients.base import BaseCacheClient, check_ttl
+from chorde.clients.base import BaseCacheClient
 from chorde.clients.inproc import InprocCacheClient
 from chorde.decorators import cached as _cached
 from chorde.errors import ConfigurationError
+from chorde.http import ResponseCache, Route, Rules
+from chorde_flask._views import ViewCache, url_request
 
 __all__ = ["Chorde"]
 
@@ -93,12 +94,11 @@ _DEFAULTS: dict[str, Any] = {
     "CHORDE_SIZE": 10000,
     "CHORDE_STORE": None,
     "CHORDE_OPTIONS": None,
+    "CHORDE_ALLOWED_HOSTS": None,
 }
 # A fixed label: the derived key is HMAC(SECRET_KEY, label), so it is useless for anything
 # SECRET_KEY signs (sessions) and reveals nothing about SECRET_KEY.
 _DERIVATION_LABEL = b"chorde_flask checksum key v1"
-_VIEW_NS = "chorde_flask.view"
-_CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 
 
 # ---- configuration -----------------------------------------------------------------
@@ -193,6 +193,14 @@ def _memcached(app: Flask, config: dict) -> BaseCacheClient:
         raise ConfigurationError(f"CHORDE_OPTIONS: {exc}") from None
 
 
+def _rules(config: dict) -> Rules:
+    hosts = config.get("CHORDE_ALLOWED_HOSTS")
+    try:
+        return Rules(allowed_hosts=hosts)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"CHORDE_ALLOWED_HOSTS: {exc}") from None
+
+
 def _check_keys(config: dict) -> None:
     for name in config:
         if isinstance(name, str) and name.startswith("CHORDE_") and name not in _DEFAULTS:
@@ -250,14 +258,14 @@ def _close_quietly(client: BaseCacheClient) -> None:
 class _AppState:
     """What one app holds in ``app.extensions["chorde"]``."""
 
-    def __init__(self, ext: Chorde, client: BaseCacheClient, ttl: float) -> None:
+    def __init__(self, ext: Chorde, client: BaseCacheClient, ttl: float, rules: Rules) -> None:
         self.ext = ext
         self.client = client
         self.default_ttl = ttl
         self.lock = threading.Lock()
         self.memos: dict[_Memoized, Any] = {}
-        # Renders of cached views in progress, by cache key: concurrent misses wait for one.
-        self.view_flights = Flights()
+        # The cached views' responses (chorde.http's policy), and their renders in flight.
+        self.views = ResponseCache(client, rules=rules, ttl=ttl)
         self.finalizer: weakref.finalize | None = None
 
     def close(self) -> None:
@@ -409,179 +417,6 @@ class _MemoVariant:
         return lambda *args, **kwargs: method(*bound, *args, **kwargs)
 
 
-# ---- view caching ------------------------------------------------------------------
-
-
-def _query_key(pairs: Any) -> tuple:
-    return tuple(sorted(pairs))
-
-
-def _session_used() -> bool:
-    """Whether the view read or wrote the session: its response is then for one user only."""
-    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-    # Flask >= 3.1 marks the session accessed whenever ctx.session is read (so asking would
-    # answer yes); the opened session is held in _session there, in session before.
-    current = getattr(ctx, "_session", None)
-    if current is None:
-        current = getattr(ctx, "session", None)
-    return bool(getattr(current, "accessed", False) or getattr(current, "modified", False))
-
-
-def _snapshot(response: Response) -> tuple[int, list[tuple[str, str]], bytes] | None:
-    """What to store for a response, or None when it must not be cached."""
-    if not 200 <= response.status_code < 300 or response.status_code == 206:
-        return None
-    if response.is_streamed or "Set-Cookie" in response.headers:
-        return None
-    cache_control = response.cache_control
-    if cache_control.no_store or cache_control.private:
-        return None
-    if _session_used():
-        return None
-    return response.status_code, list(response.headers.items()), response.get_data()
-
-
-def _replay(entry: tuple[int, list[tuple[str, str]], bytes]) -> Response:
-    status, headers, body = entry
-    return current_app.response_class(body, status=status, headers=headers)
-
-
-def _is_fresh(entry: Any, ttl_left: float) -> bool:
-    return entry is not None and ttl_left > 0
-
-
-def _land(flights: Flights, ckey: Hashable, flight: Flight, snap: Any) -> None:
-    """End a render flight: later misses start afresh, waiters get ``snap`` (None: render)."""
-    flights.release(ckey, flight)
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        flight.set_result(snap)
-
-
-def _follow(flight: Flight, timeout: float) -> Any:
-    """The snapshot another thread's render produced, or None: render your own."""
-    if flight.owner == threading.get_ident():
-        return None  # the view requested its own page: waiting would deadlock
-    try:
-        return flight.result(timeout)
-    except (TimeoutError, concurrent.futures.CancelledError):
-        return None
-
-
-async def _afollow(flight: Flight, timeout: float) -> Any:
-    """Awaitable :func:`_follow`; the owner may run on another thread's event loop."""
-    # shield: a timed-out waiter must not cancel the flight the others wait on.
-    waiting = asyncio.shield(asyncio.wrap_future(flight))
-    try:
-        return await asyncio.wait_for(waiting, timeout)
-    except TimeoutError:
-        return None
-
-
-class _ViewCache:
-    """The cache of one decorated view: lookups, compute-once renders, stores."""
-
-    __slots__ = ("ext", "make_key", "ttl", "view", "wait")
-
-    def __init__(
-        self,
-        ext: Chorde,
-        view: Callable[..., Any],
-        make_key: Callable[[], Hashable],
-        ttl: float | None,
-        wait: float,
-    ) -> None:
-        self.ext = ext
-        self.view = view
-        self.make_key = make_key
-        self.ttl = ttl
-        self.wait = wait
-
-    # ---- sync views ----------------------------------------------------------------
-
-    def __call__(self, args: tuple, kwargs: dict) -> Any:
-        if request.method not in _CACHEABLE_METHODS:
-            return self.view(*args, **kwargs)
-        state = self.ext._state()
-        ckey = self.make_key()
-        entry, ttl_left = state.client.getTtl(ckey, None)
-        if _is_fresh(entry, ttl_left):
-            return _replay(entry)
-        if self.wait > 0:
-            flight, owner = state.view_flights.claim(ckey)
-            if owner:
-                return self._lead(state, ckey, flight, args, kwargs)
-            entry = _follow(flight, self.wait)
-            if entry is not None:
-                return _replay(entry)
-        return self._render(state, ckey, args, kwargs)[0]
-
-    def _render(self, state: _AppState, ckey: Hashable, args: tuple, kwargs: dict) -> Any:
-        response = current_app.make_response(self.view(*args, **kwargs))
-        snap = _snapshot(response)
-        if snap is not None:
-            state.client.put(ckey, snap, self.ttl or state.default_ttl)
-        return response, snap
-
-    def _lead(
-        self, state: _AppState, ckey: Hashable, flight: Flight, args: tuple, kwargs: dict
-    ) -> Any:
-        flight.owner = threading.get_ident()
-        snap = None
-        try:
-            # A render that finished between our miss and our claim has stored the page.
-            entry, ttl_left = state.client.getTtl(ckey, None)
-            if _is_fresh(entry, ttl_left):
-                snap = entry
-                return _replay(entry)
-            response, snap = self._render(state, ckey, args, kwargs)
-            return response
-        finally:
-            _land(state.view_flights, ckey, flight, snap)
-
-    # ---- async views ---------------------------------------------------------------
-
-    async def acall(self, args: tuple, kwargs: dict) -> Any:
-        if request.method not in _CACHEABLE_METHODS:
-            return await self.view(*args, **kwargs)
-        state = self.ext._state()
-        ckey = self.make_key()
-        entry, ttl_left = await state.client.agetTtl(ckey, None)
-        if _is_fresh(entry, ttl_left):
-            return _replay(entry)
-        if self.wait > 0:
-            # Flask runs each async view on its own event loop (asgiref), so the render to
-            # wait for is usually on another loop and thread: a thread-safe flight it is.
-            flight, owner = state.view_flights.claim(ckey)
-            if owner:
-                return await self._alead(state, ckey, flight, args, kwargs)
-            entry = await _afollow(flight, self.wait)
-            if entry is not None:
-                return _replay(entry)
-        return (await self._arender(state, ckey, args, kwargs))[0]
-
-    async def _arender(self, state: _AppState, ckey: Hashable, args: tuple, kwargs: dict) -> Any:
-        response = current_app.make_response(await self.view(*args, **kwargs))
-        snap = _snapshot(response)
-        if snap is not None:
-            await state.client.aput(ckey, snap, self.ttl or state.default_ttl)
-        return response, snap
-
-    async def _alead(
-        self, state: _AppState, ckey: Hashable, flight: Flight, args: tuple, kwargs: dict
-    ) -> Any:
-        flight.owner = threading.get_ident()
-        snap = None
-        try:
-            entry, ttl_left = await state.client.agetTtl(ckey, None)
-            if _is_fresh(entry, ttl_left):
-                snap = entry
-                return _replay(entry)
-            response, snap = await self._arender(state, ckey, args, kwargs)
-            return response
-        finally:
-            _land(state.view_flights, ckey, flight, snap)
-
-
 class Chorde:
     """The Flask extension: ``Chorde(app)`` or ``chorde = Chorde(); chorde.init_app(app)``."""
 
@@ -597,8 +432,9 @@ class Chorde:
                 f"chorde is already initialized on app {app.name!r}; call init_app once per app"
             )
         ttl = _number(app.config, "CHORDE_DEFAULT_TTL", integer=False)
+        rules = _rules(app.config)
         client, owned = _build_client(app)
-        state = _AppState(self, client, float(ttl))
+        state = _AppState(self, client, float(ttl), rules)
         if owned:
             # Runs when the app is collected, or at interpreter exit, whichever comes first.
             state.finalizer = weakref.finalize(app, _close_quietly, client)
@@ -673,13 +509,19 @@ class Chorde:
     # ---- view caching --------------------------------------------------------------
 
     def view_key(self, url: str) -> Hashable:
-        """The cache key of a GET of ``url`` (``"/path?query"``) under the default key."""
-        parts = urlsplit(url)
-        return (_VIEW_NS, parts.path, _query_key(parse_qsl(parts.query, keep_blank_values=True)))
+        """The cache key of a GET of ``url`` (for views with the default key).
+
+        ``url`` is absolute (``https://example.com/path?query``) or relative to the current
+        request's host (else to ``SERVER_NAME``): the host is part of every key. A response
+        that varies (``Vary``, ``vary=``, ``per_user``) keeps, under this key, the marker
+        naming what it varies on; deleting the marker drops every variant.
+        """
+        return url_request(self._state().views, url).key
 
     def invalidate_view(self, url: str) -> None:
-        """Drop the cached response of ``url`` (``"/path?query"``, default key) for the app."""
-        self.client.delete(self.view_key(url))
+        """Drop the cached responses of ``url`` (see :meth:`view_key`) for the current app."""
+        state = self._state()
+        state.views.delete(url_request(state.views, url).key)
 
     def cached(
         self,
@@ -688,23 +530,45 @@ class Chorde:
         key: Callable[[], Hashable] | None = None,
         query_string: bool = True,
         wait_timeout: float = 30.0,
+        public: bool = False,
+        per_user: bool = False,
+        vary: Sequence[str] = (),
+        cookies: Sequence[str] = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Cache a view's successful GET/HEAD responses for ``ttl`` seconds.
+        """Cache a view's GET responses for ``ttl`` seconds (``CHORDE_DEFAULT_TTL`` if None).
 
-        The key is the request path plus the query arguments (sorted, so their order does
-        not matter; ``query_string=False`` ignores them), or ``(key(),)`` when a ``key``
-        callable is given (it runs in the request context). Cached: 2xx responses except
-        206, without ``Set-Cookie``, not streamed, not ``Cache-Control: no-store/private``,
-        and from views that did not touch the session. Works on ``async def`` views. Put it
-        below ``@app.route``.
+        What is stored and served follows :mod:`chorde.http`'s policy, the same in every
+        chorde adapter: the key is the scheme, host, path and query (parameters sorted by
+        name; ``query_string=False`` leaves the query out), or ``key()`` (called in the
+        request context) in place of path and query; plus the request's values of every
+        field the response lists in ``Vary``. Not stored: responses that are ``private``,
+        ``no-store``, ``no-cache`` or whose ``Cache-Control`` cannot be parsed, that set a
+        cookie, are streamed or not of a cacheable status (200, 203, 204, 300, 301, 308,
+        404, 405, 410, 414, 501), from views that read or changed the session, to requests
+        with ``Authorization`` (unless the response says ``public``/``s-maxage``/
+        ``must-revalidate``) or with cookies (unless the response says ``public`` or
+        ``Vary: Cookie``), and HEAD responses (a HEAD is answered from a stored GET).
 
-        Concurrent misses of one key in one process render the view once: the other
-        requests wait up to ``wait_timeout`` seconds for that render and are answered from
-        it. When it turns out not cacheable (or fails, or the wait times out) each waiting
-        request renders its own response. ``wait_timeout=0`` turns the waiting off.
+        What the route declares about its responses changes that: ``public=True`` (the
+        same for everyone, credentials and cookies notwithstanding), ``per_user=True``
+        (one entry per distinct ``Authorization``/``Cookie``: the page and the session it
+        reads are that user's), ``vary=("Accept-Language",)`` (request fields it depends
+        on), ``cookies=("lang",)`` (the only cookies it depends on, keyed on their values).
+
+        Concurrent misses of one page in one process render the view once: the others
+        wait up to ``wait_timeout`` seconds for that render and are answered from it when
+        the policy lets it answer them; otherwise (or when it fails, or on timeout) each
+        renders its own. ``wait_timeout=0`` turns the waiting off. Works on ``async def``
+        views. Put it below ``@app.route``.
         """
-        if ttl is not None and not check_ttl(ttl) > 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
+        route = Route(
+            ttl=ttl,
+            public=public,
+            per_user=per_user,
+            vary=vary,
+            cookies=cookies,
+            query=query_string,
+        )
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable returning the cache key, got {key!r}")
         if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float):
@@ -712,14 +576,8 @@ class Chorde:
         if not math.isfinite(wait_timeout) or wait_timeout < 0:
             raise ValueError(f"wait_timeout must be finite and >= 0 seconds, got {wait_timeout!r}")
 
-        def make_key() -> Hashable:
-            if key is not None:
-                return (_VIEW_NS, key())
-            query = _query_key(request.args.items(multi=True)) if query_string else ()
-            return (_VIEW_NS, request.path, query)
-
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-            cache = _ViewCache(self, view, make_key, ttl, float(wait_timeout))
+            cache = ViewCache(self, view, route, key, float(wait_timeout))
             if inspect.iscoroutinefunction(view):
 
                 @functools.wraps(view)

@@ -28,8 +28,13 @@ def _work(client: httpx.Client) -> dict[str, int]:
     return client.get("/stats").json()["work"]
 
 
+# What a load balancer in front of several workers sends them all: the site's one Host (the
+# host is part of every cache key, and each test server listens on a port of its own).
+SITE = {"host": "app.example"}
+
+
 def _check_caching_and_invalidation(server: AppServer, client_name: str) -> None:
-    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+    with httpx.Client(base_url=server.url, timeout=10.0, headers=SITE) as http:
         assert http.get("/stats").json()["client"] == client_name
         first = http.get("/report", params={"n": 3})
         assert first.status_code == 200
@@ -58,7 +63,7 @@ def test_example_on_memcached_shares_the_cache_between_processes(start_app, memc
     one = start_app(**env)
     _check_caching_and_invalidation(one, "MemcachedClient")
     two = start_app(**env)
-    with httpx.Client(base_url=two.url, timeout=10.0) as http:
+    with httpx.Client(base_url=two.url, timeout=10.0, headers=SITE) as http:
         # Rendered by the first process, served from memcached by the second.
         assert http.get("/report", params={"n": 4}).json()["pid"] == one.pid
         assert http.get("/square/3").json()["square"] == 9

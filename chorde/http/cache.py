@@ -99,7 +99,7 @@ class ResponseCache:
         self.rules = rules if rules is not None else Rules()
         self.ttl = _seconds(ttl, "ttl", positive=True)
         self.clock = clock
-        self.wait_timeout = _seconds(wait_timeout, "wait_timeout", positive=False)
+        self.wait_timeout = _wait_timeout(wait_timeout)
         self.flights = Flights()
 
     def request(
@@ -174,8 +174,16 @@ class ResponseCache:
             key = (*key, entry.vary, entry.variant)
         yield ("put", key, entry.to_value(), entry.lifetime)
 
-    def serve_steps(self, req: CacheRequest) -> Generator[Step, Any, Outcome]:
-        """Answer ``req``: from the cache, from a concurrent render, or by rendering."""
+    def serve_steps(
+        self, req: CacheRequest, wait_timeout: float | None = None
+    ) -> Generator[Step, Any, Outcome]:
+        """Answer ``req``: from the cache, from a concurrent render, or by rendering.
+
+        Concurrent misses of one variant wait up to ``wait_timeout`` seconds (default: the
+        cache's) for the first one's render, and are answered from it when the policy lets
+        it answer them; otherwise each renders its own.
+        """
+        wait_timeout = self.wait_timeout if wait_timeout is None else _wait_timeout(wait_timeout)
         if req.bypass is not None:
             rendered = yield ("render",)
             return Outcome(None, rendered, None)
@@ -186,13 +194,17 @@ class ResponseCache:
         if req.only_if_cached:  # RFC 9111 section 5.2.1.7
             return Outcome(_GATEWAY_TIMEOUT, None, None)
         flight: Flight | None = None
-        if self.wait_timeout > 0 and self.coalesces(req):
+        if wait_timeout > 0 and self.coalesces(req):
             flight_key = (req.key, req.variant(req.route.keyed_on))
-            flight, leader = self.flights.claim(flight_key)
-            if leader:
-                flight.owner = threading.get_ident()
+            if req.head:  # a HEAD may wait for a GET's render, but renders nothing to share
+                flight, leader = self.flights.get(flight_key), False
             else:
-                shared = yield ("wait", flight)
+                flight, leader = self.flights.claim(flight_key)
+            if leader:
+                assert flight is not None
+                flight.owner = threading.get_ident()
+            elif flight is not None:
+                shared = yield ("wait", flight, wait_timeout)
                 if shared is not None and req.accepts(shared, self.clock()):
                     return Outcome(self.reply(req, shared, hit=True), None, None)
                 flight = None  # the other render is not ours to use: render our own
@@ -212,16 +224,22 @@ class ResponseCache:
     @staticmethod
     def coalesces(req: CacheRequest) -> bool:
         """Whether concurrent misses like ``req`` may wait for one render of it."""
-        if req.revalidates or req.head or req.authorized:
+        if req.revalidates or req.authorized:
             return False
         route = req.route
         return not req.has_cookies or route.public or route.per_user or bool(route.cookies)
 
     # ---- the blocking driver ------------------------------------------------------------
 
-    def serve(self, req: CacheRequest, render: Callable[[], Rendered]) -> Outcome:
+    def serve(
+        self,
+        req: CacheRequest,
+        render: Callable[[], Rendered],
+        *,
+        wait_timeout: float | None = None,
+    ) -> Outcome:
         """Run :meth:`serve_steps` with blocking cache calls; ``render()`` renders."""
-        result: Outcome = self._drive(self.serve_steps(req), render)
+        result: Outcome = self._drive(self.serve_steps(req, wait_timeout), render)
         return result
 
     def lookup(self, req: CacheRequest) -> StoredResponse | None:
@@ -252,7 +270,7 @@ class ResponseCache:
                 elif kind == "delete":
                     self._call("invalidation", self.client.delete, step[1])
                 elif kind == "wait":
-                    value = self._wait(step[1])
+                    value = self._wait(step[1], step[2])
                 else:  # render: the application's own errors go back through the flow
                     try:
                         value = render()  # type: ignore[misc]
@@ -270,20 +288,26 @@ class ResponseCache:
             logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
             return None
 
-    def _wait(self, flight: Flight) -> StoredResponse | None:
+    def _wait(self, flight: Flight, timeout: float) -> StoredResponse | None:
         if flight.owner == threading.get_ident():
             return None  # the render asked for its own page: waiting would deadlock
         try:
-            result: StoredResponse | None = flight.result(self.wait_timeout)
+            result: StoredResponse | None = flight.result(timeout)
         except (TimeoutError, concurrent.futures.CancelledError):
             return None
         return result
 
     # ---- the asyncio driver -------------------------------------------------------------
 
-    async def aserve(self, req: CacheRequest, render: Callable[[], Awaitable[Rendered]]) -> Outcome:
+    async def aserve(
+        self,
+        req: CacheRequest,
+        render: Callable[[], Awaitable[Rendered]],
+        *,
+        wait_timeout: float | None = None,
+    ) -> Outcome:
         """Run :meth:`serve_steps` with the client's awaitables; ``await render()`` renders."""
-        result: Outcome = await self._adrive(self.serve_steps(req), render)
+        result: Outcome = await self._adrive(self.serve_steps(req, wait_timeout), render)
         return result
 
     async def alookup(self, req: CacheRequest) -> StoredResponse | None:
@@ -314,7 +338,7 @@ class ResponseCache:
                 elif kind == "delete":
                     await self._acall("invalidation", self.client.adelete, step[1])
                 elif kind == "wait":
-                    value = await self._await(step[1])
+                    value = await self._await(step[1], step[2])
                 else:
                     try:
                         value = await render()  # type: ignore[misc]
@@ -332,11 +356,11 @@ class ResponseCache:
             logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
             return None
 
-    async def _await(self, flight: Flight) -> StoredResponse | None:
+    async def _await(self, flight: Flight, timeout: float) -> StoredResponse | None:
         # shield: a waiter that gives up must not cancel the flight the others wait on.
         waiting = asyncio.shield(asyncio.wrap_future(flight))
         try:
-            result: StoredResponse | None = await asyncio.wait_for(waiting, self.wait_timeout)
+            result: StoredResponse | None = await asyncio.wait_for(waiting, timeout)
         except TimeoutError:
             return None
         return result
@@ -344,6 +368,14 @@ class ResponseCache:
 
 def _delete_steps(key: Hashable) -> Steps:
     yield ("delete", key)
+
+
+def _wait_timeout(value: Any) -> float:
+    """A finite wait in seconds, >= 0 (0: concurrent misses never wait)."""
+    seconds = _seconds(value, "wait_timeout", positive=False)
+    if math.isinf(seconds):
+        raise ValueError(f"wait_timeout must be finite, got {value!r}")
+    return seconds
 
 
 def _seconds(value: Any, option: str, *, positive: bool) -> float:

@@ -179,13 +179,10 @@ class Route:
 
     def __post_init__(self) -> None:
         if self.ttl is not None:
-            if (
-                isinstance(self.ttl, bool)
-                or not isinstance(self.ttl, numbers.Real)
-                or math.isnan(self.ttl)
-                or self.ttl <= 0
-            ):
-                raise ValueError(f"ttl must be a number of seconds > 0, got {self.ttl!r}")
+            if isinstance(self.ttl, bool) or not isinstance(self.ttl, numbers.Real):
+                raise TypeError(f"ttl must be a number of seconds, got {self.ttl!r}")
+            if math.isnan(self.ttl) or self.ttl <= 0:
+                raise ValueError(f"ttl must be > 0 seconds, got {self.ttl!r}")
             object.__setattr__(self, "ttl", float(self.ttl))
         for option in ("public", "per_user", "query"):
             if not isinstance(getattr(self, option), bool):
