@@ -6,6 +6,8 @@
 #   make bench  run the benchmarks (BENCH_ARGS="inproc --quick" to pick; installs the
 #               bench extra, matplotlib, for --plot)
 #   make build-ext  (re)build the optional Cython speedups in place
+#   make docs   build the documentation site into build/site (mkdocs --strict: a broken
+#               link or reference fails; installs the docs extra's packages)
 #   make lint   ruff check + ruff format --check
 #   make clean  remove the venv and build/test debris
 
@@ -23,7 +25,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo
 
 export PYTEST_ADDOPTS
 
-.PHONY: demo test bench lint clean venv install install-test memcached build-ext
+.PHONY: demo test bench lint clean venv install install-test memcached build-ext docs
 
 demo: $(STAMP_BASE)
 	$(VPY) -m chorde.demo
@@ -31,13 +33,25 @@ demo: $(STAMP_BASE)
 # The contract suite (and the in-process client's own tests) run in both builds.
 PURE_TESTS := tests/contract tests/clients/test_inproc.py tests/clients/test_inproc_namespaces.py tests/test_speedups.py
 
-test: install-test memcached build-ext lint
+test: install-test memcached build-ext lint docs
 	$(VPY) -m pytest -q
 	CHORDE_PURE_PYTHON=1 $(VPY) -m pytest -q $(PURE_TESTS)
 
 bench: install-test build-ext
 	$(VPY) -m pip install -q -e '.[bench]'
 	$(VPY) -m benchmarks $(BENCH_ARGS)
+
+# The docs extra's packages only (read from pyproject.toml): MkDocs reads the source, so the
+# package itself need not be reinstalled (and its speedups not rebuilt) for the docs.
+STAMP_DOCS := $(VENV)/.stamp-install-docs
+docs: $(STAMP_DOCS)
+	@# Not --quiet: it hides the warnings that --strict counts, and the build then passes.
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+$(STAMP_DOCS): pyproject.toml | $(VPY)
+	$(VPY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))' > $(VENV)/docs-requirements.txt
+	$(VPY) -m pip install -q -r $(VENV)/docs-requirements.txt
+	@touch $@
 
 lint: install-test
 	$(VENV)/bin/ruff check $(LINT_PATHS)
