@@ -12,6 +12,9 @@ import pytest
 from tests.servers import REPO, AppServer
 
 APP = REPO / "example_projects" / "tornado_app" / "app.py"
+# What a load balancer in front of several processes sends them all: the site's one Host
+# (the host is part of every cache key, and each test server has a port of its own).
+SITE = {"host": "app.example"}
 
 
 @pytest.fixture
@@ -28,7 +31,7 @@ def _work(http: httpx.Client) -> dict[str, int]:
 
 
 def _check_cached_handlers(server: AppServer) -> None:
-    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+    with httpx.Client(base_url=server.url, timeout=10.0, headers=SITE) as http:
         gen = http.get("/gen/fib/20").json()
         assert gen == {"n": 20, "fib": 6765, "style": "gen.coroutine"}
         assert http.get("/gen/fib/20").json() == gen
@@ -85,7 +88,7 @@ def test_example_on_memcached_shares_results_between_processes(start_app, memcac
     one = start_app(**env)
     _check_cached_handlers(one)
     two = start_app(**env)
-    with httpx.Client(base_url=two.url, timeout=10.0) as http:
+    with httpx.Client(base_url=two.url, timeout=10.0, headers=SITE) as http:
         assert http.get("/stats").json()["client"] == "MemcachedClient"
         assert http.get("/gen/fib/20").json()["fib"] == 6765
         assert http.get("/native/square/12").json()["square"] == 144

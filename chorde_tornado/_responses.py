@@ -1,0 +1,257 @@
+"""``cache_response``: tornado's requests and responses translated for :mod:`chorde.http`.
+
+The policy (what is stored and served, the key, concurrent misses) is
+:class:`chorde.http.ResponseCache`'s, the same as every chorde adapter's. What is tornado's
+own is here: reading ``handler.request``, seeing what a ``get`` wrote (status, headers, body,
+cookies, an early flush), and replaying a stored response on another handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from asyncio import FIRST_COMPLETED
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import tornado.web
+
+from chorde.clients.base import BaseCacheClient
+from chorde.clients.inproc import InprocCacheClient
+from chorde.errors import ConfigurationError
+from chorde.http import CacheRequest, Rendered, Reply, ResponseCache, Route, Rules
+
+__all__ = ["cache_response"]
+
+_lock = threading.Lock()
+_default_client: BaseCacheClient | None = None
+# One ResponseCache (policy, flights) per client and allowed-hosts setting.
+_caches: dict[tuple[int, Any], tuple[BaseCacheClient, ResponseCache]] = {}
+_SETTING_CLIENT = "chorde_client"
+_SETTING_HOSTS = "chorde_allowed_hosts"
+
+
+def _default() -> BaseCacheClient:
+    global _default_client
+    with _lock:
+        if _default_client is None:
+            _default_client = InprocCacheClient(1024)
+        return _default_client
+
+
+def _cache(client: BaseCacheClient, hosts: Any) -> ResponseCache:
+    memo_key = (id(client), tuple(hosts) if isinstance(hosts, list | tuple) else hosts)
+    found = _caches.get(memo_key)
+    if found is not None and found[0] is client:
+        return found[1]
+    try:
+        rules = Rules(allowed_hosts=hosts, add_etag=False)  # tornado makes its own ETags
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{_SETTING_HOSTS}: {exc}") from None
+    cache = ResponseCache(client, rules=rules)
+    with _lock:
+        _caches[memo_key] = (client, cache)
+    return cache
+
+
+class _Capture:
+    """Sees what a handler writes, to judge and store it before it is sent.
+
+    Installed as instance attributes wrapping this handler's own ``set_cookie``, ``flush``
+    and ``finish`` (the class and tornado are not changed) until :meth:`release`. A
+    ``finish()`` inside ``get`` ends the render there: the response is judged and stored,
+    then really finished (sent), so a client asking again at once is served from the cache.
+    """
+
+    def __init__(self, handler: tornado.web.RequestHandler) -> None:
+        self.handler = handler
+        self.cookies: list[str] = []
+        self.flushed = False
+        self.seen: Rendered | None = None
+        self.running: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        self.finish_requested: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        cls = type(handler)
+        set_cookie = cls.set_cookie.__get__(handler)
+        flush = cls.flush.__get__(handler)
+        self._finish = cls.finish.__get__(handler)
+
+        def capture_set_cookie(name: str, *args: Any, **kwargs: Any) -> Any:
+            self.cookies.append(name)
+            return set_cookie(name, *args, **kwargs)
+
+        def capture_flush(*args: Any, **kwargs: Any) -> Any:
+            self.flushed = True  # an early flush: the body is streamed
+            return flush(*args, **kwargs)
+
+        def capture_finish(chunk: Any = None) -> asyncio.Future[None]:
+            if chunk is not None:
+                handler.write(chunk)
+            self.snapshot()
+            if not self.finish_requested.done():
+                self.finish_requested.set_result(None)
+            return self.finished
+
+        handler.set_cookie = capture_set_cookie  # type: ignore[method-assign]
+        handler.flush = capture_flush  # type: ignore[method-assign]
+        handler.finish = capture_finish  # type: ignore[method-assign]
+
+    def snapshot(self) -> Rendered:
+        """The response as the handler has written it so far (the first call's, once)."""
+        if self.seen is None:
+            handler = self.handler
+            # tornado offers no getter for the outgoing fields and body; these attributes
+            # have held them since tornado 1.0.
+            headers = [(k, v) for k, v in handler._headers.get_all()]  # type: ignore[attr-defined]
+            headers += [("Set-Cookie", name) for name in self.cookies]
+            body = b"".join(handler._write_buffer)  # type: ignore[attr-defined]
+            veto = "the response was flushed early (streamed)" if self.flushed else None
+            self.seen = Rendered(handler.get_status(), headers, body, veto)
+        return self.seen
+
+    async def render(
+        self, get: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Rendered:
+        """Run ``get`` until it returns or finishes its response; see the response then."""
+        self.running = running = asyncio.ensure_future(_run(get, self.handler, args, kwargs))
+        await asyncio.wait({running, self.finish_requested}, return_when=FIRST_COMPLETED)
+        if not self.finish_requested.done():
+            running.result()  # the handler's own error, if it failed before finishing
+        return self.snapshot()
+
+    def release(self) -> None:
+        """Give the handler its own methods back; send a response it finished meanwhile."""
+        handler = self.handler
+        for name in ("set_cookie", "flush", "finish"):
+            handler.__dict__.pop(name, None)
+        if self.finish_requested.done() and not self.finished.done():
+            sent = self._finish()
+            sent.add_done_callback(lambda f: _copy_outcome(f, self.finished))
+
+
+def _copy_outcome(source: asyncio.Future[None], dest: asyncio.Future[None]) -> None:
+    if dest.done():
+        return
+    if source.cancelled():
+        dest.cancel()
+    elif (exc := source.exception()) is not None:
+        dest.set_exception(exc)
+    else:
+        dest.set_result(None)
+
+
+def _replay(handler: tornado.web.RequestHandler, reply: Reply) -> None:
+    handler.clear()
+    status, headers, body = reply
+    for name in {k for k, _ in headers}:
+        handler.clear_header(name.decode("latin-1"))
+    handler.set_status(status)
+    for name, value in headers:
+        handler.add_header(name.decode("latin-1"), value.decode("latin-1"))
+    if body:
+        handler.write(body)
+
+
+async def _run(get: Callable[..., Any], handler: Any, args: tuple[Any, ...], kwargs: Any) -> None:
+    result = get(handler, *args, **kwargs)
+    if inspect.isawaitable(result):
+        await result
+
+
+def cache_response(
+    ttl: float,
+    *,
+    client: BaseCacheClient | None = None,
+    key: Callable[[tornado.web.RequestHandler], Hashable] | None = None,
+    namespace: str | None = None,
+    public: bool = False,
+    per_user: bool = False,
+    vary: Sequence[str] = (),
+    cookies: Sequence[str] = (),
+    query: bool = True,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Cache what a ``RequestHandler.get`` writes, for ``ttl`` seconds.
+
+    What is stored and served follows :mod:`chorde.http`'s policy, the same in every
+    chorde adapter: the key is the scheme, Host, path and query (parameters sorted by name)
+    plus the request's values of every field the response lists in ``Vary``; responses
+    that are ``private``/``no-store``/``no-cache`` or whose ``Cache-Control`` cannot be
+    parsed, that set a cookie, were flushed early or have an uncacheable status are not
+    stored, nor are responses to requests carrying ``Authorization`` or cookies unless the
+    response (or the route) says they are the same for everyone. Requests whose Host is
+    repeated, malformed or not in the application setting ``chorde_allowed_hosts`` (if
+    set) are served uncached. ``public``, ``per_user``, ``vary``, ``cookies`` and ``query``
+    are what the route declares about its responses (see :class:`chorde.http.Route`).
+
+    ``get`` may be a plain method, a ``@gen.coroutine`` or ``async def``. Concurrent
+    requests for one page run ``get`` once and the others are answered from it when the
+    policy lets it answer them.
+
+    :param client: where responses live; default ``application.settings["chorde_client"]``,
+        else a process-wide in-process cache of 1024 entries.
+    :param key: ``key(handler)`` returning what identifies the page in place of path and
+        query (Host and the varying fields are still in the key).
+    :param namespace: keeps handlers apart; default the method's ``module.qualname``.
+
+    Cache access goes through the client's awaitable methods, so a network client never
+    blocks the IOLoop; slow work inside ``get`` belongs on an executor (``fn.future()``).
+    """
+    route = Route(
+        ttl=ttl, public=public, per_user=per_user, vary=vary, cookies=cookies, query=query
+    )
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a callable key(handler), got {key!r}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {namespace!r}")
+
+    def decorate(get: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(get):
+            raise TypeError(f"@cache_response decorates RequestHandler.get, got {get!r}")
+        ns = namespace or f"{get.__module__}.{get.__qualname__}"
+
+        def cache_request(
+            handler: tornado.web.RequestHandler,
+        ) -> tuple[ResponseCache, CacheRequest]:
+            settings = handler.settings
+            the_client = client or settings.get(_SETTING_CLIENT) or _default()
+            cache = _cache(the_client, settings.get(_SETTING_HOSTS))
+            request = handler.request
+            req = cache.request(
+                method=request.method or "GET",
+                scheme=request.protocol,
+                hosts=request.headers.get_list("Host"),
+                path=request.path,
+                query=request.query,
+                headers=list(request.headers.get_all()),
+                route=route,
+                namespace=ns,
+                target=None if key is None else ("key", key(handler)),
+            )
+            return cache, req
+
+        @functools.wraps(get)
+        async def wrapped(self: tornado.web.RequestHandler, *args: Any, **kwargs: Any) -> None:
+            cache, req = cache_request(self)
+            if req.bypass is not None:
+                await _run(get, self, args, kwargs)
+                return
+            capture = _Capture(self)
+            try:
+                outcome = await cache.aserve(req, lambda: capture.render(get, args, kwargs))
+            except BaseException:
+                if capture.running is not None:
+                    capture.running.cancel()
+                raise
+            finally:
+                capture.release()
+            if outcome.reply is not None:  # from the cache, or another request's render
+                _replay(self, outcome.reply)
+            elif capture.running is not None:
+                await capture.running  # the rest of get, after a finish() it made
+
+        return wrapped
+
+    return decorate
