@@ -179,3 +179,41 @@ def test_readme_links_resolve() -> None:
     assert relative, "the README links into the docs"
     missing = [t for t in relative if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def _griffe_rest() -> Any:
+    pytest.importorskip("griffe", reason="the docs extra (make docs installs it)")
+    import importlib.util
+
+    path = ROOT / "docs" / "_build" / "griffe_rest.py"
+    spec = importlib.util.spec_from_file_location("griffe_rest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_api_reference_docstrings_become_markdown() -> None:
+    convert = _griffe_rest().rest_to_markdown
+    text = convert(
+        "See :class:`~chorde.clients.base.BaseCacheClient` and :meth:`get`.\n"
+        "\n"
+        "Usage::\n"
+        "\n"
+        "    c.get(1)\n"
+        "\n"
+        "``inproc``\n"
+        "    a private cache,\n"
+        "    in-process.\n"
+        "``memcached``\n"
+        "    a shared one.\n"
+        "\n"
+        ":param x: a parameter\n"
+        "    whose description goes on.\n"
+    )
+    assert '<autoref identifier="chorde.clients.base.BaseCacheClient" optional>' in text
+    assert "<code>BaseCacheClient</code></autoref>" in text and "`get`" in text
+    assert "Usage:\n\n    c.get(1)\n" in text  # the literal block stays an indented block
+    assert "**``inproc``**\n\na private cache,\nin-process.\n" in text
+    assert "**``memcached``**\n\na shared one.\n" in text  # a term right after a definition
+    assert ":param x: a parameter\n    whose description goes on." in text  # untouched

@@ -1,4 +1,4 @@
-"""A griffe extension: chorde's docstrings use a few reStructuredText habits; render them as Markdown.
+"""A griffe extension: the reStructuredText habits of chorde's docstrings, as Markdown.
 
 - Sphinx roles (``:class:`~chorde.x.Y```, ``:meth:`get```) become code spans; a dotted target
   also becomes an optional cross-reference (a link when the API reference renders it, plain
@@ -40,6 +40,7 @@ def rest_to_markdown(text: str) -> str:
     out: list[str] = []
     i = 0
     literal = False  # inside an indented literal block introduced by "::"
+    after_definition = False  # the previous line ended a definition's body
     while i < len(lines):
         line = lines[i]
         if literal:
@@ -63,14 +64,19 @@ def rest_to_markdown(text: str) -> str:
             and not line.startswith((":", "*", "-", "#", ">"))
             and nxt.strip()
             and _indent(nxt) >= 4
-            and (not out or not out[-1].strip())  # a term starts a paragraph
+            # a term starts a paragraph, or follows the previous definition
+            and (not out or not out[-1].strip() or after_definition)
         )
+        after_definition = False
         if is_term:
+            if out and out[-1].strip():
+                out.append("")
             out.extend([f"**{line.strip()}**", ""])
             i += 1
             while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) >= 4):
                 out.append(lines[i][4:] if _indent(lines[i]) >= 4 else lines[i])
                 i += 1
+            after_definition = True
             continue
         out.append(line)
         i += 1
