@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import threading
+import weakref
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -27,8 +28,11 @@ __all__ = ["cache_response"]
 
 _lock = threading.Lock()
 _default_client: BaseCacheClient | None = None
-# One ResponseCache (policy, flights) per client and allowed-hosts setting.
-_caches: dict[tuple[int, Any], tuple[BaseCacheClient, ResponseCache]] = {}
+# One ResponseCache (policy, flights) per client and allowed-hosts setting, kept while the
+# client lives.
+_caches: weakref.WeakKeyDictionary[BaseCacheClient, dict[Any, ResponseCache]] = (
+    weakref.WeakKeyDictionary()
+)
 _SETTING_CLIENT = "chorde_client"
 _SETTING_HOSTS = "chorde_allowed_hosts"
 
@@ -42,17 +46,16 @@ def _default() -> BaseCacheClient:
 
 
 def _cache(client: BaseCacheClient, hosts: Any) -> ResponseCache:
-    memo_key = (id(client), tuple(hosts) if isinstance(hosts, list | tuple) else hosts)
-    found = _caches.get(memo_key)
-    if found is not None and found[0] is client:
-        return found[1]
-    try:
-        rules = Rules(allowed_hosts=hosts, add_etag=False)  # tornado makes its own ETags
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{_SETTING_HOSTS}: {exc}") from None
-    cache = ResponseCache(client, rules=rules)
+    hosts_key = hosts if hosts is None or isinstance(hosts, str) else tuple(hosts)
     with _lock:
-        _caches[memo_key] = (client, cache)
+        per_hosts = _caches.setdefault(client, {})
+        cache = per_hosts.get(hosts_key)
+        if cache is None:
+            try:
+                rules = Rules(allowed_hosts=hosts, add_etag=False)  # tornado makes ETags
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"{_SETTING_HOSTS}: {exc}") from None
+            cache = per_hosts[hosts_key] = ResponseCache(client, rules=rules)
     return cache
 
 
