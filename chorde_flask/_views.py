@@ -36,6 +36,23 @@ def _session_state() -> tuple[bool, bool]:
     return bool(getattr(current, "accessed", False)), bool(getattr(current, "modified", False))
 
 
+def _environ_fields(environ: dict[str, Any]) -> Callable[[str], list[str]]:
+    """Look request fields up in the WSGI environ (PEP 3333 names), one key each.
+
+    The server has joined repeated lines with commas; a request's other fields (a hostile
+    client may send thousands) are never read.
+    """
+
+    def values(name: str) -> list[str]:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        value = environ.get(key)
+        return [value] if value is not None else []
+
+    return values
+
+
 def cache_request(cache: ResponseCache, route: Route, target: Hashable = None) -> CacheRequest:
     """The current Flask request as the cache sees it."""
     return cache.request(
@@ -45,7 +62,7 @@ def cache_request(cache: ResponseCache, route: Route, target: Hashable = None) -
         hosts=[request.host],
         path=request.root_path + request.path,
         query=request.query_string.decode("latin-1"),
-        headers=list(request.headers.items()),
+        headers=_environ_fields(request.environ),
         route=route,
         namespace=NAMESPACE,
         target=target,

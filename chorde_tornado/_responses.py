@@ -228,7 +228,7 @@ def cache_response(
                 hosts=request.headers.get_list("Host"),
                 path=request.path,
                 query=request.query,
-                headers=list(request.headers.get_all()),
+                headers=request.headers.get_list,  # indexed: other fields are not read
                 route=route,
                 namespace=ns,
                 target=None if key is None else ("key", key(handler)),

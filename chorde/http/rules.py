@@ -42,7 +42,7 @@ import hashlib
 import math
 import numbers
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,9 +72,11 @@ __all__ = [
     "Rules",
 ]
 
-#: Headers as frameworks hold them: ``(name, value)`` pairs of ``str`` (WSGI, tornado) or of
-#: ``bytes`` (ASGI), names in any case.
-Headers = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]]
+#: Header fields as frameworks hold them: ``(name, value)`` pairs of ``str`` or of ``bytes``
+#: (ASGI), names in any case; or a lookup ``values(lower_case_name) -> [value, ...]`` where
+#: the framework indexes its fields (WSGI's environ, tornado's HTTPHeaders), which spares
+#: reading every field of a request that carries thousands.
+Headers = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]] | Callable[[str], Sequence[str]]
 
 #: RFC 9110 section 15.1: the statuses cacheable by default (206 left out: no range support).
 DEFAULT_STATUSES: frozenset[int] = frozenset(
@@ -120,6 +122,8 @@ _NO_CONTENT_STATUSES = frozenset({204, 304})
 
 def _collect(headers: Headers, names: Iterable[str]) -> dict[str, list[str]]:
     """The values of the (lower-case) ``names`` in ``headers``, in one pass over them."""
+    if callable(headers):
+        return {name: list(headers(name)) for name in names}
     found: dict[str, list[str]] = {name: [] for name in names}
     if not headers:
         return found
