@@ -2,9 +2,13 @@
 
 Each module of ``chorde._speedups.MODULES`` is compiled with Cython from its own ``.py``
 (pure-Python mode; a ``.pxd`` beside it adds C types) and stored under ``chorde/_speedups/``
-with the digest of its source in the file name, where ``import chorde`` finds it. Building is
-best effort: without Cython or a C compiler, or when one module fails to compile, the build
-warns and chorde runs that module as pure Python.
+with the digest of its source in the file name, where ``import chorde`` finds it.
+
+Building is best effort: without Cython or a C compiler, or when one module fails to
+compile, the build says so in a banner on stderr and chorde runs that module as pure
+Python. ``CHORDE_REQUIRE_SPEEDUPS=1`` turns any such failure into a failed build (``make
+test`` and the cibuildwheel configuration set it); ``CHORDE_PURE_PYTHON=1`` builds a pure
+wheel without trying.
 
 ``python setup.py build_ext --inplace`` (re)builds them in a checkout, which ``make
 build-ext`` does.
@@ -15,6 +19,8 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
+import re
+import shutil
 import sys
 from typing import Any
 
@@ -22,6 +28,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
+#: Set (to anything but "" or "0") to make a module that does not compile fail the build.
+REQUIRE_VAR = "CHORDE_REQUIRE_SPEEDUPS"
 
 
 def _load_speedups() -> Any:
@@ -41,9 +49,15 @@ _DIRECTIVES = {
     # Annotations stay documentation: a compiled `x: float` would otherwise coerce or reject
     # arguments the pure module accepts. Types the compiled build relies on are in .pxd files.
     "annotation_typing": False,
+    # Functions and methods become Cython functions that inspect.signature() reads like
+    # Python ones (parameters, defaults, annotations); docstrings stay as written (no
+    # embedsignature: it prefixed each one with a C-style signature line).
     "binding": True,
-    "embedsignature": True,
 }
+
+
+def _required() -> bool:
+    return os.environ.get(REQUIRE_VAR, "") not in ("", "0")
 
 
 def _build_name(module: str) -> str:
@@ -56,11 +70,104 @@ def _module_name(build_name: str) -> str:
 
 
 def _warn(msg: str) -> None:
-    print(f"WARNING: chorde speedups: {msg}", file=sys.stderr)
+    bar = "=" * 78
+    print(f"\n{bar}\nWARNING: chorde speedups: {msg}\n{bar}\n", file=sys.stderr)
+
+
+# -- argument errors that name the parameter ---------------------------------------------
+#
+# Cython reports a missing argument as "f() takes at least 1 positional argument (0 given)"
+# (cython/cython#1281); Python names it: "f() missing 1 required positional argument:
+# 'size'". The generated C has the parameter names at hand (the ``__pyx_pyargnames`` array
+# of each wrapper), so each report of too few arguments is pointed at a helper that names
+# them. Only the error path changes; a Cython whose output no longer matches these patterns
+# leaves Cython's wording (and tests/test_speedups_api.py fails).
+
+_ARGS_HELPER = r"""
+/* chorde (setup.py): name the missing parameters, as Python does. */
+static void __pyx_chorde_args_error(const char *func_name, PyObject **const *names,
+                                    PyObject *const *values, int exact, Py_ssize_t num_min,
+                                    Py_ssize_t num_max, Py_ssize_t num_found) {
+    PyObject *missing, *text = NULL;
+    Py_ssize_t i, n;
+    if (num_found >= num_min) {
+        __Pyx_RaiseArgtupleInvalid(func_name, exact, num_min, num_max, num_found);
+        return;
+    }
+    missing = PyList_New(0);
+    if (!missing) return;
+    for (i = num_found; i < num_min; i++) {
+        PyObject *r;
+        if (values && values[i]) continue;
+        r = PyObject_Repr(*names[i]);
+        if (!r || PyList_Append(missing, r) < 0) { Py_XDECREF(r); Py_DECREF(missing); return; }
+        Py_DECREF(r);
+    }
+    n = PyList_Size(missing);
+    if (n == 0) {
+        __Pyx_RaiseArgtupleInvalid(func_name, exact, num_min, num_max, num_found);
+    } else if (n == 1) {
+        PyErr_Format(PyExc_TypeError, "%s() missing 1 required positional argument: %U",
+                     func_name, PyList_GetItem(missing, 0));
+    } else {
+        PyObject *last = PyList_GetItem(missing, n - 1), *sep = NULL, *head = NULL;
+        Py_INCREF(last);
+        if (PyList_SetSlice(missing, n - 1, n, NULL) == 0 && (sep = PyUnicode_FromString(", ")))
+            head = PyUnicode_Join(sep, missing);
+        if (head)
+            text = PyUnicode_FromFormat(n == 2 ? "%U and %U" : "%U, and %U", head, last);
+        if (text)
+            PyErr_Format(PyExc_TypeError, "%s() missing %zd required positional arguments: %U",
+                         func_name, n, text);
+        Py_XDECREF(sep); Py_XDECREF(head); Py_XDECREF(text); Py_DECREF(last);
+    }
+    Py_DECREF(missing);
+}
+"""
+_PROTO = re.compile(r"static void __Pyx_RaiseArgtupleInvalid\([^;]*\);")
+_NAMES = re.compile(r"PyObject \*\*\s*(?:const\s*)?__pyx_pyargnames\[\]\s*=\s*(\{[^;]*\});")
+_RAISE = re.compile(r'__Pyx_RaiseArgtupleInvalid\(("[^"]*"), (\d+), (\d+), (\d+), (\w+)\);')
+
+
+def name_missing_arguments(c_source: str) -> tuple[str, int]:
+    """``c_source`` with its too-few-arguments errors naming the parameters, and how many
+    sites were changed. Idempotent."""
+    proto = _PROTO.search(c_source)
+    if proto is None or "__pyx_chorde_args_error" in c_source:
+        return c_source, 0
+    out: list[str] = []
+    names = None  # the initializer of the current wrapper's parameter-name array
+    changed = 0
+    for line in c_source.splitlines(keepends=True):
+        if line[:1] not in ("", " ", "\t", "#", "\n") and "(" in line:  # a top-level definition
+            names = None
+        found = _NAMES.search(line)
+        if found:
+            names = found.group(1)
+        site = _RAISE.search(line)
+        if site and int(site.group(3)) > 0:
+            func, exact, low, high, given = site.groups()
+            args = f"{func}, {{names}}, {{values}}, {exact}, {low}, {high}, {given}"
+            if given != "__pyx_nargs":  # inside the keyword branch: both arrays in scope
+                call = "__pyx_chorde_args_error(" + args.format(
+                    names="__pyx_pyargnames", values="values"
+                )
+                line = line.replace(site.group(0), call + ");")
+                changed += 1
+            elif names is not None:  # after the block: a copy of the names
+                call = "__pyx_chorde_args_error(" + args.format(names="__n", values="NULL")
+                line = line.replace(
+                    site.group(0), f"{{ PyObject ** const __n[] = {names}; {call}); }}"
+                )
+                changed += 1
+        out.append(line)
+    text = "".join(out)
+    end = text.index(";", text.index("static void __Pyx_RaiseArgtupleInvalid(")) + 1
+    return text[:end] + "\n" + _ARGS_HELPER + text[end:], changed
 
 
 class BuildSpeedups(build_ext):
-    """``build_ext`` that cythonizes first and never fails the install."""
+    """``build_ext`` that cythonizes first and, unless told otherwise, never fails."""
 
     def finalize_options(self) -> None:
         super().finalize_options()
@@ -86,19 +193,28 @@ class BuildSpeedups(build_ext):
         return f"{path.removesuffix(suffix)}.{digest}{suffix}"
 
     def run(self) -> None:
+        if _speedups.forced_pure():
+            self.extensions = []
+            return
         try:
             from Cython.Build import cythonize  # noqa: F401
         except ImportError:
-            _warn("Cython 3 is not installed; chorde will run as pure Python")
+            self._give_up("Cython 3 is not installed; chorde will run as pure Python")
             self.extensions = []
             return
         self._failed: list[Any] = []
         super().run()
+        if not self.inplace:  # a wheel gets only the current build of each module
+            for ext in self.extensions:
+                self._forget_old_builds(ext, self.get_ext_fullpath(ext.name))
 
     def build_extensions(self) -> None:
         super().build_extensions()
         # Failed extensions leave no file behind: drop them before anything copies them.
         self.extensions = [e for e in self.extensions if e not in self._failed]
+        if self._failed:
+            names = ", ".join(_module_name(e.name) for e in self._failed)
+            self._give_up(f"{names} did not compile (see above); they will run as pure Python")
 
     def build_extension(self, ext: Extension) -> None:
         module = _module_name(ext.name)
@@ -106,8 +222,16 @@ class BuildSpeedups(build_ext):
             self._cythonize(ext, module)
             super().build_extension(ext)
         except Exception as exc:  # any failure: that module stays pure Python
-            _warn(f"could not compile {module} ({type(exc).__name__}: {exc}); using pure Python")
+            if _required():
+                raise
+            print(f"chorde speedups: {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
             self._failed.append(ext)
+
+    @staticmethod
+    def _give_up(msg: str) -> None:
+        if _required():
+            raise SystemExit(f"chorde speedups: {msg} ({REQUIRE_VAR} is set)")
+        _warn(msg)
 
     def _cythonize(self, ext: Extension, module: str) -> None:
         from Cython.Build import cythonize
@@ -116,30 +240,47 @@ class BuildSpeedups(build_ext):
         # Cython must see the module's real name (classes' __module__, the init function).
         (compiled,) = cythonize(
             [Extension(module, [os.path.relpath(source, _ROOT)])],
-            build_dir=os.path.join(self.build_temp, "cython"),
+            build_dir=os.path.join(self.build_temp, f"cython-{_speedups.BUILD_RECIPE}"),
             compiler_directives=_DIRECTIVES,
             quiet=True,
         )
         ext.sources = list(compiled.sources)
+        for path in ext.sources:
+            if path.endswith(".c"):
+                with open(path, encoding="utf-8") as f:
+                    text, _ = name_missing_arguments(f.read())
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text)
 
-    def _forget_old_builds(self, module: str) -> None:
-        current = _speedups.compiled_path(
-            module, _speedups.source_digest(_speedups.source_path(module))
-        )
-        for path in _speedups._builds(module):
-            if os.path.abspath(path) != os.path.abspath(current):
-                os.remove(path)
+    @staticmethod
+    def _forget_old_builds(ext: Extension, current: str) -> None:
+        """Remove the builds of ``ext`` from other versions of its source beside ``current``."""
+        folder, name = os.path.split(current)
+        stem = name.split(".", 1)[0] + "."
+        suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+        for entry in os.listdir(folder):
+            if entry.startswith(stem) and entry.endswith(suffix) and entry != name:
+                os.remove(os.path.join(folder, entry))
 
     def copy_extensions_to_source(self) -> None:
-        for ext in self.extensions:  # chorde/_speedups/clients/ is not in the checkout
-            module = _module_name(ext.name)
-            os.makedirs(os.path.dirname(_speedups.compiled_path(module, "x")), exist_ok=True)
-        super().copy_extensions_to_source()
+        # Replaced, not rewritten: a running process may have the previous file mapped.
         for ext in self.extensions:
-            self._forget_old_builds(_module_name(ext.name))
+            built = os.path.join(self.build_lib, self.get_ext_filename(ext.name))
+            target = _speedups.compiled_path(
+                _module_name(ext.name),
+                _speedups.source_digest(_speedups.source_path(_module_name(ext.name))),
+            )
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            partial = f"{target}.{os.getpid()}.tmp"
+            shutil.copyfile(built, partial)
+            shutil.copymode(built, partial)
+            os.replace(partial, target)
+            self._forget_old_builds(ext, target)
 
 
 def _extensions() -> list[Extension]:
+    if _speedups.forced_pure():
+        return []  # a pure wheel (py3-none-any)
     # Sources are the .py files; build_extension swaps in the generated C.
     return [
         Extension(_build_name(m), [os.path.relpath(_speedups.source_path(m), _ROOT)])

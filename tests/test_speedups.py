@@ -121,7 +121,7 @@ def test_finder_never_loads_a_stale_build_and_says_so(fake_tree):
     open(_speedups.compiled_path(name, _speedups.source_digest(str(fake_tree))), "wb").close()
     fake_tree.write_text("X = 2\n")
     finder = _speedups._Finder([name])
-    with pytest.warns(RuntimeWarning, match="rebuild|Rebuild"):
+    with pytest.warns(RuntimeWarning, match="another version.*reinstall"):
         assert finder.find_spec(name, None) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once per module
@@ -220,3 +220,23 @@ def test_compiled_key_encoding_matches_the_pure_one():
     for key in samples:
         assert keys.encode_key(key) == pure.encode_key(key)
         assert keys.memcache_key(key, "p:") == pure.memcache_key(key, "p:")
+
+
+def test_stale_build_advice_fits_where_chorde_lives(fake_tree, monkeypatch):
+    name = "chorde.fake"
+    package_root = fake_tree.parent
+    open(_speedups.compiled_path(name, _speedups.source_digest(str(fake_tree))), "wb").close()
+    fake_tree.write_text("X = 2\n")
+    installed = package_root / "site-packages" / "chorde"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(_speedups, "_PACKAGE_ROOT", str(installed))  # no setup.py beside it
+    assert "reinstall" in _speedups._advice() and "make" not in _speedups._advice()
+    checkout = package_root / "checkout"
+    (checkout / "chorde").mkdir(parents=True)
+    (checkout / "setup.py").write_text("")
+    monkeypatch.setattr(_speedups, "_PACKAGE_ROOT", str(checkout / "chorde"))
+    assert "make build-ext" in _speedups._advice()
+    monkeypatch.setattr(_speedups, "_PACKAGE_ROOT", str(package_root))
+    with pytest.warns(RuntimeWarning, match="stale|another version") as caught:
+        assert _speedups._Finder([name]).find_spec(name, None) is None
+    assert str(caught[0].message).endswith(_speedups._advice())

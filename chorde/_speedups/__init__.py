@@ -25,6 +25,7 @@ from importlib.abc import MetaPathFinder
 from types import ModuleType
 
 __all__ = [
+    "BUILD_RECIPE",
     "ENV_VAR",
     "MODULES",
     "compiled_path",
@@ -46,6 +47,9 @@ MODULES: tuple[str, ...] = (
     "chorde.serialization",
     "chorde.decorators",
 )
+#: How setup.py compiles (its directives and fixes to the generated C): part of every
+#: build's digest, so a change to the recipe makes older builds stale, like a source edit.
+BUILD_RECIPE = 2
 _DIGEST_CHARS = 16
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PACKAGE_ROOT = os.path.dirname(_HERE)  # the directory holding chorde/'s modules
@@ -66,8 +70,9 @@ def source_path(name: str) -> str:
 
 def source_digest(path: str) -> str:
     """The digest naming the build of one source file and the ``.pxd`` beside it, if any
-    (their content, not their dates): editing either makes the build stale."""
-    digest = hashlib.sha256()
+    (their content, not their dates, and :data:`BUILD_RECIPE`): editing either makes the
+    build stale."""
+    digest = hashlib.sha256(b"chorde speedups recipe %d\0" % BUILD_RECIPE)
     with open(path, "rb") as f:
         digest.update(f.read())
     try:
@@ -141,6 +146,20 @@ def enabled() -> bool:
     return all(v == "compiled" for v in status().values())
 
 
+def _advice() -> str:
+    """How to get a current build, for where this copy of chorde lives."""
+    checkout = os.path.dirname(_PACKAGE_ROOT)
+    if os.path.exists(os.path.join(checkout, "setup.py")):
+        return (
+            f"Rebuild it with `make build-ext` in {checkout} "
+            "(or `python setup.py build_ext --inplace`)."
+        )
+    return (
+        f"This installed copy ({_PACKAGE_ROOT}) was changed after it was built: reinstall "
+        f"chorde (pip install --force-reinstall), or set {ENV_VAR}=1 to run it as it is."
+    )
+
+
 class _Finder(MetaPathFinder):
     """Imports the current compiled build of a module of :data:`MODULES`, if there is one."""
 
@@ -159,8 +178,7 @@ class _Finder(MetaPathFinder):
                 self.warned.add(fullname)
                 warnings.warn(
                     f"chorde: the compiled {fullname} was built from another version of "
-                    f"{source_path(fullname)}; using the pure-Python module. Rebuild with "
-                    "`python setup.py build_ext --inplace` (or `make build-ext`).",
+                    f"{source_path(fullname)}; using the pure-Python module. {_advice()}",
                     RuntimeWarning,
                     stacklevel=2,
                 )

@@ -1157,6 +1157,24 @@ class InprocCacheClient(_InprocClient, BaseCacheClient):
     source, replaceable in tests. Thread-safe.
     """
 
+    # Spelled out here: the compiled _InprocClient is an extension type, whose own __init__
+    # has no signature that inspect.signature() or help() can read.
+    def __init__(
+        self,
+        size: int,
+        store: str | type[BaseStore] | BaseStore | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _InprocClient.__init__(self, size, store, clock=clock)
+
+
+if _COMPILED:
+    # The Python wrappers Cython makes for cpdef methods (see inproc.pxd) lose the return
+    # annotation; put it back so that both builds have one signature.
+    _InprocClient.__dict__["get"].__annotations__["return"] = "Any"
+    _InprocClient.__dict__["getTtl"].__annotations__["return"] = "tuple[Any, float]"
+
 
 # A private "no value" marker, so the multi-gets can pass a default that is never a real value.
 _MISS: Any = object()
