@@ -49,7 +49,7 @@ from chorde.http import (
     Rules,
     StoredResponse,
 )
-from chorde.http.rules import DEFAULT_ROUTE
+from chorde.http.route import DEFAULT_ROUTE
 
 __all__ = [
     "DEFAULT_STATUSES",

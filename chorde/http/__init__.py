@@ -12,14 +12,13 @@ from __future__ import annotations
 from chorde.http.cache import Outcome, Rendered, Reply, ResponseCache
 from chorde.http.entry import StoredResponse
 from chorde.http.fields import CacheControl, parse_cache_control, parse_vary
+from chorde.http.request import CacheRequest, Headers
+from chorde.http.route import Route
 from chorde.http.rules import (
     DEFAULT_MAX_VARY_BYTES,
     DEFAULT_MAX_VARY_FIELDS,
     DEFAULT_STATUSES,
-    CacheRequest,
     Decision,
-    Headers,
-    Route,
     Rules,
 )
 

@@ -23,7 +23,9 @@ from typing import Any, NamedTuple
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
-from chorde.http.rules import DEFAULT_ROUTE, CacheRequest, Headers, Route, Rules
+from chorde.http.request import CacheRequest, Headers
+from chorde.http.route import DEFAULT_ROUTE, Route
+from chorde.http.rules import Rules
 
 __all__ = ["Outcome", "Rendered", "Reply", "ResponseCache"]
 

@@ -38,12 +38,7 @@ key, and so are the request's values of every field the response (or the route) 
 
 from __future__ import annotations
 
-import hashlib
-import math
-import numbers
-import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from chorde.http.entry import StoredResponse
@@ -60,23 +55,16 @@ from chorde.http.fields import (
     parse_vary,
     strong_etag,
 )
+from chorde.http.request import CacheRequest, Headers, collect
+from chorde.http.route import DEFAULT_ROUTE, Route
 
 __all__ = [
     "DEFAULT_MAX_VARY_BYTES",
     "DEFAULT_MAX_VARY_FIELDS",
     "DEFAULT_STATUSES",
-    "CacheRequest",
     "Decision",
-    "Headers",
-    "Route",
     "Rules",
 ]
-
-#: Header fields as frameworks hold them: ``(name, value)`` pairs of ``str`` or of ``bytes``
-#: (ASGI), names in any case; or a lookup ``values(lower_case_name) -> [value, ...]`` where
-#: the framework indexes its fields (WSGI's environ, tornado's HTTPHeaders), which spares
-#: reading every field of a request that carries thousands.
-Headers = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]] | Callable[[str], Sequence[str]]
 
 #: RFC 9110 section 15.1: the statuses cacheable by default (206 left out: no range support).
 DEFAULT_STATUSES: frozenset[int] = frozenset(
@@ -87,11 +75,6 @@ DEFAULT_MAX_VARY_FIELDS = 32
 #: A request whose values of the varying fields add up to more bytes is not cached.
 DEFAULT_MAX_VARY_BYTES = 8192
 
-_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Pseudo field names: the value of one cookie (a real field name cannot contain ':').
-_COOKIE_PREFIX = "cookie:"
-_CREDENTIAL_FIELDS = ("authorization", "cookie")
 _REQUEST_FIELDS = ("authorization", "cookie", "cache-control", "if-none-match")
 _HOST_FIELDS = (*_REQUEST_FIELDS, "host")
 _RESPONSE_FIELDS = ("cache-control", "set-cookie", "vary", "expires", "date", "age", "etag")
@@ -118,95 +101,6 @@ _NOT_MODIFIED_FIELDS = frozenset(
     {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"age"}
 )
 _NO_CONTENT_STATUSES = frozenset({204, 304})
-
-
-def _collect(headers: Headers, names: Iterable[str]) -> dict[str, list[str]]:
-    """The values of the (lower-case) ``names`` in ``headers``, in one pass over them."""
-    if callable(headers):
-        return {name: list(headers(name)) for name in names}
-    found: dict[str, list[str]] = {name: [] for name in names}
-    if not headers:
-        return found
-    if isinstance(headers[0][0], bytes):
-        wanted = {name.encode("latin-1"): values for name, values in found.items()}
-        for raw_name, raw_value in headers:
-            bucket = wanted.get(raw_name.lower())  # type: ignore[arg-type]
-            if bucket is not None:
-                bucket.append(raw_value.decode("latin-1"))  # type: ignore[union-attr]
-    else:
-        for name, value in headers:
-            bucket = found.get(name.lower())  # type: ignore[arg-type]
-            if bucket is not None:
-                bucket.append(value)  # type: ignore[arg-type]
-    return found
-
-
-def _names(value: Any, option: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
-    if isinstance(value, str | bytes):
-        raise TypeError(f"{option} must be a list of names, not a single string: {value!r}")
-    try:
-        names = tuple(value)
-    except TypeError:
-        raise TypeError(f"{option} must be a list of names, got {value!r}") from None
-    for name in names:
-        if not isinstance(name, str) or not pattern.fullmatch(name):
-            raise ValueError(f"{option}: {name!r} is not a valid name")
-    return names
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """How one route's responses may be cached: what it declares about itself.
-
-    * ``ttl``: seconds a response is kept (None: the cache's default); the response's own
-      freshness (``max-age`` ...) can only shorten it.
-    * ``public``: the route's responses are the same for every user, so requests with
-      ``Authorization`` or cookies are answered from, and stored in, the shared entry.
-    * ``per_user``: the responses depend on the user's credentials: each distinct
-      ``Authorization``/``Cookie`` gets its own entry (a private cache's rules, RFC 9111
-      section 5.2.2.7: a ``private`` response is stored for its user).
-    * ``vary``: request fields the responses depend on besides those the response lists in
-      its own ``Vary`` (``("Accept-Language",)``): their values go into the key.
-    * ``cookies``: the only cookies the responses depend on: their values go into the key,
-      and requests carrying cookies are served (other cookies do not matter).
-    * ``query``: whether the query string is part of the key (default True).
-    """
-
-    ttl: float | None = None
-    public: bool = False
-    per_user: bool = False
-    vary: tuple[str, ...] = ()
-    cookies: tuple[str, ...] = ()
-    query: bool = True
-    #: The request fields every variant of this route is keyed on (derived).
-    keyed_on: tuple[str, ...] = field(default=(), init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.ttl is not None:
-            if isinstance(self.ttl, bool) or not isinstance(self.ttl, numbers.Real):
-                raise TypeError(f"ttl must be a number of seconds, got {self.ttl!r}")
-            if math.isnan(self.ttl) or self.ttl <= 0:
-                raise ValueError(f"ttl must be > 0 seconds, got {self.ttl!r}")
-            object.__setattr__(self, "ttl", float(self.ttl))
-        for option in ("public", "per_user", "query"):
-            if not isinstance(getattr(self, option), bool):
-                raise TypeError(f"{option} must be True or False, got {getattr(self, option)!r}")
-        vary = tuple(n.lower() for n in _names(self.vary, "vary", _FIELD_NAME))
-        cookies = _names(self.cookies, "cookies", _COOKIE_NAME)
-        if self.public and self.per_user:
-            raise ValueError("a route cannot be both public and per_user")
-        if self.per_user and cookies:
-            raise ValueError("per_user already keys on every cookie: drop cookies=")
-        object.__setattr__(self, "vary", vary)
-        object.__setattr__(self, "cookies", cookies)
-        keyed = set(vary) | {_COOKIE_PREFIX + c for c in cookies}
-        if self.per_user:
-            keyed.update(_CREDENTIAL_FIELDS)
-        object.__setattr__(self, "keyed_on", tuple(sorted(keyed)))
-
-
-#: The route of a cache with no per-route declarations.
-DEFAULT_ROUTE = Route()
 
 
 class Decision:
@@ -238,130 +132,6 @@ class Decision:
         if self.reason is not None:
             return f"Decision(not stored: {self.reason})"
         return f"Decision(store for {self.lifetime:g}s, vary={self.vary})"
-
-
-class CacheRequest:
-    """One request as the cache sees it: its key, its credentials, what it asks of caches.
-
-    Built by :meth:`Rules.request`. ``bypass`` is None when the cache may be used, else
-    the reason it may not (the adapter then just calls the application).
-    """
-
-    __slots__ = (
-        "_cookies",
-        "_headers",
-        "_variants",
-        "authorized",
-        "bypass",
-        "cc",
-        "cookie_lines",
-        "head",
-        "if_none_match",
-        "key",
-        "route",
-        "rules",
-    )
-
-    def __init__(self, rules: Rules, route: Route, headers: Headers) -> None:
-        self.rules = rules
-        self.route = route
-        self._headers = headers
-        self._variants: dict[tuple[str, ...], str | None] = {}
-        self._cookies: list[tuple[str, str]] | None = None
-        self.bypass: str | None = None
-        self.key: tuple[Hashable, ...] = ()
-        self.head = False
-        self.cc: CacheControl = EMPTY_CACHE_CONTROL
-        self.authorized = False
-        self.cookie_lines: list[str] = []
-        self.if_none_match: str | None = None
-
-    @property
-    def has_cookies(self) -> bool:
-        return bool(self.cookie_lines)
-
-    @property
-    def revalidates(self) -> bool:
-        """True when the request refuses every stored response (RFC 9111 5.2.1.4, 5.2.1.1)."""
-        cc = self.cc
-        return "no-cache" in cc or cc.seconds("max-age") == 0 or cc.seconds("min-fresh") == 0
-
-    @property
-    def only_if_cached(self) -> bool:
-        """True when a miss must be answered 504 (RFC 9111 section 5.2.1.7)."""
-        return "only-if-cached" in self.cc
-
-    def _cookie(self, name: str) -> str | None:
-        if self._cookies is None:
-            pairs: list[tuple[str, str]] = []
-            for line in self.cookie_lines:
-                for part in line.split(";"):
-                    key, eq, value = part.strip().partition("=")
-                    if eq:
-                        pairs.append((key.strip(), value.strip()))
-            self._cookies = pairs
-        values = [v for k, v in self._cookies if k == name]
-        return ",".join(values) if values else None
-
-    def variant(self, names: tuple[str, ...]) -> str | None:
-        """A digest of this request's values of ``names``; None when they are too large.
-
-        Values are normalised as RFC 9111 section 4.1 allows (lines combined, whitespace
-        around list members dropped); an absent field differs from an empty one.
-        """
-        if not names:
-            return ""
-        memo = self._variants
-        if names in memo:
-            return memo[names]
-        fields = [n for n in names if not n.startswith(_COOKIE_PREFIX)]
-        found = _collect(self._headers, fields) if fields else {}
-        digest = hashlib.blake2b(digest_size=20)
-        size = 0
-        for name in names:
-            if name.startswith(_COOKIE_PREFIX):
-                value = self._cookie(name[len(_COOKIE_PREFIX) :])
-            else:
-                lines = found[name]
-                value = (
-                    ",".join(p.strip() for line in lines for p in line.split(","))
-                    if lines
-                    else None
-                )
-            if value is None:
-                digest.update(b"-;")
-            else:
-                data = value.encode("latin-1", "replace")
-                size += len(data)
-                digest.update(b"%d:" % len(data))
-                digest.update(data)
-        result = digest.hexdigest() if size <= self.rules.max_vary_bytes else None
-        memo[names] = result
-        return result
-
-    def accepts(self, entry: StoredResponse, now: float) -> bool:
-        """True when ``entry`` may answer this request now."""
-        age = now - entry.stored_at
-        left = entry.lifetime - age
-        if left <= 0:
-            return False
-        if self.authorized and not entry.for_authorized:
-            return False
-        if self.cookie_lines and not entry.for_cookies:
-            return False
-        if self.route.keyed_on and not set(self.route.keyed_on).issubset(entry.vary):
-            return False  # stored before the route declared what it depends on
-        if entry.vary and self.variant(entry.vary) != entry.variant:
-            return False
-        cc = self.cc
-        if cc:
-            max_age = cc.seconds("max-age")
-            if max_age is not None and age > max_age:
-                return False
-            min_fresh = cc.seconds("min-fresh")
-            if min_fresh is not None and left < min_fresh:
-                return False
-        return True
 
 
 class Rules:
@@ -435,12 +205,12 @@ class Rules:
         ``target`` replaces path and query in the key when the route keys on something of
         its own. ``namespace`` keeps several caches sharing a client apart.
         """
-        req = CacheRequest(self, route, headers)
+        req = CacheRequest(route, headers, self.max_vary_bytes)
         if method not in ("GET", "HEAD"):
             req.bypass = f"method {method}"
             return req
         req.head = method == "HEAD"
-        found = _collect(headers, _REQUEST_FIELDS if hosts is not None else _HOST_FIELDS)
+        found = collect(headers, _REQUEST_FIELDS if hosts is not None else _HOST_FIELDS)
         if hosts is None:
             hosts = found["host"]
         host = normalise_host(hosts)
@@ -497,7 +267,7 @@ class Rules:
             return Decision(veto)
         if status not in self.statuses:
             return Decision(f"status {status} is not cacheable")
-        found = _collect(headers, _RESPONSE_FIELDS)
+        found = collect(headers, _RESPONSE_FIELDS)
         if found["set-cookie"]:
             return Decision("the response sets a cookie")
         cc = parse_cache_control(found["cache-control"]) if found["cache-control"] else None
