@@ -9,9 +9,9 @@ bytes, RFC 9110 section 5.5). Nothing here raises on malformed input.
 from __future__ import annotations
 
 import datetime
-import email.utils
 import hashlib
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
@@ -180,17 +180,59 @@ def delta_seconds(value: str | None) -> int | None:
     return min(int(value), MAX_DELTA_SECONDS)
 
 
-def http_date(value: str | None) -> float | None:
-    """A timestamp from an HTTP-date (RFC 9110 section 5.6.7), None when invalid."""
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH = "(" + "|".join(_MONTHS) + ")"
+_TIME = r"(\d\d):(\d\d):(\d\d)"
+# RFC 9110 section 5.6.7: IMF-fixdate, and the two obsolete forms recipients must accept.
+_IMF_FIXDATE = re.compile(
+    rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) {_MONTH} (\d{{4}}) {_TIME} GMT"
+)
+_RFC850_DATE = re.compile(
+    rf"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\d\d)-{_MONTH}-(\d\d) "
+    rf"{_TIME} GMT"
+)
+_ASCTIME_DATE = re.compile(
+    rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) {_MONTH} ( \d|\d\d) {_TIME} (\d{{4}})"
+)
+
+
+def http_date(value: str | None, now: float | None = None) -> float | None:
+    """A timestamp from an HTTP-date (RFC 9110 section 5.6.7), None when invalid.
+
+    Only the three forms RFC 9110 defines are dates: ``Sun, 06 Nov 1994 08:49:37 GMT``,
+    ``Sunday, 06-Nov-94 08:49:37 GMT`` and ``Sun Nov  6 08:49:37 1994``. A two-digit year
+    more than 50 years ahead of ``now`` is in the past century (as the RFC says).
+    """
     if not value:
         return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    text = value.strip()
+    if m := _IMF_FIXDATE.fullmatch(text):
+        day, month, year, hh, mm, ss = m.groups()
+    elif m := _RFC850_DATE.fullmatch(text):
+        day, month, short_year, hh, mm, ss = m.groups()
+        this_year = datetime.datetime.fromtimestamp(
+            time.time() if now is None else now, datetime.UTC
+        ).year
+        year = str(this_year - this_year % 100 + int(short_year))
+        if int(year) > this_year + 50:
+            year = str(int(year) - 100)
+    elif m := _ASCTIME_DATE.fullmatch(text):
+        month, day, hh, mm, ss, year = m.groups()
+    else:
         return None
-    if parsed.tzinfo is None:  # an asctime-style date: RFC 9110 says it is UTC anyway
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+    try:
+        when = datetime.datetime(
+            int(year),
+            _MONTHS.index(month) + 1,
+            int(day),
+            int(hh),
+            int(mm),
+            min(int(ss), 59),  # a leap second
+            tzinfo=datetime.UTC,
+        )
+    except ValueError:
+        return None
+    return when.timestamp()
 
 
 def normalise_host(values: Sequence[str]) -> str | None:

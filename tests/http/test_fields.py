@@ -79,78 +79,27 @@ def test_http_date_formats() -> None:
     assert fields.http_date(None) is None
 
 
-def test_parse_vary() -> None:
-    assert fields.parse_vary(["Accept-Language, accept-encoding", "Cookie"], 32) == (
-        "accept-encoding",
-        "accept-language",
-        "cookie",
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sun, 06 Nov 1994 8:49:37 GMT",  # one-digit hour
+        "Sun, 06 Nov 94 08:49:37 GMT",  # two-digit year in the IMF form
+        "Sun, 06 Nov 1994 08:49:37 AEST",
+        "Sun, 06-Nov-1994 08:49:37 GMT",
+        "Sun, 31 Feb 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 25:49:37 GMT",
+        "06 Nov 1994 08:49:37 GMT",
+        "0",
+        "-1",
+    ],
+)
+def test_http_date_refuses_other_forms(value: str) -> None:
+    assert fields.http_date(value) is None
+
+
+def test_two_digit_years_are_at_most_50_years_ahead() -> None:
+    now = fields.http_date("Fri, 04 Dec 2026 12:00:00 GMT")
+    assert fields.http_date("Sunday, 06-Nov-94 08:49:37 GMT", now) == 784111777.0
+    assert fields.http_date("Sunday, 06-Nov-70 08:49:37 GMT", now) == fields.http_date(
+        "Sun, 06 Nov 2070 08:49:37 GMT"
     )
-    assert fields.parse_vary(["Accept, *"], 32) is None
-    assert fields.parse_vary(["Accept Language"], 32) is None
-    assert fields.parse_vary(["Accept;Language"], 32) is None
-    assert fields.parse_vary([", accept ,"], 32) == ("accept",)
-    many = ", ".join(f"x-{i}" for i in range(33))
-    assert fields.parse_vary([many], 32) is None
-    assert fields.parse_vary([many], 33) is not None
-    hostile = ", ".join(f"x-field-{i}" for i in range(2000))
-    assert fields.parse_vary([hostile], 32) is None
-
-
-@pytest.mark.parametrize(
-    ("values", "host"),
-    [
-        (["Example.COM"], "example.com"),
-        (["example.com:8080"], "example.com:8080"),
-        (["127.0.0.1:80"], "127.0.0.1:80"),
-        (["[::1]:8000"], "[::1]:8000"),
-        (["localhost"], "localhost"),
-        (["a.example", "b.example"], None),  # two Host lines
-        (["a.example,b.example"], None),  # two lines joined by the server
-        (["a.example, b.example"], None),
-        ([], None),
-        ([""], None),
-        (["evil.example/path"], None),
-        (["user@evil.example"], None),
-        (["exa mple.com"], None),
-        (["example.com:port"], None),
-    ],
-)
-def test_normalise_host(values: list[str], host: str | None) -> None:
-    assert fields.normalise_host(values) == host
-
-
-def test_host_name_drops_the_port() -> None:
-    assert fields.host_name("example.com:80") == "example.com"
-    assert fields.host_name("[::1]:80") == "[::1]"
-    assert fields.host_name("[::1]") == "[::1]"
-
-
-def test_normalise_query_sorts_by_name_and_keeps_bytes() -> None:
-    assert fields.normalise_query("b=2&a=1&&a=0&c") == "a=1&a=0&b=2&c"
-    assert fields.normalise_query("q=%3Cx%3E") != fields.normalise_query("q=<x>")
-    assert fields.normalise_query("") == ""
-
-
-@pytest.mark.parametrize(
-    ("condition", "etag", "matches"),
-    [
-        ('"a"', '"a"', True),
-        ('W/"a"', '"a"', True),
-        ('"a"', 'W/"a"', True),
-        ('"x", "y" ,W/"a"', '"a"', True),
-        ("*", '"anything"', True),
-        ('"b"', '"a"', False),
-        ("a", '"a"', False),
-        ('"a', '"a"', False),
-        (None, '"a"', False),
-        ('"a"', None, False),
-    ],
-)
-def test_if_none_match(condition: str | None, etag: str | None, matches: bool) -> None:
-    assert fields.if_none_match_matches(condition, etag) is matches
-
-
-def test_strong_etag_depends_on_the_body_only() -> None:
-    assert fields.strong_etag(b"x") == fields.strong_etag(b"x")
-    assert fields.strong_etag(b"x") != fields.strong_etag(b"y")
-    assert fields.strong_etag(b"").startswith('"')
