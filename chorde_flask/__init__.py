@@ -66,7 +66,6 @@ import functools
 import hashlib
 import hmac
 import inspect
-import math
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
@@ -568,16 +567,13 @@ class Chorde:
             vary=vary,
             cookies=cookies,
             query=query_string,
+            wait_timeout=wait_timeout,
         )
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable returning the cache key, got {key!r}")
-        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float):
-            raise TypeError(f"wait_timeout must be a number of seconds, got {wait_timeout!r}")
-        if not math.isfinite(wait_timeout) or wait_timeout < 0:
-            raise ValueError(f"wait_timeout must be finite and >= 0 seconds, got {wait_timeout!r}")
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-            cache = ViewCache(self, view, route, key, float(wait_timeout))
+            cache = ViewCache(self, view, route, key)
             if inspect.iscoroutinefunction(view):
 
                 @functools.wraps(view)

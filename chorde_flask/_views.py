@@ -117,7 +117,7 @@ def _response(reply: Reply) -> Response:
 class ViewCache:
     """The cache of one decorated view."""
 
-    __slots__ = ("ext", "key", "route", "view", "wait")
+    __slots__ = ("ext", "key", "route", "view")
 
     def __init__(
         self,
@@ -125,13 +125,11 @@ class ViewCache:
         view: Callable[..., Any],
         route: Route,
         key: Callable[[], Hashable] | None,
-        wait: float,
     ) -> None:
         self.ext = ext
         self.view = view
         self.route = route
         self.key = key
-        self.wait = wait
 
     def _request(self, cache: ResponseCache) -> CacheRequest:
         target = None if self.key is None else ("key", self.key())
@@ -167,7 +165,7 @@ class ViewCache:
         def render() -> Rendered:
             return self._rendered(self.view(*args, **kwargs))
 
-        return self._answer(cache, req, cache.serve(req, render, wait_timeout=self.wait))
+        return self._answer(cache, req, cache.serve(req, render))
 
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         cache = self.ext._state().views
@@ -178,5 +176,5 @@ class ViewCache:
         async def render() -> Rendered:
             return self._rendered(await self.view(*args, **kwargs))
 
-        outcome = await cache.aserve(req, render, wait_timeout=self.wait)
+        outcome = await cache.aserve(req, render)
         return self._answer(cache, req, outcome)

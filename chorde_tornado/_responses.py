@@ -175,6 +175,7 @@ def cache_response(
     vary: Sequence[str] = (),
     cookies: Sequence[str] = (),
     query: bool = True,
+    wait_timeout: float = 30.0,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Cache what a ``RequestHandler.get`` writes, for ``ttl`` seconds.
 
@@ -190,8 +191,8 @@ def cache_response(
     are what the route declares about its responses (see :class:`chorde.http.Route`).
 
     ``get`` may be a plain method, a ``@gen.coroutine`` or ``async def``. Concurrent
-    requests for one page run ``get`` once and the others are answered from it when the
-    policy lets it answer them.
+    requests for one page run ``get`` once and the others (waiting up to ``wait_timeout``
+    seconds) are answered from it when the policy lets it answer them.
 
     :param client: where responses live; default ``application.settings["chorde_client"]``,
         else a process-wide in-process cache of 1024 entries.
@@ -203,7 +204,13 @@ def cache_response(
     blocks the IOLoop; slow work inside ``get`` belongs on an executor (``fn.future()``).
     """
     route = Route(
-        ttl=ttl, public=public, per_user=per_user, vary=vary, cookies=cookies, query=query
+        ttl=ttl,
+        public=public,
+        per_user=per_user,
+        vary=vary,
+        cookies=cookies,
+        query=query,
+        wait_timeout=wait_timeout,
     )
     if key is not None and not callable(key):
         raise TypeError(f"key must be a callable key(handler), got {key!r}")

@@ -17,14 +17,14 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Hashable
 from typing import Any, NamedTuple
 
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
 from chorde.http.request import CacheRequest, Headers
-from chorde.http.route import DEFAULT_ROUTE, Route
+from chorde.http.route import check_wait_timeout
 from chorde.http.rules import Rules
 
 __all__ = ["Outcome", "Rendered", "Reply", "ResponseCache"]
@@ -101,34 +101,10 @@ class ResponseCache:
         self.rules = rules if rules is not None else Rules()
         self.ttl = _seconds(ttl, "ttl", positive=True)
         self.clock = clock
-        self.wait_timeout = _wait_timeout(wait_timeout)
+        self.wait_timeout = check_wait_timeout(wait_timeout)
         self.flights = Flights()
-
-    def request(
-        self,
-        *,
-        method: str,
-        scheme: str,
-        hosts: Sequence[str] | None,
-        path: str,
-        query: str,
-        headers: Headers,
-        route: Route = DEFAULT_ROUTE,
-        namespace: Hashable = "",
-        target: Hashable = None,
-    ) -> CacheRequest:
-        """What the cache makes of a request (see :meth:`Rules.request`)."""
-        return self.rules.request(
-            method=method,
-            scheme=scheme,
-            hosts=hosts,
-            path=path,
-            query=query,
-            headers=headers,
-            route=route,
-            namespace=namespace,
-            target=target,
-        )
+        #: What the cache makes of a request: :meth:`Rules.request`.
+        self.request = self.rules.request
 
     def decide(self, req: CacheRequest, rendered: Rendered, now: float) -> StoredResponse | None:
         """The entry to store for a rendered response, or None (the reason is logged)."""
@@ -176,16 +152,16 @@ class ResponseCache:
             key = (*key, entry.vary, entry.variant)
         yield ("put", key, entry.to_value(), entry.lifetime)
 
-    def serve_steps(
-        self, req: CacheRequest, wait_timeout: float | None = None
-    ) -> Generator[Step, Any, Outcome]:
+    def serve_steps(self, req: CacheRequest) -> Generator[Step, Any, Outcome]:
         """Answer ``req``: from the cache, from a concurrent render, or by rendering.
 
-        Concurrent misses of one variant wait up to ``wait_timeout`` seconds (default: the
+        Concurrent misses of one variant wait up to the route's ``wait_timeout`` (else the
         cache's) for the first one's render, and are answered from it when the policy lets
         it answer them; otherwise each renders its own.
         """
-        wait_timeout = self.wait_timeout if wait_timeout is None else _wait_timeout(wait_timeout)
+        wait_timeout = req.route.wait_timeout
+        if wait_timeout is None:
+            wait_timeout = self.wait_timeout
         if req.bypass is not None:
             rendered = yield ("render",)
             return Outcome(None, rendered, None)
@@ -233,15 +209,9 @@ class ResponseCache:
 
     # ---- the blocking driver ------------------------------------------------------------
 
-    def serve(
-        self,
-        req: CacheRequest,
-        render: Callable[[], Rendered],
-        *,
-        wait_timeout: float | None = None,
-    ) -> Outcome:
+    def serve(self, req: CacheRequest, render: Callable[[], Rendered]) -> Outcome:
         """Run :meth:`serve_steps` with blocking cache calls; ``render()`` renders."""
-        result: Outcome = self._drive(self.serve_steps(req, wait_timeout), render)
+        result: Outcome = self._drive(self.serve_steps(req), render)
         return result
 
     def lookup(self, req: CacheRequest) -> StoredResponse | None:
@@ -301,15 +271,9 @@ class ResponseCache:
 
     # ---- the asyncio driver -------------------------------------------------------------
 
-    async def aserve(
-        self,
-        req: CacheRequest,
-        render: Callable[[], Awaitable[Rendered]],
-        *,
-        wait_timeout: float | None = None,
-    ) -> Outcome:
+    async def aserve(self, req: CacheRequest, render: Callable[[], Awaitable[Rendered]]) -> Outcome:
         """Run :meth:`serve_steps` with the client's awaitables; ``await render()`` renders."""
-        result: Outcome = await self._adrive(self.serve_steps(req, wait_timeout), render)
+        result: Outcome = await self._adrive(self.serve_steps(req), render)
         return result
 
     async def alookup(self, req: CacheRequest) -> StoredResponse | None:
@@ -370,14 +334,6 @@ class ResponseCache:
 
 def _delete_steps(key: Hashable) -> Steps:
     yield ("delete", key)
-
-
-def _wait_timeout(value: Any) -> float:
-    """A finite wait in seconds, >= 0 (0: concurrent misses never wait)."""
-    seconds = _seconds(value, "wait_timeout", positive=False)
-    if math.isinf(seconds):
-        raise ValueError(f"wait_timeout must be finite, got {value!r}")
-    return seconds
 
 
 def _seconds(value: Any, option: str, *, positive: bool) -> float:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["COOKIE_PREFIX", "CREDENTIAL_FIELDS", "DEFAULT_ROUTE", "Route"]
+__all__ = ["COOKIE_PREFIX", "CREDENTIAL_FIELDS", "DEFAULT_ROUTE", "Route", "check_wait_timeout"]
 
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_NAME = _FIELD_NAME  # RFC 6265 cookie-name is a token too
@@ -16,6 +16,15 @@ _COOKIE_NAME = _FIELD_NAME  # RFC 6265 cookie-name is a token too
 COOKIE_PREFIX = "cookie:"
 #: The request fields a per-user route is keyed on.
 CREDENTIAL_FIELDS = ("authorization", "cookie")
+
+
+def check_wait_timeout(value: Any) -> float:
+    """A wait in seconds: finite and >= 0 (0: concurrent misses never wait)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"wait_timeout must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"wait_timeout must be finite and >= 0 seconds, got {value!r}")
+    return float(value)
 
 
 def _names(value: Any, option: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
@@ -47,6 +56,8 @@ class Route:
     * ``cookies``: the only cookies the responses depend on: their values go into the key,
       and requests carrying cookies are served (other cookies do not matter).
     * ``query``: whether the query string is part of the key (default True).
+    * ``wait_timeout``: how long concurrent misses of one page wait for the first one's
+      render, in seconds (None: the cache's; 0: they never wait, each renders its own).
     """
 
     ttl: float | None = None
@@ -55,6 +66,7 @@ class Route:
     vary: tuple[str, ...] = ()
     cookies: tuple[str, ...] = ()
     query: bool = True
+    wait_timeout: float | None = None
     #: The request fields every variant of this route is keyed on (derived).
     keyed_on: tuple[str, ...] = field(default=(), init=False, compare=False)
 
@@ -65,6 +77,8 @@ class Route:
             if math.isnan(self.ttl) or self.ttl <= 0:
                 raise ValueError(f"ttl must be > 0 seconds, got {self.ttl!r}")
             object.__setattr__(self, "ttl", float(self.ttl))
+        if self.wait_timeout is not None:
+            object.__setattr__(self, "wait_timeout", check_wait_timeout(self.wait_timeout))
         for option in ("public", "per_user", "query"):
             if not isinstance(getattr(self, option), bool):
                 raise TypeError(f"{option} must be True or False, got {getattr(self, option)!r}")
