@@ -1,39 +1,13 @@
 """What a response cache may store and serve, and under which key: one policy for every adapter.
 
 Pure code: adapters translate their framework's request and response into the arguments of
-:meth:`Rules.request` and :meth:`Rules.decide`; no I/O and no framework here. The rules, and
-the section of RFC 9111 (or RFC 9110) each one comes from:
-
-===========================================  =====================================  ========
-request or response                          what the cache does                    where
-===========================================  =====================================  ========
-method other than GET/HEAD                   passes through                         4
-HEAD                                         served from the GET entry, not stored  9110 9.3.2
-Host absent, repeated or malformed           passes through                         9110 7.2
-Host not in ``allowed_hosts``                passes through
-request ``Cache-Control`` unparsable         passes through
-request ``no-store``                         passes through                         5.2.1.5
-request ``no-cache`` / ``max-age=0``         not served; the fresh answer stored    5.2.1.4
-request ``max-age``/``min-fresh``            entries too old / not fresh refused    5.2.1.1
-request ``only-if-cached``, miss             504                                    5.2.1.7
-request ``Authorization``                    stored/served only if the response     3.5
-                                             says public, s-maxage or
-                                             must-revalidate (or route public)
-request ``Cookie``                           stored/served only if the response     (Varnish
-                                             says public, varies on Cookie, or the  builtin)
-                                             route names its cookies / is public
-status not in ``statuses``                   not stored                             3, 9110 15.1
-``Set-Cookie``                               not stored
-response ``Cache-Control`` unparsable        not stored                             4.2.1, 5.2
-``no-store`` / ``no-cache`` / ``private``    not stored (``private`` is, per user)  5.2.2.5/4/7
-``Vary: *``, unparsable, over the limit      not stored                             4.1
-``Age`` unparsable                           not stored                             5.1
-freshness: ``s-maxage``, ``max-age``,        lifetime is the route ttl, shortened   4.2.1
-``Expires`` - ``Date``                       by the response's own
-===========================================  =====================================  ========
-
-Host, scheme, path and the query (parameters sorted by name, not decoded) are always in the
-key, and so are the request's values of every field the response (or the route) varies on.
+:meth:`Rules.request` and :meth:`Rules.decide`; no I/O and no framework here. The rules, one
+per line with the RFC 9111 (or RFC 9110) section each comes from, are tabled in the manual
+(``docs/http-caching.md``); each is cited where the code applies it. In short: a field that
+cannot be parsed means "do not store"; Host, scheme, path and the query (parameters sorted by
+name, not decoded) are always in the key, and so are the request's values of every field the
+response, or the route, varies on; nothing that came with credentials or cookies is shared
+unless the response, or the route, says it may be.
 """
 
 from __future__ import annotations
