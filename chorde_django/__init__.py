@@ -12,6 +12,11 @@ checks at startup. :func:`cached` caches a function's results in a cache alias's
 
 from __future__ import annotations
 
+from chorde._extras import requires_extra
+
+with requires_extra("django"):
+    import django  # noqa: F401 (the dependency; the modules import what they use)
+
 from chorde_django._config import close_clients, derive_checksum_key
 from chorde_django.backend import ChordeCache
 from chorde_django.decorators import cached, get_client

@@ -71,7 +71,10 @@ import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from chorde._extras import requires_extra
+
+with requires_extra("flask"):
+    from flask import Flask, current_app, has_app_context
 
 from chorde.clients.base import BaseCacheClient
 from chorde.clients.inproc import InprocCacheClient

@@ -7,6 +7,11 @@ or out. See :mod:`chorde_starlette.middleware` for the rules.
 
 from __future__ import annotations
 
+from chorde._extras import requires_extra
+
+with requires_extra("starlette"):
+    import starlette  # noqa: F401 (the dependency; the middleware imports what it uses)
+
 from chorde_starlette.middleware import (
     DEFAULT_STATUSES,
     CacheMiddleware,

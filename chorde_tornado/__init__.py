@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import tornado.gen
+from chorde._extras import requires_extra
+
+with requires_extra("tornado"):
+    import tornado.gen
 
 from chorde.clients.asyncache import makeFutureWrapper
 from chorde.futures import Future

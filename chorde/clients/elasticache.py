@@ -29,7 +29,12 @@ import logging
 import socket
 from typing import Any
 
+from chorde._extras import requires_extra
 from chorde.clients.base import check_ttl
+
+with requires_extra("elasticache"):
+    import pymemcache  # noqa: F401 (what chorde.clients.memcached needs)
+
 from chorde.clients.memcached import MemcachedClient, ServerSpec, parse_server
 from chorde.errors import ChordeError
 
