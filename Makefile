@@ -1,8 +1,11 @@
 # chorde developer tasks. Everything runs inside ./.venv, created on first use.
-#   make demo   install the package and run the demo (python -m chorde.demo)
-#   make test   install with test extras, memcached, build the speedups, lint, then pytest
-#               with the compiled speedups and again (contract suite) as pure Python
+#   make demo   install the package, compile the speedups, run the demo (python -m chorde.demo)
+#   make test   install with test extras, memcached, lint, build the docs, build the sdist and
+#               the wheel (dist/), then pytest: the checkout with the wheel's compiled
+#               speedups, the contract suite as pure Python, and the contract suite, adapter
+#               and packaging tests against the wheel installed in .venv-wheel
 #               (PYTEST_ADDOPTS honoured)
+#   make dist   the sdist and the wheel built from it (compiled), checked with twine
 #   make bench  run the benchmarks (BENCH_ARGS="inproc --quick" to pick; installs the
 #               bench extra, matplotlib, for --plot)
 #   make build-ext  (re)build the optional Cython speedups in place
@@ -25,17 +28,47 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo
 
 export PYTEST_ADDOPTS
 
-.PHONY: demo test bench lint clean venv install install-test memcached build-ext docs
+.PHONY: demo test bench lint clean venv install install-test memcached build-ext docs dist test-installed
 
-demo: $(STAMP_BASE)
+demo: build-ext
 	$(VPY) -m chorde.demo
 
 # The contract suite (and the in-process client's own tests) run in both builds.
 PURE_TESTS := tests/contract tests/clients/test_inproc.py tests/clients/test_inproc_namespaces.py tests/test_speedups.py
+# What runs against the installed wheel (and not again against the checkout).
+INSTALLED_TESTS := tests/contract tests/django tests/starlette $(wildcard tests/test_flask*.py tests/test_tornado*.py)
+WHEEL_VENV ?= .venv-wheel
+WPY := $(WHEEL_VENV)/bin/python
+WHEEL_RUN := $(WHEEL_VENV)/run
 
-test: install-test memcached build-ext lint docs
-	$(VPY) -m pytest -q
+# One compile: `dist` builds the wheel, whose compiled modules the checkout then uses too.
+test: install-test memcached lint docs dist
+	$(VPY) -m chorde._speedups --from-wheel $$(ls dist/chorde-*.whl)
+	$(VPY) -m pytest -q $(addprefix --ignore=,$(INSTALLED_TESTS))
 	CHORDE_PURE_PYTHON=1 $(VPY) -m pytest -q $(PURE_TESTS)
+	@$(MAKE) --no-print-directory test-installed
+
+# The sdist, and the wheel built from it as pip would; a module that does not compile fails
+# the build (CHORDE_REQUIRE_SPEEDUPS).
+dist: install-test
+	rm -rf dist
+	CHORDE_REQUIRE_SPEEDUPS=1 $(VPY) -m build --outdir dist .
+	$(VPY) -m twine check --strict dist/*
+
+# The wheel in dist/ installed (not editable) in its own venv; the tests run from a copy
+# outside the checkout, so `chorde` can only come from site-packages (tests/packaging checks).
+test-installed: $(WHEEL_VENV)/.stamp-deps
+	$(WPY) -m pip install -q --force-reinstall --no-deps $$(ls dist/chorde-*.whl)
+	rm -rf $(WHEEL_RUN) && mkdir -p $(WHEEL_RUN)
+	cp -r tests example_projects benchmarks pyproject.toml $(WHEEL_RUN)/
+	cd $(WHEEL_RUN) && $(CURDIR)/$(WPY) -m chorde._speedups
+	cd $(WHEEL_RUN) && CHORDE_EXPECT_INSTALLED=1 $(CURDIR)/$(WPY) -m pytest -q \
+		-o cache_dir=$(CURDIR)/.pytest_cache $(INSTALLED_TESTS) tests/packaging
+
+$(WHEEL_VENV)/.stamp-deps: pyproject.toml
+	test -x $(WPY) || $(PYTHON) -m venv $(WHEEL_VENV)
+	$(WPY) -m pip install -q "$$(ls dist/chorde-*.whl)[test]"
+	@touch $@
 
 bench: install-test build-ext
 	$(VPY) -m pip install -q -e '.[bench]'
@@ -71,12 +104,14 @@ $(VPY):
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 
+# Editable installs skip the compile (CHORDE_PURE_PYTHON): build-ext or make test's wheel
+# provides the compiled modules.
 $(STAMP_BASE): $(INSTALL_INPUTS) | $(VPY)
-	$(VPY) -m pip install -e .
+	CHORDE_PURE_PYTHON=1 $(VPY) -m pip install -e .
 	@touch $@
 
 $(STAMP_TEST): $(INSTALL_INPUTS) | $(VPY)
-	$(VPY) -m pip install -e '.[test]'
+	CHORDE_PURE_PYTHON=1 $(VPY) -m pip install -e '.[test]'
 	@touch $@ $(STAMP_BASE)
 
 memcached:
@@ -84,16 +119,16 @@ memcached:
 		echo "installing memcached"; \
 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y memcached; }
 
-# The optional compiled speedups (setup.py), built in place. Without a compiler they are
-# skipped with a warning; under CI (CI set) a missing build fails, so both builds get tested.
-build-ext: install-test
-	$(VPY) -m pip install -q 'Cython>=3.0'
-	$(VPY) setup.py -q build_ext --inplace
-	@$(VPY) -c 'import os, sys, chorde, chorde._speedups as s; \
-		[print(f"  {m}: {w}") for m, w in s.status().items()]; \
-		sys.exit(1 if os.environ.get("CI") and not chorde.speedups_enabled() else 0)'
+# The optional compiled speedups (setup.py), built in place when their sources changed.
+# Without a compiler they are skipped with a warning; under CI (CI set) that fails.
+build-ext: $(STAMP_BASE)
+	@$(VPY) -m chorde._speedups >/dev/null 2>&1 || echo "chorde: compiling the optional" \
+		"speedups with Cython (first run, or their sources changed: about a minute on two cores)"
+	$(VPY) -m pip install -q 'Cython>=3.1' 'setuptools>=77'
+	CHORDE_REQUIRE_SPEEDUPS=$${CI:+1} $(VPY) setup.py -q build_ext --inplace
+	@$(VPY) -m chorde._speedups || [ -z "$$CI" ]
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(WHEEL_VENV) build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find chorde* -name '*.so' -delete

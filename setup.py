@@ -218,6 +218,8 @@ class BuildSpeedups(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         module = _module_name(ext.name)
+        if self.compiler.compiler_type == "unix" and "-g0" not in ext.extra_compile_args:
+            ext.extra_compile_args.append("-g0")  # no debug info: a third of the wheel's size
         try:
             self._cythonize(ext, module)
             super().build_extension(ext)
@@ -248,9 +250,10 @@ class BuildSpeedups(build_ext):
         for path in ext.sources:
             if path.endswith(".c"):
                 with open(path, encoding="utf-8") as f:
-                    text, _ = name_missing_arguments(f.read())
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(text)
+                    text, changed = name_missing_arguments(f.read())
+                if changed:  # rewritten once: an untouched file keeps the build up to date
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(text)
 
     @staticmethod
     def _forget_old_builds(ext: Extension, current: str) -> None:

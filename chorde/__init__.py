@@ -24,7 +24,7 @@ __all__ = [
     "speedups_enabled",
 ]
 
-__version__ = "0.3.0.dev0"
+__version__ = "2.0.0.dev0"
 
 
 def speedups_enabled() -> bool:

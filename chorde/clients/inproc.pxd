@@ -5,12 +5,17 @@
 
 cdef extern from *:
     """
+    #if defined(__linux__)
     #include <time.h>
     static double chorde_inproc_monotonic(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     }
+    #else
+    /* time.monotonic reads another clock on macOS and Windows: -1 makes the client call it. */
+    static double chorde_inproc_monotonic(void) { return -1.0; }
+    #endif
     """
     double _c_monotonic "chorde_inproc_monotonic" () noexcept nogil
 

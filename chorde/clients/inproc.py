@@ -911,7 +911,8 @@ class _InprocClient:
             self._entries = None
         else:
             self._entries = self.store
-        self._c_clock = _COMPILED and clock is _MONOTONIC
+        # The C clock only where it is time.monotonic's (Linux; elsewhere it returns -1).
+        self._c_clock = _COMPILED and clock is _MONOTONIC and _c_monotonic() > 0  # noqa: F821
         # A float: CPython recycles float objects but allocates every int above 256, so
         # counting a hit in a float is the cheaper step in pure Python (exact to 2**53).
         self._hits = 0.0
