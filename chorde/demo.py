@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chorde import speedups_enabled
 from chorde.clients.inproc import InprocCacheClient
 from chorde.clients.tiered import TieredInclusiveClient
 from chorde.decorators import cached
@@ -94,6 +95,13 @@ def main() -> None:
     print(f"{'-' * width}  {'-' * vwidth}  -----------")
     for step, result, took_s in rows:
         print(f"{step:<{width}}  {result:<{vwidth}}  {took_s}")
+    build = "compiled speedups" if speedups_enabled() else "pure Python, not compiled"
+    print()
+    print("Shown: @cached memoizing a slow function, a stale value served at once while one")
+    print(f"background refresh ran, and a two-tier read promoted into L1 (in-process, {build}).")
+    print(
+        "Read on: docs/getting-started.md, docs/decorators.md, docs/concepts/tiers.md (make docs)."
+    )
 
 
 if __name__ == "__main__":
