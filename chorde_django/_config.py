@@ -7,8 +7,6 @@ thread and per alias, and they all reuse the one client built here).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import inspect
 import numbers
 import threading
@@ -19,6 +17,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from chorde.clients.base import BaseCacheClient
+from chorde.signing import derive_checksum_key, derive_checksum_keys
 
 __all__ = [
     "KINDS",
@@ -55,7 +54,6 @@ _CLASSES = {
     "elasticache": ("chorde.clients.elasticache", "ElastiCacheClient", "elasticache"),
     "files": ("chorde.clients.files", "FilesCacheClient", "files"),
 }
-_CHECKSUM_CONTEXT = b"chorde_django checksum_key v1"
 
 
 def _bad(alias: str, option: str, message: str) -> ImproperlyConfigured:
@@ -79,13 +77,6 @@ class Stack:
     store: str = ""
 
 
-def derive_checksum_key(secret: str | bytes) -> bytes:
-    """The checksum key derived from a Django ``SECRET_KEY`` (HMAC-SHA256, not the secret)."""
-    if isinstance(secret, str):
-        secret = secret.encode()
-    return hmac.new(secret, _CHECKSUM_CONTEXT, hashlib.sha256).digest()
-
-
 def _default_checksum_keys(alias: str) -> tuple[bytes, ...]:
     from django.conf import settings
 
@@ -102,7 +93,7 @@ def _default_checksum_keys(alias: str) -> tuple[bytes, ...]:
         )
     fallbacks = getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ()
     # Sign with the current secret, accept values signed under a fallback during rotation.
-    return tuple(derive_checksum_key(s) for s in (secret, *fallbacks) if s)
+    return tuple(derive_checksum_keys(secret, fallbacks))
 
 
 def _checksum_keys(alias: str, value: Any) -> tuple[str | bytes, ...]:
@@ -318,9 +309,9 @@ def _parse_memcached(alias: str, location: Any, options: dict[str, Any]) -> Stac
     l1_ttl = _seconds(alias, "L1_TTL", options.get("L1_TTL", DEFAULT_L1_TTL))
 
     def tiered() -> BaseCacheClient:
+        from chorde.clients.capped import CappedTtlClient
         from chorde.clients.inproc import InprocCacheClient
         from chorde.clients.tiered import TieredInclusiveClient
-        from chorde_django._capped import CappedTtlClient
 
         l1 = CappedTtlClient(InprocCacheClient(l1_size, l1_store), l1_ttl)
         return TieredInclusiveClient(l1, remote())

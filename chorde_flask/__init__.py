@@ -36,8 +36,8 @@ Configuration (``app.config``, read once by :meth:`Chorde.init_app`; a bad value
     seconds, default 300: the ttl of ``cached``/``memoize`` when they are not given one.
 ``CHORDE_CHECKSUM_KEY``
     the secret (or list of secrets, first one signs) that authenticates values stored in
-    memcached. Default: derived from ``SECRET_KEY`` with HMAC-SHA256 (the secret itself is
-    never used as a key, so a leak of one does not give the other).
+    memcached. Default: derived from ``SECRET_KEY`` (and ``SECRET_KEY_FALLBACKS``, which
+    still verify) by :mod:`chorde.signing` (the secret itself is never used as a key).
 ``CHORDE_KEY_PREFIX``
     memcached namespace, default ``app.import_name``: apps sharing servers do not see each
     other's entries, and ``clear()`` clears only this app's.
@@ -63,8 +63,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import hashlib
-import hmac
 import inspect
 import threading
 import weakref
@@ -81,6 +79,7 @@ from chorde.clients.inproc import InprocCacheClient
 from chorde.decorators import cached as _cached
 from chorde.errors import ConfigurationError
 from chorde.http import ResponseCache, Route, Rules
+from chorde.signing import derive_checksum_keys
 from chorde_flask._views import ViewCache, url_request
 
 __all__ = ["Chorde"]
@@ -98,9 +97,6 @@ _DEFAULTS: dict[str, Any] = {
     "CHORDE_OPTIONS": None,
     "CHORDE_ALLOWED_HOSTS": None,
 }
-# A fixed label: the derived key is HMAC(SECRET_KEY, label), so it is useless for anything
-# SECRET_KEY signs (sessions) and reveals nothing about SECRET_KEY.
-_DERIVATION_LABEL = b"chorde_flask checksum key v1"
 
 
 # ---- configuration -----------------------------------------------------------------
@@ -155,8 +151,8 @@ def _checksum_key(config: dict) -> Any:
         )
     if not isinstance(secret, str | bytes):
         raise ConfigurationError("SECRET_KEY must be str or bytes to derive CHORDE_CHECKSUM_KEY")
-    secret_bytes = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(secret_bytes, _DERIVATION_LABEL, hashlib.sha256).digest()
+    fallbacks = config.get("SECRET_KEY_FALLBACKS") or ()
+    return derive_checksum_keys(secret, [f for f in fallbacks if isinstance(f, str | bytes)])
 
 
 def _inproc(config: dict) -> InprocCacheClient:

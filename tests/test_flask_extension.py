@@ -197,7 +197,7 @@ def test_checksum_key_is_derived_from_secret_key_not_the_secret_itself(memcached
     raw_secret = make_app(
         "r2", **mc_config(memcached, CHORDE_KEY_PREFIX="p", CHORDE_CHECKSUM_KEY="s3cret")
     )
-    derived = hmac.new(b"s3cret", b"chorde_flask checksum key v1", hashlib.sha256).digest()
+    derived = hmac.new(b"s3cret", b"chorde checksum key v1", hashlib.sha256).digest()
     explicit = make_app(
         "r3", **mc_config(memcached, CHORDE_KEY_PREFIX="p", CHORDE_CHECKSUM_KEY=derived)
     )

@@ -1,1 +1,20 @@
-"""Cache clients: every one honours :class:`chorde.clients.base.BaseCacheClient`."""
+"""Cache clients: every one honours :class:`chorde.clients.base.BaseCacheClient`.
+
+:func:`from_url` builds any of them from a URL (a list of URLs makes a tiered client), and
+:func:`register_scheme` adds a scheme; see :mod:`chorde.clients.urls`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["from_url", "register_scheme", "schemes"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: ``import chorde.clients.inproc`` stays as cheap as it was.
+    if name in ("from_url", "register_scheme", "schemes", "ClientURL"):
+        from chorde.clients import urls
+
+        return getattr(urls, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

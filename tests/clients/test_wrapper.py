@@ -7,9 +7,9 @@ import pytest
 from chorde import ConfigurationError
 from chorde.clients.asyncache import AsyncWriteCacheClient
 from chorde.clients.base import ClientWrapper
+from chorde.clients.capped import CappedTtlClient
 from chorde.clients.inproc import InprocCacheClient
 from chorde.clients.namespace import NamespaceWrapper
-from chorde_django._capped import CappedTtlClient
 
 
 class _Blocking(InprocCacheClient):

@@ -1,4 +1,4 @@
-"""A client wrapper that keeps entries at most ``max_ttl`` seconds (the tiered stack's L1)."""
+"""A client wrapper that keeps entries at most ``max_ttl`` seconds (an L1 before a shared tier)."""
 
 from __future__ import annotations
 
