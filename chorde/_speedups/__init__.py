@@ -14,14 +14,12 @@ version of the source (a stale build is never run; a warning says to rebuild).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from importlib.abc import MetaPathFinder
 from types import ModuleType
 
 __all__ = [
@@ -72,6 +70,8 @@ def source_digest(path: str) -> str:
     """The digest naming the build of one source file and the ``.pxd`` beside it, if any
     (their content, not their dates, and :data:`BUILD_RECIPE`): editing either makes the
     build stale."""
+    import hashlib  # here, not at `import chorde`: only importing a compiled module needs it
+
     digest = hashlib.sha256(b"chorde speedups recipe %d\0" % BUILD_RECIPE)
     with open(path, "rb") as f:
         digest.update(f.read())
@@ -160,8 +160,11 @@ def _advice() -> str:
     )
 
 
-class _Finder(MetaPathFinder):
-    """Imports the current compiled build of a module of :data:`MODULES`, if there is one."""
+class _Finder:
+    """Imports the current compiled build of a module of :data:`MODULES`, if there is one.
+
+    A meta path finder by protocol (``find_spec``): deriving from ``importlib.abc``'s ABC
+    would import ``importlib.resources`` and more, tens of milliseconds of ``import chorde``."""
 
     def __init__(self, modules: Sequence[str]) -> None:
         self.modules = frozenset(modules)
