@@ -17,6 +17,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from chorde.clients.base import BaseCacheClient
+from chorde.clients.urls import check_url, from_url, is_url
+from chorde.errors import ConfigurationError
 from chorde.signing import derive_checksum_key, derive_checksum_keys
 
 __all__ = [
@@ -245,6 +247,8 @@ def parse(location: Any, params: dict[str, Any], alias: str = "") -> Stack:
         if not isinstance(name, str):
             raise _bad(alias, "OPTIONS", f"key {name!r} is not a str")
     location = location if location is not None else ""
+    if is_url(location):
+        return _parse_url(alias, location, options)
     kind = options.get("CLIENT")
     if kind is None:
         kind = "memcached" if location or options.get("SERVERS") else "inproc"
@@ -262,6 +266,57 @@ def parse(location: Any, params: dict[str, Any], alias: str = "") -> Stack:
                 f"is not an option of the {kind!r} stack{hint}; it takes {sorted(allowed)}",
             )
     return _PARSERS[kind](alias, location, options)
+
+
+_URL_OPTIONS = frozenset({"CHECKSUM_KEY", "NAMESPACE", "CLIENT_OPTIONS"})
+
+
+def _parse_url(alias: str, location: Any, options: dict[str, Any]) -> Stack:
+    """``LOCATION`` is a client URL, or a list of them (a tiered client, L1 first)."""
+    for name in options:
+        if name not in _URL_OPTIONS:
+            raise _bad(
+                alias,
+                f"OPTIONS[{name!r}]",
+                f"does not go with a URL LOCATION (the URL names the client); "
+                f"it takes {sorted(_URL_OPTIONS)}",
+            )
+    urls = (location,) if isinstance(location, str) else tuple(location)
+    try:
+        check_url(list(urls))
+    except ConfigurationError as exc:
+        raise _bad(alias, "LOCATION", str(exc)) from None
+    namespace = _namespace(alias, options)
+    extra = options.get("CLIENT_OPTIONS") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise _bad(alias, "OPTIONS['CLIENT_OPTIONS']", f"must be a dict of options: {extra!r}")
+    given = options.get("CHECKSUM_KEY")
+    keys: tuple[Any, ...] = ()
+    if given is not None or _has_secret():
+        keys = _checksum_keys(alias, given)
+    defaults: dict[str, Any] = {"namespace": namespace}
+    if keys:
+        defaults["checksum_key"] = list(keys)
+
+    def build() -> BaseCacheClient:
+        try:
+            return from_url(list(urls), defaults=defaults, **extra)
+        except ConfigurationError as exc:
+            raise _bad(alias, "LOCATION", str(exc)) from None
+
+    # Values live as Python objects unless the first tier is known to serialize them.
+    local = urls[0].split("://", 1)[0].lower() not in ("memcached", "elasticache", "files")
+    share = ("url", urls, keys, namespace, _freeze(extra))
+    return Stack("url", share, build, local)
+
+
+def _has_secret() -> bool:
+    from django.conf import settings
+
+    try:
+        return bool(settings.SECRET_KEY)
+    except ImproperlyConfigured:
+        return False
 
 
 def _parse_inproc(alias: str, location: Any, options: dict[str, Any]) -> Stack:

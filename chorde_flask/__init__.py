@@ -26,6 +26,14 @@ Configuration (``app.config``, read once by :meth:`Chorde.init_app`; a bad value
 :class:`~chorde.errors.ConfigurationError` naming the key, and so does an unknown
 ``CHORDE_*`` key, which is usually a typo):
 
+``CHORDE_URL``
+    the client by URL (:func:`chorde.clients.from_url`): ``"memcached://10.0.0.1:11211"``,
+    or a list of URLs for a tiered client, L1 first (``["inproc://?size=10000&max_ttl=5",
+    "memcached://cache:11211"]``). The signing key and namespace default as below
+    (``CHORDE_CHECKSUM_KEY``, ``CHORDE_KEY_PREFIX``); ``CHORDE_OPTIONS`` are keyword
+    options for the client(s). With a URL, ``CHORDE_CLIENT``, ``CHORDE_SERVERS``,
+    ``CHORDE_SIZE`` and ``CHORDE_STORE`` are not used (an error if set).
+
 ``CHORDE_CLIENT``
     ``"inproc"`` (default: a process-private LRU cache), ``"memcached"``, ``"tiered"``
     (in-process in front of memcached), a ready :class:`~chorde.clients.base.BaseCacheClient`
@@ -76,6 +84,7 @@ with requires_extra("flask"):
 
 from chorde.clients.base import BaseCacheClient
 from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.urls import from_url
 from chorde.decorators import cached as _cached
 from chorde.errors import ConfigurationError
 from chorde.http import ResponseCache, Route, Rules
@@ -96,6 +105,7 @@ _DEFAULTS: dict[str, Any] = {
     "CHORDE_STORE": None,
     "CHORDE_OPTIONS": None,
     "CHORDE_ALLOWED_HOSTS": None,
+    "CHORDE_URL": None,
 }
 
 
@@ -207,10 +217,36 @@ def _check_keys(config: dict) -> None:
             raise ConfigurationError(f"unknown setting {name}{hint}; known: {sorted(_DEFAULTS)}")
 
 
+def _from_url(app: Flask, config: dict) -> BaseCacheClient:
+    """``CHORDE_URL``: a client URL, or a list of them (a tiered client, L1 first)."""
+    url = config["CHORDE_URL"]
+    for name in ("CHORDE_CLIENT", "CHORDE_SERVERS", "CHORDE_STORE", "CHORDE_SIZE"):
+        if name in config:
+            raise ConfigurationError(
+                f"{name} does not go with CHORDE_URL, which names the client (put sizes and "
+                "stores in the URL: 'inproc://?size=10000')"
+            )
+    options = config.get("CHORDE_OPTIONS") or {}
+    if not isinstance(options, dict):
+        raise ConfigurationError(f"CHORDE_OPTIONS must be a dict, got {options!r}")
+    prefix = config.get("CHORDE_KEY_PREFIX")
+    defaults: dict[str, Any] = {"namespace": app.import_name if prefix is None else prefix}
+    if config.get("CHORDE_CHECKSUM_KEY") is not None or config.get("SECRET_KEY"):
+        defaults["checksum_key"] = _checksum_key(config)
+    try:
+        return from_url(url, defaults=defaults, **options)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"CHORDE_URL: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"CHORDE_URL: {exc}") from None
+
+
 def _build_client(app: Flask) -> tuple[BaseCacheClient, bool]:
     """The app's client from its config, and whether the extension owns (closes) it."""
     config = app.config
     _check_keys(config)
+    if config.get("CHORDE_URL") is not None:
+        return _from_url(app, config), True
     _number(config, "CHORDE_SIZE", integer=True)  # checked even when no tier uses it
     kind = config.get("CHORDE_CLIENT", "inproc")
     if isinstance(kind, BaseCacheClient):

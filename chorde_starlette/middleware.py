@@ -37,7 +37,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chorde.clients.base import BaseCacheClient, check_capacity
-from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.urls import from_url, is_url
 from chorde.http import (
     DEFAULT_MAX_VARY_BYTES,
     DEFAULT_MAX_VARY_FIELDS,
@@ -144,9 +144,10 @@ class CacheMiddleware:
 
     Options (keyword-only):
 
-    * ``client``: a chorde client (any :class:`~chorde.clients.base.BaseCacheClient`);
-      the default is a private ``InprocCacheClient(inproc_size)``. Entries are plain tuples
-      of ints, floats, bytes and strings, so any client, memcached included, can hold them.
+    * ``client``: a chorde client (any :class:`~chorde.clients.base.BaseCacheClient`), or a
+      URL (or list of URLs) for :func:`chorde.clients.from_url`; the default is a private
+      in-process cache of ``inproc_size`` entries. Entries are plain tuples of ints, floats,
+      bytes and strings, so any client, memcached included, can hold them.
     * ``ttl``: seconds a response is kept when its route gives no ttl (default 60); the
       response's own ``s-maxage``/``max-age``/``Expires`` can only shorten it.
     * ``max_body_size``: bodies above this many bytes are streamed on uncached (1 MiB).
@@ -167,7 +168,7 @@ class CacheMiddleware:
         self,
         app: ASGIApp,
         *,
-        client: BaseCacheClient | None = None,
+        client: BaseCacheClient | str | Sequence[str] | None = None,
         ttl: float = 60.0,
         max_body_size: int = 1 << 20,
         cache_by_default: bool = True,
@@ -183,7 +184,9 @@ class CacheMiddleware:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application, got {app!r}")
         if client is None:
-            client = InprocCacheClient(check_capacity(inproc_size, "inproc_size"))
+            client = from_url(f"inproc://?size={check_capacity(inproc_size, 'inproc_size')}")
+        elif is_url(client):
+            client = from_url(client)  # type: ignore[arg-type]
         if isinstance(max_body_size, bool) or not isinstance(max_body_size, numbers.Integral):
             raise TypeError(f"max_body_size must be an int of bytes, got {max_body_size!r}")
         if max_body_size < 0:

@@ -20,9 +20,10 @@ from typing import Any
 import tornado.web
 
 from chorde.clients.base import BaseCacheClient
-from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.urls import check_url, from_url, is_url
 from chorde.errors import ConfigurationError
 from chorde.http import CacheRequest, Rendered, Reply, ResponseCache, Route, Rules
+from chorde.signing import derive_checksum_keys
 
 __all__ = ["cache_response"]
 
@@ -41,8 +42,43 @@ def _default() -> BaseCacheClient:
     global _default_client
     with _lock:
         if _default_client is None:
-            _default_client = InprocCacheClient(1024)
+            _default_client = from_url("inproc://?size=1024")
         return _default_client
+
+
+# Clients built from URLs (the decorator's client= or the chorde_client setting), per URL
+# and signing secret, so every handler naming one URL shares one client.
+_url_clients: dict[tuple[Any, ...], BaseCacheClient] = {}
+
+
+def _client_from_url(url: str | Sequence[str], settings: dict[str, Any]) -> BaseCacheClient:
+    secret = settings.get("cookie_secret")
+    if isinstance(secret, dict):  # versioned secrets: the signing version first
+        current = secret.get(settings.get("key_version"))
+        secret = [current, *(v for v in secret.values() if v != current)]
+    secrets = [s for s in (secret if isinstance(secret, list) else [secret]) if s]
+    memo_key = (tuple([url] if isinstance(url, str) else url), tuple(secrets))
+    with _lock:
+        client = _url_clients.get(memo_key)
+        if client is None:
+            defaults = (
+                {"checksum_key": derive_checksum_keys(secrets[0], secrets[1:])} if secrets else {}
+            )
+            client = _url_clients[memo_key] = from_url(url, defaults=defaults)
+    return client
+
+
+def _client_for(given: Any, settings: dict[str, Any]) -> BaseCacheClient:
+    client = given if given is not None else settings.get(_SETTING_CLIENT)
+    if client is None:
+        return _default()
+    if is_url(client):
+        return _client_from_url(client, settings)
+    if not isinstance(client, BaseCacheClient):
+        raise ConfigurationError(
+            f"{_SETTING_CLIENT} must be a chorde client or a client URL, got {client!r}"
+        )
+    return client
 
 
 def _cache(client: BaseCacheClient, hosts: Any) -> ResponseCache:
@@ -167,7 +203,7 @@ async def _run(get: Callable[..., Any], handler: Any, args: tuple[Any, ...], kwa
 def cache_response(
     ttl: float,
     *,
-    client: BaseCacheClient | None = None,
+    client: BaseCacheClient | str | Sequence[str] | None = None,
     key: Callable[[tornado.web.RequestHandler], Hashable] | None = None,
     namespace: str | None = None,
     public: bool = False,
@@ -194,8 +230,10 @@ def cache_response(
     requests for one page run ``get`` once and the others (waiting up to ``wait_timeout``
     seconds) are answered from it when the policy lets it answer them.
 
-    :param client: where responses live; default ``application.settings["chorde_client"]``,
-        else a process-wide in-process cache of 1024 entries.
+    :param client: where responses live, a client or a URL (:func:`chorde.clients.from_url`;
+        its signing key defaults to one derived from the ``cookie_secret`` setting); default
+        ``application.settings["chorde_client"]`` (the same), else a process-wide in-process
+        cache of 1024 entries.
     :param key: ``key(handler)`` returning what identifies the page in place of path and
         query (Host and the varying fields are still in the key).
     :param namespace: keeps handlers apart; default the method's ``module.qualname``.
@@ -214,6 +252,10 @@ def cache_response(
     )
     if key is not None and not callable(key):
         raise TypeError(f"key must be a callable key(handler), got {key!r}")
+    if client is not None and not is_url(client) and not isinstance(client, BaseCacheClient):
+        raise TypeError(f"client must be a chorde client or a client URL, got {client!r}")
+    if isinstance(client, str) or is_url(client):
+        check_url(client)  # type: ignore[arg-type]
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {namespace!r}")
 
@@ -226,8 +268,7 @@ def cache_response(
             handler: tornado.web.RequestHandler,
         ) -> tuple[ResponseCache, CacheRequest]:
             settings = handler.settings
-            the_client = client or settings.get(_SETTING_CLIENT) or _default()
-            cache = _cache(the_client, settings.get(_SETTING_HOSTS))
+            cache = _cache(_client_for(client, settings), settings.get(_SETTING_HOSTS))
             request = handler.request
             req = cache.request(
                 method=request.method or "GET",

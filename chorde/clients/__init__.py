@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["from_url", "register_scheme", "schemes"]
+__all__ = ["check_url", "from_url", "is_url", "register_scheme", "schemes"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: ``import chorde.clients.inproc`` stays as cheap as it was.
-    if name in ("from_url", "register_scheme", "schemes", "ClientURL"):
+    if name in ("from_url", "register_scheme", "schemes", "check_url", "is_url", "ClientURL"):
         from chorde.clients import urls
 
         return getattr(urls, name)

@@ -34,7 +34,15 @@ from urllib.parse import parse_qsl, urlsplit
 from chorde.clients.base import BaseCacheClient
 from chorde.errors import ConfigurationError
 
-__all__ = ["ClientURL", "Factory", "from_url", "register_scheme", "schemes"]
+__all__ = [
+    "ClientURL",
+    "Factory",
+    "check_url",
+    "from_url",
+    "is_url",
+    "register_scheme",
+    "schemes",
+]
 
 #: Builds a client from a parsed URL; takes the options it knows with :meth:`ClientURL.pop`
 #: or :meth:`ClientURL.arguments_for`.
@@ -312,6 +320,25 @@ def _factory(url: ClientURL) -> Factory:
             f"{url.display!r}: unknown scheme {url.scheme!r}{hint}; known: {', '.join(known)}"
         )
     return factory
+
+
+def check_url(url: str | Sequence[str]) -> None:
+    """Raise :class:`~chorde.errors.ConfigurationError` if ``url`` (or a list of URLs) is not
+    one :func:`from_url` could read: its syntax and scheme, without building anything."""
+    items = [url] if isinstance(url, str) else list(url)
+    if not items:
+        raise ConfigurationError("an empty list of client URLs")
+    for item in items:
+        _factory(ClientURL(item, {}))
+
+
+def is_url(value: Any) -> bool:
+    """Whether ``value`` looks like a client URL (or a non-empty list of them)."""
+    if isinstance(value, str):
+        return "://" in value
+    if isinstance(value, list | tuple) and value:
+        return all(isinstance(v, str) and "://" in v for v in value)
+    return False
 
 
 def _build(url: ClientURL) -> BaseCacheClient:
