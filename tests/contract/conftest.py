@@ -8,6 +8,7 @@ run instantly); others leave ``env.advance`` sleeping for real.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,6 +132,18 @@ def _coherent_memcached(request, clock):
     return Env(CoherentWrapperClient(stack, LocalBus()), encoded_keys=True)
 
 
+def _toy_by_url(request, clock):
+    # A backend from outside chorde, registered by tests/toy, built by URL.
+    import tests.toy  # noqa: F401  (registers the toy:// scheme)
+    from chorde.clients import from_url
+
+    name = f"contract-{next(_toy_names)}"
+    return Env(from_url(f"toy://{name}?size=1000", clock=clock), clock.advance)
+
+
+_toy_names = itertools.count()
+
+
 FACTORIES: dict[str, Callable[..., Env]] = {
     "memcached-1": _memcached(1),
     "memcached-3": _memcached(3),
@@ -147,6 +160,7 @@ FACTORIES: dict[str, Callable[..., Env]] = {
     "files": _files,
     "coherent-inproc": _coherent_inproc,
     "coherent-memcached": _coherent_memcached,
+    "toy-by-url": _toy_by_url,
 }
 
 
