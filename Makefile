@@ -18,7 +18,7 @@ PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 BENCH_ARGS ?=
-LINT_PATHS := $(filter-out %.egg-info,$(wildcard chorde* tests benchmarks example_projects))
+LINT_PATHS := $(filter-out %.egg-info,$(wildcard chorde* tests benchmarks example_projects setup.py noxfile.py))
 # Stamps live inside the venv, so deleting the venv also forgets what was installed in it.
 STAMP_BASE := $(VENV)/.stamp-install
 STAMP_TEST := $(VENV)/.stamp-install-test
