@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["CacheMissError", "ChordeError", "ConfigurationError", "MissingDependencyError"]
+import contextlib
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = [
+    "CacheMissError",
+    "ChordeError",
+    "ConfigurationError",
+    "MissingDependencyError",
+    "require",
+    "requires_extra",
+]
 
 
 class ChordeError(Exception):
@@ -24,13 +36,24 @@ class MissingDependencyError(ChordeError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
 
-def require(module: str, extra: str):
-    """Import an optional dependency or raise an error naming the extra to install."""
-    import importlib
+@contextlib.contextmanager
+def requires_extra(extra: str) -> Iterator[None]:
+    """Turn a missing module imported in the block into an error naming ``extra``.
 
+    Adapters and optional modules import their framework or client library inside
+    ``with requires_extra("flask"):``; a ``ModuleNotFoundError`` raised there becomes a
+    :class:`MissingDependencyError` saying ``pip install 'chorde[flask]'``. An import
+    statement inside the block stays visible to linters and type checkers.
+    """
     try:
-        return importlib.import_module(module)
-    except ImportError as exc:
+        yield
+    except ModuleNotFoundError as exc:
         raise MissingDependencyError(
-            f"{module} is needed for this feature: pip install 'chorde[{extra}]'"
+            f"{exc.name or 'a module'} is needed for this feature: pip install 'chorde[{extra}]'"
         ) from exc
+
+
+def require(module: str, extra: str) -> Any:
+    """Import the optional dependency ``module``, or raise an error naming ``extra``."""
+    with requires_extra(extra):
+        return importlib.import_module(module)

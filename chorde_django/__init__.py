@@ -12,7 +12,7 @@ checks at startup. :func:`cached` caches a function's results in a cache alias's
 
 from __future__ import annotations
 
-from chorde._extras import requires_extra
+from chorde.errors import requires_extra
 
 with requires_extra("django"):
     import django  # noqa: F401 (the dependency; the modules import what they use)

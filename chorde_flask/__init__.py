@@ -77,7 +77,7 @@ import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from chorde._extras import requires_extra
+from chorde.errors import requires_extra
 
 with requires_extra("flask"):
     from flask import Flask, current_app, has_app_context

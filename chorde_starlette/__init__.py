@@ -7,7 +7,7 @@ or out. See :mod:`chorde_starlette.middleware` for the rules.
 
 from __future__ import annotations
 
-from chorde._extras import requires_extra
+from chorde.errors import requires_extra
 
 with requires_extra("starlette"):
     import starlette  # noqa: F401 (the dependency; the middleware imports what it uses)

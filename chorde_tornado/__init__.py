@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from chorde._extras import requires_extra
+from chorde.errors import requires_extra
 
 with requires_extra("tornado"):
     import tornado.gen

@@ -29,8 +29,8 @@ import logging
 import socket
 from typing import Any
 
-from chorde._extras import requires_extra
 from chorde.clients.base import check_ttl
+from chorde.errors import requires_extra
 
 with requires_extra("elasticache"):
     import pymemcache  # noqa: F401 (what chorde.clients.memcached needs)
