@@ -60,7 +60,7 @@ from chorde.errors import CacheMissError
 from chorde.futures import Future, chain, completed, failed
 from chorde.keys import encode_key
 
-__all__ = ["cached", "set_default_executor"]
+__all__ = ["cached", "check_options", "set_default_executor"]
 
 logger = logging.getLogger("chorde.decorators")
 
@@ -877,6 +877,41 @@ def _in_class_body(fn: Callable[..., Any]) -> bool:
     return len(parts) > 1 and parts[-2] != "<locals>"
 
 
+def _options(
+    ttl: Any, async_ttl: Any, key: Any, namespace: Any, ttl_spread: Any, executor: Any
+) -> tuple[float, float, float]:
+    """Validate :func:`cached`'s options: the ttl, the refresh threshold and the spread."""
+    ttl = check_ttl(ttl)
+    if not ttl > 0:
+        raise ValueError(f"ttl must be > 0, got {ttl!r}")
+    threshold = _threshold(ttl, async_ttl)
+    spread = _spread(ttl, ttl_spread)
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a callable building the cache key, got {key!r}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {namespace!r}")
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must have a submit() method, got {executor!r}")
+    return ttl, threshold, spread
+
+
+def check_options(
+    ttl: float,
+    async_ttl: float | None = None,
+    *,
+    key: Callable[..., Hashable] | None = None,
+    namespace: str | None = None,
+    ttl_spread: float | bool = True,
+    executor: concurrent.futures.Executor | None = None,
+) -> None:
+    """Raise what :func:`cached` would for these options, before any client exists.
+
+    For decorators that build their ``cached`` wrapper later (per application, per
+    client) but should reject bad options where they are written.
+    """
+    _options(ttl, async_ttl, key, namespace, ttl_spread, executor)
+
+
 def cached(
     client: Any,
     ttl: float,
@@ -912,17 +947,7 @@ def cached(
     missing = [m for m in _CLIENT_METHODS if not callable(getattr(client, m, None))]
     if missing:
         raise TypeError(f"client must be a chorde cache client, {client!r} lacks {missing}")
-    ttl = check_ttl(ttl)
-    if not ttl > 0:
-        raise ValueError(f"ttl must be > 0, got {ttl!r}")
-    threshold = _threshold(ttl, async_ttl)
-    spread = _spread(ttl, ttl_spread)
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be a callable building the cache key, got {key!r}")
-    if namespace is not None and not isinstance(namespace, str):
-        raise TypeError(f"namespace must be a str, got {namespace!r}")
-    if executor is not None and not callable(getattr(executor, "submit", None)):
-        raise TypeError(f"executor must have a submit() method, got {executor!r}")
+    ttl, threshold, spread = _options(ttl, async_ttl, key, namespace, ttl_spread, executor)
 
     def decorate(fn: Callable[..., Any]) -> Any:
         if not callable(fn):

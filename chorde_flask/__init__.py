@@ -83,9 +83,9 @@ with requires_extra("flask"):
     from flask import Flask, current_app, has_app_context
 
 from chorde.clients.base import BaseCacheClient
-from chorde.clients.inproc import InprocCacheClient
-from chorde.clients.urls import from_url
+from chorde.clients.urls import check_url, from_url
 from chorde.decorators import cached as _cached
+from chorde.decorators import check_options
 from chorde.errors import ConfigurationError
 from chorde.http import ResponseCache, Route, Rules
 from chorde.signing import derive_checksum_keys
@@ -127,6 +127,13 @@ def _number(config: dict, name: str, *, integer: bool) -> float | int:
     return value
 
 
+def _host_port(server: Any) -> str:
+    from chorde.clients.memcached import parse_server
+
+    host, port = parse_server(server)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _servers(config: dict) -> list[Any]:
     raw = config.get("CHORDE_SERVERS")
     items: Any = raw.replace(",", " ").split() if isinstance(raw, str) else raw
@@ -165,17 +172,22 @@ def _checksum_key(config: dict) -> Any:
     return derive_checksum_keys(secret, [f for f in fallbacks if isinstance(f, str | bytes)])
 
 
-def _inproc(config: dict) -> InprocCacheClient:
+def _inproc_url(config: dict) -> str:
     size = _number(config, "CHORDE_SIZE", integer=True)
+    store = config.get("CHORDE_STORE")
+    if store is not None and not isinstance(store, str):
+        raise ConfigurationError(f"CHORDE_STORE must be a store name, got {store!r}")
+    url = f"inproc://?size={size}" + (f"&store={store}" if store else "")
     try:
-        return InprocCacheClient(size, config.get("CHORDE_STORE"))
+        check_url(url)
+        from_url(url).close()  # the store name is checked by building a (tiny) store once
     except (ConfigurationError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"CHORDE_STORE: {exc}") from None
+    return url
 
 
-def _memcached(app: Flask, config: dict) -> BaseCacheClient:
-    from chorde.clients.memcached import MemcachedClient
-
+def _memcached(app: Flask, config: dict, l1: str | None = None) -> BaseCacheClient:
+    """The memcached client of the legacy keys (with an in-process ``l1`` in front, if given)."""
     servers = _servers(config)
     checksum_key = _checksum_key(config)
     prefix = config.get("CHORDE_KEY_PREFIX")
@@ -192,8 +204,11 @@ def _memcached(app: Flask, config: dict) -> BaseCacheClient:
             f"CHORDE_OPTIONS must not set {sorted(reserved)}: use CHORDE_SERVERS, "
             "CHORDE_CHECKSUM_KEY and CHORDE_KEY_PREFIX"
         )
+    url = "memcached://" + ",".join(_host_port(server) for server in servers)
     try:
-        return MemcachedClient(servers, checksum_key, namespace=prefix, **options)
+        return from_url(
+            url if l1 is None else [l1, url], checksum_key=checksum_key, namespace=prefix, **options
+        )
     except ConfigurationError as exc:
         name = "CHORDE_KEY_PREFIX" if "namespace" in str(exc) else "CHORDE_OPTIONS"
         raise ConfigurationError(f"{name}: {exc}") from None
@@ -264,12 +279,10 @@ def _build_client(app: Flask) -> tuple[BaseCacheClient, bool]:
                     "CHORDE_SERVERS is set but CHORDE_CLIENT is 'inproc', which uses no "
                     "server: set CHORDE_CLIENT to 'memcached' or 'tiered'"
                 )
-            return _inproc(config), True
+            return from_url(_inproc_url(config)), True
         if kind_name == "memcached":
             return _memcached(app, config), True
-        from chorde.clients.tiered import TieredInclusiveClient
-
-        return TieredInclusiveClient(_inproc(config), _memcached(app, config)), True
+        return _memcached(app, config, l1=_inproc_url(config)), True
     if callable(kind):
         client = kind(app)
         if not isinstance(client, BaseCacheClient):
@@ -529,9 +542,15 @@ class Chorde:
             "ttl_spread": ttl_spread,
             "executor": executor,
         }
-        if ttl is not None:
-            # Validate now (a throwaway client would do, but the arguments are all we need).
-            _cached(InprocCacheClient(1), **options)
+        # Validated now, where the decorator is written (the wrapper is built per app).
+        check_options(
+            1.0 if ttl is None else ttl,
+            None if ttl is None else async_ttl,  # checked against the app's ttl later
+            key=key,
+            namespace=namespace,
+            ttl_spread=ttl_spread,
+            executor=executor,
+        )
 
         def decorate(fn: Callable[..., Any]) -> _Memoized:
             if not callable(fn):
