@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -125,10 +126,12 @@ def _seconds(alias: str, name: str, value: Any) -> float:
 
 
 def _store(alias: str, name: str, value: Any) -> str:
-    from chorde.clients.inproc import STORES
-
-    if value not in STORES:
-        raise _bad(alias, f"OPTIONS[{name!r}]", f"{value!r} is not one of {sorted(STORES)}")
+    if not isinstance(value, str):
+        raise _bad(alias, f"OPTIONS[{name!r}]", f"must be a store name, got {value!r}")
+    try:
+        from_url("inproc://?size=1", store=value).close()
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        raise _bad(alias, f"OPTIONS[{name!r}]", str(exc)) from None
     return value
 
 
@@ -156,6 +159,11 @@ def _servers(alias: str, location: Any, options: dict[str, Any]) -> tuple[str, .
         except ValueError as exc:
             raise _bad(alias, where, str(exc)) from None
     return tuple(items)
+
+
+def _host_port(alias: str, server: Any) -> str:
+    host, port = _import(alias, "memcached").parse_server(server)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _import(alias: str, kind: str) -> Any:
@@ -329,9 +337,7 @@ def _parse_inproc(alias: str, location: Any, options: dict[str, Any]) -> Stack:
     store = _store(alias, "STORE", options.get("STORE", "lru"))
 
     def build() -> BaseCacheClient:
-        from chorde.clients.inproc import InprocCacheClient
-
-        return InprocCacheClient(size, store)
+        return from_url("inproc://", size=size, store=store)
 
     return Stack("inproc", ("inproc", location), build, True, location, size, store)
 
@@ -352,9 +358,10 @@ def _parse_memcached(alias: str, location: Any, options: dict[str, Any]) -> Stac
     keys = _checksum_keys(alias, options.get("CHECKSUM_KEY"))
     remote_key = ("memcached", servers, keys, namespace, _freeze(extra))
 
+    url = "memcached://" + ",".join(_host_port(alias, s) for s in servers)
+
     def remote() -> BaseCacheClient:
-        cls = _client_class(alias, "memcached")
-        return cls(list(servers), list(keys), namespace=namespace, **extra)
+        return from_url(url, checksum_key=list(keys), namespace=namespace, **extra)
 
     if kind == "memcached":
         return Stack("memcached", remote_key, remote, False)
@@ -363,13 +370,10 @@ def _parse_memcached(alias: str, location: Any, options: dict[str, Any]) -> Stac
     l1_store = _store(alias, "L1_STORE", options.get("L1_STORE", "lru"))
     l1_ttl = _seconds(alias, "L1_TTL", options.get("L1_TTL", DEFAULT_L1_TTL))
 
-    def tiered() -> BaseCacheClient:
-        from chorde.clients.capped import CappedTtlClient
-        from chorde.clients.inproc import InprocCacheClient
-        from chorde.clients.tiered import TieredInclusiveClient
+    l1 = f"inproc://?size={l1_size}&store={l1_store}&max_ttl={l1_ttl!r}"
 
-        l1 = CappedTtlClient(InprocCacheClient(l1_size, l1_store), l1_ttl)
-        return TieredInclusiveClient(l1, remote())
+    def tiered() -> BaseCacheClient:
+        return from_url([l1, url], checksum_key=list(keys), namespace=namespace, **extra)
 
     share = ("tiered", remote_key, l1_size, l1_store, l1_ttl)
     return Stack("tiered", share, tiered, True)
@@ -393,9 +397,10 @@ def _parse_elasticache(alias: str, location: Any, options: dict[str, Any]) -> St
     _client_class(alias, "elasticache")
     keys = _checksum_keys(alias, options.get("CHECKSUM_KEY"))
 
+    url = "elasticache://" + _host_port(alias, endpoint)
+
     def build() -> BaseCacheClient:
-        cls = _client_class(alias, "elasticache")
-        return cls(endpoint, checksum_key=list(keys), namespace=namespace, **extra)
+        return from_url(url, checksum_key=list(keys), namespace=namespace, **extra)
 
     share = ("elasticache", endpoint, keys, namespace, _freeze(extra))
     return Stack("elasticache", share, build, False)
@@ -414,9 +419,10 @@ def _parse_files(alias: str, location: Any, options: dict[str, Any]) -> Stack:
     extra = _client_options(alias, "files", options.get("CLIENT_OPTIONS"), reserved)
     keys = _checksum_keys(alias, options.get("CHECKSUM_KEY"))
 
+    url = "files://" + os.path.abspath(path)
+
     def build() -> BaseCacheClient:
-        cls = _client_class(alias, "files")
-        return cls(path, size, checksum_key=list(keys), **extra)
+        return from_url(url, size=size, checksum_key=list(keys), **extra)
 
     return Stack("files", ("files", path, size, keys, _freeze(extra)), build, False)
 
