@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from chorde.clients.base import BaseCacheClient, CacheStats, check_ttl
+from chorde.clients.steps import Steps, arun, run
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.sentinel import NONE
 
@@ -15,28 +16,31 @@ _MISS: Any = object()
 
 #: ``promote(i, hits)`` copies the live ``(key, value, ttl)`` hits of tier ``i`` above it.
 _Promote = Callable[[int, list[tuple[Hashable, Any, float]]], None]
+#: The same, as steps (see :mod:`chorde.clients.steps`).
+_PromoteSteps = Callable[[int, list[tuple[Hashable, Any, float]]], Steps[None]]
+
+Found = tuple[Any, float]
 
 
-def _fall_through_multi(
-    tiers: Sequence[BaseCacheClient], keys: list[Hashable], default: Any, promote: _Promote
-) -> tuple[list[tuple[Hashable, tuple[Any, float]]], int]:
+def _fall_through_multi_steps(
+    tiers: Sequence[BaseCacheClient], keys: list[Hashable], default: Any, promote: _PromoteSteps
+) -> Steps[tuple[list[tuple[Hashable, Found]], int]]:
     """Look ``keys`` up through ``tiers``, each asked only for the keys the ones above missed.
 
     A live hit is promoted into the tiers above its own with ``promote``; otherwise the
-    freshest stale entry found wins. Shared with the coherent client, whose ``promote``
-    undoes a promotion that an invalidation overtook.
+    freshest stale entry found wins.
 
     Returns the ``(key, (value, ttl))`` answer of every key (misses give ``(default, -1.0)``)
     and how many of them are live hits.
     """
-    found: dict[Hashable, tuple[Any, float]] = {}
+    found: dict[Hashable, Found] = {}
     remaining = list(dict.fromkeys(keys))
     for i, tier in enumerate(tiers):
         if not remaining:
             break
         missing = []
         live: list[tuple[Hashable, Any, float]] = []
-        for key, (value, ttl) in tier.getTtlMulti(remaining, _MISS):
+        for key, (value, ttl) in (yield (tier, "getTtlMulti", (remaining, _MISS))):
             if value is not _MISS and ttl > 0:
                 found[key] = (value, ttl)
                 live.append((key, value, ttl))
@@ -45,10 +49,43 @@ def _fall_through_multi(
                 found[key] = (value, ttl)
             missing.append(key)
         if i and live:
-            promote(i, live)
+            yield from promote(i, live)
         remaining = missing
     answer = [(key, found.get(key, (default, -1.0))) for key in keys]
     return answer, sum(1 for _, (_, ttl) in answer if ttl > 0)
+
+
+def _fall_through_multi(
+    tiers: Sequence[BaseCacheClient], keys: list[Hashable], default: Any, promote: _Promote
+) -> tuple[list[tuple[Hashable, Found]], int]:
+    """:func:`_fall_through_multi_steps` with blocking calls and a plain ``promote``.
+
+    Shared with the coherent client, whose ``promote`` undoes a promotion that an
+    invalidation overtook.
+    """
+
+    def promote_steps(i: int, hits: list[tuple[Hashable, Any, float]]) -> Steps[None]:
+        promote(i, hits)
+        return
+        yield  # a generator that makes no call
+
+    return run(_fall_through_multi_steps(tiers, keys, default, promote_steps))
+
+
+def _answer(key: Hashable, found: Found, default: Any) -> Found:
+    if found[0] is _MISS:
+        if default is NONE:
+            raise CacheMissError(key)
+        return default, -1.0
+    return found
+
+
+def _live(key: Hashable, found: Found, default: Any) -> Any:
+    if found[1] > 0:
+        return found[0]
+    if default is NONE:
+        raise CacheMissError(key)
+    return default
 
 
 class TieredInclusiveClient(BaseCacheClient):
@@ -70,29 +107,32 @@ class TieredInclusiveClient(BaseCacheClient):
                     f"tier {i} is {client!r}, not a cache client (BaseCacheClient)"
                 )
         self.clients: tuple[BaseCacheClient, ...] = clients
+        # Blocking calls may block (a network tier); the awaitable ones never do: they
+        # await each tier's own awaitables.
         self.blocking = any(c.blocking for c in clients)
         self.is_async = any(c.is_async for c in clients)
         self._hits = 0
         self._misses = 0
         self._sets = 0
 
-    def _promote(self, i: int, hits: list[tuple[Hashable, Any, float]]) -> None:
+    # ---- the operations, written once (steps), run blocking or awaited ---------------
+
+    def _promote(self, i: int, hits: list[tuple[Hashable, Any, float]]) -> Steps[None]:
         for upper in self.clients[:i]:
             for key, value, ttl in hits:
-                upper.put(key, value, ttl)
+                yield (upper, "put", (key, value, ttl))
 
-    def _find(self, key: Hashable) -> tuple[Any, float]:
-        """Return the freshest ``(value, ttl)`` over the tiers, promoting a live hit."""
-        # Not shared with the batch form: this is the L1-hit hot path, one call frame less.
-        stale: tuple[Any, float] | None = None
+    def _find(self, key: Hashable, first: Found) -> Steps[Found]:
+        """The freshest ``(value, ttl)`` below the first tier, whose answer was ``first``."""
+        stale = first if first[0] is not _MISS else None
         clients = self.clients
-        for i, client in enumerate(clients):
-            value, ttl = client.getTtl(key, _MISS)
+        for i in range(1, len(clients)):
+            value, ttl = yield (clients[i], "getTtl", (key, _MISS))
             if value is _MISS:
                 continue
             if ttl > 0:
                 for upper in clients[:i]:
-                    upper.put(key, value, ttl)
+                    yield (upper, "put", (key, value, ttl))
                 self._hits += 1
                 return value, ttl
             if stale is None or ttl > stale[1]:
@@ -100,88 +140,112 @@ class TieredInclusiveClient(BaseCacheClient):
         self._misses += 1
         return stale if stale is not None else (_MISS, -1.0)
 
-    def get(self, key: Hashable, default: Any = NONE) -> Any:
-        """Return the live value from the first tier that has it."""
-        value, ttl = self._find(key)
-        if ttl > 0:
-            return value
-        if default is NONE:
-            raise CacheMissError(key)
-        return default
-
-    def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
-        """Return ``(value, ttl_left)`` from the freshest tier; a stale entry if only that."""
-        value, ttl = self._find(key)
-        if value is _MISS:
-            if default is NONE:
-                raise CacheMissError(key)
-            return default, -1.0
-        return value, ttl
-
-    def getTtlMulti(
-        self, keys: Iterable[Hashable], default: Any = NONE
-    ) -> Iterator[tuple[Hashable, tuple[Any, float]]]:
-        """Batch lookup: each tier is asked only for the keys the tiers above it missed."""
-        keys = list(keys)
-        answer, hits = _fall_through_multi(self.clients, keys, default, self._promote)
+    def _multi(self, keys: Iterable[Hashable], default: Any) -> Steps[list[tuple[Hashable, Found]]]:
+        answer, hits = yield from _fall_through_multi_steps(
+            self.clients, list(keys), default, self._promote
+        )
         self._hits += hits
         self._misses += len(answer) - hits
-        yield from answer
+        return answer
 
-    def contains(self, key: Hashable, ttl: float | None = None) -> bool:
-        """True if any tier has a live entry (with more than ``ttl`` left, if given)."""
-        return any(client.contains(key, ttl) for client in self.clients)
-
-    def put(self, key: Hashable, value: Any, ttl: float) -> None:
-        """Write to every tier."""
-        check_ttl(ttl)
+    def _contains(self, key: Hashable, ttl: float | None) -> Steps[bool]:
         for client in self.clients:
-            client.put(key, value, ttl)
+            if (yield (client, "contains", (key, ttl))):
+                return True
+        return False
+
+    def _each(self, name: str, *args: Any, reverse: bool = False) -> Steps[list[Any]]:
+        """Call ``name(*args)`` on every tier (the last first when ``reverse``)."""
+        clients = reversed(self.clients) if reverse else self.clients
+        results = []
+        for client in clients:
+            results.append((yield (client, name, args)))
+        return results
+
+    def _put(self, key: Hashable, value: Any, ttl: float) -> Steps[None]:
+        check_ttl(ttl)
+        yield from self._each("put", key, value, ttl)
         self._sets += 1
 
-    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
-        """Write many pairs to every tier, in batches where a tier supports them."""
+    def _put_multi(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> Steps[None]:
         check_ttl(ttl)
-        items = list(items.items() if isinstance(items, dict) else items)
-        for client in self.clients:
-            client.putMulti(items, ttl)
-        self._sets += len(items)
+        pairs = list(items.items() if isinstance(items, dict) else items)
+        yield from self._each("putMulti", pairs, ttl)
+        self._sets += len(pairs)
 
-    def add(self, key: Hashable, value: Any, ttl: float) -> bool:
-        """Add in the last tier; when it succeeds, copy the value to the tiers above."""
+    def _add(self, key: Hashable, value: Any, ttl: float) -> Steps[bool]:
         check_ttl(ttl)
         *upper, last = self.clients
-        if not last.add(key, value, ttl):
+        if not (yield (last, "add", (key, value, ttl))):
             return False
         for client in upper:
-            client.put(key, value, ttl)
+            yield (client, "put", (key, value, ttl))
         self._sets += 1
         return True
 
+    def _renew(self, key: Hashable, ttl: float) -> Steps[bool]:
+        check_ttl(ttl)
+        return any((yield from self._each("renew", key, ttl)))
+
+    # ---- blocking ------------------------------------------------------------------------
+
+    def getTtl(self, key: Hashable, default: Any = NONE) -> Found:
+        """Return ``(value, ttl_left)`` from the freshest tier; a stale entry if only that."""
+        found = self.clients[0].getTtl(key, _MISS)  # the L1 hit: no generator
+        if found[1] > 0:
+            self._hits += 1
+            return found
+        return _answer(key, run(self._find(key, found)), default)
+
+    def get(self, key: Hashable, default: Any = NONE) -> Any:
+        """Return the live value from the first tier that has it."""
+        found = self.clients[0].getTtl(key, _MISS)
+        if found[1] > 0:
+            self._hits += 1
+            return found[0]
+        return _live(key, run(self._find(key, found)), default)
+
+    def getTtlMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> Iterator[tuple[Hashable, Found]]:
+        """Batch lookup: each tier is asked only for the keys the tiers above it missed."""
+        yield from run(self._multi(keys, default))
+
+    def contains(self, key: Hashable, ttl: float | None = None) -> bool:
+        """True if any tier has a live entry (with more than ``ttl`` left, if given)."""
+        return run(self._contains(key, ttl))
+
+    def put(self, key: Hashable, value: Any, ttl: float) -> None:
+        """Write to every tier."""
+        run(self._put(key, value, ttl))
+
+    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+        """Write many pairs to every tier, in batches where a tier supports them."""
+        run(self._put_multi(items, ttl))
+
+    def add(self, key: Hashable, value: Any, ttl: float) -> bool:
+        """Add in the last tier; when it succeeds, copy the value to the tiers above."""
+        return run(self._add(key, value, ttl))
+
     def delete(self, key: Hashable) -> None:
         """Delete from every tier (the last first, so a reader cannot re-promote it)."""
-        for client in reversed(self.clients):
-            client.delete(key)
+        run(self._each("delete", key, reverse=True))
 
     def renew(self, key: Hashable, ttl: float) -> bool:
         """Renew in every tier; True if any tier held the entry."""
-        check_ttl(ttl)
-        return any([client.renew(key, ttl) for client in self.clients])
+        return run(self._renew(key, ttl))
 
     def expire(self, key: Hashable) -> None:
         """Mark stale in every tier."""
-        for client in reversed(self.clients):
-            client.expire(key)
+        run(self._each("expire", key, reverse=True))
 
     def clear(self) -> None:
         """Clear every tier."""
-        for client in reversed(self.clients):
-            client.clear()
+        run(self._each("clear", reverse=True))
 
     def purge(self, timeout: float = 0) -> None:
         """Purge every tier."""
-        for client in self.clients:
-            client.purge(timeout)
+        run(self._each("purge", timeout))
 
     def wait(self, key: Hashable, timeout: float | None = None) -> None:
         """Wait for pending background writes of ``key`` in every tier."""
@@ -190,8 +254,80 @@ class TieredInclusiveClient(BaseCacheClient):
 
     def close(self) -> None:
         """Close every tier."""
-        for client in self.clients:
-            client.close()
+        run(self._each("close"))
+
+    # ---- awaitable: each tier's own awaitables, never an executor of ours ----------------
+
+    async def agetTtl(self, key: Hashable, default: Any = NONE) -> Found:
+        """Awaitable :meth:`getTtl`."""
+        found = await self.clients[0].agetTtl(key, _MISS)
+        if found[1] > 0:
+            self._hits += 1
+            return found
+        return _answer(key, await arun(self._find(key, found)), default)
+
+    async def aget(self, key: Hashable, default: Any = NONE) -> Any:
+        """Awaitable :meth:`get`."""
+        found = await self.clients[0].agetTtl(key, _MISS)
+        if found[1] > 0:
+            self._hits += 1
+            return found[0]
+        return _live(key, await arun(self._find(key, found)), default)
+
+    async def agetTtlMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> list[tuple[Hashable, Found]]:
+        """Awaitable :meth:`getTtlMulti`."""
+        return await arun(self._multi(keys, default))
+
+    async def agetMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> list[tuple[Hashable, Any]]:
+        """Awaitable :meth:`getMulti`."""
+        answer = await arun(self._multi(keys, NONE))
+        return [(key, value if ttl > 0 else default) for key, (value, ttl) in answer]
+
+    async def acontains(self, key: Hashable, ttl: float | None = None) -> bool:
+        """Awaitable :meth:`contains`."""
+        return await arun(self._contains(key, ttl))
+
+    async def aput(self, key: Hashable, value: Any, ttl: float) -> None:
+        """Awaitable :meth:`put`."""
+        await arun(self._put(key, value, ttl))
+
+    async def aputMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+        """Awaitable :meth:`putMulti`."""
+        await arun(self._put_multi(items, ttl))
+
+    async def aadd(self, key: Hashable, value: Any, ttl: float) -> bool:
+        """Awaitable :meth:`add`."""
+        return await arun(self._add(key, value, ttl))
+
+    async def adelete(self, key: Hashable) -> None:
+        """Awaitable :meth:`delete`."""
+        await arun(self._each("delete", key, reverse=True))
+
+    async def arenew(self, key: Hashable, ttl: float) -> bool:
+        """Awaitable :meth:`renew`."""
+        return await arun(self._renew(key, ttl))
+
+    async def aexpire(self, key: Hashable) -> None:
+        """Awaitable :meth:`expire`."""
+        await arun(self._each("expire", key, reverse=True))
+
+    async def aclear(self) -> None:
+        """Awaitable :meth:`clear`."""
+        await arun(self._each("clear", reverse=True))
+
+    async def apurge(self, timeout: float = 0) -> None:
+        """Awaitable :meth:`purge`."""
+        await arun(self._each("purge", timeout))
+
+    async def aclose(self) -> None:
+        """Awaitable :meth:`close`."""
+        await arun(self._each("close"))
+
+    # ---- sizes and counters ----------------------------------------------------------------
 
     @property
     def capacity(self) -> int:

@@ -8,10 +8,12 @@ run instantly); others leave ``env.advance`` sleeping for real.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -164,10 +166,48 @@ FACTORIES: dict[str, Callable[..., Env]] = {
 }
 
 
+class Awaiting:
+    """A client's contract spoken through its awaitable methods.
+
+    ``proxy.get(k)`` runs ``await client.aget(k)`` on an event loop of its own, so every
+    contract test also checks the awaitable path, composition clients included (they
+    must await their tiers' awaitables, not fall back to an executor).
+    """
+
+    def __init__(self, client: BaseCacheClient) -> None:
+        self._client = client
+        self._loop = asyncio.new_event_loop()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        awaitable = getattr(self._client, "a" + name, None)
+        if not callable(attr) or awaitable is None:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = self._loop.run_until_complete(awaitable(*args, **kwargs))
+            return iter(result) if name in ("getMulti", "getTtlMulti") else result
+
+        return call
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._client.aclose())
+        finally:
+            self._loop.close()
+
+
 @pytest.fixture(params=sorted(FACTORIES))
-def env(request):
-    """Each registered client, fresh for every test, closed afterwards."""
+def _made(request):
     clock = FakeClock()
-    made = FACTORIES[request.param](request, clock)
-    yield made
-    made.client.close()
+    return FACTORIES[request.param](request, clock)
+
+
+@pytest.fixture(params=["direct", "awaited"])
+def env(request, _made):
+    """Each registered client, fresh for every test, closed afterwards; used directly and
+    through its awaitable methods."""
+    if request.param == "awaited":
+        _made.client = Awaiting(_made.client)
+    yield _made
+    _made.client.close()
