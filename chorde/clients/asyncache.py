@@ -35,6 +35,7 @@ from chorde.clients.base import (
     check_capacity,
     check_ttl,
 )
+from chorde.clients.steps import Steps, arun, run
 from chorde.errors import CacheMissError
 from chorde.sentinel import NONE
 
@@ -124,6 +125,17 @@ class AsyncWriteCacheClient(ClientWrapper):
     # ---- the write queue -----------------------------------------------------------
 
     def _enqueue(self, key: Hashable, op: _Op) -> None:
+        if not self._queued(key, op):
+            self._exclusive(key, lambda: self._apply(key, op))
+
+    async def _aenqueue(self, key: Hashable, op: _Op) -> None:
+        if not self._queued(key, op):  # backpressure: the wait for the key is a thread's
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._exclusive, key, lambda: self._apply(key, op)
+            )
+
+    def _queued(self, key: Hashable, op: _Op) -> bool:
+        """Queue ``op``; False when the queue is full and the caller must write it through."""
         try:
             hash(key)
         except TypeError:
@@ -134,7 +146,7 @@ class AsyncWriteCacheClient(ClientWrapper):
             current = self._pending.get(key)
             if current is not None:
                 self._pending[key] = self._coalesce(current, op)
-                return
+                return True
             inflight = key in self._inflight
             if inflight or len(self._pending) < self._queue_size:
                 # An in-flight key is queued again by its writer when done, so this may
@@ -143,9 +155,9 @@ class AsyncWriteCacheClient(ClientWrapper):
                 if not inflight:
                     self._queue.append(key)
                     self._work.notify()
-                return
+                return True
             self._write_throughs += 1
-        self._exclusive(key, lambda: self._apply(key, op))
+            return False
 
     def _coalesce(self, current: _Op, op: _Op) -> _Op:
         if op.kind != _EXPIRE:
@@ -226,7 +238,7 @@ class AsyncWriteCacheClient(ClientWrapper):
             raise _bad_key(key) from None
         return op
 
-    def _read(self, key: Hashable, op: _Op) -> tuple[Any, float]:
+    def _read(self, key: Hashable, op: _Op) -> Steps[tuple[Any, float]]:
         """``(value, ttl_left)`` as ``op`` leaves the key, ``(_MISS, -1.0)`` if absent."""
         if op.kind == _PUT:
             left = op.deadline - self._clock()
@@ -235,17 +247,16 @@ class AsyncWriteCacheClient(ClientWrapper):
             return op.value, left
         if op.kind == _DELETE:
             return _MISS, -1.0
-        value, left = self.client.getTtl(key, _MISS)
+        value, left = yield (self.client, "getTtl", (key, _MISS))
         if op.kind == _EXPIRE and value is not _MISS:
             left = min(left, op.stale_at - self._clock())
         return value, left
 
-    def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
-        """Return ``(value, ttl_left)``, pending writes included."""
+    def _get_ttl(self, key: Hashable, default: Any) -> Steps[tuple[Any, float]]:
         op = self._find(key)
         if op is None or op.kind == _EXCLUSIVE:
-            return self.client.getTtl(key, default)
-        value, left = self._read(key, op)
+            return (yield (self.client, "getTtl", (key, default)))
+        value, left = yield from self._read(key, op)
         if value is _MISS:
             self._misses += 1
             if default is NONE:
@@ -257,47 +268,90 @@ class AsyncWriteCacheClient(ClientWrapper):
             self._misses += 1
         return value, left
 
-    def get(self, key: Hashable, default: Any = NONE) -> Any:
-        """Return the live value for ``key``, pending writes included."""
+    def _get(self, key: Hashable, default: Any) -> Steps[Any]:
         op = self._find(key)
         if op is None or op.kind == _EXCLUSIVE:
-            return self.client.get(key, default)
-        return super().get(key, default)
+            return (yield (self.client, "get", (key, default)))
+        value, left = yield from self._get_ttl(key, _MISS)
+        if value is not _MISS and left > 0:
+            return value
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
 
-    def contains(self, key: Hashable, ttl: float | None = None) -> bool:
-        """True if ``key`` has a live entry, pending writes included."""
+    def _contains(self, key: Hashable, ttl: float | None) -> Steps[bool]:
         op = self._find(key)
         if op is None or op.kind == _EXCLUSIVE:
-            return self.client.contains(key, ttl)
-        return super().contains(key, ttl)
+            return (yield (self.client, "contains", (key, ttl)))
+        value, left = yield from self._get_ttl(key, _MISS)
+        return value is not _MISS and left > (ttl or 0)
 
-    def getTtlMulti(self, keys: Iterable[Hashable], default: Any = NONE) -> Iterator[tuple]:
-        """Batch :meth:`getTtl`: keys without pending writes go to the client in one batch."""
+    def _multi(self, keys: Iterable[Hashable], default: Any) -> Steps[list[tuple[Any, Any]]]:
         keys = list(keys)
         ops = [self._find(k) for k in keys]
         rest = [k for k, op in zip(keys, ops, strict=True) if op is None or op.kind == _EXCLUSIVE]
-        fetched = dict(self.client.getTtlMulti(rest, default)) if rest else {}
+        fetched = dict((yield (self.client, "getTtlMulti", (rest, default)))) if rest else {}
+        answer = []
         for key, op in zip(keys, ops, strict=True):
             if op is None or op.kind == _EXCLUSIVE:
-                yield key, fetched[key]
+                answer.append((key, fetched[key]))
             else:
-                value, left = self._read(key, op)
-                yield key, (default, -1.0) if value is _MISS else (value, left)
+                value, left = yield from self._read(key, op)
+                answer.append((key, (default, -1.0) if value is _MISS else (value, left)))
+        return answer
+
+    def getTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
+        """Return ``(value, ttl_left)``, pending writes included."""
+        return run(self._get_ttl(key, default))
+
+    def get(self, key: Hashable, default: Any = NONE) -> Any:
+        """Return the live value for ``key``, pending writes included."""
+        return run(self._get(key, default))
+
+    def contains(self, key: Hashable, ttl: float | None = None) -> bool:
+        """True if ``key`` has a live entry, pending writes included."""
+        return run(self._contains(key, ttl))
+
+    def getTtlMulti(self, keys: Iterable[Hashable], default: Any = NONE) -> Iterator[tuple]:
+        """Batch :meth:`getTtl`: keys without pending writes go to the client in one batch."""
+        yield from run(self._multi(keys, default))
+
+    async def agetTtl(self, key: Hashable, default: Any = NONE) -> tuple[Any, float]:
+        """Awaitable :meth:`getTtl` (the wrapped client's own awaitables)."""
+        return await arun(self._get_ttl(key, default))
+
+    async def aget(self, key: Hashable, default: Any = NONE) -> Any:
+        """Awaitable :meth:`get`."""
+        return await arun(self._get(key, default))
+
+    async def acontains(self, key: Hashable, ttl: float | None = None) -> bool:
+        """Awaitable :meth:`contains`."""
+        return await arun(self._contains(key, ttl))
+
+    async def agetTtlMulti(self, keys: Iterable[Hashable], default: Any = NONE) -> list[tuple]:
+        """Awaitable :meth:`getTtlMulti`."""
+        return await arun(self._multi(keys, default))
+
+    async def agetMulti(self, keys: Iterable[Hashable], default: Any = NONE) -> list[tuple]:
+        """Awaitable :meth:`getMulti`."""
+        answer = await arun(self._multi(keys, NONE))
+        return [(key, value if ttl > 0 else default) for key, (value, ttl) in answer]
 
     # ---- writes --------------------------------------------------------------------
 
+    def _puts(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> list[tuple]:
+        deadline = self._clock() + check_ttl(ttl)
+        pairs = items.items() if isinstance(items, dict) else items
+        return [(key, _Op(_PUT, value, deadline)) for key, value in pairs]
+
     def put(self, key: Hashable, value: Any, ttl: float) -> None:
         """Queue a write of ``value`` for ``ttl`` seconds (counted from now)."""
-        ttl = check_ttl(ttl)
-        self._enqueue(key, _Op(_PUT, value, self._clock() + ttl))
-        self._sets += 1
+        self.putMulti([(key, value)], ttl)
 
     def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
         """Queue many writes with one ttl."""
-        ttl = check_ttl(ttl)
-        deadline = self._clock() + ttl
-        for key, value in items.items() if isinstance(items, dict) else items:
-            self._enqueue(key, _Op(_PUT, value, deadline))
+        for key, op in self._puts(items, ttl):
+            self._enqueue(key, op)
             self._sets += 1
 
     def delete(self, key: Hashable) -> None:
@@ -307,6 +361,24 @@ class AsyncWriteCacheClient(ClientWrapper):
     def expire(self, key: Hashable) -> None:
         """Queue marking ``key`` stale (reads see it stale at once)."""
         self._enqueue(key, _Op(_EXPIRE, stale_at=self._clock()))
+
+    async def aput(self, key: Hashable, value: Any, ttl: float) -> None:
+        """Awaitable :meth:`put`: queued without blocking the loop."""
+        await self.aputMulti([(key, value)], ttl)
+
+    async def aputMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+        """Awaitable :meth:`putMulti`."""
+        for key, op in self._puts(items, ttl):
+            await self._aenqueue(key, op)
+            self._sets += 1
+
+    async def adelete(self, key: Hashable) -> None:
+        """Awaitable :meth:`delete`."""
+        await self._aenqueue(key, _Op(_DELETE))
+
+    async def aexpire(self, key: Hashable) -> None:
+        """Awaitable :meth:`expire`."""
+        await self._aenqueue(key, _Op(_EXPIRE, stale_at=self._clock()))
 
     def add(self, key: Hashable, value: Any, ttl: float) -> bool:
         """Store only if absent or expired, atomically on the wrapped client."""
