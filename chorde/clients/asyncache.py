@@ -389,6 +389,20 @@ class AsyncWriteCacheClient(ClientWrapper):
             self._sets += 1
         return added
 
+    def updateTtl(
+        self, key: Hashable, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Update on the wrapped client (after the key's pending writes are applied)."""
+        self._find(key)  # rejects unhashable keys
+        return self._exclusive(key, lambda: self.client.updateTtl(key, fn, ttl))
+
+    async def aupdateTtl(
+        self, key: Hashable, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Awaitable :meth:`updateTtl` (the wait for pending writes is a thread's)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.updateTtl, key, fn, ttl)
+
     def renew(self, key: Hashable, ttl: float) -> bool:
         """Extend an entry's ttl (after its pending writes are applied)."""
         ttl = check_ttl(ttl)

@@ -9,6 +9,8 @@ A client maps keys to values, each with a time to live (ttl, in seconds). The co
   needs it); a miss returns ``(default, -1.0)`` or raises when no default is given.
 * ``put``/``add``/``delete``/``contains``/``renew``/``expire``/``clear``/``purge`` and the
   batch forms ``getMulti``/``getTtlMulti``/``putMulti``.
+* Read-modify-write: ``update``/``updateTtl`` (compare-and-set style), ``incr`` and
+  ``touch``, atomic within the client by default, natively where the backend offers it.
 * ``a``-prefixed awaitable twins of every method (``aget``, ``aput`` ...). For clients that
   never block (in-process ones) they run inline; clients whose methods block
   (``blocking = True``) run them on an executor so the event loop is never blocked.
@@ -20,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import numbers
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -196,6 +199,48 @@ class BaseCacheClient(ABC):
         for key, value in items:
             self.put(key, value, ttl)
 
+    # ---- read-modify-write: atomic within this client; shared backends override ------
+
+    def updateTtl(
+        self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Replace the live value of ``key`` by ``fn(value)``; return ``(new, ttl_left)``.
+
+        ``ttl`` is the new entry's ttl; None keeps the time it had left. A missing or stale
+        entry raises :class:`~chorde.CacheMissError`; what ``fn`` raises propagates and
+        leaves the entry as it was. This default is atomic among the threads using this
+        client object (a lock per key stripe); clients whose entries other processes write
+        (memcached ...) override it with the backend's own compare-and-set.
+        """
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        with _update_lock(self, key):
+            value, left = self.getTtl(key)
+            if left <= 0:
+                raise CacheMissError(key)
+            new = fn(value)
+            new_ttl = left if ttl is None else ttl
+            self.put(key, new, new_ttl)
+        return new, new_ttl
+
+    def update(self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+        """:meth:`updateTtl`, returning only the new value."""
+        return self.updateTtl(key, fn, ttl)[0]
+
+    def incr(self, key: Key, delta: Any = 1) -> Any:
+        """Add ``delta`` to the live value of ``key`` atomically (as :meth:`update`), keeping
+        its ttl; return the new value. A missing key raises :class:`~chorde.CacheMissError`."""
+        return self.updateTtl(key, lambda value: value + delta)[0]
+
+    def touch(self, key: Key, ttl: float) -> bool:
+        """Give the live entry of ``key`` a ttl of ``ttl`` seconds from now (longer or
+        shorter); False when there is no live entry."""
+        try:
+            self.updateTtl(key, _same, ttl)
+        except CacheMissError:
+            return False
+        return True
+
     def close(self) -> None:
         """Release connections and threads; the client must not be used afterwards."""
 
@@ -271,8 +316,45 @@ class BaseCacheClient(ABC):
         """Awaitable :meth:`close`."""
         return await self._call(self.close)
 
+    async def aupdateTtl(
+        self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Awaitable :meth:`updateTtl`."""
+        return await self._call(self.updateTtl, key, fn, ttl)
+
+    async def aupdate(self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+        """Awaitable :meth:`update`."""
+        return (await self.aupdateTtl(key, fn, ttl))[0]
+
+    async def aincr(self, key: Key, delta: Any = 1) -> Any:
+        """Awaitable :meth:`incr`."""
+        return (await self.aupdateTtl(key, lambda value: value + delta))[0]
+
+    async def atouch(self, key: Key, ttl: float) -> bool:
+        """Awaitable :meth:`touch`."""
+        try:
+            await self.aupdateTtl(key, _same, ttl)
+        except CacheMissError:
+            return False
+        return True
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} usage={self.usage}/{self.capacity}>"
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_UPDATE_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _update_lock(client: BaseCacheClient, key: Key) -> threading.Lock:
+    """The lock serialising default read-modify-writes of ``key`` on ``client``."""
+    try:
+        return _UPDATE_LOCKS[hash((id(client), key)) % len(_UPDATE_LOCKS)]
+    except TypeError:
+        raise TypeError(f"cache keys must be hashable, got {key!r}") from None
 
 
 class ClientWrapper(BaseCacheClient):

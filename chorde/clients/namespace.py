@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from chorde.clients.base import BaseCacheClient, ClientWrapper, check_ttl
@@ -164,6 +164,12 @@ class NamespaceWrapper(ClientWrapper):
         """Renew within the namespace."""
         return run(self._on("renew", key, ttl))
 
+    def updateTtl(
+        self, key: Hashable, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Update within the namespace, as atomically as the client does."""
+        return run(self._on("updateTtl", key, fn, ttl))
+
     def expire(self, key: Hashable) -> None:
         """Mark stale within the namespace."""
         run(self._on("expire", key))
@@ -222,6 +228,12 @@ class NamespaceWrapper(ClientWrapper):
     async def arenew(self, key: Hashable, ttl: float) -> bool:
         """Awaitable :meth:`renew`."""
         return await arun(self._on("renew", key, ttl))
+
+    async def aupdateTtl(
+        self, key: Hashable, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Awaitable :meth:`updateTtl`."""
+        return await arun(self._on("updateTtl", key, fn, ttl))
 
     async def aexpire(self, key: Hashable) -> None:
         """Awaitable :meth:`expire`."""

@@ -183,6 +183,17 @@ class TieredInclusiveClient(BaseCacheClient):
         self._sets += 1
         return True
 
+    def _update(self, key: Hashable, fn: Callable[[Any], Any], ttl: float | None) -> Steps[Found]:
+        """Update in the last tier (the authoritative one), then copy the result above."""
+        *upper, last = self.clients
+        new, left = yield (last, "updateTtl", (key, fn, ttl))
+        for client in upper:
+            if left > 0:
+                yield (client, "put", (key, new, left))
+            else:
+                yield (client, "delete", (key,))
+        return new, left
+
     def _renew(self, key: Hashable, ttl: float) -> Steps[bool]:
         check_ttl(ttl)
         return any((yield from self._each("renew", key, ttl)))
@@ -230,6 +241,10 @@ class TieredInclusiveClient(BaseCacheClient):
     def delete(self, key: Hashable) -> None:
         """Delete from every tier (the last first, so a reader cannot re-promote it)."""
         run(self._each("delete", key, reverse=True))
+
+    def updateTtl(self, key: Hashable, fn: Callable[[Any], Any], ttl: float | None = None) -> Found:
+        """Update atomically in the last tier, then copy the new value into the others."""
+        return run(self._update(key, fn, ttl))
 
     def renew(self, key: Hashable, ttl: float) -> bool:
         """Renew in every tier; True if any tier held the entry."""
@@ -306,6 +321,12 @@ class TieredInclusiveClient(BaseCacheClient):
     async def adelete(self, key: Hashable) -> None:
         """Awaitable :meth:`delete`."""
         await arun(self._each("delete", key, reverse=True))
+
+    async def aupdateTtl(
+        self, key: Hashable, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> Found:
+        """Awaitable :meth:`updateTtl`."""
+        return await arun(self._update(key, fn, ttl))
 
     async def arenew(self, key: Hashable, ttl: float) -> bool:
         """Awaitable :meth:`renew`."""

@@ -46,6 +46,8 @@ class Env:
     encoded_keys: bool = False
     #: Entries may be evicted at any time (e.g. approximate stores under pressure).
     lossy: bool = False
+    #: ``client`` is the :class:`Awaiting` proxy (one event loop: no calls from threads).
+    awaited: bool = False
 
 
 def _inproc(store=None):
@@ -209,5 +211,6 @@ def env(request, _made):
     through its awaitable methods."""
     if request.param == "awaited":
         _made.client = Awaiting(_made.client)
+        _made.awaited = True
     yield _made
     _made.client.close()

@@ -340,3 +340,85 @@ def test_async_methods(env):
         assert await c.aget("b", None) is None
 
     asyncio.run(scenario())
+
+
+# ---- read-modify-write: update / updateTtl / incr / touch ---------------------------------
+
+
+def test_update_replaces_the_live_value_and_keeps_its_ttl(env):
+    c = env.client
+    c.put("u", 10, TTL)
+    assert c.update("u", lambda v: v * 2) == 20
+    assert c.get("u") == 20
+    new, left = c.updateTtl("u", lambda v: v + 1)
+    assert new == 21 and 0 < left <= TTL
+    assert c.getTtl("u")[1] > TTL - 60  # the time it had left, not a fresh default
+
+
+def test_update_with_a_ttl_sets_it(env):
+    c = env.client
+    c.put("u", 1, TTL)
+    new, left = c.updateTtl("u", lambda v: v + 1, 30)
+    assert new == 2 and 0 < left <= 30
+    assert 0 < c.getTtl("u")[1] <= 30
+
+
+def test_update_of_a_missing_or_stale_entry_is_a_miss(env):
+    c = env.client
+    with pytest.raises(CacheMissError):
+        c.update("nothing", lambda v: v)
+    c.put("stale", 1, TTL)
+    c.expire("stale")
+    with pytest.raises(CacheMissError):
+        c.update("stale", lambda v: v + 1)
+
+
+def test_update_that_raises_leaves_the_entry(env):
+    c = env.client
+    c.put("u", "text", TTL)
+    with pytest.raises(TypeError):
+        c.update("u", lambda v: v + 1)
+    assert c.get("u") == "text"
+
+
+def test_incr(env):
+    c = env.client
+    c.put("n", 5, TTL)
+    assert c.incr("n") == 6
+    assert c.incr("n", -10) == -4
+    assert c.get("n") == -4
+    with pytest.raises(CacheMissError):
+        c.incr("missing")
+
+
+def test_touch_sets_a_new_ttl_longer_or_shorter(env):
+    c = env.client
+    c.put("t", "v", TTL)
+    assert c.touch("t", 20)
+    value, left = c.getTtl("t")
+    assert value == "v" and 0 < left <= 20
+    assert c.touch("t", 1000)
+    assert c.getTtl("t")[1] > TTL
+    assert not c.touch("missing", 10)
+
+
+def test_incr_is_atomic_across_threads(env):
+    import threading
+
+    if env.awaited:
+        pytest.skip("the awaited proxy runs one event loop: no calls from other threads")
+    c = env.client
+    c.put("n", 0, TTL)
+    start = threading.Barrier(8, timeout=10)
+
+    def bump():
+        start.wait()
+        for _ in range(50):
+            c.incr("n")
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert c.get("n") == 400
