@@ -29,7 +29,6 @@ __all__ = [
     "derive_checksum_key",
     "parse",
     "shared_client",
-    "shared_lock",
 ]
 
 #: The stacks OPTIONS["CLIENT"] may name.
@@ -467,15 +466,3 @@ def close_clients() -> None:
         _clients.clear()
     for client in clients:
         client.close()
-
-
-_locks: dict[Hashable, threading.Lock] = {}
-
-
-def shared_lock(stack: Stack) -> threading.Lock:
-    """A process-wide lock per shared client, for read-modify-write operations (incr)."""
-    lock = _locks.get(stack.share_key)
-    if lock is None:
-        with _clients_lock:
-            lock = _locks.setdefault(stack.share_key, threading.Lock())
-    return lock

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
 import pickle
 import re
 import sys
-import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from django.core.cache.backends.base import (
@@ -22,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chorde.clients.base import BaseCacheClient
 from chorde.errors import CacheMissError
-from chorde_django._config import Stack, parse, shared_client, shared_lock
+from chorde_django._config import Stack, parse, shared_client
 
 __all__ = ["ChordeCache"]
 
@@ -251,12 +248,12 @@ class ChordeCache(BaseCache):
         key = self.make_and_validate_key(key, version=version)
         ttl = self._ttl(timeout)
         client = self._client
-        if not client.contains(key):
-            return False
         if ttl <= 0:
+            if not client.contains(key):
+                return False
             client.delete(key)
             return True
-        return client.renew(key, ttl)
+        return client.touch(key, ttl)
 
     def delete(self, key: Any, version: Any = None) -> bool:
         """Remove ``key``; return whether it had a live entry."""
@@ -340,47 +337,26 @@ class ChordeCache(BaseCache):
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         """Add ``delta`` to the value of ``key`` atomically; ValueError if it is missing."""
         key = self.make_and_validate_key(key, version=version)
-        kind = self._stack.kind
-        if kind in ("memcached", "elasticache"):
-            return _cas_update(self._client, key, delta)
-        if kind == "tiered":
-            *upper, last = self._client.clients  # type: ignore[attr-defined]
-            # Under the process lock, so the last L1 write is the last increment's value.
-            with shared_lock(self._stack):
-                new, ttl = _cas_update(last, key, delta, with_ttl=True)
-                stored = self._copy_in(new)
-                for tier in upper:
-                    if ttl > 0:
-                        tier.put(key, stored, ttl)
-                    else:
-                        tier.delete(key)
-            return new
-        with shared_lock(self._stack):
-            if kind == "inproc":
-                return self._incr_inproc(key, delta)
-            return self._incr_generic(key, delta)
-
-    def _incr_inproc(self, key: str, delta: Any) -> Any:
-        store = self._client.store  # type: ignore[attr-defined]
+        box: list[Any] = []
         try:
-            value, expires = store.peek(key)
-        except KeyError:
+            self._client.update(key, self._adder(delta, box))
+        except CacheMissError:
             raise ValueError(f"Key '{key}' not found") from None
-        now = time.monotonic()  # InprocCacheClient's default clock
-        if expires <= now:
-            raise ValueError(f"Key '{key}' not found")
-        new = _copy_out(value) + delta
-        # Same expiry: incr never changes a timeout (as memcached and LocMemCache).
-        store.set(key, (self._copy_in(new), expires), now)
-        return new
+        return box[-1]
 
-    def _incr_generic(self, key: str, delta: Any) -> Any:
-        value, ttl = self._client.getTtl(key, _MISS)
-        if value is _MISS or ttl <= 0:
-            raise ValueError(f"Key '{key}' not found")
-        new = _copy_out(value) + delta
-        self._client.put(key, self._copy_in(new), ttl)
-        return new
+    def _adder(self, delta: Any, box: list[Any]) -> Callable[[Any], Any]:
+        """``fn`` for the client's update: the stored (maybe copied) value plus ``delta``.
+
+        The new plain value goes into ``box`` (a stack stores a pickled copy of it).
+        """
+        copy_in = self._copy_in
+
+        def add(value: Any) -> Any:
+            new = _copy_out(value) + delta
+            box.append(new)
+            return copy_in(new)
+
+        return add
 
     def decr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         """Subtract ``delta`` atomically; ValueError if the key is missing."""
@@ -433,12 +409,12 @@ class ChordeCache(BaseCache):
         key = self.make_and_validate_key(key, version=version)
         ttl = self._ttl(timeout)
         client = self._client
-        if not await client.acontains(key):
-            return False
         if ttl <= 0:
+            if not await client.acontains(key):
+                return False
             await client.adelete(key)
             return True
-        return await client.arenew(key, ttl)
+        return await client.atouch(key, ttl)
 
     async def adelete(self, key: Any, version: Any = None) -> bool:
         """Awaitable :meth:`delete`."""
@@ -505,13 +481,14 @@ class ChordeCache(BaseCache):
         """Awaitable :meth:`close` (nothing to do)."""
 
     async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
-        """Awaitable :meth:`incr`."""
-        if not self._blocking:
-            return self.incr(key, delta, version)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, functools.partial(self.incr, key, delta, version=version)
-        )
+        """Awaitable :meth:`incr` (the client's own awaitable update)."""
+        key = self.make_and_validate_key(key, version=version)
+        box: list[Any] = []
+        try:
+            await self._client.aupdate(key, self._adder(delta, box))
+        except CacheMissError:
+            raise ValueError(f"Key '{key}' not found") from None
+        return box[-1]
 
     async def adecr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         """Awaitable :meth:`decr`."""
@@ -519,16 +496,3 @@ class ChordeCache(BaseCache):
 
     def __repr__(self) -> str:
         return f"<ChordeCache stack={self._stack.kind} client={self._client!r}>"
-
-
-def _cas_update(client: Any, key: str, delta: Any, *, with_ttl: bool = False) -> Any:
-    """Atomically add ``delta`` to a memcached entry (:meth:`MemcachedClient.updateTtl`).
-
-    The entry is a signed chorde payload, not a decimal number, so memcached's own
-    ``incr`` cannot be used; the client's compare-and-swap update can.
-    """
-    try:
-        new, ttl = client.updateTtl(key, lambda value: _copy_out(value) + delta)
-    except CacheMissError:
-        raise ValueError(f"Key '{key}' not found") from None
-    return (new, ttl) if with_ttl else new
