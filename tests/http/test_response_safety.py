@@ -309,3 +309,37 @@ def test_two_host_lines_are_never_cached(site: sites.Site) -> None:
     assert json.loads(fresh.body)["link"] == "http://site.example/next"
     again = sites.fetch(site.port, "GET", target, SITE_HOST)
     assert again.render == fresh.render and again.field("age") is not None
+
+
+@pytest.mark.parametrize("framework", list(sites.BUILDS))
+def test_two_workers_sharing_memcached_never_leak(
+    framework: str, shared_memcached: MemcachedServer
+) -> None:
+    """Alice on one worker, Bob on another, one memcached: what is shared, and what is not."""
+    clients = [
+        MemcachedClient([shared_memcached.address], checksum_key="tests-only", timeout=5)
+        for _ in range(2)
+    ]
+    one, two = (sites.site(framework, client) for client in clients)
+    try:
+        first, second = next(one), next(two)
+        shared = _target(Case("two-workers-plain", []))
+        assert sites.fetch(first.port, "GET", shared, ALICE).render == 1
+        answer = sites.fetch(second.port, "GET", shared, BOB)
+        assert answer.field("age") is not None  # worker two serves worker one's render
+        for cc in [c for c in HOSTILE_CACHE_CONTROL + PRIVATE_FORMS if c.isprintable()]:
+            target = _target(Case("two-workers", [], {"cc": cc}))
+            sites.fetch(first.port, "GET", target, [*SITE_HOST, ("X-User", "alice")])
+            bob = sites.fetch(second.port, "GET", target, BOB)
+            assert bob.field("age") is None, cc
+            if bob.status == 200:
+                assert json.loads(bob.body)["user"] == "bob", cc
+        for private in (_cookie("session=alice"), _auth("alice")):
+            target = _target(Case("two-workers-credentials", []))
+            sites.fetch(first.port, "GET", target, private)
+            assert sites.fetch(second.port, "GET", target, SITE_HOST).field("age") is None
+    finally:
+        one.close()
+        two.close()
+        for client in clients:
+            client.close()
