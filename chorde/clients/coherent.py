@@ -16,23 +16,26 @@ What it adds to the stack:
   that raced with an invalidation (it fetched the old value from the shared tier just
   before the new one landed) does not leave that old value in L1: invalidations are
   numbered and a promotion they overtook is undone.
+* **Gaps drop L1.** Messages can be lost (a broker restart, a saturated queue, a network
+  failure). The bus numbers every frame, so a lost one is noticed at the next frame or
+  heartbeat of its sender: the private tiers of that channel are then cleared. While the
+  bus may be losing messages right now (its connection is down, or a heartbeat did not come
+  back: ``bus.synced`` is False) reads and writes go to the shared tier only, so nothing
+  stale is served from L1; when it is synced again the private tiers are cleared and used
+  again. See :mod:`chorde.mq.bus` for the exact rules.
 * **Compute once per cluster.** :meth:`compute_once` returns a live value from the shared
   tier, or claims the computation with an atomic ``add`` of a lock entry in the shared tier
-  (a lease of ``timeout`` seconds) and computes, or waits for whoever holds the claim: the
-  holder's ``put`` wakes the waiters through the bus, and they poll the shared tier
-  meanwhile in case a message is lost. When the holder dies (its heartbeats stop, or it
-  left) a waiter takes over at once, through the next lock *epoch* (a second lock entry,
-  claimed with ``add`` too, so still only one process takes over); when the bus cannot
-  tell, the lease expires after ``timeout`` and a waiter claims it. A computation that
-  fails releases the lock and wakes the waiters; one of them tries in turn.
-  ``@cached`` uses :meth:`compute_once` when the client has it.
-* **Degraded mode.** While the bus is down (this process does not hear its own heartbeats)
-  reads and writes go to the shared tier only, so nothing stale is served from L1, and the
-  keys written are kept (bounded) to be announced when the bus comes back. On reconnection
-  the private tiers are cleared (their copies may have missed invalidations) and the
-  written keys replayed (or a clear-everything message when there were too many). Until
-  the bus notices it is down (``heartbeat_timeout``, 3.5 s by default) invalidations may
-  be missed: that is the staleness bound of L1 copies under failures.
+  and computes, or waits for whoever holds the claim: the holder's ``put`` wakes the
+  waiters through the bus, and they poll the shared tier meanwhile (so a lost message, or
+  no bus at all, only slows them down). A claim is a **lease** of ``lease`` seconds that a
+  thread of the holder renews while it computes: a holder that dies (or is frozen, or
+  loses the shared tier) stops renewing, and a waiter claims the computation when the lease
+  runs out. The bus plays no part in that decision, so a bus outage never starts a second
+  computation. A waiter that waited ``timeout`` seconds for a live holder starts one more
+  computation (one per ``timeout`` of waiting, in the whole cluster). When computations
+  overlap, the first result stored is the one every later finisher returns (unless
+  ``recheck`` is None). A computation that fails releases the claim and wakes the waiters;
+  one of them tries in turn. ``@cached`` uses :meth:`compute_once` when the client has it.
 
 Keys must be encodable by :func:`chorde.keys.encode_key` (they cross process boundaries).
 """
@@ -40,7 +43,6 @@ Keys must be encodable by :func:`chorde.keys.encode_key` (they cross process bou
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -66,12 +68,15 @@ logger = logging.getLogger("chorde.coherent")
 
 _MISS: Any = object()
 _LOCK_TAG = "chorde.coherent.lock"
-#: Takeovers of dead holders, per computation, before computing uncoordinated.
+#: Extra computations started by impatient waiters, per computation, before computing
+#: uncoordinated.
 _MAX_EPOCHS = 8
 #: Invalidated keys remembered to catch promotions they overtook.
 _RECENT = 4096
 #: Rounds in a row where the lock was neither claimable nor held (shared tier failing).
 _MAX_VANISHED = 3
+#: A claim is renewed this many times per lease.
+_RENEWALS_PER_LEASE = 3
 
 
 class _Flight:
@@ -94,6 +99,85 @@ def _step(gen: Generator, send: Any = None, throw: BaseException | None = None) 
         return ("done", stop.value)
 
 
+class _Claims:
+    """The computation claims this process holds in the shared tier, kept alive by a thread.
+
+    Every ``lease / 3`` seconds the thread renews each claim that is still this process's
+    (a lapsed one that nobody took is taken back; one that another process took is left to
+    it). It runs only while claims are held.
+    """
+
+    def __init__(self, shared: BaseCacheClient, lease: float, channel: str) -> None:
+        self._shared = shared
+        self.lease = lease
+        self._channel = channel
+        self._held: dict[tuple, tuple[str, str]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._log = RateLimitedLog(logger, interval=30.0)
+
+    def claim(self, lock: tuple, claim: tuple[str, str]) -> bool:
+        """Try to take ``lock`` (atomic ``add``); keep it alive if taken."""
+        if not self._shared.add(lock, claim, self.lease):
+            return False
+        with self._cond:
+            self._held[lock] = claim
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="chorde-coherent-claims", daemon=True
+                )
+                self._thread.start()
+        return True
+
+    def release(self, lock: tuple, claim: tuple[str, str]) -> None:
+        """Stop renewing ``lock`` and delete it if it is still ours."""
+        with self._cond:
+            if self._held.get(lock) == claim:
+                del self._held[lock]
+        if self._shared.get(lock, None) == claim:
+            self._shared.delete(lock)
+
+    def close(self) -> None:
+        """Release every claim held (waiters elsewhere take over at once) and stop."""
+        with self._cond:
+            self._closed = True
+            held = list(self._held.items())
+            self._cond.notify_all()
+        for lock, claim in held:
+            with contextlib.suppress(Exception):
+                self.release(lock, claim)
+
+    def _run(self) -> None:
+        period = self.lease / _RENEWALS_PER_LEASE
+        while True:
+            with self._cond:
+                if self._held and not self._closed:
+                    self._cond.wait(period)
+                if not self._held or self._closed:
+                    self._thread = None
+                    return
+                held = list(self._held.items())
+            for lock, claim in held:
+                try:
+                    self._renew(lock, claim)
+                except Exception as exc:
+                    self._log.warning(
+                        "coherence channel %r: renewing a claim failed: %s", self._channel, exc
+                    )
+
+    def _renew(self, lock: tuple, claim: tuple[str, str]) -> None:
+        holder = self._shared.get(lock, None)
+        if holder == claim:
+            self._shared.renew(lock, self.lease)
+        elif holder is None:
+            self._shared.add(lock, claim, self.lease)  # lapsed, and nobody took it: ours again
+        else:
+            with self._cond:
+                if self._held.get(lock) == claim:
+                    del self._held[lock]
+
+
 class CoherentWrapperClient(ClientWrapper):
     """A tiered stack kept coherent across processes through a bus; see the module docstring.
 
@@ -105,13 +189,14 @@ class CoherentWrapperClient(ClientWrapper):
         one per process shared by its coherent clients. The client does not close it.
     :param channel: processes whose clients share a stack use the same channel; clients of
         different stacks on one bus use different ones.
-    :param timeout: lease of a computation claim, in seconds: waiters take over after it
-        (sooner when the bus sees the holder die). Make it longer than the slowest
-        computation, or a slow one is started again elsewhere.
+    :param timeout: how long a caller waits for another process's computation of a key
+        before one more computation of it starts (one per ``timeout`` of waiting, in the
+        whole cluster). Longer than the slowest computation.
+    :param lease: a computation claim not renewed for this long is taken over: the time it
+        takes to notice that the process computing a key died. Its holder renews it every
+        ``lease / 3`` seconds.
     :param poll_interval: longest pause between two looks at the shared tier while
         waiting for another process's computation (a safety net: the bus wakes waiters).
-    :param replay_limit: keys written while the bus is down remembered for replay; past
-        it, the other processes are told to drop all their private copies instead.
     """
 
     def __init__(
@@ -121,11 +206,11 @@ class CoherentWrapperClient(ClientWrapper):
         *,
         channel: str = "chorde",
         timeout: float = 30.0,
+        lease: float = 2.0,
         poll_interval: float = 0.1,
-        replay_limit: int = 10_000,
     ) -> None:
         super().__init__(client)
-        for attr in ("publish", "subscribe", "add_listener", "peer_alive", "connected"):
+        for attr in ("publish", "subscribe", "add_listener", "synced", "peer_id"):
             if not hasattr(bus, attr):
                 raise ConfigurationError(f"bus must be a chorde.mq bus, {bus!r} lacks {attr!r}")
         if not isinstance(channel, str) or not channel:
@@ -133,11 +218,12 @@ class CoherentWrapperClient(ClientWrapper):
         self.timeout = check_ttl(timeout, "timeout")
         if not 0 < self.timeout < math.inf:
             raise ConfigurationError(f"timeout must be > 0 and finite, got {timeout!r}")
+        self.lease = check_ttl(lease, "lease")
+        if not 0 < self.lease < math.inf:
+            raise ConfigurationError(f"lease must be > 0 and finite, got {lease!r}")
         self.poll_interval = check_ttl(poll_interval, "poll_interval")
         if not self.poll_interval > 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval!r}")
-        if isinstance(replay_limit, bool) or not isinstance(replay_limit, int) or replay_limit < 1:
-            raise ConfigurationError(f"replay_limit must be a positive int, got {replay_limit!r}")
 
         if isinstance(client, TieredInclusiveClient) and len(client.clients) > 1:
             private, shared = client.clients[:-1], client.clients[-1]
@@ -145,10 +231,10 @@ class CoherentWrapperClient(ClientWrapper):
             private, shared = (), client
         self.bus = bus
         self.channel = channel
-        self.replay_limit = replay_limit
         self._private: tuple[BaseCacheClient, ...] = tuple(private)
         self._shared = shared
         self._peer_hex = bus.peer_id.hex()
+        self._claims = _Claims(shared, self.lease, channel)
         self._hits = self._misses = self._sets = self._errors = 0
         self._log = RateLimitedLog(logger, interval=30.0)
 
@@ -163,16 +249,11 @@ class CoherentWrapperClient(ClientWrapper):
         self._flights: dict[Hashable, _Flight] = {}
         self._flights_lock = threading.Lock()
 
-        # Keys announced lately or while disconnected, replayed on reconnection.
-        self._sent: collections.deque[tuple[float, bytes | None]] = collections.deque()
-        self._sent_lock = threading.Lock()
-        self._sent_overflow = False
-
         self._usable = False
         self._l1: BaseCacheClient | None = None
-        self._sub = bus.subscribe(channel, self._on_message)
+        self._sub = bus.subscribe(channel, self._on_message, on_gap=self._on_gap)
         bus.add_listener(self._on_event)
-        self._set_usable(bool(bus.connected))
+        self._set_usable(bool(bus.synced))
 
     # ---- bus side ----------------------------------------------------------------------
 
@@ -181,34 +262,27 @@ class CoherentWrapperClient(ClientWrapper):
         self._l1 = self._private[0] if usable and self._private else None
 
     def _on_event(self, event: str, peer: bytes | None) -> None:
-        if event == "disconnected":
-            self._set_usable(False)
-            logger.warning(
-                "coherence channel %r: bus down, serving from the shared tier only until it "
-                "comes back",
-                self.channel,
-            )
-        elif event == "connected":
-            if not self._usable:
-                # Invalidations may have been missed while away: private copies are suspect.
-                self._clear_private()
-                self._set_usable(True)
-                logger.info("coherence channel %r: bus up, private tiers back in use", self.channel)
-            self._replay()
-        elif event == "peer-returned":
-            # We may have missed its invalidations while it was unreachable.
-            self._clear_private()
-        elif event in ("peer-lost", "peer-left"):
-            self._wake_all()  # waiters check whether it held their lock
+        if event == "unsynced":
+            if self._usable:
+                self._set_usable(False)
+                logger.info(
+                    "coherence channel %r: the bus may be losing messages; serving from the "
+                    "shared tier only until it is synced again",
+                    self.channel,
+                )
+        elif event == "synced" and not self._usable:
+            # Invalidations may have been missed meanwhile: private copies are suspect.
+            self._drop_private()
+            self._set_usable(True)
+            logger.info("coherence channel %r: bus synced, private tiers back in use", self.channel)
+
+    def _on_gap(self, channel: str) -> None:
+        """An invalidation on our channel may have been lost: drop every private copy."""
+        self._drop_private()
 
     def _on_message(self, msg: Message) -> None:
         if msg.type is MessageType.CLEAR:
-            with self._inv_lock:
-                self._inv_seq += 1
-                self._inv_floor = self._inv_seq
-                self._recent.clear()
-            self._clear_private()
-            self._wake_all()
+            self._drop_private()
             return
         keys = []
         for item in msg.items:
@@ -233,6 +307,21 @@ class CoherentWrapperClient(ClientWrapper):
         for key in keys:
             self._wake(key)
 
+    def _drop_private(self) -> None:
+        """Forget every private copy, and every promotion in flight (a clear, or a gap)."""
+        with self._inv_lock:
+            self._inv_seq += 1
+            self._inv_floor = self._inv_seq
+            self._recent.clear()
+        for tier in self._private:
+            try:
+                tier.clear()
+            except Exception:
+                logger.exception(
+                    "coherence channel %r: clearing a private tier failed", self.channel
+                )
+        self._wake_all()  # a lost message may have been a wake-up
+
     def _invalidated_since(self, key: Hashable, before: int) -> bool:
         if self._inv_seq == before:
             return False
@@ -241,53 +330,13 @@ class CoherentWrapperClient(ClientWrapper):
             return seq > before
         return self._inv_floor > before
 
-    def _clear_private(self) -> None:
-        for tier in self._private:
-            try:
-                tier.clear()
-            except Exception:
-                logger.exception(
-                    "coherence channel %r: clearing a private tier failed", self.channel
-                )
-
     def _announce(self, mtype: MessageType, ekeys: list[bytes]) -> None:
-        """Publish, and remember what was published for a replay after a disconnection."""
-        now = time.monotonic()
-        bus = self.bus
-        window = 2 * getattr(bus, "heartbeat_timeout", 3.5)
-        with self._sent_lock:
-            sent = self._sent
-            if mtype is MessageType.CLEAR:
-                sent.append((now, None))
-            elif mtype is MessageType.INVALIDATE:
-                sent.extend((now, k) for k in ekeys)
-            if self._usable:
-                while sent and sent[0][0] < now - window:
-                    sent.popleft()
-            while len(sent) > self.replay_limit:
-                at, _ = sent.popleft()
-                if at >= now - window or not self._usable:
-                    self._sent_overflow = True
+        """Publish on our channel (a lost message is noticed by its receivers as a gap)."""
         try:
-            bus.publish(mtype, self.channel, ekeys, source=self._sub)
+            self.bus.publish(mtype, self.channel, ekeys, source=self._sub)
         except Exception as exc:
             self._errors += 1
             self._log.warning("coherence channel %r: publish failed: %s", self.channel, exc)
-
-    def _replay(self) -> None:
-        with self._sent_lock:
-            entries = list(self._sent)
-            overflow, self._sent_overflow = self._sent_overflow, False
-        if not entries and not overflow:
-            return
-        try:
-            if overflow or any(k is None for _, k in entries):
-                self.bus.publish(MessageType.CLEAR, self.channel, (), source=self._sub)
-            else:
-                keys = list(dict.fromkeys(k for _, k in entries if k is not None))
-                self.bus.publish(MessageType.INVALIDATE, self.channel, keys, source=self._sub)
-        except Exception as exc:
-            self._log.warning("coherence channel %r: replay failed: %s", self.channel, exc)
 
     def _wake(self, key: Hashable) -> None:
         for wake in self._waiters.get(key, ()):
@@ -468,7 +517,7 @@ class CoherentWrapperClient(ClientWrapper):
     def clear(self) -> None:
         """Clear the shared tier and L1; every other process drops its private copies."""
         self._shared.clear()
-        self._clear_private()
+        self._drop_private()
         self._announce(MessageType.CLEAR, [])
 
     # ---- compute once per cluster ---------------------------------------------------------
@@ -619,6 +668,80 @@ class CoherentWrapperClient(ClientWrapper):
         finally:
             self._remove_waiter(key, wake)
 
+    def _run_sync(
+        self,
+        key: Hashable,
+        ekey: bytes,
+        compute: Callable[[], Any],
+        ttl: float,
+        recheck: float | None,
+    ) -> Any:
+        event = threading.Event()
+        wake = event.set
+        self._add_waiter(key, wake)
+        try:
+            gen = self._protocol(key, ekey, ttl, recheck)
+            action = _step(gen)
+            while True:
+                if action[0] == "done":
+                    return action[1]
+                if action[0] == "wait":
+                    event.wait(action[1])
+                    event.clear()
+                    action = _step(gen)
+                    continue
+                try:
+                    value = compute()
+                except BaseException as exc:
+                    action = _step(gen, throw=exc)
+                else:
+                    action = _step(gen, value)
+        finally:
+            self._remove_waiter(key, wake)
+
+    async def _run_async(
+        self,
+        key: Hashable,
+        ekey: bytes,
+        compute: Callable[[], Awaitable[Any]],
+        ttl: float,
+        recheck: float | None,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def wake() -> None:
+            # A closed loop (RuntimeError) has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+        async def step(*args: Any, **kwargs: Any) -> tuple:
+            if not self.blocking:
+                return _step(*args, **kwargs)
+            return await loop.run_in_executor(None, lambda: _step(*args, **kwargs))
+
+        self._add_waiter(key, wake)
+        try:
+            gen = self._protocol(key, ekey, ttl, recheck)
+            action = await step(gen)
+            while True:
+                if action[0] == "done":
+                    return action[1]
+                if action[0] == "wait":
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), action[1])
+                    event.clear()
+                    action = await step(gen)
+                    continue
+                try:
+                    value = await compute()
+                except BaseException as exc:
+                    action = await step(gen, throw=exc)
+                else:
+                    action = await step(gen, value)
+        finally:
+            self._remove_waiter(key, wake)
+
     def _lock_key(self, key: Hashable, epoch: int) -> tuple:
         return (_LOCK_TAG, self.channel, epoch, key)
 
@@ -632,20 +755,6 @@ class CoherentWrapperClient(ClientWrapper):
             self._promote(self._private, key, value, left, before)
         return True, value
 
-    def _release(self, lock: tuple, token: str) -> None:
-        holder = self._shared.get(lock, None)
-        if isinstance(holder, tuple) and holder[1:] == (token,):
-            self._shared.delete(lock)
-
-    def _holder_alive(self, holder: Any) -> bool | None:
-        if not (isinstance(holder, tuple) and len(holder) == 2 and isinstance(holder[0], str)):
-            return None
-        try:
-            peer = bytes.fromhex(holder[0])
-        except ValueError:
-            return None
-        return self.bus.peer_alive(peer)
-
     def _protocol(
         self, key: Hashable, ekey: bytes, ttl: float, recheck: float | None
     ) -> Generator[tuple, Any, Any]:
@@ -658,43 +767,40 @@ class CoherentWrapperClient(ClientWrapper):
         epoch = 0
         vanished = 0
         delay = min(0.002, self.poll_interval)
-        give_up = time.monotonic() + 2 * self.timeout
+        patience = time.monotonic() + self.timeout
+        claims = self._claims
         while True:
             if accept is not None:
                 hit, value = self._fresh(key, accept)
                 if hit:
                     return value
             lock = self._lock_key(key, epoch)
-            token = os.urandom(8).hex()
-            if self._shared.add(lock, (self._peer_hex, token), self.timeout):
+            claim = (self._peer_hex, os.urandom(8).hex())
+            if claims.claim(lock, claim):
                 try:
                     # The previous holder may have stored the value just before releasing.
                     hit, value = (False, None) if accept is None else self._fresh(key, accept)
                     if not hit:
                         value = yield ("compute",)
+                        # A computation that overlapped ours (its holder's lease ran out,
+                        # or a waiter lost patience) may have stored first: its value wins.
+                        stored, other = (
+                            (False, None) if accept is None else self._fresh(key, accept)
+                        )
+                        if stored:
+                            value = other
+                        else:
+                            self.put(key, value, ttl)
                 except BaseException:
-                    self._release(lock, token)
+                    claims.release(lock, claim)
                     self._announce(MessageType.WAKE, [ekey])
                     raise
-                if not hit:
-                    self.put(key, value, ttl)
-                self._release(lock, token)
+                claims.release(lock, claim)
                 return value
             holder = self._shared.get(lock, None)
             now = time.monotonic()
-            if holder is None:
-                vanished += 1
-            else:
-                vanished = 0
-                if self._holder_alive(holder) is False and epoch < _MAX_EPOCHS:
-                    logger.info(
-                        "coherence channel %r: the process computing %r is gone, taking over",
-                        self.channel,
-                        key,
-                    )
-                    epoch += 1
-                    continue
-            if now >= give_up or vanished > _MAX_VANISHED:
+            vanished = vanished + 1 if holder is None else 0
+            if vanished > _MAX_VANISHED or (now >= patience and epoch >= _MAX_EPOCHS):
                 self._log.warning(
                     "coherence channel %r: cannot coordinate the computation of a key (%s); "
                     "computing it here",
@@ -704,6 +810,19 @@ class CoherentWrapperClient(ClientWrapper):
                 value = yield ("compute",)
                 self.put(key, value, ttl)
                 return value
+            if now >= patience:
+                # The holder is alive (it renews its claim) but slow: one more computation,
+                # through the next lock, so only one impatient waiter in the cluster starts it.
+                logger.info(
+                    "coherence channel %r: waited %.1f s for another process's computation of "
+                    "%r, starting one more",
+                    self.channel,
+                    self.timeout,
+                    key,
+                )
+                epoch += 1
+                patience = now + self.timeout
+                continue
             if accept is None:
                 accept = 0.0  # after waiting for another computation, its result will do
             yield ("wait", delay)
@@ -712,7 +831,9 @@ class CoherentWrapperClient(ClientWrapper):
     # ---- the rest of the contract ---------------------------------------------------------
 
     def close(self) -> None:
-        """Leave the bus channel and close the stack (the bus itself stays open)."""
+        """Release this process's computation claims, leave the bus channel and close the
+        stack (the bus itself stays open)."""
+        self._claims.close()
         self.bus.unsubscribe(self._sub)
         remove = getattr(self.bus, "remove_listener", None)
         if remove is not None:

@@ -9,16 +9,31 @@ Layout (integers big-endian)::
 
     offset  size  field
     0       2     magic b"\\xc4\\x6d"
-    2       1     format version (1)
+    2       1     format version (2; 1 is still read)
     3       1     message type (MessageType)
     4       8     sender: the publishing bus's random peer id
-    12      8     sequence number, per sender
+    12      8     sequence number (see below)
     20      8     send time, time.time() as an IEEE 754 double (informative)
     28      2     channel length C
     30      C     channel, UTF-8
     30+C    4     item count N
     ...           N times: 4-byte length L, then L bytes
     end-32  32    HMAC-SHA256(secret, everything above)
+
+Sequence numbers are how a receiver notices a lost frame. In format 2 they count per sender
+*and channel*, from 1, every frame the sender ever numbered on that channel (dropped ones
+included); heartbeats travel on the channel ``""`` and their items are the sender's
+**summary**: for every other channel it published on, the number of its last frame there
+(:func:`encode_summary`), so a frame lost just before a quiet spell shows up within one
+heartbeat. In format 1 the number counted every frame of the sender, all channels together,
+and heartbeats carried nothing.
+
+Versions: a frame names its format; :meth:`Frames.decode` reads formats 1 and 2 (the layout
+did not change, only what ``seq`` counts and what heartbeats carry), and rejects anything
+newer with :class:`UnsupportedVersion` *after* checking the signature, so that a bus can
+tell "a trusted peer I cannot read" (fail safe: drop what it may have invalidated) from
+garbage. A bus that hears a format-1 peer also sends format-1 copies of its frames for as
+long as such peers are around (:mod:`chorde.mq.zmqbus`).
 """
 
 from __future__ import annotations
@@ -36,13 +51,20 @@ from chorde.errors import ChordeError, ConfigurationError
 __all__ = [
     "FRAME_VERSION",
     "MAX_FRAME",
+    "READ_VERSIONS",
     "Frames",
     "InvalidFrame",
     "Message",
     "MessageType",
+    "UnsupportedVersion",
+    "decode_summary",
+    "encode_summary",
 ]
 
-FRAME_VERSION: Final = 1
+#: The format this code writes.
+FRAME_VERSION: Final = 2
+#: The formats this code reads (and can write, for older peers).
+READ_VERSIONS: Final = frozenset({1, 2})
 #: Largest frame a bus sends or accepts; batches of keys are split to fit.
 MAX_FRAME: Final = 256 * 1024
 
@@ -52,6 +74,7 @@ _COUNT: Final = struct.Struct(">I")
 _LEN: Final = struct.Struct(">I")
 _TAG: Final = 32
 _MIN_FRAME: Final = _HEADER.size + _COUNT.size + _TAG
+_SEQ: Final = struct.Struct(">Q")
 
 
 class MessageType(enum.IntEnum):
@@ -73,9 +96,18 @@ class InvalidFrame(ChordeError):
     """A frame failed verification or parsing; it is dropped."""
 
 
+class UnsupportedVersion(InvalidFrame):
+    """A correctly signed frame in a format this code cannot read (a newer peer's)."""
+
+    def __init__(self, version: int, sender: bytes) -> None:
+        super().__init__(f"unsupported frame version {version} from peer {sender.hex()}")
+        self.version = version
+        self.sender = sender
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A verified, decoded frame."""
+    """A verified, decoded frame (``version``: the format it came in)."""
 
     type: MessageType
     sender: bytes
@@ -83,6 +115,26 @@ class Message:
     sent: float
     channel: str
     items: tuple[bytes, ...]
+    version: int = FRAME_VERSION
+
+
+def encode_summary(last: dict[str, int]) -> list[bytes]:
+    """A heartbeat's items: ``{channel: number of the last frame sent on it}``."""
+    return [_SEQ.pack(seq) + channel.encode() for channel, seq in last.items()]
+
+
+def decode_summary(items: Sequence[bytes]) -> dict[str, int]:
+    """Read back :func:`encode_summary`; :class:`InvalidFrame` if an entry is malformed."""
+    out = {}
+    for item in items:
+        if len(item) < _SEQ.size:
+            raise InvalidFrame("truncated heartbeat summary entry")
+        try:
+            channel = item[_SEQ.size :].decode()
+        except UnicodeDecodeError:
+            raise InvalidFrame("heartbeat summary channel is not UTF-8") from None
+        out[channel] = _SEQ.unpack_from(item)[0]
+    return out
 
 
 def _secret_list(secret: Any) -> list[bytes]:
@@ -122,8 +174,12 @@ class Frames:
         channel: str = "",
         items: Sequence[bytes] = (),
         sent: float | None = None,
+        version: int = FRAME_VERSION,
     ) -> bytes:
-        """One signed frame; ``ValueError`` if it would exceed :data:`MAX_FRAME`."""
+        """One signed frame (in format ``version``, for older peers); ``ValueError`` if it
+        would exceed :data:`MAX_FRAME`."""
+        if version not in READ_VERSIONS:
+            raise ValueError(f"cannot write frame version {version!r}")
         if len(sender) != 8:
             raise ValueError(f"sender must be 8 bytes, got {sender!r}")
         chan = channel.encode()
@@ -132,7 +188,7 @@ class Frames:
         parts = [
             _HEADER.pack(
                 _MAGIC,
-                FRAME_VERSION,
+                version,
                 int(mtype),
                 sender,
                 seq,
@@ -180,8 +236,10 @@ class Frames:
         else:
             raise InvalidFrame("bad signature (wrong secret, or tampered with)")
         _, version, mtype, sender, seq, sent, clen = _HEADER.unpack_from(body)
-        if version != FRAME_VERSION:
-            raise InvalidFrame(f"unsupported frame version {version}")
+        if version not in READ_VERSIONS:
+            if version > FRAME_VERSION:
+                raise UnsupportedVersion(version, sender)
+            raise InvalidFrame(f"unknown frame version {version}")
         try:
             kind = MessageType(mtype)
         except ValueError:
@@ -208,4 +266,4 @@ class Frames:
             pos += size
         if pos != len(body):
             raise InvalidFrame("trailing bytes after the items")
-        return Message(kind, sender, seq, sent, channel, tuple(items))
+        return Message(kind, sender, seq, sent, channel, tuple(items), version)

@@ -18,6 +18,7 @@ from chorde.clients.inproc import InprocCacheClient
 from chorde.clients.tiered import TieredInclusiveClient
 from chorde.errors import ConfigurationError
 from chorde.mq import LocalBus, LocalHub, MessageType
+from tests.servers import wait_until
 
 TTL = 300
 
@@ -202,7 +203,7 @@ def test_not_tiered_client_is_the_shared_tier():
 # ---- degraded mode -----------------------------------------------------------------------
 
 
-def test_bus_down_reads_bypass_l1_and_writes_are_replayed(trio):
+def test_bus_down_reads_bypass_l1_and_lost_writes_drop_the_others_copies(trio):
     a, b, c = trio.clients
     a.put("k", 1, TTL)
     b.get("k"), c.get("k")
@@ -218,24 +219,58 @@ def test_bus_down_reads_bypass_l1_and_writes_are_replayed(trio):
     b.put("j", "b", TTL)
     assert trio.l1s[2].get("j") == "a"
     trio.buses[1].set_down(False)
-    assert not trio.l1s[2].contains("j")  # replayed
+    # b's heartbeat says how many messages it numbered: c notices the lost one.
+    assert not trio.l1s[2].contains("j")
     assert c.get("j") == "b"
     assert b.get("k") == 2 and trio.in_l1("k")[1]  # L1 back in use
 
 
-def test_replay_overflow_clears_everything():
-    cl = Cluster(2, replay_limit=3)
+def test_a_lost_message_drops_every_copy_of_its_channel():
+    cl = Cluster(2)
     a, b = cl.clients
     for i in range(5):
         a.put(i, i, TTL)
         b.get(i)
     cl.buses[0].set_down(True)
-    for i in range(5):
-        a.put(i, -i, TTL)
+    a.put(0, -1, TTL)  # numbered, never delivered
     assert cl.l1s[1].usage == 5
+    gaps = cl.buses[1].gaps
     cl.buses[0].set_down(False)
+    assert cl.buses[1].gaps == gaps + 1
     assert cl.l1s[1].usage == 0
-    assert [b.get(i) for i in range(5)] == [0, -1, -2, -3, -4]
+    assert [b.get(i) for i in range(5)] == [-1, 1, 2, 3, 4]
+
+
+def test_no_loss_no_drop(trio):
+    a, b, _ = trio.clients
+    a.put("k", 1, TTL)
+    b.get("k")
+    trio.buses[0].set_down(True)
+    trio.buses[0].set_down(False)  # its heartbeat: nothing was lost
+    assert trio.in_l1("k")[1]
+    assert trio.buses[1].gaps == 0
+
+
+def test_a_gap_drops_only_the_channel_it_is_on():
+    hub = LocalHub()
+    shared = InprocCacheClient(100)
+    buses = [LocalBus(hub), LocalBus(hub)]
+    l1 = {(i, ch): InprocCacheClient(100) for i in range(2) for ch in "xy"}
+    clients = {
+        (i, ch): CoherentWrapperClient(
+            TieredInclusiveClient(l1[i, ch], shared), buses[i], channel=ch
+        )
+        for i in range(2)
+        for ch in "xy"
+    }
+    for ch in "xy":
+        clients[0, ch].put(ch, 1, TTL)
+        clients[1, ch].get(ch)
+    buses[0].set_down(True)
+    clients[0, "x"].put("x", 2, TTL)
+    buses[0].set_down(False)
+    assert not l1[1, "x"].contains("x")
+    assert l1[1, "y"].contains("y")  # nothing was lost on y
 
 
 def test_reconnection_clears_own_l1(trio):
@@ -317,26 +352,112 @@ def test_failure_reaches_the_caller_and_another_takes_over(trio):
     assert got == ["b"]
 
 
-def test_dead_holder_is_taken_over_at_once():
-    cl = Cluster(2, timeout=60.0, poll_interval=0.02)
+def _in_thread(fn):
+    """Run ``fn`` in a thread; returns (thread, results list)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    return t, out
+
+
+def _computation(name, runs, started=None, release=None):
+    def compute():
+        runs.append(name)
+        if started is not None:
+            started.set()
+        if release is not None:
+            assert release.wait(10)
+        return name
+
+    return compute
+
+
+def test_a_live_holder_keeps_its_claim_past_the_lease():
+    # The holder computes for several leases: it renews its claim, nobody takes over.
+    cl = Cluster(2, lease=0.2, poll_interval=0.02)
     a, b = cl.clients
-    # a claims and "dies" mid-computation: its bus leaves the hub.
-    started = threading.Event()
-    hang = threading.Event()
-
-    def stuck():
-        started.set()
-        hang.wait(10)
-        return "late"
-
-    ta = threading.Thread(target=lambda: a.compute_once("x", stuck, TTL), daemon=True)
-    ta.start()
+    runs, started, release = [], threading.Event(), threading.Event()
+    ta, got_a = _in_thread(
+        lambda: a.compute_once("x", _computation("a", runs, started, release), TTL)
+    )
     assert started.wait(5)
-    cl.buses[0].close()
-    t0 = time.monotonic()
-    assert b.compute_once("x", lambda: "b", TTL) == "b"
-    assert time.monotonic() - t0 < 30  # far below the 60 s lease: the takeover was at once
-    hang.set()
+    tb, got_b = _in_thread(lambda: b.compute_once("x", _computation("b", runs), TTL))
+    assert not wait_until(lambda: got_b, 1.0)  # five leases: b still waits
+    release.set()
+    ta.join(5)
+    tb.join(5)
+    assert (got_a, got_b, runs) == (["a"], ["a"], ["a"])
+
+
+def test_a_holder_that_stops_renewing_is_taken_over_and_the_first_result_wins():
+    # a's claims stop being renewed (a frozen or partitioned process): after the lease b
+    # computes; a's late result loses to b's, which was stored first.
+    cl = Cluster(2, lease=0.3, poll_interval=0.02)
+    a, b = cl.clients
+    a._claims._renew = lambda lock, claim: None
+    runs, started, release = [], threading.Event(), threading.Event()
+    ta, got_a = _in_thread(
+        lambda: a.compute_once("x", _computation("a", runs, started, release), TTL)
+    )
+    assert started.wait(5)
+    assert b.compute_once("x", _computation("b", runs), TTL) == "b"
+    release.set()
+    ta.join(5)
+    assert got_a == ["b"]
+    assert sorted(runs) == ["a", "b"]  # one extra computation for one lapsed lease
+    assert a.get("x") == b.get("x") == "b"
+
+
+def test_a_bus_outage_does_not_start_a_second_computation():
+    cl = Cluster(2, lease=0.2, poll_interval=0.02)
+    a, b = cl.clients
+    runs, started, release = [], threading.Event(), threading.Event()
+    ta, got_a = _in_thread(
+        lambda: a.compute_once("x", _computation("a", runs, started, release), TTL)
+    )
+    assert started.wait(5)
+    tb, got_b = _in_thread(lambda: b.compute_once("x", _computation("b", runs), TTL))
+    for bus in cl.buses:
+        bus.set_down(True)
+    assert not wait_until(lambda: got_b, 0.5)
+    release.set()  # a stores while nobody hears it: b finds the value by polling
+    ta.join(5)
+    tb.join(5)
+    assert (got_a, got_b, runs) == (["a"], ["a"], ["a"])
+
+
+def test_a_waiter_out_of_patience_starts_one_more_computation():
+    cl = Cluster(3, timeout=0.3, lease=5.0, poll_interval=0.02)
+    a, b, c = cl.clients
+    runs, started, release, second = [], threading.Event(), threading.Event(), threading.Event()
+    ta, got_a = _in_thread(
+        lambda: a.compute_once("x", _computation("a", runs, started, release), TTL)
+    )
+    assert started.wait(5)
+    tb, got_b = _in_thread(lambda: b.compute_once("x", _computation("b", runs, None, second), TTL))
+    tc, got_c = _in_thread(lambda: c.compute_once("x", _computation("c", runs, None, second), TTL))
+    assert wait_until(lambda: len(runs) == 2, 5)  # b or c, not both
+    second.set()
+    assert wait_until(lambda: cl.shared.contains("x"), 5)
+    release.set()  # a finishes last
+    for t in (ta, tb, tc):
+        t.join(5)
+    assert sorted(runs) in (["a", "b"], ["a", "c"])
+    # The second computation finished first: its value is everybody's, a's included.
+    assert got_a == got_b == got_c == [runs[1]]
+
+
+def test_close_hands_the_claims_over_at_once():
+    cl = Cluster(2, lease=30.0, poll_interval=0.02)
+    a, b = cl.clients
+    runs, started, release = [], threading.Event(), threading.Event()
+    ta, _ = _in_thread(lambda: a.compute_once("x", _computation("a", runs, started, release), TTL))
+    assert started.wait(5)
+    _, got_b = _in_thread(lambda: b.compute_once("x", _computation("b", runs), TTL))
+    a.close()
+    # Far less than the 30 s lease: released, not lapsed.
+    assert wait_until(lambda: got_b == ["b"], 10)
+    release.set()
     ta.join(5)
 
 
@@ -450,7 +571,8 @@ def test_bad_frames_keys_are_counted_not_raised(trio):
         ({"timeout": -1}, "timeout"),
         ({"timeout": float("inf")}, "timeout"),
         ({"poll_interval": 0}, "poll_interval"),
-        ({"replay_limit": 0}, "replay_limit"),
+        ({"lease": 0}, "lease"),
+        ({"lease": float("inf")}, "lease"),
     ],
 )
 def test_bad_options(kw, match):

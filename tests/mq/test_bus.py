@@ -128,12 +128,13 @@ def test_broker_stop_and_restart(broker):
     try:
         assert bus.wait_connected(5)
         broker.close()
-        assert _wait(lambda: not bus.connected)
+        assert _wait(lambda: not bus.connected and not bus.synced)
         assert bus.publish(MessageType.INVALIDATE, "ch", [b"k"]) is False
         with Broker(endpoint) as again:
             again.start()
-            assert bus.wait_connected(5)
-        assert events[-2:] == ["disconnected", "connected"]
+            assert bus.wait_synced(5)
+            assert _wait(lambda: events[-1:] == ["synced"])
+        assert events[-4:] == ["unsynced", "disconnected", "connected", "synced"]
     finally:
         bus.close()
 
