@@ -30,11 +30,6 @@ import socket
 from typing import Any
 
 from chorde.clients.base import check_ttl
-from chorde.errors import requires_extra
-
-with requires_extra("elasticache"):
-    import pymemcache  # noqa: F401 (what chorde.clients.memcached needs)
-
 from chorde.clients.memcached import MemcachedClient, ServerSpec, parse_server
 from chorde.errors import ChordeError
 
@@ -146,7 +141,8 @@ class ElastiCacheClient(MemcachedClient):
         options["dns"] = False  # the endpoint's answer, not DNS, lists the nodes
         super().__init__([config_endpoint], checksum_key, **options)
 
-    def _discover(self) -> float | None:
+    def _discover(self) -> tuple[list[tuple[str, int]] | None, float | None]:
+        """The cluster's nodes when its configuration version changed (None: keep them)."""
         try:
             version, nodes = fetch_cluster_config(
                 self.config_endpoint, max(self.connect_timeout, self.timeout)
@@ -160,13 +156,11 @@ class ElastiCacheClient(MemcachedClient):
                 "the known nodes" if self.config_version is not None else "the endpoint",
                 kind="elasticache discovery",
             )
-            if not self._servers:
-                self._set_servers([self.config_endpoint])
-            return self.poll_interval
-        if version != self.config_version:
-            logger.info(
-                "chorde: ElastiCache cluster config version %d: %d nodes", version, len(nodes)
-            )
-            self._set_servers(nodes)
-            self.config_version = version
-        return self.poll_interval
+            # Until a discovery works, the endpoint (one of the nodes) is the only one.
+            keep = None if self.config_version is not None else [self.config_endpoint]
+            return keep, self.poll_interval
+        if version == self.config_version:
+            return None, self.poll_interval
+        logger.info("chorde: ElastiCache cluster config version %d: %d nodes", version, len(nodes))
+        self.config_version = version
+        return nodes, self.poll_interval

@@ -16,10 +16,10 @@ import pytest
 from pymemcache.client.base import Client as RawClient
 
 from chorde import CacheMissError, ConfigurationError
-from chorde.clients import memcached as memcached_module
 from chorde.clients._pages import PageManifest
 from chorde.clients.inproc import InprocCacheClient
-from chorde.clients.memcached import MemcachedClient, parse_server
+from chorde.clients.memcached import MemcachedClient, blocking, parse_server, protocol
+from chorde.clients.memcached import client as client_module
 from chorde.clients.tiered import TieredInclusiveClient
 from chorde.keys import encode_key, memcache_key
 from chorde.serialization import Serializer
@@ -170,7 +170,7 @@ def test_memoized_str_keys_never_stand_for_equal_keys_of_other_types(client, mon
     class Color(enum.StrEnum):
         RED = "1"
 
-    monkeypatch.setattr(memcached_module, "_KEY_MEMO_SIZE", 8)
+    monkeypatch.setattr(client_module, "_KEY_MEMO_SIZE", 8)
     keys = ["1", 1, 1.0, True, Color.RED, b"1", ("1",)]
     for i, key in enumerate(keys):
         client.put(key, i, TTL)
@@ -341,25 +341,21 @@ def test_multi_operations_take_one_round_trip_per_server(memcached_factory, monk
     servers = memcached_factory(3)
     c = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
     c.put("warm", 1, TTL)  # learns a generation... of one server only
-    sets: list[str] = []
-    real_send = memcached_module._send_and_read_lines
+    requests: list[tuple[str, bytes]] = []
+    real_request = blocking.Connection.request
 
-    def counted_send(conn, request, count):
-        sets.append("{}:{}".format(*conn.server))
-        return real_send(conn, request, count)
+    def counted(conn, data, reply):
+        requests.append(("{}:{}".format(*conn.address), data))
+        return real_request(conn, data, reply)
 
-    monkeypatch.setattr(memcached_module, "_send_and_read_lines", counted_send)
+    monkeypatch.setattr(blocking.Connection, "request", counted)
     c.putMulti({i: str(i) for i in range(100)}, TTL)
+    # (Besides a read of the generation from the two servers it had not seen yet.)
+    sets = [server for server, data in requests if b"\r\nset " in data]
     assert sorted(sets) == sorted(s.address for s in servers)
-    gets: list[str] = []
-    real_get_many = memcached_module._get_many
-
-    def counted(conn, keys):
-        gets.append("{}:{}".format(*conn.server))
-        return real_get_many(conn, keys)
-
-    monkeypatch.setattr(memcached_module, "_get_many", counted)
+    requests.clear()
     assert dict(c.getMulti(range(100))) == {i: str(i) for i in range(100)}
+    gets = [server for server, _ in requests]
     assert sorted(gets) == sorted(s.address for s in servers)
     c.close()
 
@@ -883,7 +879,7 @@ def test_async_connections_close_with_their_event_loop(memcached):
             assert asyncio.run(c.aget(i)) == i
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
-    [server] = c._ring.nodes
+    [server] = c._servers.ring.nodes
     assert len(server._aconns) == 0  # one per loop, gone with it
     c.close()
 
@@ -994,12 +990,13 @@ def test_dropped_server_stays_open_for_callers_of_the_old_ring(memcached_factory
     client = MemcachedClient([a.address, b.address], checksum_key="k")
     try:
         old = client._servers[(a.host, a.port)]
-        conn = old.client  # this thread's connection, as an in-flight call holds it
-        conn.set(b"x", b"1")
-        client._set_servers([(b.host, b.port)])
-        client._set_servers([(b.host, b.port), (c.host, c.port)])
+        conn = old.conn()  # this thread's connection, as an in-flight call holds it
+        request = protocol.store(b"set", b"x", 0, 0, [b"1"])
+        assert conn.request(request, protocol.Line()) == b"STORED"
+        client._servers.set([(b.host, b.port)])
+        client._servers.set([(b.host, b.port), (c.host, c.port)])
         assert conn.sock is not None
-        assert conn.get(b"x") == b"1"
+        assert conn.request(protocol.get([b"x"]), protocol.Values()) == {b"x": b"1"}
     finally:
         client.close()
     assert conn.sock is None  # closed with the client

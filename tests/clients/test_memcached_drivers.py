@@ -1,0 +1,154 @@
+"""The blocking and asyncio drivers run one operation alike (fake servers, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chorde.clients.memcached import aio, blocking
+from chorde.clients.memcached.calls import AWAIT, BATCH, IO, SLEEP
+from chorde.clients.memcached.protocol import Line, Reply, Values
+
+
+class _FakeConn:
+    """Answers each request with canned bytes (fed to the real reply parser) or an error."""
+
+    def __init__(self, server: _FakeServer) -> None:
+        self.server = server
+
+    def _answer(self, data: bytes, reply: Reply | None):
+        self.server.log.append(data)
+        answer = self.server.answers[data]
+        if isinstance(answer, BaseException):
+            raise answer
+        if reply is None:
+            return None
+        for i in range(len(answer)):  # byte by byte: the parser is incremental
+            if reply.feed(answer[i : i + 1]):
+                return reply.result
+        raise AssertionError("incomplete canned answer")
+
+    def request(self, data, reply):
+        return self._answer(data, reply)
+
+
+class _FakeAsyncConn(_FakeConn):
+    async def request(self, data, reply):
+        await asyncio.sleep(0)
+        return self._answer(data, reply)
+
+
+class _FakeServer:
+    def __init__(self, answers: dict[bytes, bytes | BaseException], dead: bool = False) -> None:
+        self.answers = answers
+        self.log: list[bytes] = []
+        self.dead_until = 1.0 if dead else 0.0
+        self.backs = 0
+
+    def conn(self):
+        return _FakeConn(self)
+
+    def aconn(self, loop):
+        return _FakeAsyncConn(self)
+
+    def back(self):
+        self.dead_until = 0.0
+        self.backs += 1
+
+
+async def _doubled(value):
+    await asyncio.sleep(0)
+    return value * 2
+
+
+def _operation(a: _FakeServer, b: _FakeServer, events: list, awaitable: bool):
+    """An operation using every kind of call, and catching a failure thrown into it."""
+    found = yield (IO, a, b"get k\r\n", Values())
+    events.append(("found", found))
+    try:
+        yield (IO, b, b"get broken\r\n", Values())
+    except ConnectionResetError as exc:
+        events.append(("thrown in", type(exc).__name__))
+    results = yield (
+        BATCH,
+        [(a, b"touch k 1\r\n", Line()), (b, b"get broken\r\n", Values())],
+    )
+    events.append(("batch", [r if isinstance(r, bytes) else type(r).__name__ for r in results]))
+    assert (yield (SLEEP, 0.001)) is None
+    # (Only an event loop can wait for an awaitable; the blocking driver passes values on.)
+    awaited = yield (AWAIT, _doubled(21) if awaitable else 42)
+    yield (BATCH, [(a, b"delete k noreply\r\n", None)])
+    return found[b"k"] + b"/" + str(awaited).encode()
+
+
+def _servers():
+    a = _FakeServer(
+        {
+            b"get k\r\n": b"VALUE k 0 1\r\nv\r\nEND\r\n",
+            b"touch k 1\r\n": b"TOUCHED\r\n",
+            b"delete k noreply\r\n": b"",
+        },
+        dead=True,
+    )
+    b = _FakeServer({b"get broken\r\n": ConnectionResetError("reset")})
+    return a, b
+
+
+def test_both_drivers_run_an_operation_alike():
+    a, b = _servers()
+    sync_events: list = []
+    assert blocking.run(_operation(a, b, sync_events, awaitable=False)) == b"v/42"
+    sync_log = (list(a.log), list(b.log))
+
+    a, b = _servers()
+    async_events: list = []
+    assert asyncio.run(aio.run(_operation(a, b, async_events, awaitable=True))) == b"v/42"
+    assert (a.log, b.log) == sync_log
+    assert (
+        sync_events
+        == async_events
+        == [
+            ("found", {b"k": b"v"}),
+            ("thrown in", "ConnectionResetError"),
+            ("batch", [b"TOUCHED", "ConnectionResetError"]),
+        ]
+    )
+    assert a.backs == 1 and a.dead_until == 0.0  # a success brought the down server back
+    assert b.backs == 0
+
+
+@pytest.mark.parametrize("driver", ["blocking", "asyncio"])
+def test_an_uncaught_failure_leaves_the_driver_and_closes_the_operation(driver):
+    server = _FakeServer({b"get k\r\n": ConnectionResetError("reset")})
+    closed = []
+
+    def op():
+        try:
+            yield (IO, server, b"get k\r\n", Values())
+        finally:
+            closed.append(True)
+
+    with pytest.raises(ConnectionResetError):
+        if driver == "blocking":
+            blocking.run(op())
+        else:
+            asyncio.run(aio.run(op()))
+    assert closed == [True]
+
+
+def test_an_interrupted_operation_is_closed():
+    server = _FakeServer({b"get k\r\n": KeyboardInterrupt()})  # not thrown into the op
+    closed = []
+
+    def op():
+        try:
+            yield (IO, server, b"get k\r\n", Values())
+        except Exception:  # pragma: no cover - must not happen
+            closed.append("caught")
+        finally:
+            closed.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        blocking.run(op())
+    assert closed == [True]
