@@ -416,6 +416,7 @@ class _Responder:
         "_future",
         "_middleware",
         "_request",
+        "_requested_at",
         "_send",
         "_size",
         "_start",
@@ -437,6 +438,7 @@ class _Responder:
         self._send = send
         self._request = request
         self._future = future
+        self._requested_at = middleware.cache.clock()
         self._state = self._WAIT
         self._start: Message | None = None
         self._decision: Decision | None = None
@@ -492,6 +494,7 @@ class _Responder:
                 now=cache.clock(),
                 ttl=self._request.route.ttl or cache.ttl,
                 veto="the response has trailers" if message.get("trailers") else None,
+                requested_at=self._requested_at,
             )
             message.setdefault("headers", [])
             self._start = message

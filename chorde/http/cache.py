@@ -106,12 +106,20 @@ class ResponseCache:
         #: What the cache makes of a request: :meth:`Rules.request`.
         self.request = self.rules.request
 
-    def decide(self, req: CacheRequest, rendered: Rendered, now: float) -> StoredResponse | None:
+    def decide(
+        self, req: CacheRequest, rendered: Rendered, now: float, requested_at: float | None = None
+    ) -> StoredResponse | None:
         """The entry to store for a rendered response, or None (the reason is logged)."""
         ttl = req.route.ttl or self.ttl
         veto = rendered.veto if rendered.body is not None else rendered.veto or "no body"
         decision = self.rules.decide(
-            req, rendered.status, rendered.headers, now=now, ttl=ttl, veto=veto
+            req,
+            rendered.status,
+            rendered.headers,
+            now=now,
+            ttl=ttl,
+            veto=veto,
+            requested_at=requested_at,
         )
         if decision.reason is not None:
             logger.debug("not stored %r: %s", req.key, decision.reason)
@@ -188,8 +196,9 @@ class ResponseCache:
                 flight = None  # the other render is not ours to use: render our own
         entry = None
         try:
+            started = self.clock()
             rendered = yield ("render",)
-            entry = self.decide(req, rendered, self.clock())
+            entry = self.decide(req, rendered, self.clock(), started)
             if entry is not None:
                 yield from self.store_steps(req, entry)
             return Outcome(None, rendered, entry)

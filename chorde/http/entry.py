@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["StoredResponse", "vary_marker", "vary_marker_names"]
 
-_ENTRY_TAG = "chorde-http-2"
+_ENTRY_TAG = "chorde-http-3"
 _VARY_TAG = "chorde-vary-2"
 
 
@@ -34,6 +34,10 @@ class StoredResponse(NamedTuple):
     vary: tuple[str, ...]
     variant: str
     etag: bytes | None
+    #: Seconds past its freshness it may still be served while refreshed / when the
+    #: application fails (RFC 5861); 0 for a response that must be revalidated.
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
 
     def to_value(self) -> tuple[Any, ...]:
         """The plain tuple a client stores."""

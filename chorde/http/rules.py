@@ -13,15 +13,13 @@ unless the response, or the route, says it may be.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from chorde.http.entry import StoredResponse
 from chorde.http.fields import (
     EMPTY_CACHE_CONTROL,
-    CacheControl,
-    delta_seconds,
     host_name,
-    http_date,
     if_none_match_matches,
     normalise_host,
     normalise_query,
@@ -29,8 +27,14 @@ from chorde.http.fields import (
     parse_vary,
     strong_etag,
 )
+from chorde.http.freshness import (
+    corrected_initial_age,
+    explicit_lifetime,
+    heuristic_lifetime,
+    stale_extensions,
+)
 from chorde.http.request import CacheRequest, Headers, collect
-from chorde.http.route import DEFAULT_ROUTE, Route
+from chorde.http.route import _FIELD_NAME, DEFAULT_ROUTE, Route, _names
 
 __all__ = [
     "DEFAULT_MAX_VARY_BYTES",
@@ -51,7 +55,15 @@ DEFAULT_MAX_VARY_BYTES = 8192
 
 _REQUEST_FIELDS = ("authorization", "cookie", "cache-control", "if-none-match")
 _HOST_FIELDS = (*_REQUEST_FIELDS, "host")
-_RESPONSE_FIELDS = ("cache-control", "set-cookie", "vary", "expires", "date", "age", "etag")
+_RESPONSE_FIELDS = (
+    "cache-control",
+    "set-cookie",
+    "vary",
+    "expires",
+    "date",
+    "age",
+    "last-modified",
+)
 _SHARED_ANYWAY = ("public", "s-maxage", "must-revalidate")  # RFC 9111 section 3.5
 # Hop-by-hop fields (RFC 9110 section 7.6.1) and those RFC 9111 section 3.1 says not to
 # store; Age is recomputed on every hit.
@@ -77,26 +89,18 @@ _NOT_MODIFIED_FIELDS = frozenset(
 _NO_CONTENT_STATUSES = frozenset({204, 304})
 
 
+@dataclass(frozen=True, slots=True)
 class Decision:
-    """Whether a response may be stored, and if so how (``reason`` is None)."""
+    """Whether a response may be stored (``reason`` is None), and if so how."""
 
-    __slots__ = ("for_authorized", "for_cookies", "lifetime", "reason", "stored_at", "vary")
-
-    def __init__(
-        self,
-        reason: str | None,
-        lifetime: float = 0.0,
-        stored_at: float = 0.0,
-        vary: tuple[str, ...] = (),
-        for_authorized: bool = False,
-        for_cookies: bool = False,
-    ) -> None:
-        self.reason = reason
-        self.lifetime = lifetime
-        self.stored_at = stored_at
-        self.vary = vary
-        self.for_authorized = for_authorized
-        self.for_cookies = for_cookies
+    reason: str | None
+    lifetime: float = 0.0
+    stored_at: float = 0.0
+    vary: tuple[str, ...] = ()
+    for_authorized: bool = False
+    for_cookies: bool = False
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
 
     @property
     def storable(self) -> bool:
@@ -119,15 +123,35 @@ class Rules:
     * ``max_vary_bytes``: a request whose values of the varying fields are larger is not
       cached (bounds the work and the key).
     * ``add_etag``: give stored responses without an ETag a strong one (from the body).
+    * ``strict``: the shared-cache mode for use in front of an origin: a response is stored
+      only for the freshness it grants (``s-maxage``, ``max-age``, ``Expires``) or, when
+      it grants none, for a heuristic share (``heuristic_fraction`` of the time since its
+      ``Last-Modified``, at most ``max_heuristic`` seconds, RFC 9111 section 4.2.2);
+      without either it is not stored, and route ttls play no part. The default,
+      application mode, stores what the routes declare for their ttl, which the response's
+      own freshness can only shorten.
+    * ``targeted``: RFC 9213 targeted fields, in order of precedence; the first one a
+      response carries replaces ``Cache-Control`` for this cache. Default:
+      ``("CDN-Cache-Control",)`` in strict mode, none otherwise.
+    * ``stale_while_revalidate`` / ``stale_if_error``: seconds a stale response may still be
+      served while it is refreshed in the background / when the application fails, for
+      responses that do not grant their own (RFC 5861).
     """
 
     __slots__ = (
         "_exact_hosts",
+        "_fields",
         "_suffixes",
         "add_etag",
+        "heuristic_fraction",
+        "max_heuristic",
         "max_vary_bytes",
         "max_vary_fields",
+        "stale_if_error",
+        "stale_while_revalidate",
         "statuses",
+        "strict",
+        "targeted",
     )
 
     def __init__(
@@ -138,14 +162,32 @@ class Rules:
         max_vary_fields: int = DEFAULT_MAX_VARY_FIELDS,
         max_vary_bytes: int = DEFAULT_MAX_VARY_BYTES,
         add_etag: bool = True,
+        strict: bool = False,
+        targeted: Iterable[str] | None = None,
+        heuristic_fraction: float = 0.1,
+        max_heuristic: float = 86400.0,
+        stale_while_revalidate: float = 0.0,
+        stale_if_error: float = 0.0,
     ) -> None:
         self.statuses = _statuses(statuses)
         self._exact_hosts, self._suffixes = _hosts(allowed_hosts)
         self.max_vary_fields = _count(max_vary_fields, "max_vary_fields")
         self.max_vary_bytes = _count(max_vary_bytes, "max_vary_bytes")
-        if not isinstance(add_etag, bool):
-            raise TypeError(f"add_etag must be True or False, got {add_etag!r}")
+        for option, flag in (("add_etag", add_etag), ("strict", strict)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{option} must be True or False, got {flag!r}")
         self.add_etag = add_etag
+        self.strict = strict
+        if targeted is None:
+            targeted = ("cdn-cache-control",) if strict else ()
+        self.targeted = tuple(n.lower() for n in _names(targeted, "targeted", _FIELD_NAME))
+        self.heuristic_fraction = _seconds(heuristic_fraction, "heuristic_fraction")
+        if self.heuristic_fraction > 1:
+            raise ValueError(f"heuristic_fraction must be at most 1, got {heuristic_fraction!r}")
+        self.max_heuristic = _seconds(max_heuristic, "max_heuristic")
+        self.stale_while_revalidate = _seconds(stale_while_revalidate, "stale_while_revalidate")
+        self.stale_if_error = _seconds(stale_if_error, "stale_if_error")
+        self._fields = (*_RESPONSE_FIELDS, *self.targeted)
 
     def host_allowed(self, host: str) -> bool:
         """Whether ``host`` (normalised, with or without port) is one the cache serves."""
@@ -227,11 +269,15 @@ class Rules:
         now: float,
         ttl: float,
         veto: str | None = None,
+        requested_at: float | None = None,
     ) -> Decision:
         """Whether the response to ``req`` may be stored, and for how long.
 
+        ``now`` is when the response arrived, ``requested_at`` when the request was sent
+        (default ``now``): together they date the response (RFC 9111 section 4.2.3).
         ``veto`` is the adapter's own reason not to store (a streamed body, a session the
-        view read ...). ``ttl`` is the route's ttl (or the cache's default).
+        view read ...). ``ttl`` is the route's ttl (or the cache's default); strict mode
+        does not use it.
         """
         if req.bypass is not None:
             return Decision(req.bypass)
@@ -239,16 +285,19 @@ class Rules:
             return Decision("a HEAD response has no body to store")
         if veto is not None:
             return Decision(veto)
-        if status not in self.statuses:
+        if status not in self.statuses and not (self.strict and _FINAL(status)):
             return Decision(f"status {status} is not cacheable")
-        found = collect(headers, _RESPONSE_FIELDS)
+        found = collect(headers, self._fields)
         if found["set-cookie"]:
             return Decision("the response sets a cookie")
-        cc = parse_cache_control(found["cache-control"]) if found["cache-control"] else None
+        directives = found["cache-control"]
+        for name in self.targeted:  # RFC 9213 section 2.2: the first targeted field wins
+            if found[name]:
+                directives = found[name]
+                break
+        cc = parse_cache_control(directives) if directives else EMPTY_CACHE_CONTROL
         if cc is None:
-            if found["cache-control"]:
-                return Decision("the response's Cache-Control cannot be parsed")
-            cc = EMPTY_CACHE_CONTROL
+            return Decision("the response's Cache-Control cannot be parsed")
         route = req.route
         shared = not route.per_user
         # RFC 9111 sections 5.2.2.5 (no-store), 5.2.2.4 (no-cache), 5.2.2.7 (private).
@@ -271,24 +320,38 @@ class Rules:
             return Decision("the request carries cookies")
         if req.variant(names) is None:
             return Decision("the request's values of the varying fields are too large")
-        age_lines = found["age"]
-        initial_age = 0
-        if age_lines:
-            parsed_age = delta_seconds(age_lines[0].strip()) if len(age_lines) == 1 else None
-            if parsed_age is None:
-                return Decision("the response's Age cannot be parsed")
-            initial_age = parsed_age
-        explicit = _freshness(cc, found["expires"], found["date"], shared, now)
-        lifetime = ttl if explicit is None else min(ttl, explicit)
-        if lifetime - initial_age <= 0:
+        age = corrected_initial_age(
+            found["age"], found["date"], now if requested_at is None else requested_at, now
+        )
+        if age is None:
+            return Decision("the response's Age cannot be parsed")  # RFC 9111 section 5.1
+        lifetime = explicit_lifetime(cc, found["expires"], found["date"], shared, now)
+        if self.strict:
+            if lifetime is None and (status in self.statuses or declared_public):
+                lifetime = heuristic_lifetime(
+                    found["last-modified"],
+                    found["date"],
+                    now,
+                    self.heuristic_fraction,
+                    self.max_heuristic,
+                )
+            if lifetime is None:
+                return Decision("the response grants no freshness (strict mode)")
+        else:
+            lifetime = ttl if lifetime is None else min(ttl, lifetime)
+        if lifetime - age <= 0:
             return Decision("the response is not fresh")
+        swr, sie = stale_extensions(cc)
+        revalidate = "must-revalidate" in cc or (shared and "proxy-revalidate" in cc)
         return Decision(
             None,
             lifetime=lifetime,
-            stored_at=now - initial_age,
+            stored_at=now - age,
             vary=names,
             for_authorized=for_authorized,
             for_cookies=for_cookies,
+            stale_while_revalidate=0.0 if revalidate else swr or self.stale_while_revalidate,
+            stale_if_error=0.0 if revalidate else sie or self.stale_if_error,
         )
 
     def entry(
@@ -325,6 +388,8 @@ class Rules:
             vary=decision.vary,
             variant=req.variant(decision.vary) or "",
             etag=etag,
+            stale_while_revalidate=decision.stale_while_revalidate,
+            stale_if_error=decision.stale_if_error,
         )
 
     def reply(
@@ -332,12 +397,14 @@ class Rules:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The status, headers and body answering ``req`` from ``entry``.
 
-        A hit carries ``Age`` (RFC 9111 section 5.1); a request whose ``If-None-Match``
+        A hit carries ``Age`` (RFC 9111 section 5.1), and so does a fresh answer that came
+        with one; a request whose ``If-None-Match``
         matches the entry's ETag gets ``304 Not Modified`` (RFC 9110 section 13.1.2).
         """
         headers = list(entry.headers)
-        if hit:
-            headers.append((b"age", b"%d" % max(0, int(now - entry.stored_at))))
+        age = int(now - entry.stored_at)
+        if hit or age > 0:  # on a miss, the age the response came with (section 4.2.3)
+            headers.append((b"age", b"%d" % max(0, age)))
         if (
             req.if_none_match is not None
             and entry.etag is not None
@@ -346,27 +413,6 @@ class Rules:
             kept = [(k, v) for k, v in headers if k in _NOT_MODIFIED_FIELDS]
             return 304, kept, b""
         return entry.status, headers, b"" if req.head else entry.body
-
-
-def _freshness(
-    cc: CacheControl, expires: list[str], date: list[str], shared: bool, now: float
-) -> float | None:
-    """The explicit freshness lifetime (RFC 9111 section 4.2.1), None when there is none.
-
-    A shared cache takes ``s-maxage`` first; then ``max-age``; then ``Expires`` minus
-    ``Date``. An invalid value means "already stale" (0), as do two Expires lines.
-    """
-    for directive in ("s-maxage", "max-age") if shared else ("max-age",):
-        seconds = cc.seconds(directive)
-        if seconds is not None:
-            return float(seconds)
-    if not expires:
-        return None
-    when = http_date(expires[0]) if len(expires) == 1 else None
-    if when is None:
-        return 0.0
-    sent = http_date(date[0]) if len(date) == 1 else None
-    return max(0.0, when - (sent if sent is not None else now))
 
 
 def _statuses(statuses: Iterable[int]) -> frozenset[int]:
@@ -400,6 +446,20 @@ def _hosts(hosts: Iterable[str] | None) -> tuple[frozenset[str] | None, tuple[st
         else:
             exact.add(host)
     return frozenset(exact), tuple(suffixes)
+
+
+def _FINAL(status: int) -> bool:
+    """A final status a strict cache may store with explicit freshness (RFC 9111 section 3):
+    not 206 (ranges are not stored) nor 304 (it completes a stored response)."""
+    return 200 <= status < 600 and status not in (206, 304)
+
+
+def _seconds(value: Any, option: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{option} must be a number >= 0, got {value!r}")
+    if value == float("inf"):
+        raise ValueError(f"{option} must be finite, got {value!r}")
+    return float(value)
 
 
 def _count(value: Any, option: str) -> int:

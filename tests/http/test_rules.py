@@ -70,7 +70,7 @@ def lifetime(response: list[tuple[str, str]], **kw: Any) -> float | None:
         ([("Age", "50"), ("Cache-Control", "max-age=60")], 60.0),  # ... dated 50 s ago
         ([("Age", "61"), ("Cache-Control", "max-age=3600")], None),  # older than the ttl
         ([("Age", "7200, 0")], None),  # unparsable Age: not stored (section 5.1)
-        ([("Age", "5"), ("Age", "6")], None),
+        ([("Age", "5"), ("Age", "6")], 60.0),  # the first Age line counts
     ],
 )
 def test_lifetime(response: list[tuple[str, str]], expected: float | None) -> None:
@@ -80,6 +80,62 @@ def test_lifetime(response: list[tuple[str, str]], expected: float | None) -> No
 def test_initial_age_dates_the_entry_back() -> None:
     decision = decide([("Age", "50"), ("Cache-Control", "max-age=60")])
     assert decision.stored_at == NOW - 50
+
+
+def test_corrected_initial_age_rfc_9111_4_2_3() -> None:
+    rules = Rules()
+    req = request(rules)
+    fields = [("Cache-Control", "max-age=60"), ("Age", "10")]
+    # The request took 3 s: Age plus the delay.
+    d = rules.decide(req, 200, fields, now=NOW, ttl=600, requested_at=NOW - 3)
+    assert d.stored_at == NOW - 13
+    # Date says the response is 20 s old: the apparent age wins when larger.
+    dated = [*fields, ("Date", _date(NOW - 20))]
+    d = rules.decide(req, 200, dated, now=NOW, ttl=600, requested_at=NOW - 3)
+    assert d.stored_at == NOW - 20
+    # A Date in the future makes no negative age.
+    ahead = [("Cache-Control", "max-age=60"), ("Date", _date(NOW + 100))]
+    assert rules.decide(req, 200, ahead, now=NOW, ttl=600).stored_at == NOW
+
+
+def test_strict_mode_stores_only_the_freshness_granted() -> None:
+    strict = Rules(strict=True)
+    assert lifetime([], rules=strict) is None  # nothing granted: not stored
+    assert lifetime([("Cache-Control", "max-age=7200")], rules=strict, ttl=60) == 7200.0
+    assert lifetime([("Cache-Control", "s-maxage=5, max-age=50")], rules=strict) == 5.0
+    # Heuristic freshness (section 4.2.2): 10% of the time since Last-Modified, capped.
+    modified = [("Last-Modified", _date(NOW - 1000)), ("Date", _date(NOW))]
+    assert lifetime(modified, rules=strict) == 100.0
+    old = [("Last-Modified", _date(NOW - 10**8))]
+    assert lifetime(old, rules=strict) == 86400.0
+    assert lifetime([("Last-Modified", "yesterday")], rules=strict) is None
+    # Any final status with explicit freshness; heuristics only for the default ones.
+    assert lifetime([("Cache-Control", "max-age=60")], rules=strict, status=201) == 60.0
+    assert lifetime(modified, rules=strict, status=201) is None
+    assert lifetime([("Cache-Control", "max-age=60")], rules=strict, status=206) is None
+
+
+def test_targeted_fields_replace_cache_control_rfc_9213() -> None:
+    strict = Rules(strict=True)
+    both = [("Cache-Control", "max-age=600"), ("CDN-Cache-Control", "max-age=30")]
+    assert lifetime(both, rules=strict) == 30.0
+    assert lifetime(both) == 60.0  # application mode targets no field by default
+    for cdn in ("no-store", "private", "no-cache", "max-age=0", "max-age=60;private"):
+        fields = [("Cache-Control", "public, max-age=600"), ("CDN-Cache-Control", cdn)]
+        assert lifetime(fields, rules=strict) is None, cdn
+    mine = Rules(targeted=["Acme-Cache-Control", "CDN-Cache-Control"])
+    fields = [*both, ("Acme-Cache-Control", "max-age=10")]
+    assert lifetime(fields, rules=mine) == 10.0
+
+
+def test_stale_extensions_rfc_5861() -> None:
+    d = decide([("Cache-Control", "max-age=10, stale-while-revalidate=30, stale-if-error=600")])
+    assert (d.stale_while_revalidate, d.stale_if_error) == (30.0, 600.0)
+    d = decide([("Cache-Control", "max-age=10, stale-while-revalidate=30, must-revalidate")])
+    assert (d.stale_while_revalidate, d.stale_if_error) == (0.0, 0.0)
+    defaults = Rules(stale_while_revalidate=5, stale_if_error=60)
+    d = decide([("Cache-Control", "max-age=10")], rules=defaults)
+    assert (d.stale_while_revalidate, d.stale_if_error) == (5.0, 60.0)
 
 
 def test_per_user_routes_read_freshness_as_a_private_cache() -> None:
@@ -286,6 +342,12 @@ def test_stored_fields_drop_hop_by_hop_and_age() -> None:
         ({"max_vary_fields": 0}, ValueError, "max_vary_fields"),
         ({"max_vary_bytes": True}, ValueError, "max_vary_bytes"),
         ({"add_etag": "yes"}, TypeError, "add_etag"),
+        ({"strict": 1}, TypeError, "strict"),
+        ({"targeted": "CDN-Cache-Control"}, TypeError, "targeted"),
+        ({"targeted": ["bad name"]}, ValueError, "targeted"),
+        ({"heuristic_fraction": 2}, ValueError, "heuristic_fraction"),
+        ({"max_heuristic": -1}, ValueError, "max_heuristic"),
+        ({"stale_if_error": float("inf")}, ValueError, "stale_if_error"),
     ],
 )
 def test_bad_rules_name_the_option(options: dict[str, Any], error: type, named: str) -> None:
