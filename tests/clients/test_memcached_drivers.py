@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 
 import pytest
 
@@ -152,3 +155,80 @@ def test_an_interrupted_operation_is_closed():
     with pytest.raises(KeyboardInterrupt):
         blocking.run(op())
     assert closed == [True]
+
+
+# ---- the transports: a whole call is bounded, a read never huge ------------------------
+
+
+def test_a_huge_announced_value_never_asks_for_a_huge_read():
+    from chorde.clients.memcached.transport import RECV_MAX, RECV_SIZE, read_size
+
+    reply = Values()
+    assert read_size(reply) == RECV_SIZE
+    assert not reply.feed(b"VALUE k 0 99999999999\r\nab")
+    assert reply.missing > RECV_MAX
+    assert read_size(reply) == RECV_MAX
+
+
+class _Dripping:
+    """A loopback server answering every request with a reply dripped over ``pieces``
+    writes ``gap`` seconds apart: each read is quick, the whole reply slow."""
+
+    def __init__(self, pieces: int = 30, gap: float = 0.05) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.pieces, self.gap = pieces, gap
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(5)
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.recv(1024)
+                value = b"x" * self.pieces
+                data = b"VALUE k 0 %d\r\n%s\r\nEND\r\n" % (len(value), value)
+                step = max(1, len(data) // self.pieces)
+                for i in range(0, len(data), step):  # bounded: ~pieces writes
+                    if self.stop.wait(self.gap):
+                        return
+                    conn.sendall(data[i : i + step])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("transport", ["blocking", "asyncio"])
+def test_the_timeout_bounds_the_whole_call_not_each_read(transport):
+    server = _Dripping()
+    try:
+        if transport == "blocking":
+            conn = blocking.Connection(server.address, 1.0, 0.5)
+            with pytest.raises(TimeoutError):
+                conn.request(b"get k\r\n", Values())
+        else:
+            aconn = aio.Connection(server.address, 1.0, 0.5)
+
+            async def call():
+                return await aconn.request(b"get k\r\n", Values())
+
+            with pytest.raises(TimeoutError):
+                asyncio.run(call())
+            conn = aconn
+        assert conn.sock is None  # closed: the stream was left mid-reply
+    finally:
+        server.close()
+
+
+def test_a_dripped_reply_within_the_timeout_is_read_whole():
+    server = _Dripping(pieces=5, gap=0.01)
+    try:
+        conn = blocking.Connection(server.address, 1.0, 5.0)
+        assert conn.request(b"get k\r\n", Values()) == {b"k": b"x" * 5}
+        conn.close()
+    finally:
+        server.close()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from chorde.clients.memcached import calls
 from chorde.clients.memcached.protocol import Reply
-from chorde.clients.memcached.transport import RECV_SIZE, BaseConnection
+from chorde.clients.memcached.transport import BaseConnection, read_size
 
 __all__ = ["Connection", "run", "runs_in"]
 
@@ -120,7 +120,7 @@ class Connection(BaseConnection):
                     await loop.sock_sendall(sock, data)
                     if reply is None:
                         return None
-                    while not reply.feed(await loop.sock_recv(sock, max(RECV_SIZE, reply.missing))):
+                    while not reply.feed(await loop.sock_recv(sock, read_size(reply))):
                         pass
             except BaseException:
                 self.close()

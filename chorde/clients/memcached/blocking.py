@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from chorde.clients.memcached import calls
 from chorde.clients.memcached.protocol import Reply
-from chorde.clients.memcached.transport import RECV_SIZE, BaseConnection
+from chorde.clients.memcached.transport import RECV_SIZE, BaseConnection, read_size
 
 __all__ = ["Connection", "run"]
 
@@ -81,7 +81,7 @@ class Connection(BaseConnection):
                 if left <= 0:
                     raise TimeoutError(f"no complete reply within {self.timeout} s")
                 sock.settimeout(left)
-                if reply.feed(sock.recv(max(RECV_SIZE, reply.missing))):
+                if reply.feed(sock.recv(read_size(reply))):
                     return
         finally:
             sock.settimeout(self.timeout)

@@ -7,10 +7,18 @@ from typing import Any
 
 from chorde.clients.memcached.protocol import Reply
 
-__all__ = ["RECV_SIZE", "BaseConnection"]
+__all__ = ["RECV_SIZE", "BaseConnection", "read_size"]
 
 #: The smallest read: most replies arrive whole in one.
 RECV_SIZE = 65536
+#: The largest read: a read allocates what it asks for, and the size a reply announces is
+#: the server's word (a bad one could ask for gigabytes).
+RECV_MAX = 4 * 1024 * 1024
+
+
+def read_size(reply: Reply) -> int:
+    """How much to ask the socket for next, for ``reply``."""
+    return min(max(RECV_SIZE, reply.missing), RECV_MAX)
 
 
 class BaseConnection:
