@@ -43,13 +43,15 @@ from chorde.http import (
     DEFAULT_MAX_VARY_FIELDS,
     DEFAULT_STATUSES,
     CacheRequest,
-    Decision,
     ResponseCache,
     Route,
     Rules,
     StoredResponse,
 )
+from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE
 from chorde.http.route import DEFAULT_ROUTE
+from chorde.http.status import FIELD, cache_status, check_name
+from chorde_starlette._responder import _Responder
 
 __all__ = [
     "DEFAULT_STATUSES",
@@ -160,8 +162,24 @@ class CacheMiddleware:
       or a request whose values of them are larger, is not cached (bounds hostile input).
     * ``key_prefix``: a string put in every key, to keep several caches in one client apart.
     * ``add_etag``: give stored responses without an ETag a strong one (default True).
+    * ``strict``: the shared-cache mode for use in front of an origin (a reverse proxy,
+      a CDN-like tier): responses are stored only for the freshness they grant (or RFC 9111
+      heuristics from ``Last-Modified``), route ttls play no part, and ``CDN-Cache-Control``
+      is honoured (see :class:`chorde.http.Rules`). Default: the application mode.
+    * ``targeted``: the RFC 9213 targeted fields this cache obeys, first first (default:
+      ``("CDN-Cache-Control",)`` in strict mode, none otherwise).
+    * ``stale_while_revalidate`` / ``stale_if_error``: seconds a stale response may be
+      served while it is refreshed in the background / when the application fails or
+      answers 5xx, for responses that do not say (RFC 5861; default 0).
+    * ``cache_status``: a name, to add an RFC 9211 ``Cache-Status`` field to every cached
+      route's response (``"chorde"``: ``chorde; hit; ttl=42``); ``cache_status_key=True``
+      adds the key to it. Default: no field.
     * ``clock``: the wall clock entries are dated by (``time.time``; tests replace it). It
       must agree across processes sharing a client, since ``Age`` is computed from it.
+
+    A stale entry with validators (its ETag, its Last-Modified) is revalidated: the
+    application gets the request with ``If-None-Match``/``If-Modified-Since`` in place of
+    the client's own, and a ``304`` freshens the entry (its fields updated, its body kept).
     """
 
     def __init__(
@@ -178,6 +196,12 @@ class CacheMiddleware:
         max_vary_bytes: int = DEFAULT_MAX_VARY_BYTES,
         key_prefix: str = "",
         add_etag: bool = True,
+        strict: bool = False,
+        targeted: Iterable[str] | None = None,
+        stale_while_revalidate: float = 0.0,
+        stale_if_error: float = 0.0,
+        cache_status: str | None = None,
+        cache_status_key: bool = False,
         inproc_size: int = 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -199,7 +223,13 @@ class CacheMiddleware:
             max_vary_fields=max_vary_fields,
             max_vary_bytes=max_vary_bytes,
             add_etag=add_etag,
+            strict=strict,
+            targeted=targeted,
+            stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error,
         )
+        self.cache_status = None if cache_status is None else check_name(cache_status)
+        self.cache_status_key = bool(cache_status_key)
         self.app = app
         self.cache = ResponseCache(client, rules=rules, ttl=ttl, clock=clock)
         self.max_body_size = int(max_body_size)
@@ -209,6 +239,7 @@ class CacheMiddleware:
         self._default_policy = RoutePolicy(self.cache_by_default)
         self._policies: dict[tuple[Any, ...], RoutePolicy] = {}
         self._inflight: dict[tuple[Any, ...], asyncio.Future[StoredResponse | None]] = {}
+        self._refreshing: dict[tuple[Any, ...], asyncio.Task[None]] = {}
 
     @property
     def client(self) -> BaseCacheClient:
@@ -260,15 +291,15 @@ class CacheMiddleware:
             await self.app(scope, receive, send)
             return
         cache = self.cache
-
-        revalidate = request.revalidates
-        if not revalidate:
-            entry = await cache.alookup(request)
-            if entry is None:
-                entry = self._just_computed(request)
-            if entry is not None:
-                await self._send_reply(send, request, entry, hit=True)
-                return
+        entry = await cache.alookup(request)
+        if entry is None:
+            entry = self._just_computed(request)
+        verdict = request.freshness(entry, cache.clock()) if entry is not None else None
+        if entry is not None and verdict in (FRESH, STALE_WHILE_REVALIDATE):
+            await self._send_reply(send, request, entry, hit=True)
+            if verdict == STALE_WHILE_REVALIDATE:  # RFC 5861 section 3
+                self._refresh(scope, request, entry)
+            return
         if request.only_if_cached:  # RFC 9111 section 5.2.1.7
             await send({"type": "http.response.start", "status": 504, "headers": []})
             await send({"type": "http.response.body", "body": b""})
@@ -278,8 +309,9 @@ class CacheMiddleware:
             # store; later GETs fill the cache and HEADs are then served from it.
             await self.app(scope, receive, send)
             return
+        stale = entry  # stale, or None
         if not cache.coalesces(request):
-            await self._forward(scope, receive, send, request, None)
+            await self._forward(scope, receive, send, request, None, stale)
             return
 
         flight_key = self._flight_key(request)
@@ -290,15 +322,15 @@ class CacheMiddleware:
             if shared is not None and request.accepts(shared, cache.clock()):
                 await self._send_reply(send, request, shared, hit=True)
             else:
-                await self._forward(scope, receive, send, request, None)
+                await self._forward(scope, receive, send, request, None, stale)
             return
         if pending is not None:  # a future of another event loop: leave it alone
-            await self._forward(scope, receive, send, request, None)
+            await self._forward(scope, receive, send, request, None, stale)
             return
         future: asyncio.Future[StoredResponse | None] = loop.create_future()
         self._inflight[flight_key] = future
         try:
-            await self._forward(scope, receive, send, request, future)
+            await self._forward(scope, receive, send, request, future, stale)
         finally:
             if not future.done():
                 future.set_result(None)
@@ -342,19 +374,91 @@ class CacheMiddleware:
         send: Send,
         request: CacheRequest,
         future: asyncio.Future[StoredResponse | None] | None,
+        stale: StoredResponse | None,
     ) -> None:
-        """Call the application; store its response when the policy allows."""
-        responder = _Responder(self, send, request, future)
+        """Call the application (revalidating ``stale`` when it has validators); store its
+        response when the policy allows; answer from ``stale`` when it fails (RFC 5861)."""
+        if stale is not None and stale.validators:
+            scope = {**scope, "headers": _conditional(scope["headers"], stale.validators)}
+        responder = _Responder(self, send, request, future, stale)
         try:
             await self.app(scope, receive, responder.send)
+        except Exception:
+            if not responder.started and stale is not None and self.cache.serves_on_error(stale):
+                logger.warning("serving a stale %r: the application failed", request.key)
+                await self._send_reply(send, request, stale, hit=True, fwd="stale")
+                return
+            raise
         finally:
             responder.abandon()
         await responder.flush()
 
+    def _refresh(self, scope: Scope, request: CacheRequest, stale: StoredResponse) -> None:
+        """Refresh ``stale`` in the background, once per key at a time (RFC 5861)."""
+        key = self._flight_key(request)
+        if key in self._refreshing:
+            return
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def sink(message: Message) -> None:
+            pass  # the client was answered already, from the stale entry
+
+        async def refresh() -> None:
+            try:
+                await self._forward(dict(scope), receive, sink, request, None, stale)
+            except Exception:  # nobody is waiting for it: the stale entry just stays
+                logger.warning("background refresh of %r failed", request.key, exc_info=True)
+            finally:
+                self._refreshing.pop(key, None)
+
+        self._refreshing[key] = asyncio.get_running_loop().create_task(refresh())
+
+    def status_field(
+        self,
+        request: CacheRequest,
+        entry: StoredResponse | None,
+        *,
+        hit: bool = False,
+        fwd: str | None = None,
+        fwd_status: int | None = None,
+        stored: bool | None = None,
+    ) -> tuple[bytes, bytes] | None:
+        """The ``Cache-Status`` field for this answer, None when the option is off."""
+        if self.cache_status is None:
+            return None
+        ttl = None
+        if entry is not None:
+            ttl = entry.lifetime - (self.cache.clock() - entry.stored_at)
+        value = cache_status(
+            self.cache_status,
+            hit=hit,
+            fwd=fwd,
+            fwd_status=fwd_status,
+            stored=stored,
+            ttl=ttl,
+            key=repr(request.key) if self.cache_status_key else None,
+        )
+        return (FIELD, value)
+
     async def _send_reply(
-        self, send: Send, request: CacheRequest, entry: StoredResponse, *, hit: bool
+        self,
+        send: Send,
+        request: CacheRequest,
+        entry: StoredResponse,
+        *,
+        hit: bool,
+        fwd: str | None = None,
+        fwd_status: int | None = None,
+        stored: bool | None = None,
     ) -> None:
         status, headers, body = self.cache.reply(request, entry, hit=hit)
+        field = self.status_field(
+            request, entry, hit=hit and fwd is None, fwd=fwd, fwd_status=fwd_status, stored=stored
+        )
+        if field is not None:
+            headers.append(field)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -389,6 +493,14 @@ class CacheMiddleware:
         return policy
 
 
+def _conditional(
+    headers: Iterable[tuple[bytes, bytes]], validators: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The request's fields with the cache's validators in place of the client's own."""
+    own = {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"}
+    return [(k, v) for k, v in headers if k.lower() not in own] + list(validators)
+
+
 def _resolve_endpoint(routes: Any, scope: Scope, depth: int) -> Any:
     """The endpoint (or mounted app) a full route match leads to, None when none matches."""
     for route in routes:
@@ -405,147 +517,3 @@ def _resolve_endpoint(routes: Any, scope: Scope, depth: int) -> Any:
                 return found
         return child.get("endpoint", getattr(route, "endpoint", None))
     return None
-
-
-class _Responder:
-    """Wraps ``send`` for one forwarded request: decides, passes through, keeps a copy."""
-
-    __slots__ = (
-        "_buffer",
-        "_decision",
-        "_future",
-        "_middleware",
-        "_request",
-        "_requested_at",
-        "_send",
-        "_size",
-        "_start",
-        "_state",
-        "entry",
-    )
-
-    # states: waiting for the start; holding the start; streaming with a copy; passing.
-    _WAIT, _HOLD, _COPY, _PASS = range(4)
-
-    def __init__(
-        self,
-        middleware: CacheMiddleware,
-        send: Send,
-        request: CacheRequest,
-        future: asyncio.Future[StoredResponse | None] | None,
-    ) -> None:
-        self._middleware = middleware
-        self._send = send
-        self._request = request
-        self._future = future
-        self._requested_at = middleware.cache.clock()
-        self._state = self._WAIT
-        self._start: Message | None = None
-        self._decision: Decision | None = None
-        self._buffer: list[bytes] = []
-        self._size = 0
-        self.entry: StoredResponse | None = None
-
-    def _resolve(self, entry: StoredResponse | None) -> None:
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(entry)
-
-    def abandon(self) -> None:
-        """Give up storing (the app finished or failed): waiters go to the app themselves."""
-        if self.entry is None:
-            self._resolve(None)
-
-    async def flush(self) -> None:
-        """Send a start still held when the app returned without a final body."""
-        if self._state == self._HOLD and self._start is not None:
-            self._state = self._PASS
-            await self._send(self._start)
-
-    async def _give_up(self) -> None:
-        held = self._state == self._HOLD
-        self._state = self._PASS
-        self._buffer = []
-        self._resolve(None)
-        if held and self._start is not None:
-            await self._send(self._start)
-
-    def _store_entry(self, body: bytes) -> StoredResponse:
-        start, decision = self._start, self._decision
-        assert start is not None and decision is not None
-        rules = self._middleware.cache.rules
-        entry = rules.entry(self._request, decision, start["status"], start["headers"], body)
-        self.entry = entry
-        return entry
-
-    async def send(self, message: Message) -> None:
-        state = self._state
-        if state == self._PASS:
-            await self._send(message)
-            return
-        kind = message["type"]
-        cache = self._middleware.cache
-        if kind == "http.response.start" and state == self._WAIT:
-            # The response's age counts from its start, not from the end of a slow stream.
-            decision = cache.rules.decide(
-                self._request,
-                message["status"],
-                message.get("headers", ()),
-                now=cache.clock(),
-                ttl=self._request.route.ttl or cache.ttl,
-                veto="the response has trailers" if message.get("trailers") else None,
-                requested_at=self._requested_at,
-            )
-            message.setdefault("headers", [])
-            self._start = message
-            if decision.reason is not None:
-                logger.debug("not stored %r: %s", self._request.key, decision.reason)
-                await self._give_up()
-                await self._send(message)
-                return
-            self._decision = decision
-            self._state = self._HOLD
-            return
-        if kind != "http.response.body" or state == self._WAIT:
-            # Anything else (pathsend, trailers, debug messages ...) is not ours to store.
-            if state != self._WAIT:
-                await self._give_up()
-            await self._send(message)
-            return
-
-        body: bytes = message.get("body", b"")
-        more: bool = message.get("more_body", False)
-        max_body_size = self._middleware.max_body_size
-        if state == self._HOLD:
-            assert self._start is not None
-            if not more:
-                self._state = self._PASS
-                if len(body) > max_body_size:
-                    self._resolve(None)
-                    await self._send(self._start)
-                    await self._send(message)
-                    return
-                entry = self._store_entry(body)
-                self._resolve(entry)
-                # Stored before it is sent: a client that asks again is served from it.
-                await cache.astore(self._request, entry)
-                await self._middleware._send_reply(self._send, self._request, entry, hit=False)
-                return
-            # A streamed body: pass it through as it comes, keeping a copy while it fits.
-            # Waiters are released now: a stream may last (server-sent events ...), and
-            # they must not wait for its end to get a single byte.
-            self._state = self._COPY
-            self._resolve(None)
-            await self._send(self._start)
-        self._size += len(body)
-        if self._size > max_body_size:
-            await self._give_up()
-            await self._send(message)
-            return
-        self._buffer.append(body)
-        if not more:
-            self._state = self._PASS
-            entry = self._store_entry(b"".join(self._buffer))
-            self._buffer = []
-            await cache.astore(self._request, entry)
-        await self._send(message)

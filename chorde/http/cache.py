@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
-from chorde.http.request import CacheRequest, Headers
+from chorde.http.request import FRESH, CacheRequest, Headers
 from chorde.http.route import check_wait_timeout
 from chorde.http.rules import Rules
 
@@ -134,7 +134,8 @@ class ResponseCache:
     # ---- the flows (generators) ------------------------------------------------------
 
     def lookup_steps(self, req: CacheRequest) -> Generator[Step, Any, StoredResponse | None]:
-        """The stored entry that may answer ``req`` now, or None."""
+        """The stored entry that is ``req``'s, fresh or stale (see
+        :meth:`CacheRequest.freshness`), or None."""
         value = yield ("get", req.key)
         names = vary_marker_names(value)
         if names is not None:
@@ -143,7 +144,7 @@ class ResponseCache:
                 return None
             value = yield ("get", (*req.key, names, variant))
         entry = StoredResponse.from_value(value)
-        if entry is None or not req.accepts(entry, self.clock()):
+        if entry is None or not req.usable(entry):
             return None
         return entry
 
@@ -158,7 +159,7 @@ class ResponseCache:
             ttl = req.route.ttl or self.ttl
             yield ("put", key, vary_marker(entry.vary), ttl)
             key = (*key, entry.vary, entry.variant)
-        yield ("put", key, entry.to_value(), entry.lifetime)
+        yield ("put", key, entry.to_value(), self.rules.keep(entry, self.clock()))
 
     def serve_steps(self, req: CacheRequest) -> Generator[Step, Any, Outcome]:
         """Answer ``req``: from the cache, from a concurrent render, or by rendering.
@@ -173,10 +174,11 @@ class ResponseCache:
         if req.bypass is not None:
             rendered = yield ("render",)
             return Outcome(None, rendered, None)
+        stale = None
         if not req.revalidates:
-            entry = yield from self.lookup_steps(req)
-            if entry is not None:
-                return Outcome(self.reply(req, entry, hit=True), None, None)
+            stale = yield from self.lookup_steps(req)
+            if stale is not None and req.freshness(stale, self.clock()) == FRESH:
+                return Outcome(self.reply(req, stale, hit=True), None, None)
         if req.only_if_cached:  # RFC 9111 section 5.2.1.7
             return Outcome(_GATEWAY_TIMEOUT, None, None)
         flight: Flight | None = None
@@ -197,7 +199,15 @@ class ResponseCache:
         entry = None
         try:
             started = self.clock()
-            rendered = yield ("render",)
+            try:
+                rendered = yield ("render",)
+            except Exception:
+                if stale is not None and self.serves_on_error(stale):
+                    logger.warning("serving a stale %r: the application failed", req.key)
+                    return Outcome(self.reply(req, stale, hit=True), None, None)
+                raise
+            if rendered.status >= 500 and stale is not None and self.serves_on_error(stale):
+                return Outcome(self.reply(req, stale, hit=True), None, None)
             entry = self.decide(req, rendered, self.clock(), started)
             if entry is not None:
                 yield from self.store_steps(req, entry)
@@ -207,6 +217,10 @@ class ResponseCache:
                 self.flights.release(flight_key, flight)
                 if not flight.done():
                     flight.set_result(entry)
+
+    def serves_on_error(self, entry: StoredResponse) -> bool:
+        """Whether ``entry``, stale, may answer when the application fails (RFC 5861)."""
+        return self.clock() - entry.stored_at - entry.lifetime <= entry.stale_if_error
 
     @staticmethod
     def coalesces(req: CacheRequest) -> bool:

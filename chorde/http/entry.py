@@ -38,6 +38,9 @@ class StoredResponse(NamedTuple):
     #: application fails (RFC 5861); 0 for a response that must be revalidated.
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
+    #: The conditional request fields that revalidate it with the origin (its own ETag
+    #: and Last-Modified as ``If-None-Match``/``If-Modified-Since``), empty when it has none.
+    validators: tuple[tuple[bytes, bytes], ...] = ()
 
     def to_value(self) -> tuple[Any, ...]:
         """The plain tuple a client stores."""

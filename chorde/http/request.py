@@ -9,7 +9,7 @@ from chorde.http.entry import StoredResponse
 from chorde.http.fields import EMPTY_CACHE_CONTROL, CacheControl
 from chorde.http.route import COOKIE_PREFIX, Route
 
-__all__ = ["CacheRequest", "Headers", "collect"]
+__all__ = ["FRESH", "STALE", "STALE_WHILE_REVALIDATE", "CacheRequest", "Headers", "collect"]
 
 #: Header fields as frameworks hold them: ``(name, value)`` pairs of ``str`` or of ``bytes``
 #: (ASGI), names in any case; or a lookup ``values(lower_case_name) -> [value, ...]`` where
@@ -138,26 +138,46 @@ class CacheRequest:
         memo[names] = result
         return result
 
-    def accepts(self, entry: StoredResponse, now: float) -> bool:
-        """True when ``entry`` may answer this request now."""
-        age = now - entry.stored_at
-        left = entry.lifetime - age
-        if left <= 0:
-            return False
+    def usable(self, entry: StoredResponse) -> bool:
+        """True when ``entry`` is this request's to be answered from, fresh or not: its
+        credentials and cookies allow it, and it is the variant the request asks for."""
         if self.authorized and not entry.for_authorized:
             return False
         if self.cookie_lines and not entry.for_cookies:
             return False
         if self.route.keyed_on and not set(self.route.keyed_on).issubset(entry.vary):
             return False  # stored before the route declared what it depends on
-        if entry.vary and self.variant(entry.vary) != entry.variant:
-            return False
+        return not entry.vary or self.variant(entry.vary) == entry.variant
+
+    def freshness(self, entry: StoredResponse, now: float) -> str:
+        """How ``entry`` may answer now: :data:`FRESH`, :data:`STALE_WHILE_REVALIDATE` (serve
+        it, refresh it in the background: RFC 5861) or :data:`STALE` (go forward, revalidating
+        with its validators if it has any). The request's own directives count (RFC 9111
+        5.2.1): ``no-cache``, ``max-age`` and ``min-fresh`` refuse what they refuse."""
+        age = now - entry.stored_at
+        left = entry.lifetime - age
         cc = self.cc
         if cc:
+            if self.revalidates:
+                return STALE
             max_age = cc.seconds("max-age")
             if max_age is not None and age > max_age:
-                return False
+                return STALE
             min_fresh = cc.seconds("min-fresh")
             if min_fresh is not None and left < min_fresh:
-                return False
-        return True
+                return STALE
+        if left > 0:
+            return FRESH
+        if not cc and -left <= entry.stale_while_revalidate:
+            return STALE_WHILE_REVALIDATE
+        return STALE
+
+    def accepts(self, entry: StoredResponse, now: float) -> bool:
+        """True when ``entry`` may answer this request now, as a fresh hit."""
+        return self.usable(entry) and self.freshness(entry, now) == FRESH
+
+
+#: :meth:`CacheRequest.freshness` verdicts.
+FRESH = "fresh"
+STALE_WHILE_REVALIDATE = "stale-while-revalidate"
+STALE = "stale"

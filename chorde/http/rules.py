@@ -360,6 +360,7 @@ class Rules:
         """The entry to store for a response ``decide`` allowed."""
         kept: list[tuple[bytes, bytes]] = []
         etag: bytes | None = None
+        validators: list[tuple[bytes, bytes]] = []
         has_length = False
         for name, value in headers:
             raw_name = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
@@ -368,6 +369,9 @@ class Rules:
             raw_value = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
             if raw_name == b"etag":
                 etag = raw_value
+                validators.append((b"if-none-match", raw_value))
+            elif raw_name == b"last-modified":
+                validators.append((b"if-modified-since", raw_value))
             elif raw_name == b"content-length":
                 has_length = True
             kept.append((raw_name, raw_value))
@@ -390,7 +394,45 @@ class Rules:
             etag=etag,
             stale_while_revalidate=decision.stale_while_revalidate,
             stale_if_error=decision.stale_if_error,
+            validators=tuple(validators),
         )
+
+    def keep(self, entry: StoredResponse, now: float) -> float:
+        """How long a client should hold ``entry``: while fresh, and after that while it can
+        still serve (RFC 5861 windows) or be revalidated (for another lifetime)."""
+        left = entry.lifetime - (now - entry.stored_at)
+        revalidation = entry.lifetime if entry.validators else 0.0
+        return left + max(entry.stale_while_revalidate, entry.stale_if_error, revalidation)
+
+    def freshen(
+        self,
+        req: CacheRequest,
+        entry: StoredResponse,
+        headers: Headers,
+        *,
+        now: float,
+        ttl: float,
+        requested_at: float | None = None,
+    ) -> StoredResponse | None:
+        """``entry`` updated by the fields of a ``304 Not Modified`` that revalidated it
+        (RFC 9111 sections 3.2 and 4.3.4): its body kept, its fields replaced by the 304's
+        (but Content-Length), its freshness taken anew. None when the freshened response
+        may not be stored any more (the 304 said ``no-store``, say)."""
+        update: dict[bytes, list[bytes]] = {}
+        for name, value in headers:
+            raw_name = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
+            if raw_name in _UNSTORED_FIELDS or raw_name == b"content-length":
+                continue
+            raw_value = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+            update.setdefault(raw_name, []).append(raw_value)
+        merged = [(k, v) for k, v in entry.headers if k not in update]
+        merged += [(k, v) for k, values in update.items() for v in values]
+        decision = self.decide(
+            req, entry.status, merged, now=now, ttl=ttl, requested_at=requested_at
+        )
+        if not decision.storable:
+            return None
+        return self.entry(req, decision, entry.status, merged, entry.body)
 
     def reply(
         self, req: CacheRequest, entry: StoredResponse, now: float, *, hit: bool
