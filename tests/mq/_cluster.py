@@ -62,7 +62,8 @@ class BrokerProcess:
         return self
 
     def stop(self) -> None:
-        """Kill it (SIGKILL: a crash, the harshest stop)."""
+        """Kill it (SIGKILL: a crash, the harshest stop); :meth:`start` brings it back on
+        the same port."""
         proc, self.proc = self.proc, None
         if proc is not None:
             if proc.poll() is None:
@@ -70,6 +71,22 @@ class BrokerProcess:
             proc.wait(timeout=10)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+    kill = stop
+
+    def suspend(self) -> None:
+        """Freeze it (SIGSTOP): its connections stay open and nothing is relayed."""
+        _signal(self.proc, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw it (SIGCONT)."""
+        _signal(self.proc, signal.SIGCONT)
+
+
+def _signal(proc: subprocess.Popen | None, sig: int) -> None:
+    if proc is None or proc.poll() is not None:
+        raise RuntimeError("the process is not running")
+    proc.send_signal(sig)
 
 
 class Member:
@@ -165,6 +182,14 @@ class Member:
         """The next event line (e.g. ``{"event": "computing"}``)."""
         return self.events.get(timeout=timeout)
 
+    def suspend(self) -> None:
+        """Freeze it (SIGSTOP)."""
+        _signal(self.proc, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw it (SIGCONT)."""
+        _signal(self.proc, signal.SIGCONT)
+
     def kill(self) -> None:
         """kill -9."""
         with contextlib.suppress(ProcessLookupError):
@@ -174,6 +199,8 @@ class Member:
     def stop(self) -> None:
         """Ask it to quit, kill it if it does not within a few seconds."""
         if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a frozen one could not quit
             with contextlib.suppress(OSError, ValueError):
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(json.dumps({"op": "quit", "id": -1}) + "\n")

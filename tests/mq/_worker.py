@@ -37,7 +37,7 @@ def make_bus(cfg: dict) -> Any:
     """The bus named by the config: a broker or a static peer list."""
     # A generous timeout: a loaded test machine must not make live peers look dead.
     kw = {
-        "heartbeat_interval": cfg.get("heartbeat", 0.1),
+        "heartbeat_interval": cfg.get("heartbeat", 0.2),
         "heartbeat_timeout": cfg.get("heartbeat_timeout", 1.5),
     }
     if cfg.get("broker"):
@@ -58,8 +58,9 @@ class Worker:
         self.l1 = InprocCacheClient(10_000)
         self.l2 = MemcachedClient([cfg["memcached"]], checksum_key="cluster-test")
         stack = TieredInclusiveClient(self.l1, self.l2)
+        options = {k: cfg[k] for k in ("timeout", "lease", "poll_interval") if k in cfg}
         self.client = CoherentWrapperClient(
-            stack, self.bus, channel="test", timeout=cfg.get("timeout", 5.0)
+            stack, self.bus, channel="test", **{"timeout": 5.0, **options}
         )
         self.log_path = cfg.get("log")
         self.seen: dict[bytes, float] = {}
@@ -75,16 +76,17 @@ class Worker:
                     self.seen[item] = now
                 self.seen_cond.notify_all()
 
-    def expensive(self, key: Any, delay: float) -> str:
-        """The computation whose runs are counted (one line per run in the log file)."""
+    def expensive(self, key: Any, delay: float, tag: bool = False) -> str:
+        """The computation whose runs are counted (one line per run in the log file); with
+        ``tag`` its value names the process, so that two runs give different values."""
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             os.write(fd, f"{os.getpid()} {key}\n".encode())
         finally:
             os.close(fd)
-        emit({"event": "computing", "key": key})
+        emit({"event": "computing", "key": key, "t": time.monotonic(), "pid": os.getpid()})
         time.sleep(delay)
-        return f"value-{key}"
+        return f"value-{key}-{os.getpid()}" if tag else f"value-{key}"
 
     # ---- commands ----------------------------------------------------------------
 
@@ -93,6 +95,12 @@ class Worker:
         while self.bus.connected != connected and time.monotonic() < deadline:
             time.sleep(0.01)
         return {"connected": self.bus.connected, "peers": len(self.bus.peers())}
+
+    def cmd_synced(self, timeout: float = 10.0, synced: bool = True) -> dict:
+        deadline = time.monotonic() + timeout
+        while self.bus.synced != synced and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return {"synced": self.bus.synced, "t": time.monotonic()}
 
     def cmd_peers(self, n: int, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -185,10 +193,50 @@ class Worker:
             values = list(pool.map(one, order))
         return {"values": dict(zip(order, values, strict=True))}
 
-    def cmd_compute_one(self, key: str, delay: float = 0.0) -> dict:
+    def cmd_compute_one(self, key: str, delay: float = 0.0, tag: bool = False) -> dict:
         t = time.monotonic()
-        value = self.client.compute_once(key, lambda: self.expensive(key, delay), 300)
-        return {"value": value, "elapsed": time.monotonic() - t}
+        value = self.client.compute_once(key, lambda: self.expensive(key, delay, tag), 300)
+        return {"value": value, "elapsed": time.monotonic() - t, "t": time.monotonic()}
+
+    def cmd_probe(
+        self, key: str, old: Any, duration: float, pause: float = 0.005, since: float = 0.0
+    ) -> dict:
+        """Read ``key`` every ``pause`` seconds for ``duration`` seconds, as the
+        application would; report when ``old`` was served last and from which tier."""
+        end = time.monotonic() + duration
+        last_old = last_old_l1 = None
+        reads = olds = 0
+        while time.monotonic() < end:
+            in_l1 = self.l1.contains(key)
+            value = self.client.get(key, None)
+            now = time.monotonic()
+            reads += 1
+            if value == old and now >= since:
+                olds += 1
+                last_old = now
+                if in_l1:
+                    last_old_l1 = now
+            time.sleep(pause)
+        return {
+            "last_old": last_old,
+            "last_old_l1": last_old_l1,
+            "reads": reads,
+            "olds": olds,
+            "value": self.client.get(key, None),
+            "synced": self.bus.synced,
+        }
+
+    def cmd_bus(self) -> dict:
+        """The bus's state and counters."""
+        bus = self.bus
+        return {
+            "synced": bus.synced,
+            "connected": bus.connected,
+            "gaps": bus.gaps,
+            "dropped": bus.dropped,
+            "rejected": bus.rejected,
+            "peers": len(bus.peers()),
+        }
 
     def cmd_quit(self) -> dict:
         return {}
