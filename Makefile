@@ -5,6 +5,8 @@
 #               speedups, the contract suite as pure Python, and the contract suite, adapter
 #               and packaging tests against the wheel installed in .venv-wheel
 #               (PYTEST_ADDOPTS honoured)
+#   make chaos  the chaos suite (tests/chaos: servers killed, frozen and restarted, a faulty
+#               proxy); fails past its time budget (CHORDE_CHAOS_BUDGET, 180 s). make test runs it
 #   make dist   the sdist and the wheel built from it (compiled), checked with twine
 #   make bench  run the benchmarks (BENCH_ARGS="inproc --quick" to pick; installs the
 #               bench extra, matplotlib, for --plot)
@@ -28,7 +30,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo
 
 export PYTEST_ADDOPTS
 
-.PHONY: demo test bench lint clean venv install install-test memcached build-ext docs dist test-installed
+.PHONY: demo test chaos bench lint clean venv install install-test memcached build-ext docs dist test-installed
 
 demo: build-ext
 	$(VPY) -m chorde.demo
@@ -44,9 +46,14 @@ WHEEL_RUN := $(WHEEL_VENV)/run
 # One compile: `dist` builds the wheel, whose compiled modules the checkout then uses too.
 test: install-test memcached lint docs dist
 	$(VPY) -m chorde._speedups --from-wheel $$(ls dist/chorde-*.whl)
-	$(VPY) -m pytest -q $(addprefix --ignore=,$(INSTALLED_TESTS))
+	$(VPY) -m pytest -q $(addprefix --ignore=,$(INSTALLED_TESTS) tests/chaos)
+	@$(MAKE) --no-print-directory chaos
 	CHORDE_PURE_PYTHON=1 $(VPY) -m pytest -q $(PURE_TESTS)
 	@$(MAKE) --no-print-directory test-installed
+
+# Real faults against real processes, in one pytest session that fails past its time budget.
+chaos: install-test memcached
+	$(VPY) -m pytest -q tests/chaos
 
 # The sdist, and the wheel built from it as pip would; a module that does not compile fails
 # the build (CHORDE_REQUIRE_SPEEDUPS).
