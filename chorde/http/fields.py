@@ -18,6 +18,7 @@ __all__ = [
     "EMPTY_CACHE_CONTROL",
     "MAX_DELTA_SECONDS",
     "CacheControl",
+    "byte_range",
     "delta_seconds",
     "host_name",
     "http_date",
@@ -268,6 +269,33 @@ def normalise_query(query: str) -> str:
     if len(params) > 1:
         params.sort(key=lambda p: p.partition("=")[0])
     return "&".join(params)
+
+
+_BYTE_RANGE = re.compile(r"bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*")
+
+
+def byte_range(value: str, length: int) -> tuple[int, int] | bool | None:
+    """The single byte range a ``Range`` field asks of a ``length``-byte body (RFC 9110
+    section 14.1.2): ``(first, last)`` inclusive; False when it cannot be satisfied (416);
+    None when the field is not one byte range (the whole body is then sent)."""
+    m = _BYTE_RANGE.fullmatch(value.strip())
+    if m is None:
+        return None
+    first_text, last_text = m.groups()
+    if not first_text:
+        if not last_text:
+            return None
+        suffix = int(last_text)  # the last N bytes
+        if suffix == 0:
+            return False
+        return max(0, length - suffix), length - 1
+    first = int(first_text)
+    if last_text and int(last_text) < first:
+        return None  # invalid: ignored
+    if first >= length:
+        return False
+    last = int(last_text) if last_text else length - 1
+    return first, min(last, length - 1)
 
 
 def strong_etag(body: bytes) -> str:

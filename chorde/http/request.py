@@ -56,8 +56,10 @@ class CacheRequest:
         "cookie_lines",
         "head",
         "if_none_match",
+        "if_range",
         "key",
         "max_vary_bytes",
+        "range",
         "route",
     )
 
@@ -74,6 +76,9 @@ class CacheRequest:
         self.authorized = False
         self.cookie_lines: list[str] = []
         self.if_none_match: str | None = None
+        #: The request's ``Range`` and ``If-Range`` (one line each), if any.
+        self.range: str | None = None
+        self.if_range: str | None = None
 
     @property
     def has_cookies(self) -> bool:

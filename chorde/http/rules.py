@@ -19,6 +19,7 @@ from typing import Any
 from chorde.http.entry import StoredResponse
 from chorde.http.fields import (
     EMPTY_CACHE_CONTROL,
+    byte_range,
     host_name,
     if_none_match_matches,
     normalise_host,
@@ -53,7 +54,14 @@ DEFAULT_MAX_VARY_FIELDS = 32
 #: A request whose values of the varying fields add up to more bytes is not cached.
 DEFAULT_MAX_VARY_BYTES = 8192
 
-_REQUEST_FIELDS = ("authorization", "cookie", "cache-control", "if-none-match")
+_REQUEST_FIELDS = (
+    "authorization",
+    "cookie",
+    "cache-control",
+    "if-none-match",
+    "range",
+    "if-range",
+)
 _HOST_FIELDS = (*_REQUEST_FIELDS, "host")
 _RESPONSE_FIELDS = (
     "cache-control",
@@ -250,6 +258,9 @@ class Rules:
         req.cookie_lines = found["cookie"]
         inm = found["if-none-match"]
         req.if_none_match = ", ".join(inm) if inm else None
+        if len(found["range"]) == 1:
+            req.range = found["range"][0]
+            req.if_range = found["if-range"][0] if len(found["if-range"]) == 1 else None
         if target is None:
             target = (path, normalise_query(query) if route.query else "")
         # HEAD is answered from the GET entry (RFC 9110 section 9.3.2): the key says GET.
@@ -454,6 +465,8 @@ class Rules:
         ):
             kept = [(k, v) for k, v in headers if k in _NOT_MODIFIED_FIELDS]
             return 304, kept, b""
+        if req.range is not None and entry.status == 200 and _if_range_holds(req, entry):
+            return _partial(req, entry, headers)
         return entry.status, headers, b"" if req.head else entry.body
 
 
@@ -488,6 +501,40 @@ def _hosts(hosts: Iterable[str] | None) -> tuple[frozenset[str] | None, tuple[st
         else:
             exact.add(host)
     return frozenset(exact), tuple(suffixes)
+
+
+def _if_range_holds(req: CacheRequest, entry: StoredResponse) -> bool:
+    """Whether ``If-Range`` (if any) lets the range be served (RFC 9110 section 13.1.5):
+    it must be the entry's strong ETag, or its Last-Modified date exactly."""
+    condition = req.if_range
+    if condition is None:
+        return True
+    condition = condition.strip()
+    if condition.startswith('"'):
+        return entry.etag is not None and condition.encode("latin-1") == entry.etag
+    modified = [v for k, v in entry.headers if k == b"last-modified"]
+    return len(modified) == 1 and modified[0].decode("latin-1").strip() == condition
+
+
+def _partial(
+    req: CacheRequest, entry: StoredResponse, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A single byte range of a stored full response: 206, or 416 when unsatisfiable
+    (RFC 9110 sections 14.2, 15.3.7); any other Range form gets the whole body."""
+    assert req.range is not None
+    body = entry.body
+    length = len(body)
+    span = byte_range(req.range, length)
+    rest = [(k, v) for k, v in headers if k not in (b"content-length", b"content-range")]
+    if span is None:
+        return entry.status, headers, b"" if req.head else body
+    if span is False:
+        rest.append((b"content-range", b"bytes */%d" % length))
+        return 416, [*rest, (b"content-length", b"0")], b""
+    first, last = span
+    rest.append((b"content-range", b"bytes %d-%d/%d" % (first, last, length)))
+    rest.append((b"content-length", b"%d" % (last - first + 1)))
+    return 206, rest, b"" if req.head else body[first : last + 1]
 
 
 def _FINAL(status: int) -> bool:

@@ -6,6 +6,8 @@ not parse whole is None (the policy then stores nothing), never read in part.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chorde.http import fields
@@ -103,3 +105,24 @@ def test_two_digit_years_are_at_most_50_years_ahead() -> None:
     assert fields.http_date("Sunday, 06-Nov-70 08:49:37 GMT", now) == fields.http_date(
         "Sun, 06 Nov 2070 08:49:37 GMT"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "span"),
+    [
+        ("bytes=0-4", (0, 4)),
+        ("bytes=5-", (5, 9)),
+        ("bytes=-3", (7, 9)),
+        ("bytes=-30", (0, 9)),
+        ("bytes=2-100", (2, 9)),
+        ("bytes = 1-2", None),  # not the syntax
+        ("bytes=3-1", None),  # invalid: the whole body
+        ("bytes=0-1,3-4", None),  # several ranges: the whole body
+        ("items=0-4", None),
+        ("bytes=10-20", False),  # unsatisfiable: 416
+        ("bytes=99-", False),
+        ("bytes=-0", False),
+    ],
+)
+def test_byte_range(value: str, span: Any) -> None:
+    assert fields.byte_range(value, 10) == span

@@ -262,3 +262,27 @@ async def test_cache_status_values(origin: Origin, clock: Clock) -> None:
     plain = CacheMiddleware(origin, clock=clock)
     async with http(plain) as c:
         assert "cache-status" not in (await c.get("/s")).headers
+
+
+# ---- Range (RFC 9110 section 14) --------------------------------------------------------------
+
+
+async def test_a_single_byte_range_of_a_stored_response(origin: Origin, clock: Clock) -> None:
+    mw = cache(origin, clock)
+    async with http(mw) as c:
+        await c.get("/r")  # "version 1", stored
+        part = await c.get("/r", headers={"range": "bytes=0-6"})
+        assert (part.status_code, part.text) == (206, "version")
+        assert part.headers["content-range"] == "bytes 0-6/9"
+        assert part.headers["content-length"] == "7"
+        tail = await c.get("/r", headers={"range": "bytes=-1"})
+        assert (tail.status_code, tail.text) == (206, "1")
+        several = await c.get("/r", headers={"range": "bytes=0-1,3-4"})
+        assert (several.status_code, several.text) == (200, "version 1")
+        beyond = await c.get("/r", headers={"range": "bytes=50-"})
+        assert beyond.status_code == 416 and beyond.headers["content-range"] == "bytes */9"
+        matching = await c.get("/r", headers={"range": "bytes=0-0", "if-range": '"v1"'})
+        assert (matching.status_code, matching.text) == (206, "v")
+        changed = await c.get("/r", headers={"range": "bytes=0-0", "if-range": '"v0"'})
+        assert (changed.status_code, changed.text) == (200, "version 1")
+    assert origin.calls == 1  # every range answered from the one stored response
