@@ -50,7 +50,6 @@ from chorde.http import (
 )
 from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE
 from chorde.http.route import DEFAULT_ROUTE
-from chorde.http.status import FIELD, cache_status, check_name
 from chorde_starlette._responder import _Responder
 
 __all__ = [
@@ -228,10 +227,15 @@ class CacheMiddleware:
             stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error,
         )
-        self.cache_status = None if cache_status is None else check_name(cache_status)
-        self.cache_status_key = bool(cache_status_key)
         self.app = app
-        self.cache = ResponseCache(client, rules=rules, ttl=ttl, clock=clock)
+        self.cache = ResponseCache(
+            client,
+            rules=rules,
+            ttl=ttl,
+            clock=clock,
+            cache_status=cache_status,
+            cache_status_key=cache_status_key,
+        )
         self.max_body_size = int(max_body_size)
         self.cache_by_default = bool(cache_by_default)
         self.key_prefix = key_prefix
@@ -420,27 +424,14 @@ class CacheMiddleware:
         request: CacheRequest,
         entry: StoredResponse | None,
         *,
-        hit: bool = False,
         fwd: str | None = None,
         fwd_status: int | None = None,
         stored: bool | None = None,
     ) -> tuple[bytes, bytes] | None:
-        """The ``Cache-Status`` field for this answer, None when the option is off."""
-        if self.cache_status is None:
-            return None
-        ttl = None
-        if entry is not None:
-            ttl = entry.lifetime - (self.cache.clock() - entry.stored_at)
-        value = cache_status(
-            self.cache_status,
-            hit=hit,
-            fwd=fwd,
-            fwd_status=fwd_status,
-            stored=stored,
-            ttl=ttl,
-            key=repr(request.key) if self.cache_status_key else None,
+        """The ``Cache-Status`` field of an answer the application gave (None when off)."""
+        return self.cache.status_field(
+            request, entry, fwd=fwd, fwd_status=fwd_status, stored=stored
         )
-        return (FIELD, value)
 
     async def _send_reply(
         self,
@@ -453,12 +444,9 @@ class CacheMiddleware:
         fwd_status: int | None = None,
         stored: bool | None = None,
     ) -> None:
-        status, headers, body = self.cache.reply(request, entry, hit=hit)
-        field = self.status_field(
-            request, entry, hit=hit and fwd is None, fwd=fwd, fwd_status=fwd_status, stored=stored
+        status, headers, body = self.cache.reply(
+            request, entry, hit=hit, fwd=fwd, fwd_status=fwd_status, stored=stored
         )
-        if field is not None:
-            headers.append(field)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

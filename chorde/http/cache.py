@@ -26,6 +26,7 @@ from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
 from chorde.http.request import FRESH, CacheRequest, Headers
 from chorde.http.route import check_wait_timeout
 from chorde.http.rules import Rules
+from chorde.http.status import FIELD, cache_status, check_name
 
 __all__ = ["Outcome", "Rendered", "Reply", "ResponseCache"]
 
@@ -64,8 +65,11 @@ class Outcome(NamedTuple):
     reply: Reply | None
     #: What the render step returned (None when nothing was rendered).
     rendered: Rendered | None
-    #: The entry stored from that render, if any (an adapter may answer from it).
+    #: The entry stored from that render, if any (``reply`` is then answered from it).
     entry: StoredResponse | None
+    #: The ``Cache-Status`` field for an answer the adapter renders itself (None when the
+    #: option is off, or when ``reply`` is the answer: it carries its own).
+    status: tuple[bytes, bytes] | None = None
 
 
 _GATEWAY_TIMEOUT = Reply(504, [(b"content-length", b"0")], b"")
@@ -78,6 +82,8 @@ class ResponseCache:
     * ``rules``: the cache-wide policy options (default :class:`Rules` ()).
     * ``ttl``: seconds a response is kept when its route names no ttl (default 60).
     * ``clock``: the wall clock entries are dated by; processes sharing a client must agree.
+    * ``cache_status``: a name, to add an RFC 9211 ``Cache-Status`` field to answers
+      (``cache_status_key=True`` adds the key to it); None (default): no field.
     * ``wait_timeout``: how long concurrent misses of one key wait for the request that
       renders it before rendering their own (0: never wait).
     """
@@ -90,6 +96,8 @@ class ResponseCache:
         ttl: float = 60.0,
         clock: Callable[[], float] = time.time,
         wait_timeout: float = 30.0,
+        cache_status: str | None = None,
+        cache_status_key: bool = False,
     ) -> None:
         if not isinstance(client, BaseCacheClient):
             raise TypeError(f"client must be a chorde cache client, got {client!r}")
@@ -103,6 +111,8 @@ class ResponseCache:
         self.clock = clock
         self.wait_timeout = check_wait_timeout(wait_timeout)
         self.flights = Flights()
+        self.cache_status = None if cache_status is None else check_name(cache_status)
+        self.cache_status_key = bool(cache_status_key)
         #: What the cache makes of a request: :meth:`Rules.request`.
         self.request = self.rules.request
 
@@ -127,9 +137,53 @@ class ResponseCache:
         assert rendered.body is not None
         return self.rules.entry(req, decision, rendered.status, rendered.headers, rendered.body)
 
-    def reply(self, req: CacheRequest, entry: StoredResponse, *, hit: bool) -> Reply:
-        """The answer to ``req`` from ``entry`` (Age on hits, 304 when If-None-Match matches)."""
-        return Reply(*self.rules.reply(req, entry, self.clock(), hit=hit))
+    def reply(
+        self,
+        req: CacheRequest,
+        entry: StoredResponse,
+        *,
+        hit: bool,
+        fwd: str | None = None,
+        fwd_status: int | None = None,
+        stored: bool | None = None,
+    ) -> Reply:
+        """The answer to ``req`` from ``entry`` (Age on hits, 304 when If-None-Match matches,
+        a byte range when asked for), with its ``Cache-Status`` when the option is on:
+        ``fwd`` says why the cache went forward when it did."""
+        status, headers, body = self.rules.reply(req, entry, self.clock(), hit=hit)
+        field = self.status_field(
+            req, entry, hit=hit and fwd is None, fwd=fwd, fwd_status=fwd_status, stored=stored
+        )
+        if field is not None:
+            headers.append(field)
+        return Reply(status, headers, body)
+
+    def status_field(
+        self,
+        req: CacheRequest,
+        entry: StoredResponse | None,
+        *,
+        hit: bool = False,
+        fwd: str | None = None,
+        fwd_status: int | None = None,
+        stored: bool | None = None,
+    ) -> tuple[bytes, bytes] | None:
+        """The ``Cache-Status`` field of an answer (RFC 9211), None when the option is off."""
+        if self.cache_status is None:
+            return None
+        ttl = None
+        if entry is not None:
+            ttl = entry.lifetime - (self.clock() - entry.stored_at)
+        value = cache_status(
+            self.cache_status,
+            hit=hit,
+            fwd=fwd,
+            fwd_status=fwd_status,
+            stored=stored,
+            ttl=ttl,
+            key=repr(req.key) if self.cache_status_key else None,
+        )
+        return (FIELD, value)
 
     # ---- the flows (generators) ------------------------------------------------------
 
@@ -204,14 +258,19 @@ class ResponseCache:
             except Exception:
                 if stale is not None and self.serves_on_error(stale):
                     logger.warning("serving a stale %r: the application failed", req.key)
-                    return Outcome(self.reply(req, stale, hit=True), None, None)
+                    return Outcome(self.reply(req, stale, hit=True, fwd="stale"), None, None)
                 raise
+            fwd = "stale" if stale is not None else "request" if req.revalidates else "uri-miss"
             if rendered.status >= 500 and stale is not None and self.serves_on_error(stale):
-                return Outcome(self.reply(req, stale, hit=True), None, None)
+                answer = self.reply(req, stale, hit=True, fwd=fwd, fwd_status=rendered.status)
+                return Outcome(answer, None, None)
             entry = self.decide(req, rendered, self.clock(), started)
             if entry is not None:
                 yield from self.store_steps(req, entry)
-            return Outcome(None, rendered, entry)
+                answer = self.reply(req, entry, hit=False, fwd=fwd, stored=True)
+                return Outcome(answer, rendered, entry)
+            field = self.status_field(req, None, fwd=fwd, fwd_status=rendered.status, stored=False)
+            return Outcome(None, rendered, None, field)
         finally:
             if flight is not None:
                 self.flights.release(flight_key, flight)
