@@ -56,6 +56,9 @@ Configuration (``app.config``, read once by :meth:`Chorde.init_app`; a bad value
 ``CHORDE_OPTIONS``
     a dict of extra :class:`~chorde.clients.memcached.MemcachedClient` options
     (``timeout``, ``connect_timeout``, ``compress`` ...).
+``CHORDE_CACHE_STATUS``
+    a name, to add an RFC 9211 ``Cache-Status`` field to cached views' answers
+    (``"chorde"``: ``chorde; hit; ttl=42``); default None, no field.
 ``CHORDE_ALLOWED_HOSTS``
     the Host names whose pages cached views store and serve (default None: any
     well-formed Host; ``".example.com"`` matches the domain and its subdomains). A request
@@ -106,6 +109,7 @@ _DEFAULTS: dict[str, Any] = {
     "CHORDE_OPTIONS": None,
     "CHORDE_ALLOWED_HOSTS": None,
     "CHORDE_URL": None,
+    "CHORDE_CACHE_STATUS": None,
 }
 
 
@@ -305,14 +309,16 @@ def _close_quietly(client: BaseCacheClient) -> None:
 class _AppState:
     """What one app holds in ``app.extensions["chorde"]``."""
 
-    def __init__(self, ext: Chorde, client: BaseCacheClient, ttl: float, rules: Rules) -> None:
+    def __init__(
+        self, ext: Chorde, client: BaseCacheClient, ttl: float, rules: Rules, status: str | None
+    ) -> None:
         self.ext = ext
         self.client = client
         self.default_ttl = ttl
         self.lock = threading.Lock()
         self.memos: dict[_Memoized, Any] = {}
         # The cached views' responses (chorde.http's policy), and their renders in flight.
-        self.views = ResponseCache(client, rules=rules, ttl=ttl)
+        self.views = ResponseCache(client, rules=rules, ttl=ttl, cache_status=status)
         self.finalizer: weakref.finalize | None = None
 
     def close(self) -> None:
@@ -481,7 +487,14 @@ class Chorde:
         ttl = _number(app.config, "CHORDE_DEFAULT_TTL", integer=False)
         rules = _rules(app.config)
         client, owned = _build_client(app)
-        state = _AppState(self, client, float(ttl), rules)
+        try:
+            state = _AppState(
+                self, client, float(ttl), rules, app.config.get("CHORDE_CACHE_STATUS")
+            )
+        except ValueError as exc:
+            if owned:
+                _close_quietly(client)
+            raise ConfigurationError(f"CHORDE_CACHE_STATUS: {exc}") from None
         if owned:
             # Runs when the app is collected, or at interpreter exit, whichever comes first.
             state.finalizer = weakref.finalize(app, _close_quietly, client)

@@ -149,12 +149,14 @@ class ViewCache:
 
     @staticmethod
     def _answer(cache: ResponseCache, req: CacheRequest, outcome: Outcome) -> Any:
-        if outcome.reply is not None:
+        if outcome.reply is not None:  # a hit, or a stored render answered like one
             return _response(outcome.reply)
-        if outcome.entry is not None:  # answered like a hit: ETag, 304
-            return _response(cache.reply(req, outcome.entry, hit=False))
         assert outcome.rendered is not None
-        return outcome.rendered.native
+        response = outcome.rendered.native
+        if outcome.status is not None:
+            name, value = outcome.status
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return response
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         cache = self.ext._state().views

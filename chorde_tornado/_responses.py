@@ -23,6 +23,7 @@ from chorde.clients.base import BaseCacheClient
 from chorde.clients.urls import check_url, from_url, is_url
 from chorde.errors import ConfigurationError
 from chorde.http import CacheRequest, Rendered, Reply, ResponseCache, Route, Rules
+from chorde.http.status import FIELD
 from chorde.signing import derive_checksum_keys
 
 __all__ = ["cache_response"]
@@ -36,6 +37,7 @@ _caches: weakref.WeakKeyDictionary[BaseCacheClient, dict[Any, ResponseCache]] = 
 )
 _SETTING_CLIENT = "chorde_client"
 _SETTING_HOSTS = "chorde_allowed_hosts"
+_SETTING_STATUS = "chorde_cache_status"
 
 
 def _default() -> BaseCacheClient:
@@ -81,17 +83,21 @@ def _client_for(given: Any, settings: dict[str, Any]) -> BaseCacheClient:
     return client
 
 
-def _cache(client: BaseCacheClient, hosts: Any) -> ResponseCache:
+def _cache(client: BaseCacheClient, hosts: Any, status: Any) -> ResponseCache:
     hosts_key = hosts if hosts is None or isinstance(hosts, str) else tuple(hosts)
     with _lock:
-        per_hosts = _caches.setdefault(client, {})
-        cache = per_hosts.get(hosts_key)
+        per_settings = _caches.setdefault(client, {})
+        cache = per_settings.get((hosts_key, status))
         if cache is None:
             try:
                 rules = Rules(allowed_hosts=hosts, add_etag=False)  # tornado makes ETags
             except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"{_SETTING_HOSTS}: {exc}") from None
-            cache = per_hosts[hosts_key] = ResponseCache(client, rules=rules)
+            try:
+                cache = ResponseCache(client, rules=rules, cache_status=status)
+            except ValueError as exc:
+                raise ConfigurationError(f"{_SETTING_STATUS}: {exc}") from None
+            per_settings[(hosts_key, status)] = cache
     return cache
 
 
@@ -182,6 +188,15 @@ def _copy_outcome(source: asyncio.Future[None], dest: asyncio.Future[None]) -> N
         dest.set_result(None)
 
 
+def _status_of(reply: Reply | None) -> tuple[bytes, bytes] | None:
+    if reply is None:
+        return None
+    for name, value in reply.headers:
+        if name == FIELD:
+            return name, value
+    return None
+
+
 def _replay(handler: tornado.web.RequestHandler, reply: Reply) -> None:
     handler.clear()
     status, headers, body = reply
@@ -223,8 +238,10 @@ def cache_response(
     stored, nor are responses to requests carrying ``Authorization`` or cookies unless the
     response (or the route) says they are the same for everyone. Requests whose Host is
     repeated, malformed or not in the application setting ``chorde_allowed_hosts`` (if
-    set) are served uncached. ``public``, ``per_user``, ``vary``, ``cookies`` and ``query``
-    are what the route declares about its responses (see :class:`chorde.http.Route`).
+    set) are served uncached. The setting ``chorde_cache_status`` (a name) adds an RFC
+    9211 ``Cache-Status`` field to the answers. ``public``, ``per_user``, ``vary``,
+    ``cookies`` and ``query`` are what the route declares about its responses (see
+    :class:`chorde.http.Route`).
 
     ``get`` may be a plain method, a ``@gen.coroutine`` or ``async def``. Concurrent
     requests for one page run ``get`` once and the others (waiting up to ``wait_timeout``
@@ -268,7 +285,11 @@ def cache_response(
             handler: tornado.web.RequestHandler,
         ) -> tuple[ResponseCache, CacheRequest]:
             settings = handler.settings
-            cache = _cache(_client_for(client, settings), settings.get(_SETTING_HOSTS))
+            cache = _cache(
+                _client_for(client, settings),
+                settings.get(_SETTING_HOSTS),
+                settings.get(_SETTING_STATUS),
+            )
             request = handler.request
             req = cache.request(
                 method=request.method or "GET",
@@ -292,13 +313,18 @@ def cache_response(
             capture = _Capture(self)
             try:
                 outcome = await cache.aserve(req, lambda: capture.render(get, args, kwargs))
+                if outcome.rendered is not None:  # the handler's own answer: say how
+                    field = outcome.status or _status_of(outcome.reply)
+                    if field is not None:
+                        self.set_header(field[0].decode("latin-1"), field[1].decode("latin-1"))
             except BaseException:
                 if capture.running is not None:
                     capture.running.cancel()
                 raise
             finally:
                 capture.release()
-            if outcome.reply is not None:  # from the cache, or another request's render
+            if outcome.rendered is None:  # from the cache, or another request's render
+                assert outcome.reply is not None
                 _replay(self, outcome.reply)
             elif capture.running is not None:
                 await capture.running  # the rest of get, after a finish() it made

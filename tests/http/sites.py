@@ -96,7 +96,10 @@ def flask_app(client: BaseCacheClient, renders: Renders) -> Any:
 
     app = Flask("response_safety")
     app.config.update(
-        SECRET_KEY="tests-only", CHORDE_CLIENT=client, CHORDE_ALLOWED_HOSTS=ALLOWED_HOSTS
+        SECRET_KEY="tests-only",
+        CHORDE_CLIENT=client,
+        CHORDE_ALLOWED_HOSTS=ALLOWED_HOSTS,
+        CHORDE_CACHE_STATUS="chorde",
     )
     ext = Chorde(app)
 
@@ -147,7 +150,11 @@ def starlette_app(client: BaseCacheClient, renders: Renders) -> Any:
 
     routes = [Route(path, make_endpoint(declared)) for path, declared in ROUTES.items()]
     return CacheMiddleware(
-        Starlette(routes=routes), client=client, ttl=60, allowed_hosts=ALLOWED_HOSTS
+        Starlette(routes=routes),
+        client=client,
+        ttl=60,
+        allowed_hosts=ALLOWED_HOSTS,
+        cache_status="chorde",
     )
 
 
@@ -179,7 +186,10 @@ def tornado_app(client: BaseCacheClient, renders: Renders) -> Any:
 
     handlers = [(path, make_handler(declared)) for path, declared in ROUTES.items()]
     return tornado.web.Application(
-        handlers, chorde_client=client, chorde_allowed_hosts=ALLOWED_HOSTS
+        handlers,
+        chorde_client=client,
+        chorde_allowed_hosts=ALLOWED_HOSTS,
+        chorde_cache_status="chorde",
     )
 
 

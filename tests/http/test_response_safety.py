@@ -343,3 +343,15 @@ def test_two_workers_sharing_memcached_never_leak(
         two.close()
         for client in clients:
             client.close()
+
+
+def test_cache_status_says_the_same_everywhere(site: sites.Site) -> None:
+    """RFC 9211: a stored miss, a hit, a response not stored, a stale answer."""
+    target = _target(Case("status", []))
+    miss = sites.fetch(site.port, "GET", target, ALICE).field("cache-status") or ""
+    assert miss.startswith("chorde; fwd=uri-miss; stored; ttl=")
+    hit = sites.fetch(site.port, "GET", target, BOB).field("cache-status") or ""
+    assert hit.startswith("chorde; hit; ttl=")
+    private = _target(Case("status-private", [], {"cc": "private"}))
+    passed = sites.fetch(site.port, "GET", private, ALICE).field("cache-status") or ""
+    assert passed == "chorde; fwd=uri-miss; fwd-status=200; stored=?0"
