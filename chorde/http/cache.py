@@ -17,7 +17,7 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Hashable
+from collections.abc import Awaitable, Callable, Generator, Hashable, Iterator
 from typing import Any, NamedTuple
 
 from chorde._compute import Flight, Flights
@@ -317,12 +317,8 @@ class ResponseCache:
                 step = steps.send(value) if error is None else steps.throw(error)
                 value, error = None, None
                 kind = step[0]
-                if kind == "get":
-                    value = self._call("lookup", self.client.get, step[1], None)
-                elif kind == "put":
-                    self._call("store", self.client.put, *step[1:])
-                elif kind == "delete":
-                    self._call("invalidation", self.client.delete, step[1])
+                if kind in _CLIENT_STEPS:
+                    value = self._call(kind, *step[1:])
                 elif kind == "wait":
                     value = self._wait(step[1], step[2])
                 else:  # render: the application's own errors go back through the flow
@@ -335,10 +331,11 @@ class ResponseCache:
         finally:
             steps.close()
 
-    def _call(self, what: str, method: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, name: str, *args: Any) -> Any:
         try:
-            return method(*args)
+            return _listed(getattr(self.client, name)(*args))
         except Exception:  # a broken cache must not break the response
+            what = _CLIENT_STEPS[name]
             logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
             return None
 
@@ -379,12 +376,8 @@ class ResponseCache:
                 step = steps.send(value) if error is None else steps.throw(error)
                 value, error = None, None
                 kind = step[0]
-                if kind == "get":
-                    value = await self._acall("lookup", self.client.aget, step[1], None)
-                elif kind == "put":
-                    await self._acall("store", self.client.aput, *step[1:])
-                elif kind == "delete":
-                    await self._acall("invalidation", self.client.adelete, step[1])
+                if kind in _CLIENT_STEPS:
+                    value = await self._acall(kind, *step[1:])
                 elif kind == "wait":
                     value = await self._await(step[1], step[2])
                 else:
@@ -397,10 +390,11 @@ class ResponseCache:
         finally:
             steps.close()
 
-    async def _acall(self, what: str, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    async def _acall(self, name: str, *args: Any) -> Any:
         try:
-            return await method(*args)
+            return await getattr(self.client, "a" + name)(*args)
         except Exception:  # a broken cache must not break the response
+            what = _CLIENT_STEPS[name]
             logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
             return None
 
@@ -412,6 +406,20 @@ class ResponseCache:
         except TimeoutError:
             return None
         return result
+
+
+#: The client methods a flow may call (a failing call is logged as this, and reads None).
+_CLIENT_STEPS = {
+    "get": "lookup",
+    "getMulti": "lookup",
+    "put": "store",
+    "add": "store",
+    "delete": "invalidation",
+}
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, Iterator) else value
 
 
 def _delete_steps(key: Hashable) -> Steps:
