@@ -7,7 +7,8 @@
 * :class:`LocalBus` / :class:`LocalHub` - in-process, for a single process or tests.
 
 Messages are signed binary frames carrying encoded keys only (:mod:`chorde.mq.frames`):
-nothing received is ever unpickled. :class:`BrokerBus`, :class:`PeerBus` and
+nothing received is ever unpickled. They are numbered per sender and channel, so a lost one
+is noticed (a *gap*, see :mod:`chorde.mq.bus`). :class:`BrokerBus`, :class:`PeerBus` and
 :class:`Broker` need pyzmq (``pip install 'chorde[mq]'``); the rest does not.
 """
 
