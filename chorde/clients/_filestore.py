@@ -36,15 +36,35 @@ The expires field and its CRC are 12 contiguous bytes, so :meth:`renew`/:meth:`e
 rewrite them in place with one ``pwrite``; a reader that races it sees the old or the new
 value, or (in theory, if the kernel tore a 12-byte write) a CRC mismatch, which is a miss.
 
-Space accounting. The ``state`` file holds the bytes in use: committed entries plus
-reservations of temporaries being written. A writer reserves the exact size of its file
-before writing it (evicting least recently used entries first when that would exceed the
-bound), and releases the replaced entry's size when it renames over it. Those steps, the
-renames, deletes and evictions run under an exclusive ``flock`` on ``state``, held for a few
-system calls each, never while data is written; readers never take it. Every eviction and
-every ``sweep_interval`` seconds the counter is recomputed from the directory, which also
-removes temporaries whose writer died (their ``flock`` is free) and so corrects any drift a
-killed process left behind.
+Space accounting. The ``state`` file holds the bytes in use, the number of reservations
+pending and a dirty flag. Sizes are counted in whole filesystem blocks (``f_frsize``), as
+``du`` counts them. Bytes in use are committed entries plus reservations of temporaries
+being written: a writer reserves its file's size before writing it (evicting least
+recently used entries first when that would exceed the bound) and the replaced entry's size
+is released when the temporary is renamed over it. Those steps, the renames, deletes and
+evictions run under an exclusive ``flock`` on ``state``, held for a few system calls each,
+never while data is written; readers never take it.
+
+What a killed process leaves behind is repaired without waiting:
+
+* A writer killed while writing data leaves a temporary and its reservation. It holds an
+  ``flock`` on its temporary until it renames or removes it, and the kernel drops that lock
+  when the process dies, so the next reservation by any process (each process looks at
+  most every 0.1 s) or the next ``usage`` read finds the temporary unlocked, deletes it
+  and releases its reservation. The pid in the name is for people only: liveness is the
+  lock, which knows nothing of pid reuse or pid namespaces. A forked child closes its
+  copies of the temporaries its parent's other threads were writing.
+* A process killed while holding the lock, between changing the directory and saving the
+  counter, leaves the dirty flag set (it is set before every change and cleared by the
+  save that ends it): the next holder of the lock rebuilds the counter from the directory.
+* Opening a store rebuilds the counter (unless another process did less than a second
+  ago), and so does every eviction and, at the latest, every ``sweep_interval`` seconds
+  (drift from outside the protocol: files removed by hand, a host crash).
+
+Assumed: every process sharing the directory runs on one kernel (containers of one host
+sharing a bind mount are fine; hosts sharing a network filesystem are not supported), and
+all run this version of the format (a process of an older chorde on the same directory
+makes every write rebuild the counter: upgrade them together).
 """
 
 from __future__ import annotations
@@ -90,9 +110,18 @@ _PREFIX: Final = 48
 _ALIGN: Final = 64
 _MAX_HEADER: Final = 0xFFFFFFFF
 
-_STATE: Final = struct.Struct("<8sqd")
-_STATE_MAGIC: Final = b"CHFSTAT1"
+# state: magic, bytes used, reservations pending, time of the last rebuild, dirty flag.
+_STATE: Final = struct.Struct("<8sqqdB7x")
+_STATE_MAGIC: Final = b"CHFSTAT2"
+_DIRTY_OFFSET: Final = 32
 _TMP_NAME: Final = re.compile(r"^\d+\.[0-9a-f]+\.(\d+)\.tmp$")
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+#: Opening a store rebuilds the counter unless another process did less than this long ago
+#: (seconds): processes started together scan the directory once, not once each.
+_FRESH: Final = 1.0
+#: A process's writes look for dead writers' temporaries at most this often (seconds): a
+#: look opens each temporary, which under many concurrent writers costs more than a write.
+_REAP_EVERY: Final = 0.1
 
 
 class Corrupt(Exception):
@@ -210,14 +239,95 @@ _stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    # A forked child shares the parent's open file description of `state`, hence its flock,
-    # and may inherit a thread lock held by a thread that does not exist here.
+    # A forked child shares the parent's open file descriptions of `state` and of the
+    # temporaries other threads are writing, hence their flocks: it must drop its copies,
+    # or a parent killed mid-write would look alive for as long as the child runs. It may
+    # also inherit a thread lock held by a thread that does not exist here.
     for store in list(_stores):
-        store._forget_state_fd()
+        store._forget_fds()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Counter:
+    """The shared counter, held with the writers' lock: ``with store._section() as c``.
+
+    Entering takes the lock (threads of this process, then other processes) and reads the
+    counter, rebuilding it from the directory when a holder died mid-change (or when the
+    last rebuild is ``rebuild_after`` seconds old). Leaving saves it if it was changed. An
+    exception leaves a marked counter dirty in the file for the next holder to rebuild:
+    what the directory holds after a half-done change is only known there.
+    """
+
+    __slots__ = ("_lock", "_rebuild_after", "_store", "fd", "marked", "pending", "rebuilt", "used")
+
+    def __init__(self, store: Store, rebuild_after: float | None) -> None:
+        self._store = store
+        self._rebuild_after = rebuild_after
+        self._lock = store._thread_lock
+        self.fd = -1
+        #: Bytes of entry files (each rounded up to the filesystem block) plus reservations.
+        self.used = 0
+        #: Temporaries reserved and not yet renamed or removed (0: nothing to reap).
+        self.pending = 0
+        #: ``time.time()`` of the last rebuild from the directory.
+        self.rebuilt = 0.0
+        #: Whether the copy in the file is flagged dirty (a change is under way).
+        self.marked = False
+
+    def __enter__(self) -> Counter:
+        store = self._store
+        self._lock.acquire()
+        try:
+            self.fd = store._state_fd()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            raw = os.pread(self.fd, _STATE.size, 0)
+            state = _STATE.unpack(raw) if len(raw) == _STATE.size else None
+            if state is None or state[0] != _STATE_MAGIC or state[4]:
+                # New, foreign, or left dirty by a process that died holding the lock.
+                store._rebuild(self)
+            else:
+                self.used, self.pending, self.rebuilt = state[1:4]
+                after = self._rebuild_after
+                # abs(): a clock set back must not postpone rebuilds for as long.
+                if after is not None and abs(time.time() - self.rebuilt) >= after:
+                    store._rebuild(self)
+        except BaseException:
+            self._unlock()
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None and self.marked:
+                self.save()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def mark(self) -> None:
+        """Flag the file dirty before changing the directory: should this process die
+        before :meth:`save`, the next holder of the lock rebuilds the counter."""
+        if not self.marked:
+            os.pwrite(self.fd, b"\x01", _DIRTY_OFFSET)
+            self.marked = True
+
+    def save(self) -> None:
+        """Write the counter back, clean."""
+        state = _STATE.pack(_STATE_MAGIC, max(self.used, 0), max(self.pending, 0), self.rebuilt, 0)
+        os.pwrite(self.fd, state, 0)
+        self.marked = False
 
 
 class Store:
@@ -246,16 +356,17 @@ class Store:
         self._state_path = os.path.join(root, "state")
         self._thread_lock = threading.Lock()
         self._fd = -1
+        self._writing: set[int] = set()  # descriptors of this process's temporaries
+        self._next_reap = 0.0  # time.monotonic() of the next look for dead writers
         self._closed = False
         self._make_dirs()
+        #: Space is counted in blocks of this size (the filesystem's allocation unit).
+        self.block = max(os.statvfs(root).f_frsize, 1)
         _stores.add(self)
         self._remove_trash()
-        with self.locked() as fd:
-            state = self._read_state(fd)
-            now = time.time()
-            if state is None or now - state[1] >= sweep_interval:
-                used, _ = self._recount()
-                self._write_state(fd, used, now)
+        # Rebuilt on open, unless another process just did (processes started together).
+        with self._section(rebuild_after=_FRESH):
+            pass
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -282,6 +393,10 @@ class Store:
             except (FileNotFoundError, NotADirectoryError):
                 continue
 
+    def account(self, nbytes: int) -> int:
+        """The space a file of ``nbytes`` takes, as counted: rounded up to whole blocks."""
+        return -(-nbytes // self.block) * self.block
+
     def _make_dirs(self) -> None:
         for path in (self.root, self.entries, self.tmp):
             os.makedirs(path, mode=self.dir_mode, exist_ok=True)
@@ -303,42 +418,26 @@ class Store:
             )
         return self._fd
 
-    def _forget_state_fd(self) -> None:
+    def _forget_fds(self) -> None:
         self._thread_lock = threading.Lock()
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+        for fd in (self._fd, *self._writing):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._fd = -1
+        self._writing = set()
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[int]:
-        """Hold the writers' lock (threads of this process, then other processes)."""
-        with self._thread_lock:
-            fd = self._state_fd()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield fd
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    @staticmethod
-    def _read_state(fd: int) -> tuple[int, float] | None:
-        raw = os.pread(fd, _STATE.size, 0)
-        if len(raw) != _STATE.size:
-            return None
-        magic, used, last_sweep = _STATE.unpack(raw)
-        return (used, last_sweep) if magic == _STATE_MAGIC else None
-
-    @staticmethod
-    def _write_state(fd: int, used: int, last_sweep: float) -> None:
-        os.pwrite(fd, _STATE.pack(_STATE_MAGIC, max(used, 0), last_sweep), 0)
+    def _section(self, rebuild_after: float | None = None) -> Counter:
+        """The writers' lock and the counter, as a context manager (see :class:`Counter`)."""
+        return Counter(self, rebuild_after)
 
     def used(self) -> int:
-        """Bytes in use now, reservations included (read without the lock; 0 once closed)."""
+        """Bytes in use now, reservations included, dead writers' released (0 once closed)."""
         if self._closed:
             return 0
-        state = self._read_state(self._state_fd())
-        return state[0] if state else 0
+        with self._section(rebuild_after=self.sweep_interval) as counter:
+            self._reap(counter)
+            return counter.used
 
     def close(self) -> None:
         """Close the state file; the store must not be used afterwards."""
@@ -351,61 +450,76 @@ class Store:
     # -- writing --------------------------------------------------------------------------
 
     def reserve(self, nbytes: int) -> tuple[str, int] | None:
-        """Reserve ``nbytes`` and open a locked temporary for them; None if they don't fit."""
-        with self.locked() as sfd:
-            state = self._read_state(sfd)
-            used, last_sweep = state if state else (0, 0.0)
-            now = time.time()
-            if state is None or now - last_sweep >= self.sweep_interval:
-                used, _ = self._recount()
-                last_sweep = now
-            if used + nbytes > self.size:
-                used = self._evict(nbytes)
-                last_sweep = now
-                if used + nbytes > self.size:
-                    self._write_state(sfd, used, last_sweep)
+        """Reserve ``nbytes`` (counted: see :meth:`account`) and open a locked temporary for
+        them; None if they don't fit. Raises ``OSError`` (nothing reserved) if the
+        temporary cannot be created."""
+        with self._section(rebuild_after=self.sweep_interval) as counter:
+            if counter.pending and time.monotonic() >= self._next_reap:
+                self._reap(counter)
+            if counter.used + nbytes > self.size:
+                self._evict(counter, nbytes)
+                if counter.used + nbytes > self.size:
                     return None
             path = os.path.join(self.tmp, f"{os.getpid()}.{secrets.token_hex(6)}.{nbytes}.tmp")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            counter.mark()
             try:
-                fd = os.open(path, flags, self.file_mode)
-            except FileNotFoundError:  # the directory was removed under us
-                self._make_dirs()
-                fd = os.open(path, flags, self.file_mode)
+                try:
+                    fd = os.open(path, flags, self.file_mode)
+                except FileNotFoundError:  # the directory was removed under us
+                    self._make_dirs()
+                    fd = os.open(path, flags, self.file_mode)
+            except OSError:
+                counter.save()
+                raise
             # Held until the file is renamed or removed: a temporary whose lock is free
-            # belongs to a dead writer (see _sweep_temps).
+            # belongs to a dead writer (see _reap). Taken under the writers' lock, like
+            # every reaping, so no temporary is ever seen unlocked by mistake.
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._write_state(sfd, used + nbytes, last_sweep)
+            self._writing.add(fd)
+            counter.used += nbytes
+            counter.pending += 1
         return path, fd
 
     def commit(
         self, tmp_path: str, fd: int, nbytes: int, path: str, refuse: Callable[[str], bool] | None
     ) -> bool:
-        """Rename the temporary over ``path`` unless ``refuse(path)``; release the old size."""
+        """Rename the temporary over ``path`` unless ``refuse(path)``; release the old size.
+
+        On ``OSError`` the temporary is removed and its reservation released."""
         replaced = -1
         try:
-            with self.locked() as sfd:
-                used = self._read_state(sfd) or (0, 0.0)
+            with self._section() as counter:
+                counter.mark()
+                counter.pending -= 1
                 if refuse is not None and refuse(path):
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(OSError):
                         os.unlink(tmp_path)
-                    self._write_state(sfd, used[0] - nbytes, used[1])
+                    counter.used -= nbytes
                     return False
                 # Holding the replaced file open defers freeing its blocks (slow for big
                 # files) to the close below, after the lock is released.
                 try:
-                    replaced = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except (FileNotFoundError, NotADirectoryError):
+                    replaced = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW)
+                except OSError:  # absent, or a planted symlink (ELOOP): renamed over
                     replaced = -1
-                old = os.fstat(replaced).st_size if replaced >= 0 else 0
+                old = self.account(os.fstat(replaced).st_size) if replaced >= 0 else 0
                 try:
-                    os.rename(tmp_path, path)
-                except FileNotFoundError:  # the fan-out directory is created lazily
-                    os.makedirs(os.path.dirname(path), mode=self.dir_mode, exist_ok=True)
-                    os.rename(tmp_path, path)
-                self._write_state(sfd, used[0] - old, used[1])
+                    try:
+                        os.rename(tmp_path, path)
+                    except FileNotFoundError:  # the fan-out directory is created lazily
+                        os.makedirs(os.path.dirname(path), mode=self.dir_mode, exist_ok=True)
+                        os.rename(tmp_path, path)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp_path)
+                    counter.used -= nbytes
+                    counter.save()
+                    raise
+                counter.used -= old
                 return True
         finally:
+            self._writing.discard(fd)
             os.close(fd)
             if replaced >= 0:
                 os.close(replaced)
@@ -413,12 +527,14 @@ class Store:
     def abort(self, tmp_path: str, fd: int, nbytes: int) -> None:
         """Remove a temporary and release its reservation."""
         try:
-            with self.locked() as sfd:
-                with contextlib.suppress(FileNotFoundError):
+            with self._section() as counter:
+                counter.mark()
+                with contextlib.suppress(OSError):
                     os.unlink(tmp_path)
-                used, last_sweep = self._read_state(sfd) or (0, 0.0)
-                self._write_state(sfd, used - nbytes, last_sweep)
+                counter.used -= nbytes
+                counter.pending -= 1
         finally:
+            self._writing.discard(fd)
             os.close(fd)
 
     # -- removing -------------------------------------------------------------------------
@@ -428,86 +544,146 @@ class Store:
         return self.remove_many([(path, inode)]) > 0
 
     def remove_many(self, doomed: list[tuple[str, int | None]]) -> int:
-        """Delete entries (each only if still the given inode); how many were deleted."""
+        """Delete entries (each only if still the given inode); how many were deleted.
+
+        An entry that cannot be deleted (permissions, read-only filesystem) is skipped and
+        the first such error raised once the others are done."""
         if not doomed:
             return 0
         removed = 0
-        with self.locked() as sfd:
-            used, last_sweep = self._read_state(sfd) or (0, 0.0)
+        error: OSError | None = None
+        with self._section() as counter:
             for path, inode in doomed:
                 try:
-                    st = os.stat(path)
+                    st = os.stat(path, follow_symlinks=False)
                     if inode is not None and st.st_ino != inode:
                         continue
+                    counter.mark()
                     os.unlink(path)
                 except (FileNotFoundError, NotADirectoryError):
                     continue
-                used -= st.st_size
+                except OSError as exc:
+                    error = error or exc
+                    continue
+                counter.used -= self.account(st.st_size)
                 removed += 1
-            self._write_state(sfd, used, last_sweep)
+        if error is not None:
+            raise error
         return removed
 
     def clear(self) -> None:
         """Remove every entry: the entries directory is swapped for an empty one."""
         trash = os.path.join(self.root, f"trash-{secrets.token_hex(8)}")
-        with self.locked() as sfd:
+        with self._section() as counter:
+            counter.mark()
             try:
                 os.rename(self.entries, trash)
             except FileNotFoundError:
                 trash = ""
             os.makedirs(self.entries, mode=self.dir_mode, exist_ok=True)
-            self._write_state(sfd, self._sweep_temps(), time.time())
+            counter.used, counter.pending = self._sweep_temps()
+            counter.rebuilt = time.time()
         if trash:
             shutil.rmtree(trash, ignore_errors=True)
 
-    # -- recounting and eviction (under the lock) -----------------------------------------
+    def make_room(self, nbytes: int) -> int:
+        """Evict least recently used entries for at least ``nbytes`` (counted) whatever the
+        counter says: for a filesystem fuller than ``size`` assumes. Returns bytes freed."""
+        with self._section() as counter:
+            start = counter.used
+            self._drop_lru(counter, self._scan(), lambda: start - counter.used >= nbytes)
+            return start - counter.used
 
-    def _sweep_temps(self) -> int:
-        """Delete temporaries of dead writers; return the bytes reserved by live ones."""
-        live = 0
+    # -- rebuilding, reaping and eviction (under the lock) ---------------------------------
+
+    def _scan(self) -> list[tuple[int, int, str]]:
+        """Every entry as ``(last access ns, counted size, path)``."""
+        return [
+            (st.st_mtime_ns, self.account(st.st_size), path) for path, st in self.iter_entries()
+        ]
+
+    def _rebuild(self, counter: Counter) -> list[tuple[int, int, str]]:
+        """Recount from the directory (dead writers' temporaries removed); the entries."""
+        counter.mark()
+        live, pending = self._sweep_temps()
+        entries = self._scan()
+        counter.used = live + sum(size for _, size, _ in entries)
+        counter.pending = pending
+        counter.rebuilt = time.time()
+        return entries
+
+    def _temps(self) -> Iterator[tuple[str, int, bool]]:
+        """Each temporary as ``(path, bytes reserved, whether its writer is alive)``."""
         try:
             names = os.listdir(self.tmp)
         except FileNotFoundError:
-            return 0
+            return
         for name in names:
             match = _TMP_NAME.match(name)
             if match is None:
                 continue
             path = os.path.join(self.tmp, name)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW)
             except FileNotFoundError:
                 continue
             except OSError:  # another user's, unreadable: count it as live, to be safe
-                live += int(match.group(1))
+                yield path, int(match.group(1)), True
                 continue
             try:
+                # The writer's flock goes when its process does (whatever its pid or pid
+                # namespace, and however soon the pid is reused), not before.
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                live += int(match.group(1))
+                alive = True
             else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                alive = False
             finally:
                 os.close(fd)
-        return live
+            yield path, int(match.group(1)), alive
 
-    def _recount(self) -> tuple[int, list[tuple[int, int, str]]]:
-        """Exact bytes in use, and every entry as ``(last access ns, size, path)``."""
-        entries = [(st.st_mtime_ns, st.st_size, path) for path, st in self.iter_entries()]
-        return self._sweep_temps() + sum(size for _, size, _ in entries), entries
+    def _sweep_temps(self) -> tuple[int, int]:
+        """Delete dead writers' temporaries; the bytes reserved by live ones, and how many."""
+        live = count = 0
+        for path, reserved, alive in self._temps():
+            if alive:
+                live += reserved
+                count += 1
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return live, count
 
-    def _evict(self, need: int) -> int:
-        """Evict least recently used entries to make room for ``need`` bytes; bytes in use."""
-        used, entries = self._recount()
+    def _reap(self, counter: Counter) -> None:
+        """Delete dead writers' temporaries and release their reservations."""
+        if counter.pending <= 0:
+            return  # no reservation outstanding: nothing to look at
+        self._next_reap = time.monotonic() + _REAP_EVERY
+        for path, reserved, alive in self._temps():
+            if alive:
+                continue
+            counter.mark()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            counter.used -= reserved
+            counter.pending -= 1
+
+    def _evict(self, counter: Counter, need: int) -> None:
+        """Evict least recently used entries to leave room for ``need`` bytes under
+        ``low_water`` of the size (after an exact recount)."""
         target = max(self.size * self.low_water - need, 0)
-        if used <= target:
-            return used
+        entries = self._rebuild(counter)
+        self._drop_lru(counter, entries, lambda: counter.used <= target)
+
+    def _drop_lru(
+        self, counter: Counter, entries: list[tuple[int, int, str]], enough: Callable[[], bool]
+    ) -> None:
         entries.sort()
         evicted = 0
         for _, size, path in entries:
-            if used <= target:
+            if enough():
                 break
+            counter.mark()
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -515,8 +691,7 @@ class Store:
             except OSError:
                 # Not ours to delete (permissions): skip it; it still counts.
                 continue
-            used -= size
+            counter.used -= size
             evicted += 1
         if evicted:
             self._on_evict(evicted)
-        return used

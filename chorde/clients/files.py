@@ -39,9 +39,9 @@ Where entries live
 
 Writes are atomic
     A value is written to ``path/tmp/`` and renamed over the entry, so a reader sees the old
-    entry or the new one, never a mix, and a writer killed half-way leaves only a temporary,
-    which is removed by the next sweep (its writer's ``flock`` on it is free). Entries are
-    not fsync'ed: after a host crash on a disk-backed directory, call :meth:`clear`.
+    entry or the new one, never a mix, and a writer killed half-way leaves only a temporary.
+    Entries are not fsync'ed: after a host crash on a disk-backed directory, call
+    :meth:`clear`.
 
 Views outlive replacement
     A value returned as a view keeps its file's old inode alive: if the entry is then
@@ -57,20 +57,40 @@ Expiry
     field of the entry in place.
 
 Size bound
-    ``size`` bounds the bytes of all entry files plus the temporaries being written: space is
-    reserved before a value is written, evicting least recently used entries (by a
-    last-access stamp that reads refresh at most every ``touch_interval`` seconds) down to
-    ``low_water`` of ``size``. Reservations, renames and evictions take a short exclusive
-    ``flock``; reads take no lock. An eviction lists and stats the whole directory under that
-    lock (milliseconds per thousand entries), which ``low_water`` makes rare: each one frees
-    a tenth of ``size`` by default. A value larger than ``size`` is a ``ValueError``; a value
-    that does not fit because other writers' reservations hold the space is not stored
-    (counted in ``stats.errors`` and logged).
+    ``size`` bounds the space of all entry files plus the temporaries being written, each
+    counted in whole filesystem blocks (as ``du`` counts them): space is reserved before a
+    value is written, evicting least recently used entries (by a last-access stamp that
+    reads refresh at most every ``touch_interval`` seconds) down to ``low_water`` of
+    ``size``. Reservations, renames and evictions take a short exclusive ``flock``; reads
+    take no lock. An eviction lists and stats the whole directory under that lock
+    (milliseconds per thousand entries), which ``low_water`` makes rare: each one frees a
+    tenth of ``size`` by default. A value larger than ``size`` is a ``ValueError``.
+
+Killed processes
+    A writer killed mid-write leaves a temporary and a reservation; both are reclaimed by
+    the next write of any process (at most 0.1 s later) or the next :attr:`usage` read: its
+    ``flock`` on the temporary went with it, whatever became of its pid. A process killed
+    while changing the directory under the lock leaves the counter flagged dirty, and the
+    next one to take the lock recounts the directory. Opening a client recounts too (unless
+    another process just did), and so does every eviction and, at the latest, the first
+    write after ``sweep_interval`` seconds. The processes must share one kernel: containers
+    of one host sharing the directory are fine, hosts sharing a network filesystem are not.
+
+Faults
+    A read that fails (I/O error, unreadable or corrupt file) is a miss. A write that fails
+    is dropped: ``put`` returns normally, ``add`` returns False, the failure is counted in
+    ``stats.errors`` and logged (at most once a minute per kind), and a failed ``put`` or
+    ``expire`` removes the key's old entry, so an older value is never served in place of
+    the one that could not be written. A full filesystem (``ENOSPC``, ``EDQUOT``: it holds
+    more than ``size`` leaves room for) first makes the write evict least recently used
+    entries for its own size and try once more. ``delete``, ``renew``, ``clear`` and
+    ``purge`` log and count what they could not do; none raises for a filesystem fault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import math
@@ -106,6 +126,8 @@ _DIGEST_PERSON = b"chorde.files"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW
 _MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+# A full filesystem (or quota): worth evicting for, once.
+_NO_SPACE = frozenset((errno.ENOSPC, errno.EDQUOT))
 
 _EncodedValue = tuple[int, bytes, Sequence[bytes | memoryview], int, int]
 
@@ -159,7 +181,8 @@ class FilesCacheClient(BaseCacheClient):
     * ``low_water``: eviction frees space down to this fraction of ``size`` (default 0.9),
       so that scans are amortised over many writes.
     * ``sweep_interval``: at most this long (seconds, default 600) between recounts of the
-      directory, which correct the shared byte counter and remove dead writers' temporaries.
+      directory, which correct the shared byte counter from whatever was done to the
+      directory by other means (dead writers are reclaimed without waiting for it).
     * ``file_mode``: permissions of entry files (default 0o600; directories get ``x`` where
       files get ``r``). Processes of several users can share a cache with 0o660 and a group.
     * ``clock``: the wall clock expiry is measured with (``time.time``); every process
@@ -413,7 +436,7 @@ class FilesCacheClient(BaseCacheClient):
             return None
         try:
             return self._open_header(fd, encoded)[0], fd
-        except fs.Corrupt as exc:
+        except (fs.Corrupt, OSError) as exc:
             os.close(fd)
             self._bad(key, path, exc)
             return None
@@ -436,23 +459,49 @@ class FilesCacheClient(BaseCacheClient):
         encoded, path = self._locate(key)
         kind, meta, chunks, length, crc = self._encode(value, encoded)
         header = fs.pack_header(kind, encoded, meta, length, crc, self._clock() + ttl)
-        total = len(header) + length
+        total = self._store.account(len(header) + length)
         if total > self._size:
             raise ValueError(
                 f"value for key {key!r} takes {total} bytes on disk, more than the cache "
                 f"size {self._size}"
             )
+        refuse = (lambda p: self._live_at(p, encoded)) if only_if_absent else None
+        try:
+            try:
+                stored = self._write_file(path, header, chunks, total, refuse)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise
+                # The filesystem is fuller than `size` assumes (other files, views still
+                # mapped): make room for this value, whatever the counter says, once.
+                self._store.make_room(total)
+                stored = self._write_file(path, header, chunks, total, refuse)
+        except OSError as exc:
+            return self._failed(key, path, only_if_absent, "%s", exc)
+        if stored is None:
+            return self._failed(
+                key,
+                path,
+                only_if_absent,
+                "no room for %d bytes (writes in progress hold it)",
+                total,
+            )
+        if stored:
+            self._sets += 1
+        return stored
+
+    def _write_file(
+        self,
+        path: str,
+        header: bytes,
+        chunks: Sequence[bytes | memoryview],
+        total: int,
+        refuse: Callable[[str], bool] | None,
+    ) -> bool | None:
+        """Write an entry through a temporary: stored, refused, or None when no room."""
         reserved = self._store.reserve(total)
         if reserved is None:
-            self._errors += 1
-            self._log.warning(
-                "chorde: no room for %d bytes in %s (writes in progress hold it); key %r "
-                "not stored",
-                total,
-                self._store.root,
-                key,
-            )
-            return False
+            return None
         tmp_path, fd = reserved
         try:
             fs.write_all(fd, header)
@@ -463,11 +512,19 @@ class FilesCacheClient(BaseCacheClient):
         except BaseException:
             self._store.abort(tmp_path, fd, total)
             raise
-        refuse = (lambda p: self._live_at(p, encoded)) if only_if_absent else None
-        stored = self._store.commit(tmp_path, fd, total, path, refuse)
-        if stored:
-            self._sets += 1
-        return stored
+        return self._store.commit(tmp_path, fd, total, path, refuse)
+
+    def _failed(self, key: Key, path: str, was_add: bool, why: str, *args: object) -> bool:
+        """A write that could not be made: counted, logged, and, for a put, the key's old
+        entry removed, so that no older value is served in place of the one not written."""
+        self._errors += 1
+        self._log.warning(f"chorde: key %r not stored in %s: {why}", key, self._store.root, *args)
+        if not was_add:
+            try:
+                self._store.remove(path)
+            except OSError as exc:
+                self._log.warning("chorde: cannot remove the old entry %s: %s", path, exc)
+        return False
 
     def _live_at(self, path: str, encoded: bytes) -> bool:
         try:
@@ -505,20 +562,37 @@ class FilesCacheClient(BaseCacheClient):
         """Give an existing entry (stale or not) ``ttl`` more seconds from now."""
         ttl = check_ttl(ttl)
         now = self._clock()
-        return self._set_expiry(key, lambda _: now + ttl)
+        try:
+            return self._set_expiry(key, lambda _: now + ttl)
+        except OSError as exc:  # a read-only or failing filesystem
+            self._bad(key, self._locate(key)[1], exc)
+            return False
 
     def expire(self, key: Key) -> None:
         """Mark the entry stale now, keeping its value for ``getTtl`` (not ``get``)."""
         now = self._clock()
-        self._set_expiry(key, lambda old: min(old, now))
+        try:
+            if self._set_expiry(key, lambda old: min(old, now)) or not self.contains(key):
+                return
+        except OSError as exc:
+            self._bad(key, self._locate(key)[1], exc)
+        self.delete(key)  # a value that could not be marked stale must not stay live
 
     def delete(self, key: Key) -> None:
         """Remove the entry for ``key``, if any."""
-        self._store.remove(self._locate(key)[1])
+        path = self._locate(key)[1]
+        try:
+            self._store.remove(path)
+        except OSError as exc:
+            self._bad(key, path, exc)
 
     def clear(self) -> None:
         """Remove every entry (views already handed out stay valid)."""
-        self._store.clear()
+        try:
+            self._store.clear()
+        except OSError as exc:
+            self._errors += 1
+            self._log.warning("chorde: cannot clear the cache in %s: %s", self.path, exc)
 
     def purge(self, timeout: float = 0) -> None:
         """Remove entries that expired more than ``timeout`` seconds ago, and corrupt files."""
@@ -546,7 +620,11 @@ class FilesCacheClient(BaseCacheClient):
                 os.close(fd)
             if expires + timeout < now:
                 doomed.append((path, inode))
-        self._store.remove_many(doomed)
+        try:
+            self._store.remove_many(doomed)
+        except OSError as exc:
+            self._errors += 1
+            self._log.warning("chorde: cannot purge %s: %s", self.path, exc)
 
     # ---- attributes --------------------------------------------------------------------
 
@@ -557,8 +635,14 @@ class FilesCacheClient(BaseCacheClient):
 
     @property
     def usage(self) -> int:
-        """Bytes held by entries and writes in progress, from every process."""
-        return self._store.used()
+        """Bytes held by entries and writes in progress, from every process, counted in
+        filesystem blocks (dead writers' reservations are released first)."""
+        try:
+            return self._store.used()
+        except OSError as exc:
+            self._errors += 1
+            self._log.warning("chorde: cannot read the usage of %s: %s", self.path, exc)
+            return 0
 
     @property
     def stats(self) -> CacheStats:

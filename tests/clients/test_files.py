@@ -49,15 +49,22 @@ def entry_files(path: Path) -> list[Path]:
     return sorted(p for p in (path / "entries").rglob("*") if p.is_file())
 
 
+def blocks(nbytes: int, path: Path) -> int:
+    """``nbytes`` rounded up to whole blocks of the filesystem of ``path``."""
+    block = os.statvfs(path).f_frsize
+    return -(-nbytes // block) * block
+
+
 def disk_usage(path: Path) -> int:
-    """Bytes of entry files and temporaries now (entries first: a concurrent rename from
-    tmp/ to entries/ is then missed, never counted twice)."""
+    """Space of entry files and temporaries now, each rounded up to whole blocks as the
+    cache counts them (entries first: a concurrent rename from tmp/ to entries/ is then
+    missed, never counted twice)."""
     total = 0
     for sub in ("entries", "tmp"):
         for root, _, files in os.walk(path / sub):
             for name in files:
                 with contextlib.suppress(FileNotFoundError):
-                    total += os.stat(os.path.join(root, name)).st_size
+                    total += blocks(os.stat(os.path.join(root, name)).st_size, path)
     return total
 
 
@@ -407,7 +414,19 @@ def test_usage_counts_every_process(cache_dir):
     b.put("x", b"3" * 5_000, TTL)  # replaces a's entry: its bytes are released
     assert a.usage == b.usage == disk_usage(cache_dir)
     a.delete("y")
-    assert b.usage == disk_usage(cache_dir) < 6_000
+    assert b.usage == disk_usage(cache_dir) == blocks(entry_path(a, "x").stat().st_size, cache_dir)
+
+
+def test_usage_counts_whole_blocks(cache_dir):
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+    block = os.statvfs(cache_dir).f_frsize
+    c.put("tiny", b"x", TTL)
+    assert c.usage == block  # what the file takes on disk, not its 60-odd bytes
+    c.put("k", os.urandom(block), TTL)  # a block of data and a header: two blocks
+    assert c.usage == 3 * block == disk_usage(cache_dir)
+    small = FilesCacheClient(cache_dir / "small", block, SECRET)
+    with pytest.raises(ValueError, match=f"'big' takes {2 * block} bytes"):
+        small.put("big", os.urandom(block - 20), TTL)  # with its header: two blocks
 
 
 def test_threads_share_a_small_cache(cache_dir):
@@ -459,20 +478,149 @@ def test_add_is_atomic_across_threads(client):
 # ---- crashes and stale temporaries -------------------------------------------------
 
 
-def test_dead_writers_temporaries_are_swept_live_ones_kept(cache_dir):
-    c = FilesCacheClient(cache_dir, 10 * MB, SECRET, sweep_interval=0)
+def state_rebuilt_long_ago(path: Path) -> None:
+    """Age the counter's last rebuild, so that the next client to open rebuilds it."""
+    with open(path / "state", "r+b") as f:
+        magic, used, pending, _, dirty = fs._STATE.unpack(f.read(fs._STATE.size))
+        f.seek(0)
+        f.write(fs._STATE.pack(magic, used, pending, 0.0, dirty))
+
+
+def test_liveness_is_the_writers_lock_not_its_pid(cache_dir):
+    FilesCacheClient(cache_dir, 10 * MB, SECRET).close()
     tmp = cache_dir / "tmp"
-    dead = tmp / "99999.abcdef.5000.tmp"
+    # A dead writer's temporary named after a live pid (ours: as if the pid were reused),
+    # and a live writer's named after a pid that may not exist here (another container).
+    dead = tmp / f"{os.getpid()}.abcdef.8192.tmp"
     dead.write_bytes(b"partial")
-    live = tmp / "99998.abcdef.7000.tmp"
+    live = tmp / "99998.abcdef.16384.tmp"
     live.write_bytes(b"partial")
     with open(live, "rb") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)  # as its writer does while writing
-        c.put("k", b"v" * 100, TTL)
+        state_rebuilt_long_ago(cache_dir)
+        c = FilesCacheClient(cache_dir, 10 * MB, SECRET)
         assert not dead.exists() and live.exists()
-        assert c.usage == disk_usage(cache_dir) - live.stat().st_size + 7000
-    c.put("k2", b"v", TTL)
+        c.put("k", b"v" * 100, TTL)
+        # The live writer's whole reservation counts, not the little it wrote so far.
+        assert c.usage == disk_usage(cache_dir) - blocks(7, cache_dir) + 16384
+    # Its lock is free now, as if its writer had died: the next look reclaims it.
+    assert c.usage == disk_usage(cache_dir)
     assert not live.exists()
+
+
+HALF_WRITER = """
+import os, sys, time
+from chorde.clients.files import FilesCacheClient
+c = FilesCacheClient(sys.argv[1], 10**8, "files-secret")
+tmp_path, fd = c._store.reserve(int(sys.argv[2]))
+os.write(fd, b"x" * (int(sys.argv[2]) // 2))
+child = os.fork() if sys.argv[3] == "fork" else -1
+if child == 0:
+    time.sleep(60)  # a child that outlives its parent, holding nothing
+    os._exit(0)
+print(tmp_path, child, flush=True)
+time.sleep(60)
+"""
+
+
+def start_half_writer(cache_dir: Path, reserve: int, fork: bool = False) -> tuple:
+    """A writer process stopped half-way through writing a reserved temporary: the
+    process, its temporary, and the pid of its forked child (if ``fork``)."""
+    code = textwrap.dedent(HALF_WRITER)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(cache_dir), str(reserve), "fork" if fork else "-"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    tmp_path, child = proc.stdout.readline().split()
+    return proc, Path(tmp_path), int(child)
+
+
+def test_a_killed_writer_is_reclaimed_by_the_next_write_or_usage_read(cache_dir):
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET)  # sweeps every 600 s: not what acts
+    c.put("a", b"1" * 10_000, TTL)
+    first, first_tmp, _ = start_half_writer(cache_dir, MB)
+    second, second_tmp, _ = start_half_writer(cache_dir, 2 * MB)
+    try:
+        assert first_tmp.exists() and second_tmp.exists()
+        # Live writers: their temporaries stay and their whole reservations count.
+        written = MB // 2 + MB
+        assert c.usage == disk_usage(cache_dir) - written + MB + 2 * MB
+        first.kill()
+        first.wait(30)
+        assert c.usage == disk_usage(cache_dir) - blocks(MB, cache_dir) + 2 * MB
+        assert not first_tmp.exists() and second_tmp.exists()
+        second.kill()
+        second.wait(30)
+        other = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+        other.put("b", b"2" * 10_000, TTL)  # a write by any process reclaims it
+        assert not second_tmp.exists()
+        assert c.usage == other.usage == disk_usage(cache_dir)
+        assert c.get("a") == b"1" * 10_000 and c.get("b") == b"2" * 10_000
+    finally:
+        for proc in (first, second):
+            proc.kill()
+            proc.wait(30)
+
+
+def test_a_forked_child_does_not_keep_a_dead_writers_temporary(cache_dir):
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+    writer, tmp, child = start_half_writer(cache_dir, MB, fork=True)
+    try:
+        assert tmp.exists()
+        writer.kill()
+        writer.wait(30)
+        os.kill(child, 0)  # the child lives on, with its copy of the writer's descriptors
+        assert c.usage == disk_usage(cache_dir) and not tmp.exists()
+    finally:
+        writer.kill()
+        writer.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+KILLED_HOLDING_THE_LOCK = """
+import os, signal, sys
+from chorde.clients.files import FilesCacheClient
+c = FilesCacheClient(sys.argv[1], 10**8, "files-secret")
+with c._store._section() as counter:
+    counter.mark()
+    os.unlink(sys.argv[2])  # a change made, the counter not yet saved
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_holding_the_lock_leaves_the_counter_rebuilt(client, cache_dir):
+    client.put("a", os.urandom(100_000), TTL)
+    client.put("b", os.urandom(100_000), TTL)
+    before = client.usage
+    result = run_python(KILLED_HOLDING_THE_LOCK, str(cache_dir), str(entry_path(client, "a")))
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert client.usage == disk_usage(cache_dir) < before
+    assert client.get("a", None) is None and len(client.get("b")) == 100_000
+
+
+def test_opening_rebuilds_the_counter_from_the_directory(cache_dir):
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+    for k in range(5):
+        c.put(k, os.urandom(50_000), TTL)
+    c.close()
+    # Changed by other means: an entry deleted by hand, a dead writer's temporary.
+    entry_path(c, 0).unlink()
+    stray = cache_dir / "tmp" / "12345.abcdef.65536.tmp"
+    stray.write_bytes(b"x" * 1000)
+    state_rebuilt_long_ago(cache_dir)
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET)
+    assert not stray.exists()
+    assert c.usage == disk_usage(cache_dir) == 4 * blocks(50_000 + 100, cache_dir)
+
+
+def test_the_counter_is_reconciled_every_sweep_interval(cache_dir):
+    c = FilesCacheClient(cache_dir, 10 * MB, SECRET, sweep_interval=0)
+    for k in range(3):
+        c.put(k, os.urandom(50_000), TTL)
+    entry_path(c, 0).unlink()  # behind the counter's back
+    c.put(3, b"x", TTL)  # the first write after sweep_interval recounts
     assert c.usage == disk_usage(cache_dir)
 
 
@@ -517,12 +665,12 @@ def test_sigkill_mid_write_leaves_no_corrupt_entry(cache_dir):
     assert caught is not None, "never saw a write in progress"
     assert proc.returncode == -signal.SIGKILL
 
-    c = FilesCacheClient(cache_dir, 10**9, SECRET, sweep_interval=0)
+    c = FilesCacheClient(cache_dir, 10**9, SECRET)
     for key in range(8):
         got = c.get(key, None)
         assert got is None or (got.shape == (4 * MB,) and (got == float(key)).all())
     assert c.stats.errors == 0
-    # The dead writer's temporary is swept by the next write, which succeeds.
+    # The dead writer's temporary is reclaimed by the next write, which succeeds.
     c.put(0, np.full(4 * MB, 42.0), TTL)
     assert (c.get(0) == 42.0).all()
     assert list(tmp.iterdir()) == []
@@ -660,6 +808,157 @@ def test_four_processes_share_the_cache_within_the_bound(cache_dir):
     assert max(peaks["counter"], *(r["peak_usage"] for r in reports)) <= size
     assert peaks["disk"] <= size + entry_slack
     assert observer.usage == disk_usage(cache_dir) <= size
+
+
+# ---- filesystem faults -------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real tmpfs of 8 MiB, to fill up (mounting one needs root: skipped elsewhere)."""
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount command here (test_a_write_past_the_file_size_limit covers it)")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write a file until its filesystem has no block left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (bytes(MB), bytes(4096)):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, chunk)
+    finally:
+        os.close(fd)
+    assert os.statvfs(path).f_bavail == 0
+
+
+def test_a_full_filesystem_makes_room_for_the_write(small_fs):
+    cache = small_fs / "cache"
+    c = FilesCacheClient(cache, 64 * MB, SECRET, touch_interval=0)  # 8 MiB are there
+    for k in range(20):
+        c.put(k, np.full(MB // 8, float(k)), TTL)  # 1 MiB each
+        assert c.get(k)[0] == k
+    # Each write that found the filesystem full evicted the least recently used entries
+    # for its own size, and was made; the size bound (64 MiB) never came into it.
+    assert c.stats.errors == 0 and c.stats.evictions >= 12
+    assert c.get(0, None) is None and c.get(19)[0] == 19
+    assert list((cache / "tmp").iterdir()) == []
+    assert c.usage == disk_usage(cache) <= 8 * MB
+
+
+def test_a_write_the_full_filesystem_cannot_take_is_dropped(small_fs, caplog):
+    cache = small_fs / "cache"
+    c = FilesCacheClient(cache, 64 * MB, SECRET)
+    c.put("k", "old value", TTL)
+    fill(small_fs / "ballast")
+    caplog.set_level("WARNING", logger="chorde.clients.files")
+    assert c.put("k", np.ones(MB // 8), TTL) is None  # no exception
+    assert c.get("k", None) is None  # and the old value is not served in its place
+    assert c.add("a", np.ones(MB // 8), TTL) is False
+    c.putMulti({"x": b"1" * 100_000, "y": b"2" * 100_000}, TTL)
+    assert c.getTtl("x", None) == (None, -1.0)
+    assert c.stats.errors == 4
+    assert "No space left on device" in caplog.text
+    assert list((cache / "tmp").iterdir()) == []
+    assert c.usage == disk_usage(cache)
+    (small_fs / "ballast").unlink()
+    c.put("k", np.ones(MB // 8), TTL)  # room again: written at once
+    assert c.get("k").sum() == MB // 8
+    assert c.usage == disk_usage(cache)
+
+
+FILE_SIZE_LIMITED = """
+import resource, signal, sys
+import numpy as np
+from chorde.clients.files import FilesCacheClient
+c = FilesCacheClient(sys.argv[1], 10**8, "files-secret")
+c.put("k", "old", 60)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit then fails (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+c.put("k", np.ones(1 << 18), 60)  # 2 MiB: fails half-way
+assert c.get("k", None) is None, "the old value came back"
+c.put("small", b"fits", 60)
+assert c.get("small") == b"fits"
+print(c.stats.errors)
+"""
+
+
+def test_a_write_past_the_file_size_limit_is_dropped(cache_dir):
+    result = run_python(FILE_SIZE_LIMITED, str(cache_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"]
+    assert "File too large" in result.stderr  # logged
+    assert list((cache_dir / "tmp").iterdir()) == []
+    c = FilesCacheClient(cache_dir, 10**8, SECRET)
+    assert c.usage == disk_usage(cache_dir)
+
+
+@contextlib.contextmanager
+def unwritable(*dirs: Path):
+    """Directories nobody can change: immutable for root (chattr +i), else read-only."""
+    if os.geteuid() != 0:
+        modes = [d.stat().st_mode for d in dirs]
+        for d in dirs:
+            d.chmod(0o500)
+        try:
+            yield
+        finally:
+            for d, mode in zip(dirs, modes, strict=True):
+                d.chmod(mode)
+        return
+    names = [str(d) for d in dirs]
+    try:
+        done = subprocess.run(["chattr", "+i", *names], capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("root ignores permissions, and there is no chattr here")
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i does not work here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *names], check=True)
+
+
+def test_an_unwritable_directory_degrades_to_dropped_writes(client, cache_dir, caplog):
+    caplog.set_level("WARNING", logger="chorde.clients.files")
+    client.put("k", "old", TTL)
+    client.put("j", np.arange(10.0), TTL)
+    with unwritable(cache_dir / "tmp"):  # no temporary can be created
+        client.put("k", "new", TTL)
+        assert client.get("k", None) is None  # the old value was removed
+        assert client.add("n", 1, TTL) is False
+        assert client.get("j")[9] == 9.0  # reads go on
+        assert client.stats.errors == 2
+    client.put("k", "second", TTL)
+    with unwritable(entry_path(client, "k").parent):  # entries there cannot change
+        client.delete("k")
+        client.put("k", "third", TTL)
+        assert client.renew("k", 2 * TTL)  # in place: the file itself is writable
+        assert client.stats.errors == 2 + 2  # the delete, and the put (old entry kept)
+    with unwritable(cache_dir):
+        client.clear()
+        assert client.stats.errors == 5
+    assert "not stored" in caplog.text and "cannot clear" in caplog.text
+    assert list((cache_dir / "tmp").iterdir()) == []
+    assert client.usage == disk_usage(cache_dir)
+    client.put("k", "fourth", TTL)
+    assert client.get("k") == "fourth"
 
 
 # ---- configuration -----------------------------------------------------------------
