@@ -589,6 +589,11 @@ class Chorde:
         state = self._state()
         state.views.delete(url_request(state.views, url).key)
 
+    def purge_tags(self, *tags: str) -> None:
+        """Drop every cached view response that named one of ``tags`` in its
+        ``Surrogate-Key`` field, in every process sharing the app's client."""
+        self._state().views.purge_tags(*tags)
+
     def cached(
         self,
         ttl: float | None = None,

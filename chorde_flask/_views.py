@@ -153,6 +153,8 @@ class ViewCache:
             return _response(outcome.reply)
         assert outcome.rendered is not None
         response = outcome.rendered.native
+        if cache.rules.tag_field is not None:
+            response.headers.pop(cache.rules.tag_field, None)  # the cache's, not the client's
         if outcome.status is not None:
             name, value = outcome.status
             response.headers[name.decode("latin-1")] = value.decode("latin-1")

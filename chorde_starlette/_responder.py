@@ -94,12 +94,16 @@ class _Responder:
             await self._send(self._start)
 
     def _with_status(self, message: Message, stored: bool) -> Message:
+        """The application's start message as it leaves: the cache's own fields (tags)
+        removed, its Cache-Status added."""
+        cache = self._middleware.cache
+        headers = cache.rules.private_fields(message.get("headers", ()))
         field = self._middleware.status_field(
             self._request, self.entry, fwd=self._fwd, fwd_status=message["status"], stored=stored
         )
-        if field is None:
-            return message
-        return {**message, "headers": [*message.get("headers", ()), field]}
+        if field is not None:
+            headers.append(field)
+        return {**message, "headers": headers}
 
     async def _give_up(self) -> None:
         held = self._state == self._HOLD

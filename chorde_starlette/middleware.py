@@ -260,6 +260,17 @@ class CacheMiddleware:
         """The statuses that may be stored."""
         return self.cache.rules.statuses
 
+    # ---- purging -------------------------------------------------------------------------
+
+    async def purge(self, url: str) -> None:
+        """Drop the stored response(s) of a GET of the absolute ``url`` (every variant)."""
+        await self.cache.adelete(self.cache.url_key(url, namespace=self._namespace))
+
+    async def purge_tags(self, *tags: str) -> None:
+        """Drop every stored response that named one of ``tags`` in its tag field
+        (``Surrogate-Key``), in every process sharing the client."""
+        await self.cache.apurge_tags(*tags)
+
     # ---- the request path ---------------------------------------------------------------
 
     def _request(self, scope: Scope, route: Route, method: str) -> CacheRequest:

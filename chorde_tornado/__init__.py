@@ -30,9 +30,9 @@ with requires_extra("tornado"):
 
 from chorde.clients.asyncache import makeFutureWrapper
 from chorde.futures import Future
-from chorde_tornado._responses import cache_response
+from chorde_tornado._responses import cache_response, purge_tags
 
-__all__ = ["cache_response", "to_tornado_future"]
+__all__ = ["cache_response", "purge_tags", "to_tornado_future"]
 
 #: ``to_tornado_future(chorde_future)``: the same outcome as a tornado (asyncio) Future on the
 #: running loop, completed thread-safely; cancelling it leaves the chorde future alone.

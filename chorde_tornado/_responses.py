@@ -26,7 +26,7 @@ from chorde.http import CacheRequest, Rendered, Reply, ResponseCache, Route, Rul
 from chorde.http.status import FIELD
 from chorde.signing import derive_checksum_keys
 
-__all__ = ["cache_response"]
+__all__ = ["cache_response", "purge_tags"]
 
 _lock = threading.Lock()
 _default_client: BaseCacheClient | None = None
@@ -215,6 +215,13 @@ async def _run(get: Callable[..., Any], handler: Any, args: tuple[Any, ...], kwa
         await result
 
 
+async def purge_tags(*tags: str, client: BaseCacheClient | None = None) -> None:
+    """Drop every response ``cache_response`` stored that named one of ``tags`` in its
+    ``Surrogate-Key`` field (``client``: where they live, default the process-wide one),
+    in every process sharing that client."""
+    await _cache(client or _default(), None, None).apurge_tags(*tags)
+
+
 def cache_response(
     ttl: float,
     *,
@@ -314,6 +321,8 @@ def cache_response(
             try:
                 outcome = await cache.aserve(req, lambda: capture.render(get, args, kwargs))
                 if outcome.rendered is not None:  # the handler's own answer: say how
+                    if cache.rules.tag_field is not None:
+                        self.clear_header(cache.rules.tag_field)  # the cache's own field
                     field = outcome.status or _status_of(outcome.reply)
                     if field is not None:
                         self.set_header(field[0].decode("latin-1"), field[1].decode("latin-1"))

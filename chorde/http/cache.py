@@ -15,16 +15,18 @@ import concurrent.futures
 import logging
 import math
 import numbers
+import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Iterator
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
 from chorde.http.request import FRESH, CacheRequest, Headers
-from chorde.http.route import check_wait_timeout
+from chorde.http.route import DEFAULT_ROUTE, Route, check_wait_timeout
 from chorde.http.rules import Rules
 from chorde.http.status import FIELD, cache_status, check_name
 
@@ -116,6 +118,25 @@ class ResponseCache:
         #: What the cache makes of a request: :meth:`Rules.request`.
         self.request = self.rules.request
 
+    def url_key(self, url: str, *, namespace: Hashable = "", route: Route = DEFAULT_ROUTE) -> Any:
+        """The key a GET of the absolute ``url`` is stored under (for purging it)."""
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:
+            raise ValueError(f"{url!r} is not an absolute URL (http://host/path?query)")
+        req = self.request(
+            method="GET",
+            scheme=parts.scheme,
+            hosts=[parts.netloc],
+            path=parts.path or "/",
+            query=parts.query,
+            headers=[],
+            route=route,
+            namespace=namespace,
+        )
+        if req.bypass is not None:
+            raise ValueError(f"{url!r} is not cached: {req.bypass}")
+        return req.key
+
     def decide(
         self, req: CacheRequest, rendered: Rendered, now: float, requested_at: float | None = None
     ) -> StoredResponse | None:
@@ -200,6 +221,11 @@ class ResponseCache:
         entry = StoredResponse.from_value(value)
         if entry is None or not req.usable(entry):
             return None
+        if entry.tags:  # purged since it was stored?
+            keys = [_tag_key(tag) for tag, _ in entry.tags]
+            current = dict((yield ("getMulti", keys, None)) or ())
+            if any(current.get(_tag_key(tag)) != rev for tag, rev in entry.tags):
+                return None
         return entry
 
     def store_steps(self, req: CacheRequest, entry: StoredResponse) -> Steps:
@@ -208,12 +234,38 @@ class ResponseCache:
         The marker naming the varying fields lives for the route's ttl, the longest any
         variant can, so a short-lived variant does not orphan the others.
         """
+        if entry.tags:
+            entry = entry._replace(tags=(yield from self._tag_revisions(entry.tags)))
         key = req.key
         if entry.vary:
             ttl = req.route.ttl or self.ttl
             yield ("put", key, vary_marker(entry.vary), ttl)
             key = (*key, entry.vary, entry.variant)
         yield ("put", key, entry.to_value(), self.rules.keep(entry, self.clock()))
+
+    def _tag_revisions(
+        self, tags: tuple[tuple[str, int], ...]
+    ) -> Generator[Step, Any, tuple[tuple[str, int], ...]]:
+        """Each tag's current revision, made (once, atomically) for a tag that has none."""
+        keys = [_tag_key(tag) for tag, _ in tags]
+        current = dict((yield ("getMulti", keys, None)) or ())
+        revisions = []
+        for (tag, _), key in zip(tags, keys, strict=True):
+            revision = current.get(key)
+            if revision is None:
+                revision = _new_revision()
+                if not (yield ("add", key, revision, math.inf)):
+                    revision = yield ("get", key, None)
+            revisions.append((tag, revision))
+        return tuple(revisions)
+
+    def purge_tags_steps(self, tags: Iterable[str]) -> Steps:
+        """Make every stored response naming one of ``tags`` read as a miss (a new revision
+        per tag: no key scan, and across processes when the client is shared)."""
+        for tag in tags:
+            if not isinstance(tag, str) or not tag:
+                raise ValueError(f"a tag must be a non-empty str, got {tag!r}")
+            yield ("put", _tag_key(tag), _new_revision(), math.inf)
 
     def serve_steps(self, req: CacheRequest) -> Generator[Step, Any, Outcome]:
         """Answer ``req``: from the cache, from a concurrent render, or by rendering.
@@ -309,6 +361,10 @@ class ResponseCache:
         """Drop the entry (or the vary marker, orphaning every variant) under ``key``."""
         self._drive(_delete_steps(key), None)
 
+    def purge_tags(self, *tags: str) -> None:
+        """Run :meth:`purge_tags_steps` with blocking cache calls."""
+        self._drive(self.purge_tags_steps(tags), None)
+
     def _drive(self, steps: Steps, render: Callable[[], Rendered] | None) -> Any:
         value: Any = None
         error: BaseException | None = None
@@ -368,6 +424,10 @@ class ResponseCache:
         """Awaitable :meth:`delete`."""
         await self._adrive(_delete_steps(key), None)
 
+    async def apurge_tags(self, *tags: str) -> None:
+        """Awaitable :meth:`purge_tags`."""
+        await self._adrive(self.purge_tags_steps(tags), None)
+
     async def _adrive(self, steps: Steps, render: Callable[[], Awaitable[Rendered]] | None) -> Any:
         value: Any = None
         error: BaseException | None = None
@@ -416,6 +476,17 @@ _CLIENT_STEPS = {
     "add": "store",
     "delete": "invalidation",
 }
+
+
+def _tag_key(tag: str) -> tuple[str, str]:
+    # One revision per tag and client, whatever cache (adapter, namespace) stored the entry.
+    return ("chorde.http.tag", tag)
+
+
+def _new_revision() -> int:
+    # Random, not a counter: a revision record that is evicted and made again must not
+    # bring back entries stored under an old one.
+    return random.getrandbits(62)
 
 
 def _listed(value: Any) -> Any:

@@ -41,6 +41,9 @@ class StoredResponse(NamedTuple):
     #: The conditional request fields that revalidate it with the origin (its own ETag
     #: and Last-Modified as ``If-None-Match``/``If-Modified-Since``), empty when it has none.
     validators: tuple[tuple[bytes, bytes], ...] = ()
+    #: Its tags (from the tag field, which is not stored) with each tag's revision when it
+    #: was stored: purging a tag changes its revision, and the entry then reads as a miss.
+    tags: tuple[tuple[str, int], ...] = ()
 
     def to_value(self) -> tuple[Any, ...]:
         """The plain tuple a client stores."""

@@ -109,6 +109,7 @@ class Decision:
     for_cookies: bool = False
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
+    tags: tuple[str, ...] = ()
 
     @property
     def storable(self) -> bool:
@@ -144,6 +145,10 @@ class Rules:
     * ``stale_while_revalidate`` / ``stale_if_error``: seconds a stale response may still be
       served while it is refreshed in the background / when the application fails, for
       responses that do not grant their own (RFC 5861).
+    * ``tag_field``: the response field naming a response's tags, space-separated
+      (``Surrogate-Key`` by default; None: no tags). It is never stored nor sent on: tags
+      are for purging (:meth:`~chorde.http.ResponseCache.purge_tags`). A response naming
+      more than ``max_tags`` tags is not stored.
     """
 
     __slots__ = (
@@ -153,12 +158,14 @@ class Rules:
         "add_etag",
         "heuristic_fraction",
         "max_heuristic",
+        "max_tags",
         "max_vary_bytes",
         "max_vary_fields",
         "stale_if_error",
         "stale_while_revalidate",
         "statuses",
         "strict",
+        "tag_field",
         "targeted",
     )
 
@@ -176,6 +183,8 @@ class Rules:
         max_heuristic: float = 86400.0,
         stale_while_revalidate: float = 0.0,
         stale_if_error: float = 0.0,
+        tag_field: str | None = "Surrogate-Key",
+        max_tags: int = 64,
     ) -> None:
         self.statuses = _statuses(statuses)
         self._exact_hosts, self._suffixes = _hosts(allowed_hosts)
@@ -195,7 +204,14 @@ class Rules:
         self.max_heuristic = _seconds(max_heuristic, "max_heuristic")
         self.stale_while_revalidate = _seconds(stale_while_revalidate, "stale_while_revalidate")
         self.stale_if_error = _seconds(stale_if_error, "stale_if_error")
-        self._fields = (*_RESPONSE_FIELDS, *self.targeted)
+        if tag_field is not None and (
+            not isinstance(tag_field, str) or not _FIELD_NAME.fullmatch(tag_field)
+        ):
+            raise ValueError(f"tag_field must be a field name or None, got {tag_field!r}")
+        self.tag_field = None if tag_field is None else tag_field.lower()
+        self.max_tags = _count(max_tags, "max_tags")
+        tags = () if self.tag_field is None else (self.tag_field,)
+        self._fields = (*_RESPONSE_FIELDS, *self.targeted, *tags)
 
     def host_allowed(self, host: str) -> bool:
         """Whether ``host`` (normalised, with or without port) is one the cache serves."""
@@ -352,6 +368,11 @@ class Rules:
             lifetime = ttl if lifetime is None else min(ttl, lifetime)
         if lifetime - age <= 0:
             return Decision("the response is not fresh")
+        tags: tuple[str, ...] = ()
+        if self.tag_field is not None and found[self.tag_field]:
+            tags = tuple(dict.fromkeys(t for line in found[self.tag_field] for t in line.split()))
+            if len(tags) > self.max_tags:
+                return Decision(f"the response names more than {self.max_tags} tags")
         swr, sie = stale_extensions(cc)
         revalidate = "must-revalidate" in cc or (shared and "proxy-revalidate" in cc)
         return Decision(
@@ -363,6 +384,7 @@ class Rules:
             for_cookies=for_cookies,
             stale_while_revalidate=0.0 if revalidate else swr or self.stale_while_revalidate,
             stale_if_error=0.0 if revalidate else sie or self.stale_if_error,
+            tags=tags,
         )
 
     def entry(
@@ -372,11 +394,14 @@ class Rules:
         kept: list[tuple[bytes, bytes]] = []
         etag: bytes | None = None
         validators: list[tuple[bytes, bytes]] = []
+        tag_field = self.tag_field.encode() if self.tag_field is not None else None
         has_length = False
         for name, value in headers:
             raw_name = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
             if raw_name in _UNSTORED_FIELDS:
                 continue
+            if raw_name == tag_field:
+                continue  # tags are the cache's, not the client's
             raw_value = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
             if raw_name == b"etag":
                 etag = raw_value
@@ -406,7 +431,20 @@ class Rules:
             stale_while_revalidate=decision.stale_while_revalidate,
             stale_if_error=decision.stale_if_error,
             validators=tuple(validators),
+            tags=tuple((tag, 0) for tag in decision.tags),
         )
+
+    def private_fields(self, headers: Headers) -> list[Any]:
+        """``headers`` without the fields that are the cache's own (the tag field), for a
+        response the cache passes on without storing it."""
+        if self.tag_field is None:
+            return list(headers)
+        name = self.tag_field
+        return [
+            (k, v)
+            for k, v in headers
+            if (k.decode("latin-1") if isinstance(k, bytes) else k).lower() != name
+        ]
 
     def keep(self, entry: StoredResponse, now: float) -> float:
         """How long a client should hold ``entry``: while fresh, and after that while it can

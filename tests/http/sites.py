@@ -78,7 +78,12 @@ def render(
         }
     ).encode()
     fields = [("Content-Type", "application/json"), ("X-Render", str(n))]
-    for param, name in (("cc", "Cache-Control"), ("vary", "Vary"), ("location", "Location")):
+    for param, name in (
+        ("cc", "Cache-Control"),
+        ("vary", "Vary"),
+        ("location", "Location"),
+        ("tags", "Surrogate-Key"),
+    ):
         if param in query:
             fields.append((name, query[param]))
     if "set_cookie" in query:
@@ -208,6 +213,7 @@ class Site:
     name: str
     port: int
     renders: Renders
+    client: BaseCacheClient
 
 
 def _wait_listening(port: int) -> None:
@@ -295,7 +301,7 @@ def site(name: str, client: BaseCacheClient) -> Iterator[Site]:
     renders = Renders()
     port, stop = serve(make(client, renders))
     try:
-        yield Site(name, port, renders)
+        yield Site(name, port, renders, client)
     finally:
         stop()
 

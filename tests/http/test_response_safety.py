@@ -355,3 +355,18 @@ def test_cache_status_says_the_same_everywhere(site: sites.Site) -> None:
     private = _target(Case("status-private", [], {"cc": "private"}))
     passed = sites.fetch(site.port, "GET", private, ALICE).field("cache-status") or ""
     assert passed == "chorde; fwd=uri-miss; fwd-status=200; stored=?0"
+
+
+def test_tags_are_never_sent_and_purge_everywhere(site: sites.Site) -> None:
+    from chorde.http import ResponseCache
+
+    target = _target(Case("tags", [], {"tags": "product-7 home"}))
+    first = sites.fetch(site.port, "GET", target, ALICE)
+    assert first.field("surrogate-key") is None
+    hit = sites.fetch(site.port, "GET", target, BOB)
+    assert hit.render == 1 and hit.field("surrogate-key") is None
+    ResponseCache(site.client).purge_tags("home")  # any process sharing the client may
+    after = sites.fetch(site.port, "GET", target, BOB)
+    assert after.render == 2
+    private = _target(Case("tags-private", [], {"tags": "x", "cc": "private"}))
+    assert sites.fetch(site.port, "GET", private, ALICE).field("surrogate-key") is None

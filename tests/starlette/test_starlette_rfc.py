@@ -286,3 +286,48 @@ async def test_a_single_byte_range_of_a_stored_response(origin: Origin, clock: C
         changed = await c.get("/r", headers={"range": "bytes=0-0", "if-range": '"v0"'})
         assert (changed.status_code, changed.text) == (200, "version 1")
     assert origin.calls == 1  # every range answered from the one stored response
+
+
+# ---- purging: by URL and by tag ----------------------------------------------------------------
+
+
+async def test_purge_by_url_and_by_tag(origin: Origin, clock: Clock) -> None:
+    origin.fields["surrogate-key"] = "product-42 catalogue"
+    mw = cache(origin, clock)
+    async with http(mw) as c:
+        first = await c.get("/p?x=1")
+        assert "surrogate-key" not in first.headers  # the cache's field, never sent on
+        hit = await c.get("/p?x=1")
+        assert "hit" in status(hit) and "surrogate-key" not in hit.headers
+        await mw.purge_tags("product-42")
+        assert "fwd=uri-miss" in status(await c.get("/p?x=1"))
+        assert "hit" in status(await c.get("/p?x=1"))
+        await mw.purge_tags("unrelated")
+        assert "hit" in status(await c.get("/p?x=1"))
+        await mw.purge("http://site.example/p?x=1")
+        assert "fwd=uri-miss" in status(await c.get("/p?x=1"))
+        origin.fields["cache-control"] = "private"
+        passed = await c.get("/private")
+        assert "surrogate-key" not in passed.headers  # stripped when not stored too
+    with pytest.raises(ValueError, match="absolute"):
+        await mw.purge("/p?x=1")
+
+
+async def test_tag_purges_cross_processes_sharing_memcached(memcached: Any, clock: Clock) -> None:
+    from chorde.clients.memcached import MemcachedClient
+
+    origin = Origin()
+    origin.fields = {"cache-control": "max-age=60", "surrogate-key": "t1"}
+    clients = [MemcachedClient([memcached.address], checksum_key="k") for _ in range(2)]
+    try:
+        one, two = (
+            CacheMiddleware(origin, client=client, cache_status="chorde") for client in clients
+        )
+        async with http(one) as a, http(two) as b:
+            await a.get("/t")
+            assert "hit" in status(await b.get("/t"))  # stored by one, served by two
+            await one.purge_tags("t1")
+            assert "fwd=uri-miss" in status(await b.get("/t"))
+    finally:
+        for client in clients:
+            client.close()
