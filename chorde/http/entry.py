@@ -44,6 +44,9 @@ class StoredResponse(NamedTuple):
     #: Its tags (from the tag field, which is not stored) with each tag's revision when it
     #: was stored: purging a tag changes its revision, and the entry then reads as a miss.
     tags: tuple[tuple[str, int], ...] = ()
+    #: Stored from a ``no-cache`` response: never served without revalidation (RFC 9111
+    #: section 5.2.2.4).
+    no_cache: bool = False
 
     def to_value(self) -> tuple[Any, ...]:
         """The plain tuple a client stores."""

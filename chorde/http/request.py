@@ -159,6 +159,8 @@ class CacheRequest:
         it, refresh it in the background: RFC 5861) or :data:`STALE` (go forward, revalidating
         with its validators if it has any). The request's own directives count (RFC 9111
         5.2.1): ``no-cache``, ``max-age`` and ``min-fresh`` refuse what they refuse."""
+        if entry.no_cache:
+            return STALE
         age = now - entry.stored_at
         left = entry.lifetime - age
         cc = self.cc

@@ -71,6 +71,7 @@ _RESPONSE_FIELDS = (
     "date",
     "age",
     "last-modified",
+    "etag",
 )
 _SHARED_ANYWAY = ("public", "s-maxage", "must-revalidate")  # RFC 9111 section 3.5
 # Hop-by-hop fields (RFC 9110 section 7.6.1) and those RFC 9111 section 3.1 says not to
@@ -110,6 +111,7 @@ class Decision:
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     tags: tuple[str, ...] = ()
+    no_cache: bool = False
 
     @property
     def storable(self) -> bool:
@@ -330,8 +332,9 @@ class Rules:
         # RFC 9111 sections 5.2.2.5 (no-store), 5.2.2.4 (no-cache), 5.2.2.7 (private).
         if "no-store" in cc:
             return Decision("the response says no-store")
-        if "no-cache" in cc:
-            return Decision("the response says no-cache")
+        no_cache = "no-cache" in cc  # stored only to be revalidated on every use
+        if no_cache and not (found["etag"] or found["last-modified"]):
+            return Decision("the response says no-cache and has no validator")
         if "private" in cc and shared:
             return Decision("the response says private")
         declared_public = route.public or "public" in cc
@@ -385,6 +388,7 @@ class Rules:
             stale_while_revalidate=0.0 if revalidate else swr or self.stale_while_revalidate,
             stale_if_error=0.0 if revalidate else sie or self.stale_if_error,
             tags=tags,
+            no_cache=no_cache,
         )
 
     def entry(
@@ -432,6 +436,7 @@ class Rules:
             stale_if_error=decision.stale_if_error,
             validators=tuple(validators),
             tags=tuple((tag, 0) for tag in decision.tags),
+            no_cache=decision.no_cache,
         )
 
     def private_fields(self, headers: Headers) -> list[Any]:

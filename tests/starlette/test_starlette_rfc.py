@@ -331,3 +331,36 @@ async def test_tag_purges_cross_processes_sharing_memcached(memcached: Any, cloc
     finally:
         for client in clients:
             client.close()
+
+
+async def test_a_no_cache_response_is_revalidated_on_every_use(
+    origin: Origin, clock: Clock
+) -> None:
+    origin.fields["cache-control"] = 'no-cache="x-private", max-age=600'
+    mw = cache(origin, clock)
+    async with http(mw) as c:
+        for _ in range(3):
+            answer = await c.get("/n")
+            assert answer.text == "version 1"
+        assert origin.validators == [(None, None), ('"v1"', None), ('"v1"', None)]
+        assert "fwd=stale; fwd-status=304" in status(answer)
+    origin.fields["cache-control"] = "no-cache"
+    del origin.fields["cache-control"]
+    no_validator = Origin()
+    no_validator.fields = {"cache-control": "no-cache"}
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:  # no ETag, no Last-Modified
+        no_validator.validators.append((None, None))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"cache-control", b"no-cache")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"x"})
+
+    async with http(CacheMiddleware(bare, clock=clock)) as c:
+        await c.get("/b")
+        await c.get("/b")
+    assert no_validator.calls == 2  # nothing to revalidate with: not stored
