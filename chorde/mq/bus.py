@@ -438,6 +438,9 @@ class LocalHub:
         self._buses: tuple[LocalBus, ...] = ()
         self._ever: set[bytes] = set()
         self._lock = threading.Lock()
+        # Numbering and delivery together, so frames arrive in the order they are numbered
+        # (re-entrant: a handler may publish).
+        self._order = threading.RLock()
 
     def _join(self, bus: LocalBus) -> None:
         with self._lock:
@@ -503,16 +506,17 @@ class LocalBus(Bus):
         if self.closed:
             self.dropped += 1
             return False
-        with self._number_lock:
-            seq = self._number(channel)
-            if mtype is MessageType.HEARTBEAT:
-                items = self._summary()
-        if self._down:
-            self.dropped += 1
-            return False
-        msg = Message(mtype, self.peer_id, seq, time.time(), channel, tuple(items))
-        self.sent += 1
-        self._hub._broadcast(self, msg)
+        with self._hub._order:
+            with self._number_lock:
+                seq = self._number(channel)
+                if mtype is MessageType.HEARTBEAT:
+                    items = self._summary()
+            if self._down:
+                self.dropped += 1
+                return False
+            msg = Message(mtype, self.peer_id, seq, time.time(), channel, tuple(items))
+            self.sent += 1
+            self._hub._broadcast(self, msg)
         return True
 
     def close(self) -> None:

@@ -134,7 +134,7 @@ def test_broker_stop_and_restart(broker):
             again.start()
             assert bus.wait_synced(5)
             assert _wait(lambda: events[-1:] == ["synced"])
-        assert events[-4:] == ["unsynced", "disconnected", "connected", "synced"]
+            assert events[-4:] == ["unsynced", "disconnected", "connected", "synced"]
     finally:
         bus.close()
 

@@ -198,7 +198,7 @@ def test_transport_loss_unsyncs_at_once_and_a_reconnection_resyncs(broker):
             again.start()
             assert bus.wait_synced(10)
             assert wait_until(lambda: events[-1:] == ["synced"], 5)
-        assert events[-4:] == ["unsynced", "disconnected", "connected", "synced"]
+            assert events[-4:] == ["unsynced", "disconnected", "connected", "synced"]
     finally:
         bus.close()
 
