@@ -270,11 +270,10 @@ class Bus:
         elif not self._check_numbers(msg):
             return
         if msg.type is MessageType.BYE:
-            # Remembered as long gone, so peer_alive() says False rather than "unknown".
+            # Remembered as long gone, so peer_alive() says False rather than "unknown"
+            # (and its numbers with it, until forgotten: copies of its last frames may follow).
             self._seen[sender] = now - self.heartbeat_timeout - 1.0
             self._lost.add(sender)
-            self._received.pop(sender, None)
-            self._received_v1.pop(sender, None)
             self._emit("peer-left", sender)
             return
         known = sender in self._seen

@@ -94,6 +94,8 @@ def test_goodbye_carries_a_last_summary():
     bus.beat(S, 1, {"ch": 2}, mtype=MessageType.BYE)
     assert bus.gapped == ["ch"]
     assert bus.peer_alive(S) in (False, None)
+    bus.frame(S, 9, "", MessageType.BYE, (), version=1)  # its copy for format-1 peers
+    assert bus.gapped == ["ch"] and bus.events.count("peer-left") == 1
 
 
 def test_a_peer_gone_silent_is_a_gap_on_the_channels_it_used():
