@@ -13,7 +13,8 @@
 #   make build-ext  (re)build the optional Cython speedups in place
 #   make docs   build the documentation site into build/site (mkdocs --strict: a broken
 #               link or reference fails; installs the docs extra's packages)
-#   make lint   ruff check + ruff format --check
+#   make lint   ruff check + ruff format --check + make typecheck
+#   make typecheck  mypy strict over the packages (config in pyproject.toml)
 #   make clean  remove the venv and build/test debris
 
 PYTHON ?= python3
@@ -30,7 +31,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo
 
 export PYTEST_ADDOPTS
 
-.PHONY: demo test chaos bench lint clean venv install install-test memcached build-ext docs dist test-installed
+.PHONY: demo test chaos bench lint typecheck clean venv install install-test memcached build-ext docs dist test-installed
 
 demo: build-ext
 	$(VPY) -m chorde.demo
@@ -96,6 +97,10 @@ $(STAMP_DOCS): pyproject.toml | $(VPY)
 lint: install-test
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	@$(MAKE) --no-print-directory typecheck
+
+typecheck: install-test
+	$(VENV)/bin/mypy
 
 venv: $(VPY)
 
@@ -136,6 +141,6 @@ build-ext: $(STAMP_BASE)
 	@$(VPY) -m chorde._speedups || [ -z "$$CI" ]
 
 clean:
-	rm -rf $(VENV) $(WHEEL_VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(WHEEL_VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find chorde* -name '*.so' -delete
