@@ -8,14 +8,30 @@ policy judges, noticing a view that read the session, and building the answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import asyncio
+import contextlib
+import inspect
+import io
+import threading
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, has_request_context, request
 from flask.globals import request_ctx
 
-from chorde.http import CacheRequest, Outcome, Rendered, Reply, ResponseCache, Route
+from chorde.http import (
+    ARender,
+    CacheRequest,
+    Conditions,
+    Outcome,
+    Render,
+    Rendered,
+    Reply,
+    ResponseCache,
+    Route,
+    StoredResponse,
+)
 
 if TYPE_CHECKING:
     from chorde_flask import Chorde
@@ -147,8 +163,15 @@ class ViewCache:
         headers = list(response.headers.items())
         return Rendered(response.status_code, headers, body, veto, response)
 
-    @staticmethod
-    def _answer(cache: ResponseCache, req: CacheRequest, outcome: Outcome) -> Any:
+    def _answer(
+        self,
+        cache: ResponseCache,
+        outcome: Outcome,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if outcome.refresh is not None:
+            self._refresh_later(cache, outcome.refresh, args, kwargs)
         if outcome.reply is not None:  # a hit, or a stored render answered like one
             return _response(outcome.reply)
         assert outcome.rendered is not None
@@ -160,25 +183,80 @@ class ViewCache:
             response.headers[name.decode("latin-1")] = value.decode("latin-1")
         return response
 
+    def _render(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Render:
+        def render(conditions: Conditions) -> Rendered:
+            with _conditions(request.environ, conditions):
+                return self._rendered(self.view(*args, **kwargs))
+
+        return render
+
+    def _arender(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ARender:
+        async def render(conditions: Conditions) -> Rendered:
+            with _conditions(request.environ, conditions):
+                return self._rendered(await self.view(*args, **kwargs))
+
+        return render
+
+    def _refresh_later(
+        self,
+        cache: ResponseCache,
+        stale: StoredResponse,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Refresh ``stale`` on a thread of its own, replaying this request (RFC 5861)."""
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        environ = dict(request.environ)
+        environ["wsgi.input"] = io.BytesIO(b"")
+        environ["CONTENT_LENGTH"] = "0"
+        is_async = inspect.iscoroutinefunction(self.view)
+
+        def run() -> None:
+            with app.request_context(environ):
+                req = self._request(cache)
+                if is_async:
+                    asyncio.run(cache.arefresh(req, stale, self._arender(args, kwargs)))
+                else:
+                    cache.refresh(req, stale, self._render(args, kwargs))
+
+        threading.Thread(target=run, name="chorde-refresh", daemon=True).start()
+
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         cache = self.ext._state().views
         req = self._request(cache)
         if req.bypass is not None:
             return self.view(*args, **kwargs)
-
-        def render() -> Rendered:
-            return self._rendered(self.view(*args, **kwargs))
-
-        return self._answer(cache, req, cache.serve(req, render))
+        return self._answer(cache, cache.serve(req, self._render(args, kwargs)), args, kwargs)
 
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         cache = self.ext._state().views
         req = self._request(cache)
         if req.bypass is not None:
             return await self.view(*args, **kwargs)
+        outcome = await cache.aserve(req, self._arender(args, kwargs))
+        return self._answer(cache, outcome, args, kwargs)
 
-        async def render() -> Rendered:
-            return self._rendered(await self.view(*args, **kwargs))
 
-        outcome = await cache.aserve(req, render)
-        return self._answer(cache, req, outcome)
+_OWN_CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH")
+_OWN_CONDITIONS += ("HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_RANGE")
+
+
+@contextlib.contextmanager
+def _conditions(environ: dict[str, Any], conditions: Conditions) -> Iterator[None]:
+    """The cache's validators in place of the request's own conditional fields, while the
+    view renders (it may then answer 304, which freshens the stored page)."""
+    if not conditions:
+        yield
+        return
+    saved = {key: environ.pop(key) for key in _OWN_CONDITIONS if key in environ}
+    added = []
+    for name, value in conditions:
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        environ[key] = value.decode("latin-1")
+        added.append(key)
+    try:
+        yield
+    finally:
+        for key in added:
+            environ.pop(key, None)
+        environ.update(saved)

@@ -11,22 +11,35 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import threading
 import weakref
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 
 from chorde.clients.base import BaseCacheClient
 from chorde.clients.urls import check_url, from_url, is_url
 from chorde.errors import ConfigurationError
-from chorde.http import CacheRequest, Rendered, Reply, ResponseCache, Route, Rules
+from chorde.http import (
+    CacheRequest,
+    Conditions,
+    Rendered,
+    Reply,
+    ResponseCache,
+    Route,
+    Rules,
+    StoredResponse,
+)
 from chorde.http.status import FIELD
 from chorde.signing import derive_checksum_keys
 
 __all__ = ["cache_response", "purge_tags"]
+
+logger = logging.getLogger("chorde.tornado")
 
 _lock = threading.Lock()
 _default_client: BaseCacheClient | None = None
@@ -158,9 +171,20 @@ class _Capture:
         return self.seen
 
     async def render(
-        self, get: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        get: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        conditions: Conditions,
     ) -> Rendered:
-        """Run ``get`` until it returns or finishes its response; see the response then."""
+        """Run ``get`` (with the cache's validators in place of the request's own conditional
+        fields) until it returns or finishes its response; see the response then."""
+        if conditions:
+            headers = self.handler.request.headers
+            for name in _OWN_CONDITIONS:
+                headers.pop(name, None)
+            for name, value in conditions:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
         self.running = running = asyncio.ensure_future(_run(get, self.handler, args, kwargs))
         await asyncio.wait({running, self.finish_requested}, return_when=FIRST_COMPLETED)
         if not self.finish_requested.done():
@@ -186,6 +210,64 @@ def _copy_outcome(source: asyncio.Future[None], dest: asyncio.Future[None]) -> N
         dest.set_exception(exc)
     else:
         dest.set_result(None)
+
+
+_OWN_CONDITIONS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+_OWN_CONDITIONS += ("If-Range",)
+# The attribute of a replayed request that carries the stale entry it refreshes.
+_REFRESH = "_chorde_refresh"
+_refreshes: set[asyncio.Future[Any]] = set()
+
+
+class _Sink:
+    """The connection of a replayed request: what the handler writes goes nowhere."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    def set_close_callback(self, callback: Any) -> None:
+        pass
+
+    def write_headers(self, start_line: Any, headers: Any, chunk: bytes | None = None) -> Any:
+        return _done()
+
+    def write(self, chunk: bytes) -> Any:
+        return _done()
+
+    def finish(self) -> None:
+        pass
+
+
+def _done() -> asyncio.Future[None]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+def _refresh_later(handler: tornado.web.RequestHandler, stale: StoredResponse) -> None:
+    """Refresh ``stale`` in the background (RFC 5861): replay the request through the
+    application, its answer written nowhere, the stored response updated."""
+    original = handler.request
+    headers = tornado.httputil.HTTPHeaders()
+    for name, value in original.headers.get_all():
+        headers.add(name, value)
+    request = tornado.httputil.HTTPServerRequest(
+        headers=headers,
+        body=b"",
+        connection=_Sink(getattr(original.connection, "context", None)),
+        start_line=tornado.httputil.RequestStartLine("GET", original.uri or "/", original.version),
+    )
+    setattr(request, _REFRESH, stale)
+
+    async def replay() -> None:
+        try:
+            await handler.application.find_handler(request).execute()  # type: ignore[union-attr]
+        except Exception:
+            logger.warning("background refresh of %s failed", original.uri, exc_info=True)
+
+    task = asyncio.ensure_future(replay())
+    _refreshes.add(task)
+    task.add_done_callback(_refreshes.discard)
 
 
 def _status_of(reply: Reply | None) -> tuple[bytes, bytes] | None:
@@ -318,24 +400,34 @@ def cache_response(
                 await _run(get, self, args, kwargs)
                 return
             capture = _Capture(self)
+
+            def render(conditions: Conditions) -> Awaitable[Rendered]:
+                return capture.render(get, args, kwargs, conditions)
+
+            stale = getattr(self.request, _REFRESH, None)
             try:
-                outcome = await cache.aserve(req, lambda: capture.render(get, args, kwargs))
-                if outcome.rendered is not None:  # the handler's own answer: say how
+                if stale is not None:  # a background refresh (see _refresh_later)
+                    await cache.arefresh(req, stale, render)
+                    return
+                outcome = await cache.aserve(req, render)
+                if outcome.own:  # the handler's own answer: say how it was handled
                     if cache.rules.tag_field is not None:
                         self.clear_header(cache.rules.tag_field)  # the cache's own field
                     field = outcome.status or _status_of(outcome.reply)
                     if field is not None:
                         self.set_header(field[0].decode("latin-1"), field[1].decode("latin-1"))
+                else:  # from the cache, another render, or a stale or freshened entry
+                    assert outcome.reply is not None
+                    _replay(self, outcome.reply)
+                if outcome.refresh is not None:
+                    _refresh_later(self, outcome.refresh)
             except BaseException:
                 if capture.running is not None:
                     capture.running.cancel()
                 raise
             finally:
                 capture.release()
-            if outcome.rendered is None:  # from the cache, or another request's render
-                assert outcome.reply is not None
-                _replay(self, outcome.reply)
-            elif capture.running is not None:
+            if capture.running is not None:
                 await capture.running  # the rest of get, after a finish() it made
 
         return wrapped

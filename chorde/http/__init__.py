@@ -9,7 +9,7 @@ objects into these.
 
 from __future__ import annotations
 
-from chorde.http.cache import Outcome, Rendered, Reply, ResponseCache
+from chorde.http.cache import ARender, Conditions, Outcome, Render, Rendered, Reply, ResponseCache
 from chorde.http.entry import StoredResponse
 from chorde.http.fields import CacheControl, parse_cache_control, parse_vary
 from chorde.http.request import CacheRequest, Headers
@@ -26,11 +26,14 @@ __all__ = [
     "DEFAULT_MAX_VARY_BYTES",
     "DEFAULT_MAX_VARY_FIELDS",
     "DEFAULT_STATUSES",
+    "ARender",
     "CacheControl",
     "CacheRequest",
+    "Conditions",
     "Decision",
     "Headers",
     "Outcome",
+    "Render",
     "Rendered",
     "Reply",
     "ResponseCache",

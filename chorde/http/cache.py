@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
-from chorde.http.request import FRESH, CacheRequest, Headers
+from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE, CacheRequest, Headers
 from chorde.http.route import DEFAULT_ROUTE, Route, check_wait_timeout
 from chorde.http.rules import Rules
 from chorde.http.status import FIELD, cache_status, check_name
 
-__all__ = ["Outcome", "Rendered", "Reply", "ResponseCache"]
+__all__ = ["ARender", "Conditions", "Outcome", "Render", "Rendered", "Reply", "ResponseCache"]
 
 logger = logging.getLogger("chorde.http")
 
@@ -72,9 +72,22 @@ class Outcome(NamedTuple):
     #: The ``Cache-Status`` field for an answer the adapter renders itself (None when the
     #: option is off, or when ``reply`` is the answer: it carries its own).
     status: tuple[bytes, bytes] | None = None
+    #: True when the adapter's own rendered response may be sent as it is (``reply``, if
+    #: any, is then the same response as stored); False when ``reply`` is the answer.
+    own: bool = False
+    #: A stale entry served while it may be refreshed (RFC 5861): the adapter refreshes it
+    #: in the background with :meth:`ResponseCache.refresh_steps`.
+    refresh: StoredResponse | None = None
 
 
 _GATEWAY_TIMEOUT = Reply(504, [(b"content-length", b"0")], b"")
+
+#: An adapter's render step: ``render(conditions)`` calls the application with
+#: ``conditions`` (the cache's ``If-None-Match``/``If-Modified-Since`` fields, when it
+#: revalidates) in place of the request's own conditional fields, and returns the response.
+Conditions = tuple[tuple[bytes, bytes], ...]
+Render = Callable[[Conditions], Rendered]
+ARender = Callable[[Conditions], Awaitable[Rendered]]
 
 
 class ResponseCache:
@@ -211,13 +224,13 @@ class ResponseCache:
     def lookup_steps(self, req: CacheRequest) -> Generator[Step, Any, StoredResponse | None]:
         """The stored entry that is ``req``'s, fresh or stale (see
         :meth:`CacheRequest.freshness`), or None."""
-        value = yield ("get", req.key)
+        value = yield ("get", req.key, None)
         names = vary_marker_names(value)
         if names is not None:
             variant = req.variant(names)
             if variant is None:
                 return None
-            value = yield ("get", (*req.key, names, variant))
+            value = yield ("get", (*req.key, names, variant), None)
         entry = StoredResponse.from_value(value)
         if entry is None or not req.usable(entry):
             return None
@@ -278,13 +291,15 @@ class ResponseCache:
         if wait_timeout is None:
             wait_timeout = self.wait_timeout
         if req.bypass is not None:
-            rendered = yield ("render",)
-            return Outcome(None, rendered, None)
-        stale = None
-        if not req.revalidates:
-            stale = yield from self.lookup_steps(req)
-            if stale is not None and req.freshness(stale, self.clock()) == FRESH:
+            rendered = yield ("render", ())
+            return Outcome(None, rendered, None, own=True)
+        stale = yield from self.lookup_steps(req)
+        if stale is not None:
+            verdict = req.freshness(stale, self.clock())
+            if verdict == FRESH:
                 return Outcome(self.reply(req, stale, hit=True), None, None)
+            if verdict == STALE_WHILE_REVALIDATE:  # RFC 5861 section 3
+                return Outcome(self.reply(req, stale, hit=True), None, None, refresh=stale)
         if req.only_if_cached:  # RFC 9111 section 5.2.1.7
             return Outcome(_GATEWAY_TIMEOUT, None, None)
         flight: Flight | None = None
@@ -304,30 +319,74 @@ class ResponseCache:
                 flight = None  # the other render is not ours to use: render our own
         entry = None
         try:
-            started = self.clock()
-            try:
-                rendered = yield ("render",)
-            except Exception:
-                if stale is not None and self.serves_on_error(stale):
-                    logger.warning("serving a stale %r: the application failed", req.key)
-                    return Outcome(self.reply(req, stale, hit=True, fwd="stale"), None, None)
-                raise
-            fwd = "stale" if stale is not None else "request" if req.revalidates else "uri-miss"
-            if rendered.status >= 500 and stale is not None and self.serves_on_error(stale):
-                answer = self.reply(req, stale, hit=True, fwd=fwd, fwd_status=rendered.status)
-                return Outcome(answer, None, None)
-            entry = self.decide(req, rendered, self.clock(), started)
-            if entry is not None:
-                yield from self.store_steps(req, entry)
-                answer = self.reply(req, entry, hit=False, fwd=fwd, stored=True)
-                return Outcome(answer, rendered, entry)
-            field = self.status_field(req, None, fwd=fwd, fwd_status=rendered.status, stored=False)
-            return Outcome(None, rendered, None, field)
+            outcome = yield from self._render_steps(req, stale)
+            entry = outcome.entry
+            return outcome
         finally:
             if flight is not None:
                 self.flights.release(flight_key, flight)
                 if not flight.done():
                     flight.set_result(entry)
+
+    def _render_steps(
+        self, req: CacheRequest, stale: StoredResponse | None
+    ) -> Generator[Step, Any, Outcome]:
+        """Render (revalidating ``stale`` with its validators), store what may be stored;
+        answer from ``stale`` when the application fails within stale-if-error."""
+        started = self.clock()
+        try:
+            rendered = yield ("render", stale.validators if stale is not None else ())
+        except Exception:
+            if stale is not None and self.serves_on_error(stale):
+                logger.warning("serving a stale %r: the application failed", req.key)
+                return Outcome(self.reply(req, stale, hit=True, fwd="stale"), None, None)
+            raise
+        fwd = "stale" if stale is not None else "request" if req.revalidates else "uri-miss"
+        if stale is not None and stale.validators and rendered.status == 304:
+            entry = self.rules.freshen(  # RFC 9111 section 4.3.4
+                req,
+                stale,
+                rendered.headers,
+                now=self.clock(),
+                ttl=req.route.ttl or self.ttl,
+                requested_at=started,
+            )
+            if entry is not None:
+                yield from self.store_steps(req, entry)
+            stored = entry is not None
+            answer = self.reply(
+                req, entry or stale, hit=True, fwd=fwd, fwd_status=304, stored=stored
+            )
+            return Outcome(answer, rendered, entry)
+        if rendered.status >= 500 and stale is not None and self.serves_on_error(stale):
+            answer = self.reply(req, stale, hit=True, fwd=fwd, fwd_status=rendered.status)
+            return Outcome(answer, rendered, None)
+        entry = self.decide(req, rendered, self.clock(), started)
+        if entry is not None:
+            yield from self.store_steps(req, entry)
+            answer = self.reply(req, entry, hit=False, fwd=fwd, stored=True)
+            return Outcome(answer, rendered, entry, own=True)
+        field = self.status_field(req, None, fwd=fwd, fwd_status=rendered.status, stored=False)
+        return Outcome(None, rendered, None, field, own=True)
+
+    def refresh_steps(self, req: CacheRequest, stale: StoredResponse) -> Generator[Step, Any, None]:
+        """Refresh ``stale`` (served while it is refreshed): one render per key at a time,
+        revalidating with its validators; a failure leaves it as it is."""
+        flight_key = (req.key, req.variant(req.route.keyed_on))
+        flight, leader = self.flights.claim(flight_key)
+        if not leader:
+            return  # a render of this page is under way already
+        flight.owner = threading.get_ident()
+        entry = None
+        try:
+            outcome = yield from self._render_steps(req, stale)
+            entry = outcome.entry
+        except Exception:  # nobody waits for it: the stale entry just stays
+            logger.warning("background refresh of %r failed", req.key, exc_info=True)
+        finally:
+            self.flights.release(flight_key, flight)
+            if not flight.done():
+                flight.set_result(entry)
 
     def serves_on_error(self, entry: StoredResponse) -> bool:
         """Whether ``entry``, stale, may answer when the application fails (RFC 5861)."""
@@ -343,10 +402,15 @@ class ResponseCache:
 
     # ---- the blocking driver ------------------------------------------------------------
 
-    def serve(self, req: CacheRequest, render: Callable[[], Rendered]) -> Outcome:
-        """Run :meth:`serve_steps` with blocking cache calls; ``render()`` renders."""
+    def serve(self, req: CacheRequest, render: Render) -> Outcome:
+        """Run :meth:`serve_steps` with blocking cache calls; ``render(conditions)`` renders
+        (with ``conditions``, the cache's validators, in place of the request's own)."""
         result: Outcome = self._drive(self.serve_steps(req), render)
         return result
+
+    def refresh(self, req: CacheRequest, stale: StoredResponse, render: Render) -> None:
+        """Run :meth:`refresh_steps` with blocking cache calls."""
+        self._drive(self.refresh_steps(req, stale), render)
 
     def lookup(self, req: CacheRequest) -> StoredResponse | None:
         """Run :meth:`lookup_steps` with blocking cache calls."""
@@ -365,7 +429,7 @@ class ResponseCache:
         """Run :meth:`purge_tags_steps` with blocking cache calls."""
         self._drive(self.purge_tags_steps(tags), None)
 
-    def _drive(self, steps: Steps, render: Callable[[], Rendered] | None) -> Any:
+    def _drive(self, steps: Steps, render: Render | None) -> Any:
         value: Any = None
         error: BaseException | None = None
         try:
@@ -379,7 +443,7 @@ class ResponseCache:
                     value = self._wait(step[1], step[2])
                 else:  # render: the application's own errors go back through the flow
                     try:
-                        value = render()  # type: ignore[misc]
+                        value = render(step[1])  # type: ignore[misc]
                     except BaseException as exc:
                         error = exc
         except StopIteration as stop:
@@ -406,10 +470,15 @@ class ResponseCache:
 
     # ---- the asyncio driver -------------------------------------------------------------
 
-    async def aserve(self, req: CacheRequest, render: Callable[[], Awaitable[Rendered]]) -> Outcome:
-        """Run :meth:`serve_steps` with the client's awaitables; ``await render()`` renders."""
+    async def aserve(self, req: CacheRequest, render: ARender) -> Outcome:
+        """Run :meth:`serve_steps` with the client's awaitables; ``await render(conditions)``
+        renders."""
         result: Outcome = await self._adrive(self.serve_steps(req), render)
         return result
+
+    async def arefresh(self, req: CacheRequest, stale: StoredResponse, render: ARender) -> None:
+        """Run :meth:`refresh_steps` with the client's awaitables."""
+        await self._adrive(self.refresh_steps(req, stale), render)
 
     async def alookup(self, req: CacheRequest) -> StoredResponse | None:
         """Run :meth:`lookup_steps` with the client's awaitables."""
@@ -428,7 +497,7 @@ class ResponseCache:
         """Awaitable :meth:`purge_tags`."""
         await self._adrive(self.purge_tags_steps(tags), None)
 
-    async def _adrive(self, steps: Steps, render: Callable[[], Awaitable[Rendered]] | None) -> Any:
+    async def _adrive(self, steps: Steps, render: ARender | None) -> Any:
         value: Any = None
         error: BaseException | None = None
         try:
@@ -442,7 +511,7 @@ class ResponseCache:
                     value = await self._await(step[1], step[2])
                 else:
                     try:
-                        value = await render()  # type: ignore[misc]
+                        value = await render(step[1])  # type: ignore[misc]
                     except BaseException as exc:
                         error = exc
         except StopIteration as stop:

@@ -371,3 +371,17 @@ def test_bad_rules_name_the_option(options: dict[str, Any], error: type, named: 
 def test_bad_routes_name_the_option(options: dict[str, Any], error: type, named: str) -> None:
     with pytest.raises(error, match=named):
         Route(**options)
+
+
+def test_a_miss_is_not_a_failure(caplog: Any) -> None:
+    """A lookup that finds nothing is quiet: only a failing client is logged."""
+    from chorde.clients.inproc import InprocCacheClient
+    from chorde.http import ResponseCache
+
+    cache = ResponseCache(InprocCacheClient(8))
+    req = cache.request(
+        method="GET", scheme="http", hosts=["a.example"], path="/", query="", headers=[]
+    )
+    with caplog.at_level("DEBUG", logger="chorde.http"):
+        assert cache.lookup(req) is None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
