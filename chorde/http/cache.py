@@ -79,6 +79,11 @@ class Outcome(NamedTuple):
     #: in the background with :meth:`ResponseCache.refresh_steps`.
     refresh: StoredResponse | None = None
 
+    @property
+    def hit(self) -> bool:
+        """True when the cache answered without rendering."""
+        return self.rendered is None and self.reply is not None
+
 
 _GATEWAY_TIMEOUT = Reply(504, [(b"content-length", b"0")], b"")
 
