@@ -10,7 +10,7 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Coroutine, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 from chorde.futures import Future
 
@@ -24,8 +24,10 @@ __all__ = [
     "set_default_executor",
 ]
 
+T = TypeVar("T")
 
-class Flight(Future):
+
+class Flight(Future[Any]):
     """A computation in progress for one key; every caller of that key waits on it."""
 
     #: Thread ident of the thread running the computation (detects self-recursion).
@@ -138,6 +140,6 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_coroutine(coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     """Run ``coro`` on chorde's background event loop thread (for callers outside a loop)."""
     return asyncio.run_coroutine_threadsafe(coro, _background_loop())

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Generator
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["Future", "chain", "completed", "failed"]
 
+T = TypeVar("T")
 
-class Future(concurrent.futures.Future):
+
+class Future(concurrent.futures.Future[T]):
     """A ``concurrent.futures.Future`` that is also awaitable on a running asyncio loop."""
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         if self.done():
             # Skip the loop round trip when the outcome is already known.
             return self.result()
@@ -26,27 +28,27 @@ class Future(concurrent.futures.Future):
         return (yield from asyncio.shield(asyncio.wrap_future(self)).__await__())
 
 
-def completed(value: Any) -> Future:
+def completed(value: T) -> Future[T]:
     """Return a :class:`Future` already resolved to ``value``."""
-    fut = Future()
+    fut: Future[T] = Future()
     fut.set_result(value)
     return fut
 
 
-def failed(exc: BaseException) -> Future:
+def failed(exc: BaseException) -> Future[Any]:
     """Return a :class:`Future` already failed with ``exc``."""
-    fut = Future()
+    fut: Future[Any] = Future()
     fut.set_exception(exc)
     return fut
 
 
-def chain(source: concurrent.futures.Future, dest: concurrent.futures.Future) -> None:
+def chain(source: concurrent.futures.Future[T], dest: concurrent.futures.Future[T]) -> None:
     """Copy the outcome of ``source`` into ``dest`` when ``source`` completes.
 
     Cancelling ``dest`` does not cancel ``source``: sources are often shared.
     """
 
-    def _copy(src: concurrent.futures.Future) -> None:
+    def _copy(src: concurrent.futures.Future[T]) -> None:
         if dest.done():
             return
         try:

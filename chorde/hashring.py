@@ -26,7 +26,7 @@ _DEFAULT_POINTS = 160
 
 try:
     # CPython's own MD5 is about twice as fast as OpenSSL's for short keys (same digests).
-    from _md5 import md5 as _md5_new
+    from _md5 import md5 as _md5_new  # type: ignore[import-not-found]  # no typeshed stub
 except ImportError:  # pragma: no cover - builds without it
 
     def _md5_new(data: bytes) -> Any:
@@ -34,7 +34,8 @@ except ImportError:  # pragma: no cover - builds without it
 
 
 def _md5(data: bytes) -> bytes:
-    return _md5_new(data).digest()
+    digest: bytes = _md5_new(data).digest()
+    return digest
 
 
 def key_hash(key: bytes) -> int:

@@ -149,7 +149,8 @@ def _encode(obj: Any, depth: int) -> bytes:
     if t is tuple:
         return _encode_tuple(obj, depth)
     if t is bytes:
-        return b"b" + obj
+        encoded: bytes = b"b" + obj
+        return encoded
     if obj is None:
         return b"N"
     if obj is True:
@@ -184,7 +185,8 @@ def encode_key(key: Any, _big: int = _BIG_INT) -> bytes:
     try:
         t = type(key)
         if t is str and key.isascii():
-            return b"s" + key.encode()
+            encoded: bytes = b"s" + key.encode()
+            return encoded
         if t is int and -_big < key < _big:
             return b"i%d" % key
         if t is tuple:

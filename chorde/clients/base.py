@@ -26,7 +26,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.sentinel import NONE
@@ -42,6 +42,7 @@ __all__ = [
 
 Key = Hashable
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +79,20 @@ def check_ttl(ttl: Any, name: str = "ttl") -> float:
     """Validate a ttl: a non-negative real number of seconds (``math.inf`` is forever)."""
     if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
         raise TypeError(f"{name} must be a number of seconds, got {ttl!r}")
-    if not ttl >= 0:  # also catches NaN
+    seconds = float(ttl)
+    if not seconds >= 0:  # also catches NaN
         raise ValueError(f"{name} must be >= 0, got {ttl!r}")
-    return float(ttl)
+    return seconds
 
 
 def check_capacity(size: Any, name: str = "size") -> int:
     """Validate a capacity: a positive integer."""
     if isinstance(size, bool) or not isinstance(size, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer, got {size!r}")
-    if size <= 0:
+    capacity = int(size)
+    if capacity <= 0:
         raise ValueError(f"{name} must be a positive integer, got {size!r}")
-    return int(size)
+    return capacity
 
 
 class BaseCacheClient(ABC):
@@ -192,7 +195,7 @@ class BaseCacheClient(ABC):
         for key, (value, ttl) in self.getTtlMulti(keys, NONE):
             yield key, value if value is not NONE and ttl > 0 else default
 
-    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict[Key, Any], ttl: float) -> None:
         """Store many ``(key, value)`` pairs (or a mapping) with one ttl."""
         if isinstance(items, dict):
             items = items.items()
@@ -249,7 +252,7 @@ class BaseCacheClient(ABC):
 
     # ---- awaitable twins -----------------------------------------------------------
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         if not self.blocking:
             return fn(*args)
         loop = asyncio.get_running_loop()
@@ -307,7 +310,9 @@ class BaseCacheClient(ABC):
         keys = list(keys)
         return await self._call(lambda: list(self.getTtlMulti(keys, default)))
 
-    async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+    async def aputMulti(
+        self, items: Iterable[tuple[Key, Any]] | dict[Key, Any], ttl: float
+    ) -> None:
         """Awaitable :meth:`putMulti`."""
         items = list(items.items() if isinstance(items, dict) else items)
         return await self._call(self.putMulti, items, ttl)
