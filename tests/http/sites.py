@@ -10,7 +10,9 @@ against each and must get the same store/serve decisions:
 
 A page is rendered from the request (the user from ``X-User``, ``Authorization`` or
 ``Cookie``, the language, the Host in a link) and its response fields come from the query:
-``cc`` (Cache-Control), ``vary``, ``status``, ``set_cookie``, ``location``. Each render
+``cc`` (Cache-Control), ``vary``, ``status``, ``set_cookie``, ``location``, ``tags``
+(Surrogate-Key), ``etag`` (answered 304 when the request's If-None-Match is it) and ``fail``
+(every render after the first answers 503). Each render
 carries ``X-Render: n``, counted per target, so a client sees whether it was answered by a
 new render or by a stored one.
 
@@ -57,6 +59,11 @@ class Renders:
             self._n[target] += 1
             return self._n[target]
 
+    def count(self, fragment: str) -> int:
+        """Renders so far of the targets containing ``fragment``."""
+        with self._lock:
+            return sum(n for target, n in self._n.items() if fragment in target)
+
 
 def render(
     renders: Renders,
@@ -78,6 +85,13 @@ def render(
         }
     ).encode()
     fields = [("Content-Type", "application/json"), ("X-Render", str(n))]
+    status = int(query.get("status", "200"))
+    if "fail" in query and n > 1:  # every render after the first fails
+        return 503, fields, b"failed"
+    if "etag" in query:
+        fields.append(("ETag", query["etag"]))
+        if header("if-none-match") == query["etag"]:  # an origin's revalidation answer
+            return 304, fields, b""
     for param, name in (
         ("cc", "Cache-Control"),
         ("vary", "Vary"),
@@ -88,7 +102,7 @@ def render(
             fields.append((name, query[param]))
     if "set_cookie" in query:
         fields.append(("Set-Cookie", f"track={n}; Path=/"))
-    return int(query.get("status", "200")), fields, body
+    return status, fields, body
 
 
 # ---- the three builds ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,6 @@ from urllib.parse import quote
 import pytest
 
 from chorde.clients.inproc import InprocCacheClient
-from chorde.clients.memcached import MemcachedClient
 from tests.http import sites
 from tests.http.hostile import HOSTILE_CACHE_CONTROL
 from tests.servers import MemcachedServer
@@ -227,6 +227,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module", params=list(sites.BUILDS))
 def site(request: pytest.FixtureRequest, backend: str) -> Iterator[sites.Site]:
     if backend == "memcached":
+        from chorde.clients.memcached import MemcachedClient
+
         server = request.getfixturevalue("shared_memcached")
         client: Any = MemcachedClient([server.address], checksum_key="tests-only", timeout=5)
     else:
@@ -316,6 +318,8 @@ def test_two_workers_sharing_memcached_never_leak(
     framework: str, shared_memcached: MemcachedServer
 ) -> None:
     """Alice on one worker, Bob on another, one memcached: what is shared, and what is not."""
+    from chorde.clients.memcached import MemcachedClient
+
     clients = [
         MemcachedClient([shared_memcached.address], checksum_key="tests-only", timeout=5)
         for _ in range(2)
@@ -370,3 +374,52 @@ def test_tags_are_never_sent_and_purge_everywhere(site: sites.Site) -> None:
     assert after.render == 2
     private = _target(Case("tags-private", [], {"tags": "x", "cc": "private"}))
     assert sites.fetch(site.port, "GET", private, ALICE).field("surrogate-key") is None
+
+
+# ---- staleness through every adapter: revalidation, RFC 5861 (real time: short lifetimes) ----
+
+
+def _wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_revalidation_through_the_application(site: sites.Site) -> None:
+    case = Case("reval", [], {"cc": "max-age=1", "etag": '"e1"'})
+    target = _target(case)
+    nonce = target.rsplit("case=", 1)[1]
+    first = sites.fetch(site.port, "GET", target, ALICE)
+    assert first.render == 1
+    time.sleep(1.2)  # stale now
+    again = sites.fetch(site.port, "GET", target, BOB)
+    # The stored body (render 1), its fields freshened from the 304 (which says render 2).
+    assert again.status == 200 and json.loads(again.body)["n"] == 1 and again.render == 2
+    assert "fwd=stale; fwd-status=304" in (again.field("cache-status") or "")
+    assert site.renders.count(nonce) == 2  # the view ran, and answered 304
+    hit = sites.fetch(site.port, "GET", target, BOB)
+    assert (hit.field("cache-status") or "").startswith("chorde; hit")
+
+
+def test_stale_while_revalidate_everywhere(site: sites.Site) -> None:
+    target = _target(Case("swr", [], {"cc": "max-age=1, stale-while-revalidate=30"}))
+    nonce = target.rsplit("case=", 1)[1]
+    assert sites.fetch(site.port, "GET", target, ALICE).render == 1
+    time.sleep(1.2)
+    stale = sites.fetch(site.port, "GET", target, BOB)
+    assert stale.render == 1 and int(stale.field("age") or 0) >= 1  # served at once
+    assert _wait_until(lambda: site.renders.count(nonce) == 2)  # refreshed in the background
+    assert _wait_until(lambda: sites.fetch(site.port, "GET", target, BOB).render == 2)
+    assert site.renders.count(nonce) == 2  # refreshed once
+
+
+def test_stale_if_error_everywhere(site: sites.Site) -> None:
+    target = _target(Case("sie", [], {"cc": "max-age=1, stale-if-error=30", "fail": "1"}))
+    assert sites.fetch(site.port, "GET", target, ALICE).render == 1
+    time.sleep(1.2)
+    answer = sites.fetch(site.port, "GET", target, BOB)
+    assert (answer.status, answer.render) == (200, 1)  # the app answered 503: stale served
+    assert "fwd=stale; fwd-status=503" in (answer.field("cache-status") or "")
