@@ -176,7 +176,7 @@ def header_length(head: bytes, file_size: int) -> int:
         raise Corrupt(f"unsupported entry format version {version}")
     if not _PREFIX <= length <= file_size:
         raise Corrupt(f"bad header length {length} (file of {file_size} bytes)")
-    return length
+    return int(length)
 
 
 def parse_header(head: bytes, file_size: int) -> Header:

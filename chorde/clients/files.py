@@ -101,7 +101,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from chorde.clients import _filestore as fs
 from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_capacity, check_ttl
@@ -148,7 +148,7 @@ def _memoryview_parts(value: memoryview) -> tuple[bytes, memoryview | bytes]:
         data = value.tobytes()
     fmt = value.format.removeprefix("@")
     if fmt in _CASTABLE_FORMATS and value.nbytes and value.ndim:
-        shape = ",".join(map(str, value.shape))
+        shape = ",".join(map(str, value.shape or ()))
         return f"{fmt};{shape}".encode("ascii"), data
     return f"B;{value.nbytes}".encode("ascii"), data
 
@@ -165,7 +165,8 @@ def _memoryview_from(mapped: mmap.mmap, start: int, length: int, meta: bytes) ->
     view = memoryview(mapped)[start : start + length]
     if fmt == "B" and len(shape) == 1:
         return view
-    return view.cast(fmt, shape)
+    # The format is only known at run time (checked against _CASTABLE_FORMATS above).
+    return view.cast(fmt, shape)  # type: ignore[call-overload, no-any-return]
 
 
 class FilesCacheClient(BaseCacheClient):
@@ -228,6 +229,11 @@ class FilesCacheClient(BaseCacheClient):
             )
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
+        if checksum_key is None:
+            raise ConfigurationError(
+                "checksum_key is required: pickled values are signed with it and verified "
+                "before they are unpickled"
+            )
         self._config = {
             "path": path,
             "size": size,
@@ -336,12 +342,14 @@ class FilesCacheClient(BaseCacheClient):
         start, length, kind = header.length, header.payload_length, header.kind
         if kind == fs.KIND_PICKLE:
             if start + length <= len(head):
-                return self._serializer.loads(memoryview(head)[start:], key=encoded)[0]
+                return self._serializer.loads(head, key=encoded, offset=start)[0]
             if length < _MAP_PICKLES_FROM:
                 return self._serializer.loads(fs.read_exact(fd, length, start), key=encoded)[0]
             mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ, **_MMAP_KW)
             try:
-                return self._serializer.loads(memoryview(mapped)[start:], key=encoded)[0]
+                # loads reads any buffer; a view of the map spares a copy of the payload.
+                payload = cast(bytes, memoryview(mapped)[start:])
+                return self._serializer.loads(payload, key=encoded)[0]
             finally:
                 # If a view escaped, the map goes away with it instead.
                 with contextlib.suppress(BufferError):
