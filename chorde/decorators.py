@@ -796,7 +796,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
     # arguments there, as functools.lru_cache does (the table's key for (namespace, *args)).
     # Looked up on the class: a wrapper forwarding attributes to an in-process client it
     # wraps must not have its own reads bypassed.
-    namespace_table = getattr(type(client), "_namespace", None)
+    namespace_table = getattr(type(client), "namespace_table", None)
     table = namespace_table(client, core.namespace) if namespace_table is not None else None
 
     if core.keyfn is not None:
@@ -813,7 +813,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
             return slow(ckey, value, ttl_left, args, kwargs, False)
 
     elif table is not None or threshold:
-        namespace_get = client._namespace_get if table is not None else None
+        namespace_get = client.namespace_get if table is not None else None
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if table is not None and args and not kwargs:

@@ -244,6 +244,12 @@ class BaseCacheClient(ABC):
             return False
         return True
 
+    def namespace_table(self, namespace: str) -> dict[Hashable, Any] | None:
+        """A table of this client's entries of keys ``(namespace, *rest)``, which ``@cached``
+        reads its hits from with ``namespace_get(table, rest, threshold, miss)`` (an
+        in-process client's fast path); None, the default, when the client keeps none."""
+        return None
+
     def close(self) -> None:
         """Release connections and threads; the client must not be used afterwards."""
 

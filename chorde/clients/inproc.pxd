@@ -92,7 +92,7 @@ cdef class _InprocClient:
 
 
     @cython.locals(now=double)
-    cpdef object _namespace_get(self, dict table, object rest, double threshold, object miss)
+    cpdef object namespace_get(self, dict table, object rest, double threshold, object miss)
     # The hot reads: their clock readings stay C doubles.
     @cython.locals(now=double)
     cpdef object get(self, object key, object default=*)

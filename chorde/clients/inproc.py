@@ -987,8 +987,8 @@ class _InprocClient:
             self._misses += 1
         return value, left
 
-    def _namespace(self, namespace: str) -> dict | None:
-        """The table of keys ``(namespace, *rest)`` for :meth:`_namespace_get`, or None when
+    def namespace_table(self, namespace: str) -> dict | None:
+        """The table of keys ``(namespace, *rest)`` for :meth:`namespace_get`, or None when
         the store has no such tables (only :class:`LinkedLRU` has) or a subclass overrides
         ``get``/``getTtl`` (its reads must go through them). For ``@cached``."""
         links = self._links
@@ -1000,9 +1000,9 @@ class _InprocClient:
             return None
         return links.space(namespace)
 
-    def _namespace_get(self, table: dict, rest: tuple, threshold: float, miss: Any) -> Any:
+    def namespace_get(self, table: dict, rest: tuple, threshold: float, miss: Any) -> Any:
         """The value of the key ``(namespace, *rest)`` from ``table`` (that namespace's, from
-        :meth:`_namespace`; ``rest`` not empty) if more than ``threshold`` seconds of it are
+        :meth:`namespace_table`; ``rest`` not empty) if more than ``threshold`` seconds of it are
         left, else ``miss``: the hit path of ``@cached``, which falls back to
         :meth:`getTtl` (counted there) on ``miss``."""
         clock = self._clock  # a local: see put

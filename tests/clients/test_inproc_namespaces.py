@@ -22,29 +22,29 @@ def _client(size=100, clock=None, **kw):
 
 
 def test_only_the_linked_store_has_namespace_tables():
-    assert _client()._namespace("ns") is not None
-    assert InprocCacheClient(10, OrderedLRU)._namespace("ns") is None
-    assert InprocCacheClient(10, "cuckoo")._namespace("ns") is None
+    assert _client().namespace_table("ns") is not None
+    assert InprocCacheClient(10, OrderedLRU).namespace_table("ns") is None
+    assert InprocCacheClient(10, "cuckoo").namespace_table("ns") is None
 
 
 def test_the_same_table_each_time():
     c = _client()
-    assert c._namespace("ns") is c._namespace("ns")
-    assert c._namespace("ns") is not c._namespace("other")
+    assert c.namespace_table("ns") is c.namespace_table("ns")
+    assert c.namespace_table("ns") is not c.namespace_table("other")
 
 
 def test_keys_route_to_the_table_and_back():
     c = _client()
-    table = c._namespace("ns")
+    table = c.namespace_table("ns")
     c.put(("ns", 1), "one", 10)
     c.put(("ns", 1, 2), "one-two", 10)
     c.put(("ns", (1, 2)), "pair", 10)
     c.put(("ns",), "bare", 10)  # no rest: stays in the main table
     c.put(("other", 1), "other", 10)
     assert set(table) == {1, (1, 2), ((1, 2),)}
-    assert c._namespace_get(table, (1,), 0, MISS) == "one"
-    assert c._namespace_get(table, (1, 2), 0, MISS) == "one-two"
-    assert c._namespace_get(table, ((1, 2),), 0, MISS) == "pair"
+    assert c.namespace_get(table, (1,), 0, MISS) == "one"
+    assert c.namespace_get(table, (1, 2), 0, MISS) == "one-two"
+    assert c.namespace_get(table, ((1, 2),), 0, MISS) == "pair"
     assert [c.get(k) for k in [("ns", 1), ("ns", 1, 2), ("ns", (1, 2)), ("ns",)]] == [
         "one",
         "one-two",
@@ -63,7 +63,7 @@ def test_keys_route_to_the_table_and_back():
 
 def test_equal_keys_find_the_same_entry():
     c = _client()
-    c._namespace("ns")
+    c.namespace_table("ns")
     c.put(("ns", 1), "one", 10)
     # Dict equality, as in the main table: 1 == 1.0 == True, a namedtuple equals its tuple.
     assert c.get(("ns", 1.0)) == "one"
@@ -76,7 +76,7 @@ def test_equal_keys_find_the_same_entry():
 
 def test_tuple_arguments_never_collide():
     c = _client()
-    table = c._namespace("ns")
+    table = c.namespace_table("ns")
     keys = [("ns", 1, 2), ("ns", (1, 2)), ("ns", ((1, 2),)), ("ns", (1,)), ("ns", 1), ("ns", ())]
     for i, k in enumerate(keys):
         c.put(k, i, 10)
@@ -87,26 +87,26 @@ def test_tuple_arguments_never_collide():
 def test_namespace_get_honours_expiry_and_threshold():
     clock = FakeClock()
     c = _client(clock=clock)
-    table = c._namespace("ns")
+    table = c.namespace_table("ns")
     c.put(("ns", "k"), "v", 10)
-    assert c._namespace_get(table, ("k",), 0, MISS) == "v"
-    assert c._namespace_get(table, ("k",), 9.5, MISS) == "v"
-    assert c._namespace_get(table, ("k",), 10, MISS) is MISS  # not more than 10 s left
+    assert c.namespace_get(table, ("k",), 0, MISS) == "v"
+    assert c.namespace_get(table, ("k",), 9.5, MISS) == "v"
+    assert c.namespace_get(table, ("k",), 10, MISS) is MISS  # not more than 10 s left
     clock.advance(10)
-    assert c._namespace_get(table, ("k",), 0, MISS) is MISS
+    assert c.namespace_get(table, ("k",), 0, MISS) is MISS
     assert c.getTtl(("ns", "k"))[1] == 0  # still held, expired
-    assert c._namespace_get(table, ("absent",), 0, MISS) is MISS
+    assert c.namespace_get(table, ("absent",), 0, MISS) is MISS
     with pytest.raises(TypeError):
-        c._namespace_get(table, (["unhashable"],), 0, MISS)
+        c.namespace_get(table, (["unhashable"],), 0, MISS)
 
 
 def test_hits_through_the_table_are_counted():
     c = _client()
-    table = c._namespace("ns")
+    table = c.namespace_table("ns")
     c.put(("ns", 1), 1, 10)
     for _ in range(3):
-        c._namespace_get(table, (1,), 0, MISS)
-    c._namespace_get(table, (2,), 0, MISS)  # a miss is counted by the caller's fallback
+        c.namespace_get(table, (1,), 0, MISS)
+    c.namespace_get(table, (2,), 0, MISS)  # a miss is counted by the caller's fallback
     assert (c.stats.hits, c.stats.misses) == (3, 0)
 
 
@@ -117,7 +117,7 @@ def test_existing_entries_move_into_a_new_table_keeping_their_order():
     c.put(("ns", 2, 3), "b", 10)
     c.put(("ns", (4,)), "c", 10)
     before = c.store.items()
-    table = c._namespace("ns")
+    table = c.namespace_table("ns")
     assert set(table) == {1, (2, 3), ((4,),)}
     assert c.store.items() == before
     assert c.usage == 4
@@ -129,7 +129,7 @@ def test_existing_entries_move_into_a_new_table_keeping_their_order():
 
 def test_capacity_and_recency_are_shared_across_tables():
     c = _client(size=3)
-    c._namespace("ns")
+    c.namespace_table("ns")
     c.put(("ns", 1), 1, 10)
     c.put("main", 2, 10)
     c.put(("ns", 2), 3, 10)
@@ -145,7 +145,7 @@ def test_capacity_and_recency_are_shared_across_tables():
 def test_clear_and_purge_reach_every_table():
     clock = FakeClock()
     c = _client(clock=clock)
-    table = c._namespace("ns")
+    table = c.namespace_table("ns")
     c.put(("ns", 1), 1, 5)
     c.put(("ns", 2), 2, 50)
     c.put("m", 3, 5)
@@ -155,9 +155,9 @@ def test_clear_and_purge_reach_every_table():
     assert c.usage == 1
     c.clear()
     assert c.usage == 0 and not table
-    assert c._namespace("ns") is table  # kept for the functions holding it
+    assert c.namespace_table("ns") is table  # kept for the functions holding it
     c.put(("ns", 1), "again", 10)
-    assert c._namespace_get(table, (1,), 0, MISS) == "again"
+    assert c.namespace_get(table, (1,), 0, MISS) == "again"
 
 
 @pytest.mark.parametrize("touch", [True, False])
@@ -168,7 +168,7 @@ def test_same_behaviour_as_without_tables(touch):
     clocks = FakeClock(), FakeClock()
     plain = _client(size=40, clock=clocks[0], touch_on_read=touch)
     routed = _client(size=40, clock=clocks[1], touch_on_read=touch)
-    routed._namespace("a")
+    routed.namespace_table("a")
 
     def key():
         n = rng.randrange(30)
@@ -178,7 +178,7 @@ def test_same_behaviour_as_without_tables(touch):
 
     for step in range(6000):
         if step == 3000:
-            routed._namespace("b")  # a second table, made while "b" keys are held
+            routed.namespace_table("b")  # a second table, made while "b" keys are held
         k = key()
         op = rng.randrange(9)
         ttl = rng.choice((1, 5, 50))
@@ -230,7 +230,7 @@ def test_threads_with_a_table_made_mid_run():
                     if v is not None and v[0] != k:
                         raise AssertionError(f"key {k!r} read value {v!r}")
                 elif op < 0.55 and table_box:
-                    v = c._namespace_get(table_box[0], (n,), 0, None)
+                    v = c.namespace_get(table_box[0], (n,), 0, None)
                     if v is not None and v[0] != ("ns", n):
                         raise AssertionError(f"table key {n!r} read value {v!r}")
                 elif op < 0.85:
@@ -248,7 +248,7 @@ def test_threads_with_a_table_made_mid_run():
     for t in threads:
         t.start()
     started.wait()
-    table_box.append(c._namespace("ns"))
+    table_box.append(c.namespace_table("ns"))
     for t in threads:
         t.join(timeout=300)
     assert not any(t.is_alive() for t in threads)
@@ -326,7 +326,7 @@ def test_a_subclass_overriding_reads_gets_no_table():
             return super().getTtl(key, default)
 
     c = Logged(10, LinkedLRU)
-    assert c._namespace("ns") is None
+    assert c.namespace_table("ns") is None
 
     @cached(c, 100, namespace="logged", async_ttl=-10)
     def f(x):
