@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from chorde.clients.base import (
     BaseCacheClient,
@@ -45,6 +45,7 @@ logger = logging.getLogger("chorde.clients.asyncache")
 
 _PUT, _DELETE, _EXPIRE, _EXCLUSIVE = "put", "delete", "expire", "exclusive"
 _MISS: Any = object()
+T = TypeVar("T")
 
 
 class _Op:
@@ -216,7 +217,7 @@ class AsyncWriteCacheClient(ClientWrapper):
                 self._work.notify()
             self._done.notify_all()
 
-    def _exclusive(self, key: Hashable, fn: Callable[[], Any]) -> Any:
+    def _exclusive(self, key: Hashable, fn: Callable[[], T]) -> T:
         """Run ``fn`` as the only writer of ``key``, after its pending writes are applied."""
         with self._lock:
             while key in self._pending or key in self._inflight:
@@ -248,14 +249,15 @@ class AsyncWriteCacheClient(ClientWrapper):
         if op.kind == _DELETE:
             return _MISS, -1.0
         value, left = yield (self.client, "getTtl", (key, _MISS))
-        if op.kind == _EXPIRE and value is not _MISS:
+        if op.kind == _EXPIRE and value is not _MISS and op.stale_at is not None:
             left = min(left, op.stale_at - self._clock())
         return value, left
 
     def _get_ttl(self, key: Hashable, default: Any) -> Steps[tuple[Any, float]]:
         op = self._find(key)
         if op is None or op.kind == _EXCLUSIVE:
-            return (yield (self.client, "getTtl", (key, default)))
+            found: tuple[Any, float] = yield (self.client, "getTtl", (key, default))
+            return found
         value, left = yield from self._read(key, op)
         if value is _MISS:
             self._misses += 1
@@ -282,7 +284,8 @@ class AsyncWriteCacheClient(ClientWrapper):
     def _contains(self, key: Hashable, ttl: float | None) -> Steps[bool]:
         op = self._find(key)
         if op is None or op.kind == _EXCLUSIVE:
-            return (yield (self.client, "contains", (key, ttl)))
+            contained: bool = yield (self.client, "contains", (key, ttl))
+            return contained
         value, left = yield from self._get_ttl(key, _MISS)
         return value is not _MISS and left > (ttl or 0)
 
@@ -312,7 +315,9 @@ class AsyncWriteCacheClient(ClientWrapper):
         """True if ``key`` has a live entry, pending writes included."""
         return run(self._contains(key, ttl))
 
-    def getTtlMulti(self, keys: Iterable[Hashable], default: Any = NONE) -> Iterator[tuple]:
+    def getTtlMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> Iterator[tuple[Hashable, Any]]:
         """Batch :meth:`getTtl`: keys without pending writes go to the client in one batch."""
         yield from run(self._multi(keys, default))
 
@@ -328,18 +333,24 @@ class AsyncWriteCacheClient(ClientWrapper):
         """Awaitable :meth:`contains`."""
         return await arun(self._contains(key, ttl))
 
-    async def agetTtlMulti(self, keys: Iterable[Hashable], default: Any = NONE) -> list[tuple]:
+    async def agetTtlMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> list[tuple[Hashable, Any]]:
         """Awaitable :meth:`getTtlMulti`."""
         return await arun(self._multi(keys, default))
 
-    async def agetMulti(self, keys: Iterable[Hashable], default: Any = NONE) -> list[tuple]:
+    async def agetMulti(
+        self, keys: Iterable[Hashable], default: Any = NONE
+    ) -> list[tuple[Hashable, Any]]:
         """Awaitable :meth:`getMulti`."""
         answer = await arun(self._multi(keys, NONE))
         return [(key, value if ttl > 0 else default) for key, (value, ttl) in answer]
 
     # ---- writes --------------------------------------------------------------------
 
-    def _puts(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> list[tuple]:
+    def _puts(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> list[tuple[Hashable, _Op]]:
         deadline = self._clock() + check_ttl(ttl)
         pairs = items.items() if isinstance(items, dict) else items
         return [(key, _Op(_PUT, value, deadline)) for key, value in pairs]
@@ -348,7 +359,9 @@ class AsyncWriteCacheClient(ClientWrapper):
         """Queue a write of ``value`` for ``ttl`` seconds (counted from now)."""
         self.putMulti([(key, value)], ttl)
 
-    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    def putMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Queue many writes with one ttl."""
         for key, op in self._puts(items, ttl):
             self._enqueue(key, op)
@@ -366,7 +379,9 @@ class AsyncWriteCacheClient(ClientWrapper):
         """Awaitable :meth:`put`: queued without blocking the loop."""
         await self.aputMulti([(key, value)], ttl)
 
-    async def aputMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    async def aputMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Awaitable :meth:`putMulti`."""
         for key, op in self._puts(items, ttl):
             await self._aenqueue(key, op)
@@ -494,7 +509,7 @@ class AsyncWriteCacheClient(ClientWrapper):
 # ---- future adapters ---------------------------------------------------------------
 
 
-def _outcome(source: concurrent.futures.Future) -> tuple[bool, Any]:
+def _outcome(source: concurrent.futures.Future[Any]) -> tuple[bool, Any]:
     """``(ok, result_or_exception)`` of a done future (cancellation is an exception)."""
     if source.cancelled():
         return False, concurrent.futures.CancelledError()
@@ -502,7 +517,18 @@ def _outcome(source: concurrent.futures.Future) -> tuple[bool, Any]:
     return (False, exc) if exc is not None else (True, source.result())
 
 
-def makeFutureWrapper(future_class: type) -> Callable[[concurrent.futures.Future], Any]:
+class _Completable(Protocol):
+    """What :func:`makeFutureWrapper` completes: a future-like with these two methods."""
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+F = TypeVar("F", bound=_Completable)
+
+
+def makeFutureWrapper(future_class: type[F]) -> Callable[[concurrent.futures.Future[Any]], F]:
     """Return ``wrap(future) -> future_class`` adapting a chorde future to another type.
 
     Supported: ``concurrent.futures.Future`` (and subclasses), ``asyncio.Future`` and its
@@ -515,7 +541,7 @@ def makeFutureWrapper(future_class: type) -> Callable[[concurrent.futures.Future
         raise TypeError(f"makeFutureWrapper needs a future class, got {future_class!r}")
     if issubclass(future_class, asyncio.Future):
 
-        def wrap_asyncio(future: concurrent.futures.Future) -> Any:
+        def wrap_asyncio(future: concurrent.futures.Future[Any]) -> F:
             if isinstance(future, future_class):
                 return future
             try:
@@ -534,7 +560,7 @@ def makeFutureWrapper(future_class: type) -> Callable[[concurrent.futures.Future
                 else:
                     dest.set_exception(value)
 
-            def on_done(source: concurrent.futures.Future) -> None:
+            def on_done(source: concurrent.futures.Future[Any]) -> None:
                 outcome = _outcome(source)
                 if loop.is_closed():
                     return
@@ -559,12 +585,12 @@ def makeFutureWrapper(future_class: type) -> Callable[[concurrent.futures.Future
             f"makeFutureWrapper: {future_class.__qualname__} has no set_result/set_exception"
         )
 
-    def wrap(future: concurrent.futures.Future) -> Any:
+    def wrap(future: concurrent.futures.Future[Any]) -> F:
         if isinstance(future, future_class):
             return future
         dest = future_class()
 
-        def on_done(source: concurrent.futures.Future) -> None:
+        def on_done(source: concurrent.futures.Future[Any]) -> None:
             ok, value = _outcome(source)
             try:
                 if ok:

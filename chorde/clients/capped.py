@@ -46,7 +46,9 @@ class CappedTtlClient(ClientWrapper):
         """Store with the ttl capped."""
         self.client.put(key, value, min(ttl, self.max_ttl))
 
-    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    def putMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Store many with the ttl capped."""
         self.client.putMulti(items, min(ttl, self.max_ttl))
 

@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 from chorde.clients.base import BaseCacheClient, ClientWrapper, check_ttl
 from chorde.clients.steps import Steps, arun, run
@@ -71,6 +71,16 @@ class NamespaceWrapper(ClientWrapper):
         """The namespace's current revision (read from the client when due)."""
         return run(self._revision_steps())
 
+    @overload
+    def _on(
+        self, name: Literal["contains", "add", "renew"], key: Hashable, *args: Any
+    ) -> Steps[bool]: ...
+    @overload
+    def _on(
+        self, name: Literal["getTtl", "updateTtl"], key: Hashable, *args: Any
+    ) -> Steps[tuple[Any, float]]: ...
+    @overload
+    def _on(self, name: str, key: Hashable, *args: Any) -> Steps[Any]: ...
     def _on(self, name: str, key: Hashable, *args: Any) -> Steps[Any]:
         """``client.name((namespace, revision, key), *args)``."""
         revision = yield from self._revision_steps()
@@ -106,7 +116,9 @@ class NamespaceWrapper(ClientWrapper):
                 answer.append((key, (default, found[1]) if found[0] is _MISS else found))
         return answer
 
-    def _put_multi(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> Steps[None]:
+    def _put_multi(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> Steps[None]:
         pairs = items.items() if isinstance(items, dict) else items
         revision = yield from self._revision_steps()
         inner = [((self.namespace, revision, k), v) for k, v in pairs]
@@ -148,7 +160,9 @@ class NamespaceWrapper(ClientWrapper):
         """Store within the namespace."""
         run(self._on("put", key, value, ttl))
 
-    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    def putMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Store many pairs within the namespace."""
         run(self._put_multi(items, ttl))
 
@@ -213,7 +227,9 @@ class NamespaceWrapper(ClientWrapper):
         """Awaitable :meth:`put`."""
         await arun(self._on("put", key, value, ttl))
 
-    async def aputMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    async def aputMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Awaitable :meth:`putMulti`."""
         await arun(self._put_multi(items, ttl))
 

@@ -167,7 +167,9 @@ class TieredInclusiveClient(BaseCacheClient):
         yield from self._each("put", key, value, ttl)
         self._sets += 1
 
-    def _put_multi(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> Steps[None]:
+    def _put_multi(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> Steps[None]:
         check_ttl(ttl)
         pairs = list(items.items() if isinstance(items, dict) else items)
         yield from self._each("putMulti", pairs, ttl)
@@ -230,7 +232,9 @@ class TieredInclusiveClient(BaseCacheClient):
         """Write to every tier."""
         run(self._put(key, value, ttl))
 
-    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    def putMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Write many pairs to every tier, in batches where a tier supports them."""
         run(self._put_multi(items, ttl))
 
@@ -310,7 +314,9 @@ class TieredInclusiveClient(BaseCacheClient):
         """Awaitable :meth:`put`."""
         await arun(self._put(key, value, ttl))
 
-    async def aputMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    async def aputMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Awaitable :meth:`putMulti`."""
         await arun(self._put_multi(items, ttl))
 
