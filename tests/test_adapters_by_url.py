@@ -164,7 +164,7 @@ def test_a_bad_url_fails_where_it_is_written() -> None:
 
     async def app(scope: Any, receive: Any, send: Any) -> None: ...
 
-    with pytest.raises(ConfigurationError, match="unknown scheme 'redis'"):
-        CacheMiddleware(app, client="redis://cache:6379")
+    with pytest.raises(ConfigurationError, match="unknown scheme 'mongodb'"):
+        CacheMiddleware(app, client="mongodb://cache:27017")
     with pytest.raises(ConfigurationError, match="did you mean 'memcached'"):
         cache_response(60, client="memcache://cache:11211")

@@ -487,3 +487,19 @@ for _name, _builtin in (
     ("files", _files),
 ):
     register_scheme(_name, _builtin)
+
+
+# Redis and Valkey: redis://, rediss://, redis+unix://, redis+sentinel://, redis+cluster://,
+# rediss+cluster:// and their valkey twins (chorde.clients.redis.schemes).
+def _redis(url: ClientURL) -> BaseCacheClient:
+    from chorde.clients.redis.schemes import build
+
+    return build(url)
+
+
+for _name in (
+    f"{base}{suffix}"
+    for base in ("redis", "valkey")
+    for suffix in ("", "s", "+unix", "+sentinel", "+cluster", "s+cluster")
+):
+    register_scheme(_name, _redis)

@@ -78,7 +78,7 @@ def test_files_by_url(tmp_path: Path) -> None:
     ("url", "options", "message"),
     [
         ("localhost:11211", {}, "not a client URL"),
-        ("redis://cache:6379", {}, "unknown scheme 'redis'"),
+        ("mongodb://cache:27017", {}, "unknown scheme 'mongodb'"),
         ("memcachd://cache:11211", {}, "did you mean 'memcached'"),
         ("inproc://?sise=10", {}, "no option 'sise' (did you mean 'size'?)"),
         ("inproc://?size=ten", {}, "'size' must be an integer, got 'ten'"),

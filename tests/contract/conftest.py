@@ -148,6 +148,34 @@ def _toy_by_url(request, clock):
 _toy_names = itertools.count()
 
 
+def _redis(request, clock):
+    from chorde.clients.redis import RedisClient
+    from tests.redis_servers import start_redis
+
+    server = start_redis(request)
+    return Env(RedisClient(server.address, checksum_key="contract"), encoded_keys=True)
+
+
+def _redis_cluster(request, clock):
+    from chorde.clients.redis import RedisClient
+    from tests.redis_servers import shared_cluster
+
+    # One cluster for the session (it takes seconds to form); a namespace per test.
+    nodes = [n.address for n in shared_cluster().nodes[:2]]
+    name = f"contract-{next(_toy_names)}"
+    client = RedisClient(cluster=nodes, checksum_key="contract", namespace=name)
+    return Env(client, encoded_keys=True)
+
+
+def _tiered_redis(request, clock):
+    from chorde.clients import from_url
+    from tests.redis_servers import start_redis
+
+    server = start_redis(request)
+    client = from_url(["inproc://?size=10", f"redis://{server.address}"], checksum_key="contract")
+    return Env(client, encoded_keys=True)
+
+
 FACTORIES: dict[str, Callable[..., Env]] = {
     "memcached-1": _memcached(1),
     "memcached-3": _memcached(3),
@@ -165,6 +193,9 @@ FACTORIES: dict[str, Callable[..., Env]] = {
     "coherent-inproc": _coherent_inproc,
     "coherent-memcached": _coherent_memcached,
     "toy-by-url": _toy_by_url,
+    "redis": _redis,
+    "redis-cluster": _redis_cluster,
+    "tiered-inproc-redis-by-url": _tiered_redis,
 }
 
 

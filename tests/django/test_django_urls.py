@@ -39,7 +39,7 @@ def test_memcached_and_tiered_by_url(memcached: Any) -> None:
 @pytest.mark.parametrize(
     ("location", "options", "message"),
     [
-        ("redis://cache:6379", {}, "unknown scheme 'redis'"),
+        ("mongodb://cache:27017", {}, "unknown scheme 'mongodb'"),
         (["inproc://", "memcachd://x:1"], {}, "did you mean 'memcached'"),
         ("inproc://", {"CLIENT": "memcached"}, "does not go with a URL LOCATION"),
         ("inproc://?sise=5", {}, "no option 'sise'"),

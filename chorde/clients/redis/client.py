@@ -1,0 +1,940 @@
+"""RedisClient: each operation written once, as a generator of calls, run by either driver.
+
+An operation (``_lookup``, ``_put``, ``_update`` ...) maps keys, encodes and decodes payloads,
+follows generations and handles faults; for I/O it yields a call (:mod:`.calls`), which
+:func:`.drivers.run` performs with redis-py's blocking client and :func:`.drivers.arun` with
+its asyncio one. See the package docstring for what is stored and how.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import random
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_ttl
+from chorde.clients.redis import scripts, topology
+from chorde.clients.redis.calls import AWAIT, CMD, INFO, NODE, PIPE, SLEEP, Op
+from chorde.clients.redis.drivers import arun as _arun
+from chorde.clients.redis.drivers import run as _run
+from chorde.clients.redis.health import Node, WriteLog, logger
+from chorde.clients.redis.topology import Topology
+from chorde.errors import CacheMissError, ConfigurationError
+from chorde.keys import encode_key, key_digest
+from chorde.sentinel import NONE
+from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
+
+__all__ = ["RedisClient"]
+
+_GEN_SIZE = 8
+_ZERO_GEN = bytes(_GEN_SIZE)
+_RECORD = struct.Struct(">8sd")
+_HORIZON = struct.Struct(">d")
+_TAG_SIZE = 32  # the payload's signature, last: what compare-and-set compares
+# Encoded keys up to this size are the Redis key as they are (after the prefix).
+_KEY_MAX = 256
+_KEY_MEMO_SIZE = 8192
+# Redis takes expiries up to about 2**63 ms; beyond ~31,000 years an entry is kept forever.
+_PX_MAX = 10**15
+_CAS_ATTEMPTS = 4
+_UPDATE_ATTEMPTS = 64
+_LOG_INTERVAL = 60.0
+_SLOTS = 16384
+# A drain of the write log deletes this many keys per command.
+_DRAIN_BATCH = 500
+
+Entry = tuple[Any, float]
+
+_slot_tags: list[bytes] | None = None
+_slot_tags_lock = threading.Lock()
+
+
+def _tags() -> list[bytes]:
+    """For each cluster slot, a short string that hashes to it (a hash tag naming the slot)."""
+    global _slot_tags
+    if _slot_tags is None:
+        from redis.crc import key_slot
+
+        with _slot_tags_lock:
+            if _slot_tags is None:
+                found: list[bytes | None] = [None] * _SLOTS
+                missing, i = _SLOTS, 0
+                while missing:
+                    tag = b"%d" % i
+                    slot = key_slot(tag)
+                    if found[slot] is None:
+                        found[slot] = tag
+                        missing -= 1
+                    i += 1
+                _slot_tags = found  # type: ignore[assignment]
+    assert _slot_tags is not None
+    return _slot_tags
+
+
+def _stale(left: float) -> float:
+    return min(left, 0.0)
+
+
+def _update_backoff(attempt: int) -> float:
+    return random.random() * min(0.0005 * (attempt + 1), 0.01)
+
+
+class RedisClient(BaseCacheClient):
+    """A shared cache on Redis or Valkey: one server, a Sentinel-watched master, or a Cluster.
+
+    Where the data lives (one of):
+
+    * ``server``: ``"host:port"`` (default ``"localhost:6379"``) with ``db``, ``username`` /
+      ``password`` (ACL), ``ssl`` and the ``ssl_*`` options for TLS; or ``unix_socket_path``;
+    * ``sentinels`` (``["host:26379", ...]``) and ``service_name``: the master the sentinels
+      name, followed through failovers (``sentinel_username``/``sentinel_password`` when the
+      sentinels want them);
+    * ``cluster`` (``["host:port", ...]``, some nodes of a Redis Cluster);
+    * ``server`` may instead be a client object of your own: a ``redis.Redis``,
+      ``redis.cluster.RedisCluster`` or ``valkey.Valkey``; ``async_client`` its asyncio twin
+      (without one, the awaitable methods use an executor). You keep them open, and close them.
+
+    ``checksum_key`` (a secret, or a list of them: sign with the first, accept any) signs
+    every value and is required. Other options:
+
+    * ``namespace``: prefix of every key; ``clear()`` clears only its namespace;
+    * ``compress`` / ``compress_threshold``: zlib above that many bytes;
+    * ``connect_timeout`` / ``timeout`` (0.5 s / 1 s) bound each call; ``retry_interval``
+      (5 s): how long a failed server is left alone before one caller probes it;
+    * ``stale_grace`` (60 s): how long Redis keeps an entry past its logical expiry, for
+      ``getTtl`` to return it stale;
+    * ``max_value_size`` (64 MiB): the largest pickle written or read;
+    * ``write_log_size`` (10,000): keys whose writes failed that are remembered (and deleted
+      before their next use); past it, a new generation clears the namespace instead;
+    * ``max_connections``: bound of each connection pool.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        server: Any = "localhost:6379",
+        checksum_key: str | bytes | Sequence[str | bytes] | None = None,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        unix_socket_path: str | None = None,
+        ssl: bool = False,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_cert_reqs: str = "required",
+        ssl_check_hostname: bool = False,
+        sentinels: Sequence[str] | None = None,
+        service_name: str = "mymaster",
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+        cluster: Sequence[str] | None = None,
+        async_client: Any = None,
+        namespace: str = "",
+        compress: bool = True,
+        compress_threshold: int = 1024,
+        connect_timeout: float = 0.5,
+        timeout: float = 1.0,
+        retry_interval: float = 5.0,
+        stale_grace: float = 60.0,
+        max_value_size: int = 64 * 1024 * 1024,
+        write_log_size: int = 10_000,
+        max_connections: int | None = None,
+    ) -> None:
+        if not checksum_key:
+            raise ConfigurationError(
+                "RedisClient needs a checksum_key: values are pickled, and unpickling is "
+                "running code, so every value is HMAC-signed and verified before it is "
+                "unpickled; without a secret key anyone who can write to the Redis could "
+                "execute code in this process"
+            )
+        for name, val in (
+            ("connect_timeout", connect_timeout),
+            ("timeout", timeout),
+            ("retry_interval", retry_interval),
+            ("stale_grace", stale_grace),
+        ):
+            check_ttl(val, name)
+        if not isinstance(namespace, str) or "{" in namespace or "}" in namespace:
+            raise ConfigurationError(
+                f"namespace must be a str without braces (a cluster hash tag), got {namespace!r}"
+            )
+        if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+            raise ConfigurationError(f"db must be a database number >= 0, got {db!r}")
+        if isinstance(write_log_size, bool) or not isinstance(write_log_size, int):
+            raise ConfigurationError(f"write_log_size must be an int, got {write_log_size!r}")
+        if sum(x is not None for x in (sentinels, cluster, unix_socket_path)) > 1:
+            raise ConfigurationError("give at most one of sentinels, cluster and unix_socket_path")
+        self._serializer = Serializer(
+            checksum_key,
+            compress=compress,
+            compress_threshold=compress_threshold,
+            max_size=max_value_size,
+        )
+        self.namespace = namespace
+        self.timeout = float(timeout)
+        self.retry_interval = float(retry_interval)
+        self.stale_grace = float(stale_grace)
+        self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
+        self._hits = self._misses = self._sets = self._errors = 0
+        self._key_memo: dict[str, tuple[bytes, bytes]] = {}
+
+        options: dict[str, Any] = {
+            "socket_connect_timeout": float(connect_timeout),
+            "socket_timeout": float(timeout),
+            "username": username,
+            "password": password,
+            "max_connections": max_connections,
+        }
+        tls = {
+            "ssl_ca_certs": ssl_ca_certs,
+            "ssl_certfile": ssl_certfile,
+            "ssl_keyfile": ssl_keyfile,
+            "ssl_cert_reqs": ssl_cert_reqs,
+            "ssl_check_hostname": ssl_check_hostname,
+        }
+        if ssl:
+            options.update(ssl=True, **tls)
+        self._topology = self._connect(
+            server,
+            async_client,
+            options,
+            db=db,
+            unix_socket_path=unix_socket_path,
+            sentinels=sentinels,
+            service_name=service_name,
+            sentinel_auth={"username": sentinel_username, "password": sentinel_password},
+            cluster=cluster,
+        )
+        self._is_cluster = self._topology.is_cluster
+
+        prefix = namespace.encode() + b":" if namespace else b""
+        self._prefix = prefix
+        internal = namespace.encode() + b"~"
+        self._record_key = internal + b"gen"
+        self._record_keys: list[bytes] | None = None
+        if self._is_cluster:
+            self._record_keys = [internal + b"gen{" + tag + b"}" for tag in _tags()]
+        # Slot (0 outside a cluster) -> (record as last read, its generation, its horizon).
+        self._records: dict[int, tuple[bytes | None, bytes, float]] = {}
+        self._main = Node(self._topology.name, self.retry_interval, self._log)
+        self._nodes: dict[str, Node] = {}
+        self._writes = WriteLog(write_log_size)
+
+    @staticmethod
+    def _connect(
+        server: Any,
+        async_client: Any,
+        options: dict[str, Any],
+        *,
+        db: int,
+        unix_socket_path: str | None,
+        sentinels: Sequence[str] | None,
+        service_name: str,
+        sentinel_auth: dict[str, Any],
+        cluster: Sequence[str] | None,
+    ) -> Topology:
+        if server is not None and not isinstance(server, str | tuple):
+            return topology.given(server, async_client)
+        if async_client is not None:
+            raise ConfigurationError("async_client goes with a client object given as server")
+        if sentinels is not None:
+            addresses = [topology.parse_address(s, topology.SENTINEL_PORT) for s in sentinels]
+            if not addresses:
+                raise ConfigurationError("sentinels must name at least one sentinel")
+            if not isinstance(service_name, str) or not service_name:
+                raise ConfigurationError(f"service_name must be a name, got {service_name!r}")
+            return topology.sentinel(
+                addresses, service_name, sentinel_kwargs=sentinel_auth, db=db, **options
+            )
+        if cluster is not None:
+            nodes = [topology.parse_address(n) for n in cluster]
+            if not nodes:
+                raise ConfigurationError("cluster must name at least one node")
+            if db:
+                raise ConfigurationError("a Redis Cluster has only db 0")
+            return topology.cluster(nodes, **options)
+        if unix_socket_path is not None:
+            for tcp_only in ("socket_connect_timeout", "ssl"):
+                options.pop(tcp_only, None)
+            return topology.standalone(
+                f"unix:{unix_socket_path}", unix_socket_path=unix_socket_path, db=db, **options
+            )
+        host, port = topology.parse_address(server)
+        return topology.standalone(f"{host}:{port}", host=host, port=port, db=db, **options)
+
+    # ---- keys, records, payloads --------------------------------------------------------------
+
+    def _map_key(self, key: Key) -> tuple[bytes, bytes]:
+        """``(Redis key, encoded key)``; str keys are memoized."""
+        if type(key) is str:
+            mapped = self._key_memo.get(key)
+            if mapped is not None:
+                return mapped
+        encoded = encode_key(key)
+        if len(encoded) <= _KEY_MAX:
+            raw = self._prefix + encoded
+        else:  # (encoded keys never start with "#")
+            raw = self._prefix + b"#" + key_digest(encoded).encode("ascii")
+        if type(key) is str:
+            memo = self._key_memo
+            if len(memo) >= _KEY_MEMO_SIZE:
+                memo.clear()
+            memo[key] = (raw, encoded)
+        return raw, encoded
+
+    def _slot(self, raw: bytes) -> int:
+        if self._record_keys is None:
+            return 0
+        from redis.crc import key_slot
+
+        return key_slot(raw)
+
+    def _record_key_of(self, slot: int) -> bytes:
+        keys = self._record_keys
+        return self._record_key if keys is None else keys[slot]
+
+    def _note(self, slot: int, record: bytes | None) -> tuple[bytes | None, bytes, float]:
+        """The generation and horizon of a record just read for ``slot`` (parsed once)."""
+        known = self._records.get(slot)
+        if known is not None and known[0] == record:
+            return known
+        if record is not None and len(record) >= _RECORD.size:
+            gen, horizon = _RECORD.unpack_from(record)
+        else:
+            gen = record[:_GEN_SIZE] if record and len(record) >= _GEN_SIZE else _ZERO_GEN
+            horizon = 0.0
+        state = (record, gen, horizon)
+        self._records[slot] = state
+        return state
+
+    def _px(self, ttl: float) -> int:
+        """Redis's expiry (ms) for an entry alive ``ttl`` more seconds; 0 is none."""
+        if ttl == math.inf:
+            return 0
+        return min(max(1, math.ceil((ttl + self.stale_grace) * 1000)), _PX_MAX)
+
+    def _encode(self, key: Key, encoded: bytes, value: Any, ttl: float) -> bytes:
+        try:
+            return self._serializer.dumps(value, key=encoded, expires=time.time() + ttl)
+        except Exception as exc:
+            exc.add_note(f"while serializing the value for cache key {key!r}")
+            raise
+
+    def _decode(
+        self, key: Key, encoded: bytes, data: bytes | None, state: tuple[Any, bytes, float]
+    ) -> Entry | None:
+        """``(value, expires)`` of a stored item, or None (absent, older generation, purged
+        or invalid: the last counted as an error)."""
+        if data is None or not data.startswith(state[1]):
+            return None
+        try:
+            entry = self._serializer.loads(data, key=encoded, offset=_GEN_SIZE)
+        except InvalidPayload as exc:
+            self._errors += 1
+            self._log.warning("chorde: dropping an invalid Redis payload for %r: %s", key, exc)
+            return None
+        if state[2] and entry[1] <= state[2]:
+            return None
+        return entry
+
+    # ---- shared steps -------------------------------------------------------------------------
+
+    def _fault(self, node: Node, exc: BaseException, what: str) -> None:
+        self._errors += 1
+        node.failed(exc, what)
+
+    def _reach(self, raw: bytes, what: str) -> Op[Node | None]:
+        """The node serving ``raw``, if usable now (None: treat it as down; counted). A node
+        probed after being down first settles what failed meanwhile."""
+        main = self._main
+        if main.dead_until and not main.usable():
+            self._errors += 1
+            return None
+        node = main
+        if self._is_cluster:
+            try:
+                name = yield (NODE, raw)
+            except Exception as exc:
+                self._fault(main, exc, what)
+                return None
+            node = self._nodes.get(name) or self._nodes.setdefault(
+                name, Node(name, self.retry_interval, self._log)
+            )
+            if node.dead_until and not node.usable():
+                self._errors += 1
+                return None
+        if node.dead_until or main.dead_until:
+            if self._writes and not (yield from self._settle(list(self._writes.keys), node, what)):
+                return None
+            node.back()
+            main.back()
+        return node
+
+    def _node_for(self, raw: bytes, what: str) -> Op[Node | None]:
+        """:meth:`_reach`, then the key's own debt settled (its last write failed)."""
+        node = yield from self._reach(raw, what)
+        writes = self._writes
+        owed = node is not None and (writes.clear_owed or (writes.keys and raw in writes.keys))
+        if owed and not (yield from self._settle([raw], node, what)):
+            return None
+        return node
+
+    def _settle(self, raws: list[bytes], node: Node, what: str) -> Op[bool]:
+        """Redo an owed clear, else delete ``raws`` (keys whose last write failed); False
+        when that failed (the node is then down)."""
+        writes = self._writes
+        if writes.clear_owed:
+            return (yield from self._clear())
+        for start in range(0, len(raws), _DRAIN_BATCH):
+            batch = raws[start : start + _DRAIN_BATCH]
+            try:
+                if self._is_cluster:
+                    replies = yield (PIPE, [("DEL", raw) for raw in batch])
+                    done = [k for k, r in zip(batch, replies, strict=True) if not _failed(r)]
+                else:
+                    yield (CMD, ("DEL", *batch))
+                    done = batch
+            except Exception as exc:
+                self._fault(node, exc, what)
+                return False
+            writes.settled(done)
+            if len(done) < len(batch):
+                return False
+        return True
+
+    def _dropped(self, raws: list[bytes]) -> None:
+        """Writes of ``raws`` did not happen (or may not have): counted and logged."""
+        self._errors += len(raws)
+        self._writes.failed(raws)
+
+    def _script(self, script: scripts.Script, keys: tuple[bytes, ...], *args: Any) -> Op[Any]:
+        """Run a script by SHA1, sending it whole when the server does not know it yet."""
+        try:
+            return (yield (CMD, ("EVALSHA", script.sha, len(keys), *keys, *args)))
+        except Exception as exc:
+            if type(exc).__name__ != "NoScriptError":
+                raise
+        return (yield (CMD, ("EVAL", script.source, len(keys), *keys, *args)))
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def _lookup(self, key: Key) -> Op[Entry | None]:
+        """``(value, expires)`` for ``key``, stale included, or None on a miss."""
+        raw, encoded = self._map_key(key)
+        node = yield from self._node_for(raw, "a get")
+        if node is None:
+            return None
+        slot = self._slot(raw)
+        try:
+            data, record = yield (CMD, ("MGET", raw, self._record_key_of(slot)))
+        except Exception as exc:
+            self._fault(node, exc, "a get")
+            return None
+        return self._decode(key, encoded, data, self._note(slot, record))
+
+    def _live(self, key: Key, entry: Entry | None, default: Any) -> Any:
+        if entry is not None and entry[1] > time.time():
+            self._hits += 1
+            return entry[0]
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default
+
+    def _with_ttl(self, key: Key, entry: Entry | None, default: Any) -> tuple[Any, float]:
+        if entry is not None:
+            self._hits += 1
+            return entry[0], entry[1] - time.time()
+        self._misses += 1
+        if default is NONE:
+            raise CacheMissError(key)
+        return default, -1.0
+
+    def _contained(self, key: Key, entry: Entry | None, ttl: float | None) -> bool:
+        if entry is None:
+            self._misses += 1
+            return False
+        return self._with_ttl(key, entry, NONE)[1] > (ttl or 0)
+
+    def get(self, key: Key, default: Any = NONE) -> Any:
+        """Return the live value for ``key``, ``default`` if given, else raise a miss."""
+        return self._live(key, _run(self._lookup(key), self._topology), default)
+
+    async def aget(self, key: Key, default: Any = NONE) -> Any:
+        """Awaitable :meth:`get` (native asyncio)."""
+        return self._live(key, await _arun(self._lookup(key), self._topology), default)
+
+    def getTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
+        """Return ``(value, ttl_left)``; stale entries come back with ``ttl_left <= 0``."""
+        return self._with_ttl(key, _run(self._lookup(key), self._topology), default)
+
+    async def agetTtl(self, key: Key, default: Any = NONE) -> tuple[Any, float]:
+        """Awaitable :meth:`getTtl` (native asyncio)."""
+        return self._with_ttl(key, await _arun(self._lookup(key), self._topology), default)
+
+    def contains(self, key: Key, ttl: float | None = None) -> bool:
+        """True if ``key`` has a live entry (with more than ``ttl`` seconds left, if given)."""
+        return self._contained(key, _run(self._lookup(key), self._topology), ttl)
+
+    async def acontains(self, key: Key, ttl: float | None = None) -> bool:
+        """Awaitable :meth:`contains` (native asyncio)."""
+        return self._contained(key, await _arun(self._lookup(key), self._topology), ttl)
+
+    def _fetch_many(self, raws: list[bytes]) -> Op[tuple[dict[bytes, bytes], dict[int, Any]]]:
+        """What is stored under ``raws`` and the records of their slots: one round trip per
+        node (one MGET outside a cluster, one per slot in it)."""
+        found: dict[bytes, bytes] = {}
+        states: dict[int, Any] = {}
+        usable = yield from self._usable(raws, "a multi-get")
+        if not usable:
+            return found, states
+        if not self._is_cluster:
+            try:
+                values = yield (CMD, ("MGET", *usable, self._record_key))
+            except Exception as exc:
+                self._fault(self._main, exc, "a multi-get")
+                return found, states
+            states[0] = self._note(0, values.pop())
+            found = {raw: v for raw, v in zip(usable, values, strict=True) if v is not None}
+            return found, states
+        by_slot: dict[int, list[bytes]] = {}
+        for raw in usable:
+            by_slot.setdefault(self._slot(raw), []).append(raw)
+        commands = [("MGET", *ks, self._record_key_of(s)) for s, ks in by_slot.items()]
+        try:
+            replies = yield (PIPE, commands)
+        except Exception as exc:
+            self._fault(self._main, exc, "a multi-get")
+            return found, states
+        for (slot, ks), reply in zip(by_slot.items(), replies, strict=True):
+            if _failed(reply):
+                self._errors += len(ks)
+                continue
+            states[slot] = self._note(slot, reply.pop())
+            found.update((raw, v) for raw, v in zip(ks, reply, strict=True) if v is not None)
+        return found, states
+
+    def _usable(self, raws: list[bytes], what: str) -> Op[list[bytes]]:
+        """Those of ``raws`` (each once) on nodes usable now, their debts settled."""
+        raws = list(dict.fromkeys(raws))
+        if self._is_cluster:
+            usable = []
+            for raw in raws:
+                if (yield from self._node_for(raw, what)) is not None:
+                    usable.append(raw)
+            return usable
+        node = yield from self._reach(raws[0] if raws else b"", what)
+        if node is None:
+            return []
+        writes = self._writes
+        owed = [raw for raw in raws if raw in writes.keys] if writes.keys else []
+        if (writes.clear_owed or owed) and not (yield from self._settle(owed, node, what)):
+            return []
+        return raws
+
+    def _multi(self, keys: Iterable[Key], default: Any, with_ttl: bool) -> Op[list]:
+        keys = list(keys)
+        mapped = [self._map_key(key) for key in keys]
+        found, states = yield from self._fetch_many([raw for raw, _ in mapped])
+        now = time.time()
+        miss = (default, -1.0) if with_ttl else default
+        result: list[tuple[Key, Any]] = []
+        hits = 0
+        for key, (raw, encoded) in zip(keys, mapped, strict=True):
+            data = found.get(raw)
+            state = states.get(self._slot(raw)) if data is not None else None
+            entry = None if state is None else self._decode(key, encoded, data, state)
+            if entry is None or (not with_ttl and entry[1] <= now):
+                result.append((key, miss))
+                continue
+            hits += 1
+            result.append((key, (entry[0], entry[1] - now) if with_ttl else entry[0]))
+        self._hits += hits
+        self._misses += len(keys) - hits
+        return result
+
+    def getTtlMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
+        """Yield ``(key, (value, ttl_left))``; one round trip per node."""
+        return iter(_run(self._multi(keys, default, True), self._topology))
+
+    async def agetTtlMulti(
+        self, keys: Iterable[Key], default: Any = NONE
+    ) -> list[tuple[Key, tuple[Any, float]]]:
+        """Awaitable :meth:`getTtlMulti`, returning a list of pairs (native asyncio)."""
+        return await _arun(self._multi(keys, default, True), self._topology)
+
+    def getMulti(self, keys: Iterable[Key], default: Any = NONE) -> Iterator[tuple[Key, Any]]:
+        """Yield ``(key, value)``; misses and stale entries give ``default``."""
+        return iter(_run(self._multi(keys, default, False), self._topology))
+
+    async def agetMulti(self, keys: Iterable[Key], default: Any = NONE) -> list[tuple[Key, Any]]:
+        """Awaitable :meth:`getMulti`, returning a list of pairs (native asyncio)."""
+        return await _arun(self._multi(keys, default, False), self._topology)
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    def _store(
+        self, script: scripts.Script, key: Key, value: Any, ttl: float, what: str, *extra: Any
+    ) -> Op[tuple[int, Any]]:
+        """Run a writing script for ``key``: ``(slot, reply)``, the reply :data:`_FAILED`
+        when the write did not happen (counted, and the key in the write log)."""
+        ttl = check_ttl(ttl)
+        raw, encoded = self._map_key(key)
+        payload = self._encode(key, encoded, value, ttl)
+        slot = self._slot(raw)
+        node = yield from self._node_for(raw, what)
+        if node is None:
+            self._writes.failed([raw])
+            return slot, _FAILED
+        keys = (raw, self._record_key_of(slot))
+        try:
+            return slot, (yield from self._script(script, keys, payload, self._px(ttl), *extra))
+        except Exception as exc:
+            self._fault(node, exc, what)
+            self._writes.failed([raw])
+            return slot, _FAILED
+
+    def _put(self, key: Key, value: Any, ttl: float) -> Op[None]:
+        slot, record = yield from self._store(scripts.PUT, key, value, ttl, "a set")
+        if record is not _FAILED:
+            self._sets += 1
+            self._note(slot, record)
+
+    def put(self, key: Key, value: Any, ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds; dropped (counted, logged) if Redis is down."""
+        _run(self._put(key, value, ttl), self._topology)
+
+    async def aput(self, key: Key, value: Any, ttl: float) -> None:
+        """Awaitable :meth:`put` (native asyncio)."""
+        await _arun(self._put(key, value, ttl), self._topology)
+
+    def _put_many(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> Op[None]:
+        ttl = check_ttl(ttl)
+        if isinstance(items, dict):
+            items = items.items()
+        px = self._px(ttl)
+        planned: dict[bytes, bytes] = {}
+        for key, value in items:
+            raw, encoded = self._map_key(key)
+            planned[raw] = self._encode(key, encoded, value, ttl)
+        usable = set((yield from self._usable(list(planned), "a multi-set")))
+        if len(usable) < len(planned):
+            self._writes.failed([raw for raw in planned if raw not in usable])
+        commands = []
+        raws = []
+        for raw, payload in planned.items():
+            if raw in usable:
+                record_key = self._record_key_of(self._slot(raw))
+                commands.append(("EVALSHA", scripts.PUT.sha, 2, raw, record_key, payload, px))
+                raws.append(raw)
+        if not commands:
+            return
+        replies = yield from self._pipe_scripts(commands, scripts.PUT)
+        failed = [raw for raw, reply in zip(raws, replies, strict=True) if _failed(reply)]
+        self._sets += len(raws) - len(failed)
+        if failed:
+            self._dropped(failed)
+
+    def _pipe_scripts(self, commands: list[tuple], script: scripts.Script) -> Op[list[Any]]:
+        """Replies of ``EVALSHA`` commands sent together; those that met a server without the
+        script go again as ``EVAL``. A pipeline that failed as a whole gives its exception
+        for every command (and marks the node down)."""
+        try:
+            replies = yield (PIPE, commands)
+        except Exception as exc:
+            self._fault(self._main, exc, "a pipeline")
+            return [exc] * len(commands)
+        again = [i for i, r in enumerate(replies) if type(r).__name__ == "NoScriptError"]
+        if again:
+            retried = [("EVAL", script.source, *commands[i][2:]) for i in again]
+            try:
+                answers = yield (PIPE, retried)
+            except Exception as exc:
+                answers = [exc] * len(retried)
+            for i, answer in zip(again, answers, strict=True):
+                replies[i] = answer
+        return replies
+
+    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+        """Store many pairs with one ttl; one round trip per node."""
+        _run(self._put_many(items, ttl), self._topology)
+
+    async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+        """Awaitable :meth:`putMulti` (native asyncio)."""
+        await _arun(self._put_many(items, ttl), self._topology)
+
+    def _add(self, key: Key, value: Any, ttl: float) -> Op[bool]:
+        now = repr(time.time())
+        stored = (yield from self._store(scripts.ADD, key, value, ttl, "an add", now))[1]
+        if stored is _FAILED or not stored:
+            return False
+        self._sets += 1
+        return True
+
+    def add(self, key: Key, value: Any, ttl: float) -> bool:
+        """Store only if ``key`` has no live entry; one atomic command (a script)."""
+        return _run(self._add(key, value, ttl), self._topology)
+
+    async def aadd(self, key: Key, value: Any, ttl: float) -> bool:
+        """Awaitable :meth:`add` (native asyncio)."""
+        return await _arun(self._add(key, value, ttl), self._topology)
+
+    def _delete(self, key: Key) -> Op[None]:
+        raw, _ = self._map_key(key)
+        node = yield from self._node_for(raw, "a delete")
+        if node is None:
+            self._writes.failed([raw])
+            return
+        try:
+            yield (CMD, ("DEL", raw))
+        except Exception as exc:
+            self._fault(node, exc, "a delete")
+            self._writes.failed([raw])
+
+    def delete(self, key: Key) -> None:
+        """Remove ``key``."""
+        _run(self._delete(key), self._topology)
+
+    async def adelete(self, key: Key) -> None:
+        """Awaitable :meth:`delete` (native asyncio)."""
+        await _arun(self._delete(key), self._topology)
+
+    # ---- read-modify-write: compare-and-set on the entry's signature --------------------------
+
+    def _read_for_update(
+        self, key: Key, raw: bytes, encoded: bytes
+    ) -> Op[tuple[bytes, bytes, Entry] | None]:
+        """``(record key, tag, (value, expires))`` of the stored entry, or None."""
+        slot = self._slot(raw)
+        record_key = self._record_key_of(slot)
+        data, record = yield (CMD, ("MGET", raw, record_key))
+        entry = self._decode(key, encoded, data, self._note(slot, record))
+        if entry is None:
+            return None
+        return record_key, data[-_TAG_SIZE:], entry
+
+    def _rewrite(self, key: Key, new_ttl: Callable[[float], float], what: str) -> Op[bool]:
+        """Re-sign the entry of ``key`` with the ttl ``new_ttl(ttl_left)`` (renew, expire)."""
+        raw, encoded = self._map_key(key)
+        node = yield from self._node_for(raw, what)
+        if node is None:
+            return False
+        try:
+            for _ in range(_CAS_ATTEMPTS):
+                found = yield from self._read_for_update(key, raw, encoded)
+                if found is None:
+                    return False
+                record_key, tag, (value, expires) = found
+                ttl = new_ttl(expires - time.time())
+                payload = self._encode(key, encoded, value, ttl)
+                done = yield from self._script(
+                    scripts.CAS, (raw, record_key), payload, self._px(ttl), tag
+                )
+                if done:
+                    return done > 0
+        except Exception as exc:
+            self._fault(node, exc, what)
+            self._writes.failed([raw])
+        return False
+
+    def renew(self, key: Key, ttl: float) -> bool:
+        """Give an existing entry (stale or not) ``ttl`` more seconds; False if absent."""
+        ttl = check_ttl(ttl)
+        return _run(self._rewrite(key, lambda _left: ttl, "a renew"), self._topology)
+
+    async def arenew(self, key: Key, ttl: float) -> bool:
+        """Awaitable :meth:`renew` (native asyncio)."""
+        ttl = check_ttl(ttl)
+        return await _arun(self._rewrite(key, lambda _left: ttl, "a renew"), self._topology)
+
+    def expire(self, key: Key) -> None:
+        """Mark the entry stale now; ``getTtl`` still returns it for ``stale_grace`` seconds."""
+        _run(self._rewrite(key, _stale, "an expire"), self._topology)
+
+    async def aexpire(self, key: Key) -> None:
+        """Awaitable :meth:`expire` (native asyncio)."""
+        await _arun(self._rewrite(key, _stale, "an expire"), self._topology)
+
+    def _update(self, key: Key, fn: Callable[[Any], Any], ttl: float | None) -> Op[Entry]:
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        raw, encoded = self._map_key(key)
+        node = yield from self._node_for(raw, "an update")
+        if node is None:
+            raise CacheMissError(key)
+        for attempt in range(_UPDATE_ATTEMPTS):
+            try:
+                found = yield from self._read_for_update(key, raw, encoded)
+            except Exception as exc:
+                self._fault(node, exc, "an update")
+                raise CacheMissError(key) from exc
+            now = time.time()
+            if found is None or found[2][1] <= now:
+                raise CacheMissError(key)
+            record_key, tag, (value, expires) = found
+            new = fn(value)
+            if inspect.isawaitable(new):
+                new = yield (AWAIT, new)
+            new_ttl = expires - now if ttl is None else ttl
+            payload = self._encode(key, encoded, new, new_ttl)
+            try:
+                done = yield from self._script(
+                    scripts.CAS, (raw, record_key), payload, self._px(new_ttl), tag
+                )
+            except Exception as exc:
+                self._fault(node, exc, "an update")
+                self._writes.failed([raw])
+                raise CacheMissError(key) from exc
+            if done > 0:
+                self._sets += 1
+                return new, new_ttl
+            if done < 0:
+                raise CacheMissError(key)
+            yield (SLEEP, _update_backoff(attempt))
+        raise RuntimeError(
+            f"update of cache key {key!r} lost {_UPDATE_ATTEMPTS} compare-and-set races in a row"
+        )
+
+    def update(self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+        """Atomically replace the live value of ``key`` by ``fn(value)``; return the new value.
+
+        Compare-and-set on the entry's signature (a script): if another client wrote the
+        entry between the read and the write, ``fn`` runs again on the newer value, up to 64
+        times with a short random back-off, then ``RuntimeError``. ``ttl=None`` keeps the
+        time the entry had left. A missing or stale entry, or a down server, raises
+        :class:`~chorde.CacheMissError`; what ``fn`` raises propagates.
+        """
+        return self.updateTtl(key, fn, ttl)[0]
+
+    def updateTtl(
+        self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """:meth:`update`, returning ``(new value, ttl_left)``."""
+        return _run(self._update(key, fn, ttl), self._topology)
+
+    async def aupdate(self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+        """Awaitable :meth:`update` (native asyncio); ``fn`` may be a coroutine function."""
+        return (await self.aupdateTtl(key, fn, ttl))[0]
+
+    async def aupdateTtl(
+        self, key: Key, fn: Callable[[Any], Any], ttl: float | None = None
+    ) -> tuple[Any, float]:
+        """Awaitable :meth:`updateTtl` (native asyncio)."""
+        return await _arun(self._update(key, fn, ttl), self._topology)
+
+    # ---- the namespace: clear, purge ----------------------------------------------------------
+
+    def _record_keys_all(self) -> list[bytes]:
+        return [self._record_key] if self._record_keys is None else self._record_keys
+
+    def _clear(self) -> Op[bool]:
+        """A new generation on every record; True when every one was written."""
+        record = _RECORD.pack(os.urandom(_GEN_SIZE), 0.0)
+        keys = self._record_keys_all()
+        try:
+            if len(keys) == 1:
+                replies = [(yield (CMD, ("SET", keys[0], record)))]
+            else:
+                replies = yield (PIPE, [("SET", k, record) for k in keys])
+        except Exception as exc:
+            replies = [exc]
+        failures = [r for r in replies if _failed(r)]
+        if failures:
+            self._fault(self._main, failures[0], "a clear")
+            self._writes.owe_clear()
+            return False
+        self._writes.cleared()
+        self._records.clear()
+        return True
+
+    def clear(self) -> None:
+        """Invalidate every entry of this namespace (a new generation; never FLUSHDB)."""
+        _run(self._clear(), self._topology)
+
+    async def aclear(self) -> None:
+        """Awaitable :meth:`clear` (native asyncio)."""
+        await _arun(self._clear(), self._topology)
+
+    def _purge(self, timeout: float) -> Op[None]:
+        horizon = _HORIZON.pack(time.time() - check_ttl(timeout, "timeout"))
+        keys = self._record_keys_all()
+        commands = [("EVALSHA", scripts.HORIZON.sha, 1, k, horizon) for k in keys]
+        replies = yield from self._pipe_scripts(commands, scripts.HORIZON)
+        failures = [r for r in replies if _failed(r)]
+        if failures:
+            self._fault(self._main, failures[0], "a purge")
+        self._records.clear()
+
+    def purge(self, timeout: float = 0) -> None:
+        """Hide, for every client of the namespace, entries expired over ``timeout`` s ago.
+
+        Redis frees them itself once their key expires (``stale_grace`` after the logical
+        expiry); purging raises the horizon kept in the namespace's record, so ``getTtl``
+        stops returning them at once.
+        """
+        _run(self._purge(timeout), self._topology)
+
+    async def apurge(self, timeout: float = 0) -> None:
+        """Awaitable :meth:`purge` (native asyncio)."""
+        await _arun(self._purge(timeout), self._topology)
+
+    # ---- introspection ------------------------------------------------------------------------
+
+    def _info(self, section: str) -> Op[list[dict[str, Any]]]:
+        main = self._main
+        if main.dead_until and not main.usable():
+            return []
+        try:
+            return (yield (INFO, section))
+        except Exception as exc:
+            self._fault(main, exc, "INFO")
+            return []
+
+    @property
+    def capacity(self) -> int:
+        """Memory the reachable masters may use, in bytes (their ``maxmemory``, else the
+        machine's memory)."""
+        found = _run(self._info("memory"), self._topology)
+        return sum(
+            int(i.get("maxmemory") or 0) or int(i.get("total_system_memory") or 0) for i in found
+        )
+
+    @property
+    def usage(self) -> int:
+        """Bytes used on the reachable masters (every namespace)."""
+        return sum(
+            int(i.get("used_memory") or 0) for i in _run(self._info("memory"), self._topology)
+        )
+
+    @property
+    def stats(self) -> CacheStats:
+        """Client-side counters (evictions are the server's business, reported as 0)."""
+        return CacheStats(self._hits, self._misses, self._sets, 0, self._errors)
+
+    def close(self) -> None:
+        """Close the connections (those of running event loops on their loop)."""
+        self._topology.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections, then the others."""
+        await self._topology.aclose()
+
+    def __repr__(self) -> str:
+        return f"<RedisClient {self._topology.name} namespace={self.namespace!r}>"
+
+
+#: What a write that did not happen replies.
+_FAILED: Any = object()
+
+
+def _failed(reply: Any) -> bool:
+    return isinstance(reply, BaseException)

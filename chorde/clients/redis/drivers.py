@@ -1,0 +1,118 @@
+"""The two drivers of the Redis client's operations: blocking (:func:`run`) and asyncio
+(:func:`arun`), each performing the calls of :mod:`.calls` with its redis-py client."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from typing import Any, Generic, TypeVar
+
+from chorde.clients.redis import calls
+from chorde.clients.redis.topology import Topology
+
+__all__ = ["arun", "run"]
+
+T = TypeVar("T")
+_CMD = calls.CMD
+
+
+class _Steps(Generic[T]):
+    """An operation as an iterator of its calls: set :attr:`result` (or :attr:`error`) after
+    each call; once it returns, :attr:`value` is its result."""
+
+    __slots__ = ("error", "op", "result", "value")
+
+    def __init__(self, op: calls.Op[T]) -> None:
+        self.op = op
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> _Steps[T]:
+        return self
+
+    def __next__(self) -> tuple:
+        error, self.error = self.error, None
+        try:
+            return self.op.send(self.result) if error is None else self.op.throw(error)
+        except StopIteration as stop:
+            self.value: T = stop.value
+            raise StopIteration from None
+        except BaseException:
+            self.op.close()
+            raise
+
+
+def run(op: calls.Op[T], topology: Topology) -> T:
+    """Drive ``op`` to its end on the calling thread; return its result."""
+    client = topology.sync()
+    steps = _Steps(op)
+    for call in steps:
+        try:
+            if call[0] is _CMD:
+                steps.result = client.execute_command(*call[1])
+            else:
+                steps.result = _other(client, call, topology.is_cluster)
+        except Exception as exc:
+            steps.error = exc
+    return steps.value
+
+
+def _other(client: Any, call: tuple, is_cluster: bool) -> Any:
+    kind = call[0]
+    if kind is calls.PIPE:
+        pipe = client.pipeline(transaction=False)
+        for args in call[1]:
+            pipe.execute_command(*args)
+        return pipe.execute(raise_on_error=False)
+    if kind is calls.NODE:
+        return client.get_node_from_key(call[1]).name
+    if kind is calls.INFO:
+        if is_cluster:
+            return list(client.info(call[1], target_nodes=client.PRIMARIES).values())
+        return [client.info(call[1])]
+    if kind is calls.SLEEP:
+        time.sleep(call[1])
+        return None
+    return call[1]  # calls.AWAIT: nothing to wait for without an event loop
+
+
+async def arun(op: calls.Op[T], topology: Topology) -> T:
+    """Drive ``op`` to its end on the running event loop (an executor runs it with the
+    blocking client when the topology has no asyncio client)."""
+    loop = asyncio.get_running_loop()
+    if not topology.native_async:
+        return await loop.run_in_executor(None, functools.partial(run, op, topology))
+    client = topology.for_loop(loop)
+    steps = _Steps(op)
+    for call in steps:
+        try:
+            if call[0] is _CMD:
+                steps.result = await client.execute_command(*call[1])
+            else:
+                steps.result = await _aother(client, call, topology.is_cluster)
+        except Exception as exc:
+            steps.error = exc
+    return steps.value
+
+
+async def _aother(client: Any, call: tuple, is_cluster: bool) -> Any:
+    kind = call[0]
+    if kind is calls.PIPE:
+        pipe = client.pipeline(transaction=False)
+        for args in call[1]:
+            pipe.execute_command(*args)
+        return await pipe.execute(raise_on_error=False)
+    if kind is calls.NODE:
+        await client.initialize()
+        return client.get_node_from_key(call[1]).name
+    if kind is calls.INFO:
+        target = {"target_nodes": client.PRIMARIES} if is_cluster else {}
+        found = await client.info(call[1], **target)
+        return list(found.values()) if is_cluster else [found]
+    if kind is calls.SLEEP:
+        await asyncio.sleep(call[1])
+        return None
+    value = call[1]  # calls.AWAIT
+    return await value if inspect.isawaitable(value) else value

@@ -1,0 +1,289 @@
+"""The redis-py clients a :class:`~chorde.clients.redis.RedisClient` talks through.
+
+A :class:`Topology` builds them: one blocking client (thread-safe: redis-py hands each call a
+pooled connection) and one asyncio client per event loop (redis-py's asyncio connections
+belong to the loop that opened them). A loop's client is closed when the loop shuts down:
+a guard, an async generator started on the loop, is finalised by the loop's own
+``shutdown_asyncgens`` (``asyncio.run`` and pytest-asyncio call it) and closes the client
+while the loop still runs.
+
+The builders (:func:`standalone`, :func:`sentinel`, :func:`cluster`, :func:`given`) set what
+the fault handling relies on: connect and read timeouts, no retries inside redis-py (the
+client decides what a failure means, and a retry would double a hung server's wait), no
+``CLIENT SETINFO`` round trips on connect, RESP2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any
+
+from chorde.errors import ConfigurationError, requires_extra
+
+__all__ = ["Topology", "cluster", "given", "parse_address", "sentinel", "standalone"]
+
+DEFAULT_PORT = 6379
+SENTINEL_PORT = 26379
+
+
+def parse_address(spec: str | tuple[str, int], default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``"host:port"``, ``"host"``, ``"[v6]:port"`` or ``(host, port)`` to ``(host, port)``."""
+    if isinstance(spec, tuple) and len(spec) == 2:
+        host, port = spec
+    elif isinstance(spec, str) and spec:
+        host, port_text = spec, ""
+        if spec.startswith("["):
+            host, _, rest = spec[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else rest
+        elif spec.count(":") == 1:
+            host, port_text = spec.split(":")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            raise ConfigurationError(f"Redis address {spec!r} has a bad port") from None
+    else:
+        raise ConfigurationError(f"Redis address {spec!r} must be 'host:port' or (host, port)")
+    if not isinstance(host, str) or not host or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError(f"Redis address {spec!r} needs a host and a port in 1..65535")
+    return host, port
+
+
+class Topology:
+    """Makes and keeps the blocking client and each event loop's asyncio client.
+
+    ``make_async`` is None for a client object given by the user without an asyncio twin:
+    the awaitable methods then run the blocking ones on an executor.
+    """
+
+    def __init__(
+        self,
+        make_sync: Callable[[], Any],
+        make_async: Callable[[], Any] | None,
+        *,
+        is_cluster: bool,
+        name: str,
+        owned: bool = True,
+    ) -> None:
+        self._make_sync = make_sync
+        self._make_async = make_async
+        self.is_cluster = is_cluster
+        self.name = name
+        self._owned = owned
+        self._sync: Any = None
+        self._lock = threading.Lock()
+        # Event loop -> (its asyncio client, the guard that closes it at the loop's end).
+        self._loops: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
+        self.closed = False
+
+    @property
+    def native_async(self) -> bool:
+        """Whether the awaitable calls have asyncio clients (no executor)."""
+        return self._make_async is not None
+
+    def sync(self) -> Any:
+        """The blocking client (made on first use)."""
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self._make_sync()
+                client = self._sync
+        return client
+
+    def for_loop(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """``loop``'s asyncio client (made on first use; ``loop`` must be running)."""
+        entry = self._loops.get(loop)
+        if entry is not None:
+            return entry[0]
+        assert self._make_async is not None
+        with self._lock:
+            for old in [lp for lp in self._loops if lp.is_closed()]:
+                # Closed without shutting its async generators down: nothing can close the
+                # client now; drop it (its sockets go with it).
+                del self._loops[old]
+            client = self._make_async()
+            guard = self._guard(loop, client)
+            self._loops[loop] = (client, guard)
+        # Its first step registers the guard with the loop (which holds it weakly: we keep
+        # it), and runs it to its yield at once (nothing in it awaits before).
+        step = guard.asend(None)
+        with contextlib.suppress(StopIteration):
+            step.send(None)
+        return client
+
+    async def _guard(self, loop: asyncio.AbstractEventLoop, client: Any) -> AsyncGenerator[None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._loops.get(loop, (None,))[0] is client:
+                    del self._loops[loop]
+            if self._owned:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    def close(self) -> None:
+        """Close the blocking client and forget the loops' clients (each closed on its loop
+        when that loop runs, else dropped)."""
+        self.closed = True
+        with self._lock:
+            client, self._sync = self._sync, None
+            loops, self._loops = dict(self._loops), {}
+        if client is not None and self._owned:
+            with contextlib.suppress(Exception):
+                client.close()
+        for loop, (aclient, _guard) in loops.items():
+            if not self._owned:
+                continue
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                if loop.is_running() and not _runs_in(loop):
+                    loop.call_soon_threadsafe(_close_on, loop, aclient)
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio client, then everything else."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._loops.pop(loop, None)
+        if entry is not None and self._owned:
+            await _aclose(entry[0])
+        self.close()
+
+
+def _close_on(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    loop.create_task(_aclose(client))
+
+
+async def _aclose(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        await client.aclose()
+
+
+def _runs_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+# ---- builders ------------------------------------------------------------------------------
+
+
+def _quiet(cls: Any) -> dict[str, Any]:
+    """Keywords that keep ``cls`` from announcing itself with ``CLIENT SETINFO`` on connect
+    (two more round trips per connection, and a hung server answers none)."""
+    params = inspect.signature(cls.__init__).parameters
+    if "driver_info" in params:
+        return {"driver_info": None}
+    if "lib_name" in params:
+        return {"lib_name": None, "lib_version": None}
+    return {}
+
+
+def _no_retry(asyncio_variant: bool) -> Any:
+    if asyncio_variant:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)
+
+
+def _common(options: dict[str, Any], asyncio_variant: bool, cls: Any) -> dict[str, Any]:
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    kwargs.update(_quiet(cls))
+    kwargs["retry"] = _no_retry(asyncio_variant)
+    kwargs.setdefault("protocol", 2)
+    return kwargs
+
+
+def standalone(name: str, **options: Any) -> Topology:
+    """One server (TCP, TLS or a unix socket): ``options`` are redis-py's ``Redis`` keywords."""
+    with requires_extra("redis"):
+        import redis
+        import redis.asyncio
+
+    def make_sync() -> Any:
+        return redis.Redis(**_common(options, False, redis.Redis))
+
+    def make_async() -> Any:
+        return redis.asyncio.Redis(**_common(options, True, redis.asyncio.Redis))
+
+    return Topology(make_sync, make_async, is_cluster=False, name=name)
+
+
+def sentinel(
+    sentinels: Sequence[tuple[str, int]],
+    service_name: str,
+    *,
+    sentinel_kwargs: dict[str, Any],
+    **options: Any,
+) -> Topology:
+    """The master of ``service_name`` as the sentinels name it, followed through failovers."""
+    with requires_extra("redis"):
+        import redis
+        import redis.asyncio
+        import redis.asyncio.sentinel
+        import redis.sentinel
+
+    def make(module: Any, cls: Any, asyncio_variant: bool) -> Any:
+        kwargs = _common(options, asyncio_variant, cls)
+        watch = {**_common(sentinel_kwargs, asyncio_variant, cls)}
+        watch.pop("protocol", None)
+        group = module.Sentinel(list(sentinels), sentinel_kwargs=watch, **kwargs)
+        return group.master_for(service_name, **kwargs)
+
+    name = f"sentinel {service_name} via " + ",".join(f"{h}:{p}" for h, p in sentinels)
+    return Topology(
+        lambda: make(redis.sentinel, redis.Redis, False),
+        lambda: make(redis.asyncio.sentinel, redis.asyncio.Redis, True),
+        is_cluster=False,
+        name=name,
+    )
+
+
+def cluster(nodes: Sequence[tuple[str, int]], **options: Any) -> Topology:
+    """A Redis Cluster known by some of its nodes (the others are discovered)."""
+    with requires_extra("redis"):
+        import redis.asyncio.cluster
+        import redis.cluster
+
+    def make(module: Any, asyncio_variant: bool) -> Any:
+        kwargs = _common(options, asyncio_variant, module.RedisCluster)
+        kwargs.pop("db", None)
+        startup = [module.ClusterNode(host, port) for host, port in nodes]
+        return module.RedisCluster(startup_nodes=startup, require_full_coverage=False, **kwargs)
+
+    return Topology(
+        lambda: make(redis.cluster, False),
+        lambda: make(redis.asyncio.cluster, True),
+        is_cluster=True,
+        name="cluster " + ",".join(f"{h}:{p}" for h, p in nodes),
+    )
+
+
+def is_cluster_client(client: Any) -> bool:
+    """Whether a redis-py (or valkey-py) client object is a cluster client."""
+    return hasattr(client, "get_node_from_key") and hasattr(client, "nodes_manager")
+
+
+def given(client: Any, async_client: Any = None) -> Topology:
+    """A client object of the user's (redis-py or valkey-py, blocking), and optionally its
+    asyncio twin (used from whatever loop calls; the user keeps both open and closes them)."""
+    if not callable(getattr(client, "execute_command", None)):
+        raise ConfigurationError(
+            f"client must be a redis-py or valkey-py client (with execute_command), got {client!r}"
+        )
+    if async_client is not None and not callable(getattr(async_client, "execute_command", None)):
+        raise ConfigurationError(f"async_client must be an asyncio client, got {async_client!r}")
+    return Topology(
+        lambda: client,
+        None if async_client is None else (lambda: async_client),
+        is_cluster=is_cluster_client(client),
+        name=type(client).__name__,
+        owned=False,
+    )
