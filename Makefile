@@ -1,7 +1,7 @@
 # chorde developer tasks. Everything runs inside ./.venv, created on first use.
 #   make demo   install the package, compile the speedups, run the demo (python -m chorde.demo)
-#   make test   install with test extras, memcached, lint, build the docs, build the sdist and
-#               the wheel (dist/), then pytest: the checkout with the wheel's compiled
+#   make test   install with test extras, memcached, redis-server, lint, build the docs, build
+#               the sdist and the wheel (dist/), then pytest: the checkout with the wheel's compiled
 #               speedups, the contract suite as pure Python, and the contract suite, adapter
 #               and packaging tests against the wheel installed in .venv-wheel
 #               (PYTEST_ADDOPTS honoured)
@@ -31,7 +31,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo
 
 export PYTEST_ADDOPTS
 
-.PHONY: demo test chaos bench lint typecheck clean venv install install-test memcached build-ext docs dist test-installed
+.PHONY: demo test chaos bench lint typecheck clean venv install install-test memcached redis build-ext docs dist test-installed
 
 demo: build-ext
 	$(VPY) -m chorde.demo
@@ -45,7 +45,7 @@ WPY := $(WHEEL_VENV)/bin/python
 WHEEL_RUN := $(WHEEL_VENV)/run
 
 # One compile: `dist` builds the wheel, whose compiled modules the checkout then uses too.
-test: install-test memcached lint docs dist
+test: install-test memcached redis lint docs dist
 	$(VPY) -m chorde._speedups --from-wheel $$(ls dist/chorde-*.whl)
 	$(VPY) -m pytest -q $(addprefix --ignore=,$(INSTALLED_TESTS) tests/chaos)
 	@$(MAKE) --no-print-directory chaos
@@ -130,6 +130,12 @@ memcached:
 	@command -v memcached >/dev/null 2>&1 || { \
 		echo "installing memcached"; \
 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y memcached; }
+
+# Redis 7 from Debian: the tests start their own servers, Sentinels and Clusters from it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
 
 # The optional compiled speedups (setup.py), built in place when their sources changed.
 # Without a compiler they are skipped with a warning; under CI (CI set) that fails.
