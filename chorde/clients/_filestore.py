@@ -61,6 +61,13 @@ What a killed process leaves behind is repaired without waiting:
   ago), and so does every eviction and, at the latest, every ``sweep_interval`` seconds
   (drift from outside the protocol: files removed by hand, a host crash).
 
+A process stopped (not dead) while it holds the lock, by SIGSTOP, a debugger or a frozen
+container, would hang every writer of the host: waiting for the lock is given up after
+``LOCK_TIMEOUT`` (5 s) and the call fails with ``TimeoutError``. A blocking ``flock`` cannot
+be interrupted and polling for it costs a busy host much of its write throughput, so a
+contended wait is handed to a thread of the process that blocks on the lock with its own
+descriptor (the lock then belongs to that descriptor until the caller releases it).
+
 Assumed: every process sharing the directory runs on one kernel (containers of one host
 sharing a bind mount are fine; hosts sharing a network filesystem are not supported), and
 all run this version of the format (a process of an older chorde on the same directory
@@ -70,7 +77,10 @@ makes every write rebuild the counter: upgrade them together).
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -122,6 +132,9 @@ _FRESH: Final = 1.0
 #: A process's writes look for dead writers' temporaries at most this often (seconds): a
 #: look opens each temporary, which under many concurrent writers costs more than a write.
 _REAP_EVERY: Final = 0.1
+#: How long a write (or delete, usage read...) waits for the writers' lock before it is
+#: given up as failed (seconds). It is held for a few system calls, or for an eviction's scan.
+LOCK_TIMEOUT: Final = 5.0
 
 
 class Corrupt(Exception):
@@ -251,6 +264,64 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _Request:
+    __slots__ = ("cancelled", "grant", "granted")
+
+    def __init__(self) -> None:
+        self.grant = threading.Lock()  # released by the waiter's thread when granted
+        self.grant.acquire()
+        self.granted = False
+        self.cancelled = False
+
+
+class _LockWaiter:
+    """A thread that waits for the writers' ``flock`` for its process, on a descriptor of
+    its own, so that a caller can give up after :data:`LOCK_TIMEOUT`.
+
+    A blocking ``flock`` cannot be interrupted, and polling for it costs a contended host
+    much of its write throughput; yet a holder that is stopped rather than dead (SIGSTOP, a
+    debugger, a frozen container) must not hang every writer of the host. Started on the
+    first contended acquisition only.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._mutex = threading.Lock()
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="chorde-files-lock", daemon=True).start()
+
+    def acquire(self, timeout: float) -> bool:
+        """Take the lock on :attr:`fd` within ``timeout`` seconds; whether it was taken."""
+        request = _Request()
+        self._requests.put(request)
+        if request.grant.acquire(timeout=max(timeout, 0)):
+            return True
+        with self._mutex:
+            request.cancelled = not request.granted  # if so, released once it is taken
+            return request.granted
+
+    def stop(self) -> None:
+        """End the thread (once it has the lock it may be waiting for); it closes :attr:`fd`."""
+        self._requests.put(None)
+
+    def _run(self) -> None:
+        while (request := self._requests.get()) is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            with self._mutex:
+                if not request.cancelled:
+                    request.granted = True
+                    request.grant.release()
+                    continue
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _lock_timeout(holder: str) -> TimeoutError:
+    return TimeoutError(
+        errno.ETIMEDOUT, f"the writers' lock was held by {holder} for {LOCK_TIMEOUT} s"
+    )
+
+
 class Counter:
     """The shared counter, held with the writers' lock: ``with store._section() as c``.
 
@@ -261,13 +332,24 @@ class Counter:
     what the directory holds after a half-done change is only known there.
     """
 
-    __slots__ = ("_lock", "_rebuild_after", "_store", "fd", "marked", "pending", "rebuilt", "used")
+    __slots__ = (
+        "_lock",
+        "_locked_fd",
+        "_rebuild_after",
+        "_store",
+        "fd",
+        "marked",
+        "pending",
+        "rebuilt",
+        "used",
+    )
 
     def __init__(self, store: Store, rebuild_after: float | None) -> None:
         self._store = store
         self._rebuild_after = rebuild_after
         self._lock = store._thread_lock
-        self.fd = -1
+        self.fd = -1  # the state file, read and written through it
+        self._locked_fd = -1  # the descriptor holding the flock (that one or the waiter's)
         #: Bytes of entry files (each rounded up to the filesystem block) plus reservations.
         self.used = 0
         #: Temporaries reserved and not yet renamed or removed (0: nothing to reap).
@@ -279,10 +361,18 @@ class Counter:
 
     def __enter__(self) -> Counter:
         store = self._store
-        self._lock.acquire()
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT):
+            raise _lock_timeout("a thread of this process")
         try:
-            self.fd = store._state_fd()
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.fd = self._locked_fd = store._state_fd()
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waiter = store._lock_waiter()
+                if not waiter.acquire(deadline - time.monotonic()):
+                    raise _lock_timeout("another process") from None
+                self._locked_fd = waiter.fd
         except BaseException:
             self._lock.release()
             raise
@@ -312,7 +402,7 @@ class Counter:
 
     def _unlock(self) -> None:
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            fcntl.flock(self._locked_fd, fcntl.LOCK_UN)
         finally:
             self._lock.release()
 
@@ -357,6 +447,7 @@ class Store:
         self._thread_lock = threading.Lock()
         self._fd = -1
         self._writing: set[int] = set()  # descriptors of this process's temporaries
+        self._waiter: _LockWaiter | None = None
         self._next_reap = 0.0  # time.monotonic() of the next look for dead writers
         self._closed = False
         self._make_dirs()
@@ -365,8 +456,13 @@ class Store:
         _stores.add(self)
         self._remove_trash()
         # Rebuilt on open, unless another process just did (processes started together).
-        with self._section(rebuild_after=_FRESH):
-            pass
+        try:
+            with self._section(rebuild_after=_FRESH):
+                pass
+        except TimeoutError as exc:  # the next write rebuilds it if it must
+            logging.getLogger("chorde.clients.files").warning(
+                "chorde: the count of %s was not checked on open: %s", root, exc
+            )
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -420,12 +516,19 @@ class Store:
 
     def _forget_fds(self) -> None:
         self._thread_lock = threading.Lock()
-        for fd in (self._fd, *self._writing):
+        waiter_fd = self._waiter.fd if self._waiter is not None else -1
+        for fd in (self._fd, waiter_fd, *self._writing):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._fd = -1
+        self._waiter = None  # its thread is not in this process
         self._writing = set()
+
+    def _lock_waiter(self) -> _LockWaiter:
+        if self._waiter is None:
+            self._waiter = _LockWaiter(self._state_path)
+        return self._waiter
 
     def _section(self, rebuild_after: float | None = None) -> Counter:
         """The writers' lock and the counter, as a context manager (see :class:`Counter`)."""
@@ -446,6 +549,9 @@ class Store:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            if self._waiter is not None:
+                self._waiter.stop()
+                self._waiter = None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -570,6 +676,12 @@ class Store:
         if error is not None:
             raise error
         return removed
+
+    def remove_unlocked(self, path: str) -> None:
+        """Delete an entry without the writers' lock, when it cannot be had (a stopped
+        holder): the count keeps its size until the next rebuild (over, never under)."""
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(path)
 
     def clear(self) -> None:
         """Remove every entry: the entries directory is swapped for an empty one."""

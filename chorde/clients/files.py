@@ -73,8 +73,11 @@ Killed processes
     while changing the directory under the lock leaves the counter flagged dirty, and the
     next one to take the lock recounts the directory. Opening a client recounts too (unless
     another process just did), and so does every eviction and, at the latest, the first
-    write after ``sweep_interval`` seconds. The processes must share one kernel: containers
-    of one host sharing the directory are fine, hosts sharing a network filesystem are not.
+    write after ``sweep_interval`` seconds. A process stopped (SIGSTOP, a frozen container)
+    while holding the lock delays other writers by 5 s at most: the write is then dropped,
+    and a delete (or the removal of a failed put's old entry) is done without the lock. The
+    processes must share one kernel: containers of one host sharing the directory are fine,
+    hosts sharing a network filesystem are not.
 
 Faults
     A read that fails (I/O error, unreadable or corrupt file) is a miss. A write that fails
@@ -485,15 +488,10 @@ class FilesCacheClient(BaseCacheClient):
                 self._store.make_room(total)
                 stored = self._write_file(path, header, chunks, total, refuse)
         except OSError as exc:
-            return self._failed(key, path, only_if_absent, "%s", exc)
+            return self._failed(key, path, only_if_absent, exc)
         if stored is None:
-            return self._failed(
-                key,
-                path,
-                only_if_absent,
-                "no room for %d bytes (writes in progress hold it)",
-                total,
-            )
+            why = f"no room for {total} bytes (writes in progress hold it)"
+            return self._failed(key, path, only_if_absent, why)
         if stored:
             self._sets += 1
         return stored
@@ -522,17 +520,28 @@ class FilesCacheClient(BaseCacheClient):
             raise
         return self._store.commit(tmp_path, fd, total, path, refuse)
 
-    def _failed(self, key: Key, path: str, was_add: bool, why: str, *args: object) -> bool:
+    def _failed(self, key: Key, path: str, was_add: bool, reason: object) -> bool:
         """A write that could not be made: counted, logged, and, for a put, the key's old
         entry removed, so that no older value is served in place of the one not written."""
         self._errors += 1
-        self._log.warning(f"chorde: key %r not stored in %s: {why}", key, self._store.root, *args)
+        self._log.warning("chorde: key %r not stored in %s: %s", key, self._store.root, reason)
         if not was_add:
             try:
-                self._store.remove(path)
+                self._remove(path, locked=not isinstance(reason, TimeoutError))
             except OSError as exc:
                 self._log.warning("chorde: cannot remove the old entry %s: %s", path, exc)
         return False
+
+    def _remove(self, path: str, locked: bool = True) -> None:
+        if locked:
+            try:
+                self._store.remove(path)
+                return
+            except TimeoutError as exc:
+                self._log.warning("chorde: %s; %s removed without it", exc, path)
+        # The writers' lock is held by a stopped process: remove the entry all the same, or
+        # the value it holds would outlive a delete or a newer write.
+        self._store.remove_unlocked(path)
 
     def _live_at(self, path: str, encoded: bytes) -> bool:
         try:
@@ -590,7 +599,7 @@ class FilesCacheClient(BaseCacheClient):
         """Remove the entry for ``key``, if any."""
         path = self._locate(key)[1]
         try:
-            self._store.remove(path)
+            self._remove(path)
         except OSError as exc:
             self._bad(key, path, exc)
 

@@ -1,19 +1,23 @@
-"""FilesCacheClient under SIGKILL: writers killed mid-put, and at random moments.
+"""FilesCacheClient under SIGKILL and SIGSTOP: writers killed mid-put, and at random
+moments; a process frozen while it holds the writers' lock.
 
-Real writer processes share one cache directory and are killed with SIGKILL. What the files
-client documents, and these tests assert:
+Real writer processes share one cache directory and are killed with SIGKILL or stopped
+with SIGSTOP. What the files client documents, and these tests assert:
 
 * a dead writer's temporary file and reservation are reclaimed without waiting for a sweep:
   by the next write of any process (each looks at most every 0.1 s) or the next ``usage``
   read; asserted within 2 s of the kill on this loaded machine;
 * the shared counter agrees with the directory afterwards: exactly with the cache's own
   count (sizes rounded up to blocks), and within 5% of ``du``;
-* nothing a killed writer left is ever read as a value.
+* nothing a killed writer left is ever read as a value;
+* a process stopped while it holds the writers' lock delays no call by more than the lock
+  timeout (5 s): writes are then given up (dropped, counted) and deletes still done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from chorde.clients import _filestore as fs
 from chorde.clients.files import FilesCacheClient
 
 SECRET = "chaos-files"
@@ -35,9 +40,10 @@ RECLAIM_BOUND = 2.0
 
 # Writes values full of its own id (own-keys: numpy arrays, as big values are), or puts,
 # adds and deletes bytes values made of their key on 200 keys shared by all (shared-keys),
-# until a stop file appears, a bounded number of times.
+# until a stop file appears (then prints its longest call and its errors), a bounded number
+# of times.
 WRITER = """
-import os, random, sys, time
+import json, os, random, sys, time
 from chorde.clients.files import FilesCacheClient
 
 path, size, wid, low, high, pause, mode = sys.argv[1:8]
@@ -48,10 +54,12 @@ stop = os.path.join(os.path.dirname(path), "stop")
 if mode == "own-keys":
     import numpy as np
 print("ready", flush=True)
+longest = 0.0
 for i in range(100_000):
     if os.path.exists(stop):
         break
     n = rng.randrange(low, high) // 4
+    started = time.monotonic()
     if mode == "own-keys":
         c.put((wid, i % 4), np.full(n, wid, dtype=np.int32), 300)
     else:
@@ -64,8 +72,10 @@ for i in range(100_000):
             c.add(key, value, 300)
         else:
             c.put(key, value, 300)
+    longest = max(longest, time.monotonic() - started)
     if pause:
         time.sleep(pause)
+print(json.dumps({"longest": longest, "errors": c.stats.errors, "calls": i}), flush=True)
 """
 
 
@@ -242,3 +252,54 @@ def test_writers_killed_at_random_moments_leave_an_exact_counter(tmp_path, recor
     assert observer.stats.errors == 0
     record("files: random kills that caught a temporary", mid_write, unit="of 36")
     record("files: usage read reclaiming after the last kills (no writer)", took)
+
+
+FROZEN_HOLDER = """
+import os, signal, sys
+from chorde.clients.files import FilesCacheClient
+c = FilesCacheClient(sys.argv[1], 10**8, "chaos-files")
+with c._store._section():
+    print("holding", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # frozen with the writers' lock
+"""
+
+
+def test_a_frozen_lock_holder_bounds_every_writer(tmp_path, record):
+    path = tmp_path / "cache"
+    size = 64 * MB
+    observer = FilesCacheClient(path, size, SECRET)
+    for key in range(200):
+        observer.put(key, key.to_bytes(4, "little") * 1000, 300)
+    writers = start_writers(path, size, range(4), 4096, 64 * 1024, 0.01, "shared-keys")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(FROZEN_HOLDER), str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        # Meanwhile every writer meets the frozen lock, gives up after LOCK_TIMEOUT and
+        # tries again; so does a delete here, which is not lost for that.
+        started = time.monotonic()
+        observer.delete(0)
+        delete_took = time.monotonic() - started
+        time.sleep(1)
+        holder.send_signal(signal.SIGCONT)
+        assert holder.wait(30) == 0
+        observer.put("after", b"thawed", 300)  # the lock is free again
+        time.sleep(0.5)
+        (tmp_path / "stop").touch()
+        reports = [json.loads(proc.communicate(timeout=30)[0]) for proc in writers]
+    finally:
+        holder.kill()
+        holder.wait(30)
+        stop_all(writers)
+    longest = max(report["longest"] for report in reports)
+    assert longest <= fs.LOCK_TIMEOUT + 1.0, reports
+    assert all(report["errors"] > 0 for report in reports)  # writes given up meanwhile
+    assert observer.get("after") == b"thawed" and observer.get(0, None) is None
+    # Entries removed without the lock stay counted until the next rebuild: over, never under.
+    assert observer.usage >= counted(path)
+    assert delete_took <= fs.LOCK_TIMEOUT + 1.0
+    record("files: frozen lock holder, longest writer call", longest)
+    record("files: frozen lock holder, a delete", delete_took)

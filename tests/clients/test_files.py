@@ -514,10 +514,15 @@ from chorde.clients.files import FilesCacheClient
 c = FilesCacheClient(sys.argv[1], 10**8, "files-secret")
 tmp_path, fd = c._store.reserve(int(sys.argv[2]))
 os.write(fd, b"x" * (int(sys.argv[2]) // 2))
-child = os.fork() if sys.argv[3] == "fork" else -1
-if child == 0:
-    time.sleep(60)  # a child that outlives its parent, holding nothing
-    os._exit(0)
+child = -1
+if sys.argv[3] == "fork":
+    ready_r, ready_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # past the fork handlers, which closed its copies of the temporaries
+        os.write(ready_w, b"x")
+        time.sleep(60)  # a child that outlives its parent
+        os._exit(0)
+    os.read(ready_r, 1)
 print(tmp_path, child, flush=True)
 time.sleep(60)
 """
@@ -808,6 +813,53 @@ def test_four_processes_share_the_cache_within_the_bound(cache_dir):
     assert max(peaks["counter"], *(r["peak_usage"] for r in reports)) <= size
     assert peaks["disk"] <= size + entry_slack
     assert observer.usage == disk_usage(cache_dir) <= size
+
+
+STOPPED_HOLDER = """
+import os, signal, sys
+from chorde.clients.files import FilesCacheClient
+c = FilesCacheClient(sys.argv[1], 10**8, "files-secret")
+with c._store._section():
+    print("holding", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # frozen with the writers' lock
+print("released", flush=True)
+"""
+
+
+def test_a_stopped_lock_holder_turns_writes_into_failures_not_hangs(
+    client, cache_dir, monkeypatch, caplog
+):
+    monkeypatch.setattr(fs, "LOCK_TIMEOUT", 0.2)
+    caplog.set_level("WARNING", logger="chorde.clients.files")
+    for key in ("k", "d", "r"):
+        client.put(key, f"old {key}", TTL)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(STOPPED_HOLDER), str(cache_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        client.put("k", "new", TTL)  # gives up on the lock: a dropped write
+        assert client.stats.errors == 1 and "writers' lock was held" in caplog.text
+        assert client.get("k", None) is None  # the old value is not served in its place
+        client.delete("d")  # removed without the lock
+        assert client.get("d", None) is None
+        assert client.add("a", 1, TTL) is False
+        assert client.get("r") == "old r"  # reads take no lock
+        assert client.stats.errors == 2
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        out, _ = holder.communicate(timeout=30)
+    assert out == "released\n" and holder.returncode == 0
+    client.put("k", "newer", TTL)  # the lock is free again
+    assert client.get("k") == "newer"
+    # The entries removed without the lock are still counted (over, never under) until the
+    # count is next rebuilt.
+    assert client.usage == disk_usage(cache_dir) + 2 * blocks(100, cache_dir)
+    client.close()
+    state_rebuilt_long_ago(cache_dir)
+    assert FilesCacheClient(cache_dir, MB, SECRET).usage == disk_usage(cache_dir)
 
 
 # ---- filesystem faults -------------------------------------------------------------
