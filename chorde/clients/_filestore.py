@@ -528,6 +528,8 @@ class Store:
     def _lock_waiter(self) -> _LockWaiter:
         if self._waiter is None:
             self._waiter = _LockWaiter(self._state_path)
+            # A store dropped without close() must not leave its thread behind.
+            weakref.finalize(self, self._waiter.stop)
         return self._waiter
 
     def _section(self, rebuild_after: float | None = None) -> Counter:
