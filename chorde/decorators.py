@@ -50,19 +50,45 @@ import math
 import random
 import reprlib
 import threading
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, TypeVar, cast
 
 from chorde import _compute
+from chorde._cached_types import (
+    AsyncCachedFunction,
+    BackgroundAsyncCachedFunction,
+    BackgroundCachedFunction,
+    BoundAsyncCachedFunction,
+    BoundCachedFunction,
+    CachedDecorator,
+    CachedFunction,
+    FutureAsyncCachedFunction,
+    FutureCachedFunction,
+)
 from chorde._compute import Flight, Flights, set_default_executor
-from chorde.clients.base import check_ttl
+from chorde.clients.base import BaseCacheClient, check_ttl
 from chorde.errors import CacheMissError
 from chorde.futures import Future, chain, completed, failed
 from chorde.keys import encode_key
 
-__all__ = ["cached", "check_options", "set_default_executor"]
+__all__ = [
+    "AsyncCachedFunction",
+    "BackgroundAsyncCachedFunction",
+    "BackgroundCachedFunction",
+    "BoundAsyncCachedFunction",
+    "BoundCachedFunction",
+    "CachedDecorator",
+    "CachedFunction",
+    "FutureAsyncCachedFunction",
+    "FutureCachedFunction",
+    "cached",
+    "check_options",
+    "set_default_executor",
+]
 
 logger = logging.getLogger("chorde.decorators")
+
+T = TypeVar("T")
 
 _PLAIN, _BG, _FUTURE = 0, 1, 2
 # The lookup default: NONE would mean "no default" (raise on a miss), so a private marker.
@@ -103,21 +129,23 @@ class _ARun:
 
     __slots__ = ("background", "task")
 
+    #: Set by _Core._astart right after construction (the task's coroutine needs the run).
+    task: asyncio.Task[Any]
+
     def __init__(self, background: bool) -> None:
         self.background = background
-        self.task: asyncio.Task | None = None
 
 
-def _consume(task: asyncio.Future) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     # Mark the outcome retrieved: failures are logged or delivered by us, not by asyncio.
     if not task.cancelled():
         task.exception()
 
 
-def _from_task(task: asyncio.Future) -> Future:
-    out = Future()
+def _from_task(task: asyncio.Future[T]) -> Future[T]:
+    out: Future[T] = Future()
 
-    def _copy(t: asyncio.Future) -> None:
+    def _copy(t: asyncio.Future[T]) -> None:
         if out.done():
             return  # cancelled by its holder; the task ran to completion regardless
         if t.cancelled():
@@ -131,12 +159,12 @@ def _from_task(task: asyncio.Future) -> Future:
     return out
 
 
-def _afuture(coro: Any) -> Future:
+def _afuture(coro: Coroutine[Any, Any, T]) -> Future[T]:
     """Run a coroutine as a task (on the running loop, else chorde's loop thread): a Future."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        out = Future()
+        out: Future[T] = Future()
         chain(_compute.run_coroutine(coro), out)
         return out
     return _from_task(loop.create_task(coro))
@@ -148,7 +176,7 @@ class _Core:
     def __init__(
         self,
         fn: Callable[..., Any],
-        client: Any,
+        client: BaseCacheClient,
         ttl: float,
         threshold: float,
         spread: float,
@@ -177,7 +205,7 @@ class _Core:
 
     # ---- keys ------------------------------------------------------------------
 
-    def key(self, args: tuple, kwargs: dict) -> Hashable:
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         """The cache key for a call; see :func:`cached`."""
         if self.keyfn is not None:
             return (self.namespace, self.keyfn(*args, **kwargs))
@@ -185,7 +213,7 @@ class _Core:
             return (self.kw_head, args, tuple(sorted(kwargs.items())))
         return self.head + args
 
-    def key_error(self, args: tuple, kwargs: dict, exc: TypeError) -> TypeError:
+    def key_error(self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: TypeError) -> TypeError:
         """Turn a client's TypeError about a key into one naming the offending argument."""
         if self.keyfn is not None:
             return TypeError(f"{self.name}: key function returned an unusable cache key: {exc}")
@@ -216,7 +244,9 @@ class _Core:
                 )
         return exc
 
-    def _raise_key_error(self, args: tuple, kwargs: dict, exc: TypeError) -> None:
+    def _raise_key_error(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: TypeError
+    ) -> None:
         err = self.key_error(args, kwargs, exc)
         if err is exc:
             raise exc
@@ -224,7 +254,9 @@ class _Core:
 
     # ---- sync paths ------------------------------------------------------------
 
-    def lookup(self, ckey: Hashable, args: tuple, kwargs: dict) -> tuple[Any, float]:
+    def lookup(
+        self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, float]:
         """``client.getTtl(ckey, _MISS)`` with key errors naming the argument."""
         try:
             return self.client.getTtl(ckey, _MISS)
@@ -232,7 +264,7 @@ class _Core:
             self._raise_key_error(args, kwargs, exc)
             raise  # unreachable
 
-    def call(self, args: tuple, kwargs: dict, stale_ok: bool) -> Any:
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool) -> Any:
         """A full cached call (the wrapper inlines the hit path of this)."""
         ckey = self.key(args, kwargs)
         value, ttl_left = self.lookup(ckey, args, kwargs)
@@ -241,7 +273,13 @@ class _Core:
         return self.slow(ckey, value, ttl_left, args, kwargs, stale_ok)
 
     def slow(
-        self, ckey: Hashable, value: Any, ttl_left: float, args: tuple, kwargs: dict, stale_ok: bool
+        self,
+        ckey: Hashable,
+        value: Any,
+        ttl_left: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale_ok: bool,
     ) -> Any:
         """Everything but a fresh hit: refresh window, stale entry, miss."""
         if ttl_left > 0 or (stale_ok and value is not _MISS):
@@ -261,7 +299,7 @@ class _Core:
             return runner()
         return flight.result()
 
-    def compute_once(self, ckey: Hashable, args: tuple, kwargs: dict) -> Any:
+    def compute_once(self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Compute in this thread, or wait for the thread already computing this key."""
         flight, owner = self.flights.claim(ckey)
         if not owner:
@@ -271,7 +309,12 @@ class _Core:
         return self._fly(ckey, flight, args, kwargs, 0.0)
 
     def _fly(
-        self, ckey: Hashable, flight: Flight, args: tuple, kwargs: dict, recheck: float | None
+        self,
+        ckey: Hashable,
+        flight: Flight,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float | None,
     ) -> Any:
         """Run a claimed flight: compute, store, then resolve every waiter."""
         try:
@@ -314,15 +357,15 @@ class _Core:
         except Exception:
             logger.exception("%s: storing a computed value failed", self.name)
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    def _submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         executor = self.executor or _compute.default_executor()
         return executor.submit(fn, *args)
 
     def refresh_bg(
         self,
         ckey: Hashable,
-        args: tuple,
-        kwargs: dict,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         background: bool = True,
         force: bool = False,
     ) -> Flight:
@@ -348,12 +391,13 @@ class _Core:
         return flight
 
     def _bg_job(self, flight: Flight) -> None:
-        if not self.flights.take(flight):
+        runner = flight.runner  # set by refresh_bg before it submits this job
+        if runner is None or not self.flights.take(flight):
             return  # a waiting pool thread ran it already
         with contextlib.suppress(Exception):  # delivered to waiters, logged by _fly
-            _compute.run_as_worker(flight.runner)
+            _compute.run_as_worker(runner)
 
-    def peek(self, args: tuple, kwargs: dict) -> Any:
+    def peek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The live cached value, or CacheMissError; never computes."""
         ckey = self.key(args, kwargs)
         value, ttl_left = self.lookup(ckey, args, kwargs)
@@ -361,7 +405,7 @@ class _Core:
             return value
         raise CacheMissError(ckey)
 
-    def lazy(self, args: tuple, kwargs: dict, compute: bool) -> Any:
+    def lazy(self, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool) -> Any:
         """The cached value or CacheMissError, never waiting; ``compute``: start it on a miss."""
         ckey = self.key(args, kwargs)
         value, ttl_left = self.lookup(ckey, args, kwargs)
@@ -374,40 +418,42 @@ class _Core:
             self.refresh_bg(ckey, args, kwargs)
         raise CacheMissError(ckey)
 
-    def refresh(self, args: tuple, kwargs: dict) -> Any:
+    def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Recompute now, store and return."""
         ckey = self.key(args, kwargs)
         value = self.fn(*args, **kwargs)
         self._put(ckey, value, args, kwargs)
         return value
 
-    def _put(self, ckey: Hashable, value: Any, args: tuple, kwargs: dict) -> None:
+    def _put(
+        self, ckey: Hashable, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         try:
             self.store(ckey, value)
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
-    def put(self, args: tuple, kwargs: dict, value: Any) -> None:
+    def put(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
         """Store an explicit value for these arguments."""
         self._put(self.key(args, kwargs), value, args, kwargs)
 
-    def invalidate(self, args: tuple, kwargs: dict) -> None:
+    def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Delete the entry for these arguments."""
         try:
             self.client.delete(self.key(args, kwargs))
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
-    def expire(self, args: tuple, kwargs: dict) -> None:
+    def expire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Mark the entry stale: plain calls recompute, ``.bg()`` serves it while refreshing."""
         try:
             self.client.expire(self.key(args, kwargs))
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
-    def fcall(self, args: tuple, kwargs: dict) -> Future:
+    def fcall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         """``.future()(...)``: cache access inline for non-blocking clients, else on the pool."""
-        out = Future()
+        out: Future[Any] = Future()
         if getattr(self.client, "blocking", True):
             try:
                 self._submit(self._fjob, out, args, kwargs)
@@ -417,7 +463,7 @@ class _Core:
             self._fjob(out, args, kwargs)
         return out
 
-    def _fjob(self, out: Future, args: tuple, kwargs: dict) -> None:
+    def _fjob(self, out: Future[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
             ckey = self.key(args, kwargs)
             value, ttl_left = self.lookup(ckey, args, kwargs)
@@ -432,7 +478,7 @@ class _Core:
             if not out.done():  # its holder may have cancelled it
                 out.set_exception(exc)
 
-    def finline(self, fn: Callable[..., Any], *args: Any) -> Future:
+    def finline(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run a cache-only operation as a Future: inline unless the client blocks."""
         if getattr(self.client, "blocking", True):
             return self.fpool(fn, *args)
@@ -441,9 +487,9 @@ class _Core:
         except Exception as exc:
             return failed(exc)
 
-    def fpool(self, fn: Callable[..., Any], *args: Any) -> Future:
+    def fpool(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn`` on the pool, as a chorde Future."""
-        out = Future()
+        out: Future[T] = Future()
         try:
             chain(self._submit(fn, *args), out)
         except Exception as exc:
@@ -452,7 +498,9 @@ class _Core:
 
     # ---- async paths (coroutine functions) -------------------------------------
 
-    async def alookup(self, ckey: Hashable, args: tuple, kwargs: dict) -> tuple[Any, float]:
+    async def alookup(
+        self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, float]:
         """Awaitable :meth:`lookup`."""
         try:
             return await self.client.agetTtl(ckey, _MISS)
@@ -460,7 +508,7 @@ class _Core:
             self._raise_key_error(args, kwargs, exc)
             raise  # unreachable
 
-    async def acall(self, args: tuple, kwargs: dict, stale_ok: bool) -> Any:
+    async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool) -> Any:
         """A full cached call of a coroutine function."""
         ckey = self.key(args, kwargs)
         value, ttl_left = await self.alookup(ckey, args, kwargs)
@@ -469,7 +517,13 @@ class _Core:
         return await self.aslow(ckey, value, ttl_left, args, kwargs, stale_ok)
 
     async def aslow(
-        self, ckey: Hashable, value: Any, ttl_left: float, args: tuple, kwargs: dict, stale_ok: bool
+        self,
+        ckey: Hashable,
+        value: Any,
+        ttl_left: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale_ok: bool,
     ) -> Any:
         """Awaitable :meth:`slow`."""
         if ttl_left > 0 or (stale_ok and value is not _MISS):
@@ -489,8 +543,8 @@ class _Core:
     def _astart(
         self,
         ckey: Hashable,
-        args: tuple,
-        kwargs: dict,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         recheck: float,
         background: bool,
         loop: asyncio.AbstractEventLoop,
@@ -504,7 +558,12 @@ class _Core:
         return run
 
     async def _arun(
-        self, run: _ARun, ckey: Hashable, args: tuple, kwargs: dict, recheck: float
+        self,
+        run: _ARun,
+        ckey: Hashable,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float,
     ) -> Any:
         try:
             if self.acoordinate is not None:
@@ -526,7 +585,9 @@ class _Core:
             if self.aflights.get(ckey) is run:
                 self.aflights.pop(ckey, None)  # pop: another loop's thread may race us
 
-    def arefresh_bg(self, ckey: Hashable, args: tuple, kwargs: dict) -> asyncio.Task:
+    def arefresh_bg(
+        self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Task[Any]:
         """Start a background computation task on the running loop unless one is running."""
         loop = asyncio.get_running_loop()
         run = self.aflights.get(ckey)
@@ -544,7 +605,7 @@ class _Core:
         except Exception:
             logger.exception("%s: storing a computed value failed", self.name)
 
-    async def apeek(self, args: tuple, kwargs: dict) -> Any:
+    async def apeek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Awaitable :meth:`peek`."""
         ckey = self.key(args, kwargs)
         value, ttl_left = await self.alookup(ckey, args, kwargs)
@@ -552,7 +613,7 @@ class _Core:
             return value
         raise CacheMissError(ckey)
 
-    async def alazy(self, args: tuple, kwargs: dict, compute: bool) -> Any:
+    async def alazy(self, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool) -> Any:
         """Awaitable :meth:`lazy`; background work runs as tasks on the running loop."""
         ckey = self.key(args, kwargs)
         value, ttl_left = await self.alookup(ckey, args, kwargs)
@@ -565,31 +626,33 @@ class _Core:
             self.arefresh_bg(ckey, args, kwargs)
         raise CacheMissError(ckey)
 
-    async def arefresh(self, args: tuple, kwargs: dict) -> Any:
+    async def arefresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Awaitable :meth:`refresh`."""
         ckey = self.key(args, kwargs)
         value = await self.fn(*args, **kwargs)
         await self._aput(ckey, value, args, kwargs)
         return value
 
-    async def _aput(self, ckey: Hashable, value: Any, args: tuple, kwargs: dict) -> None:
+    async def _aput(
+        self, ckey: Hashable, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         try:
             await self.astore(ckey, value)
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
-    async def aput(self, args: tuple, kwargs: dict, value: Any) -> None:
+    async def aput(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
         """Awaitable :meth:`put`."""
         await self._aput(self.key(args, kwargs), value, args, kwargs)
 
-    async def ainvalidate(self, args: tuple, kwargs: dict) -> None:
+    async def ainvalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Awaitable :meth:`invalidate`."""
         try:
             await self.client.adelete(self.key(args, kwargs))
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
-    async def aexpire(self, args: tuple, kwargs: dict) -> None:
+    async def aexpire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Awaitable :meth:`expire`."""
         try:
             await self.client.aexpire(self.key(args, kwargs))
@@ -597,7 +660,7 @@ class _Core:
             self._raise_key_error(args, kwargs, exc)
 
 
-def _pop_put_value(kwargs: dict) -> Any:
+def _pop_put_value(kwargs: dict[str, Any]) -> Any:
     value = kwargs.pop("_cache_put", _MISS)
     if value is _MISS:
         raise TypeError("put() needs the value to store as the _cache_put= keyword argument")
@@ -612,7 +675,7 @@ class _SyncVariant:
 
     __slots__ = ("_bound", "_core", "_mode")
 
-    def __init__(self, core: _Core, mode: int, bound: tuple = ()) -> None:
+    def __init__(self, core: _Core, mode: int, bound: tuple[Any, ...] = ()) -> None:
         self._core = core
         self._mode = mode
         self._bound = bound
@@ -639,7 +702,7 @@ class _SyncVariant:
             return core.fcall(args, kwargs)
         return core.call(args, kwargs, self._mode == _BG)
 
-    def _cache_op(self, op: Callable[..., Any], args: tuple, *rest: Any) -> Any:
+    def _cache_op(self, op: Callable[..., Any], args: tuple[Any, ...], *rest: Any) -> Any:
         """Run a cache-only operation of the core now, or as a Future for ``future()``."""
         args = self._bound + args
         if self._mode == _FUTURE:
@@ -661,7 +724,7 @@ class _SyncVariant:
         if self._mode == _FUTURE:
             return core.fpool(core.refresh, args, kwargs)
         if self._mode == _BG:
-            out = Future()
+            out: Future[Any] = Future()
             try:
                 ckey = core.key(args, kwargs)
                 chain(core.refresh_bg(ckey, args, kwargs, force=True), out)
@@ -747,7 +810,16 @@ class _AsyncVariant(_SyncVariant):
         return self._wrap(self._core.fn(*self._bound, *args, **kwargs))
 
 
-_VARIANT_ATTRS = ("bg", "async_", "future", "peek", "lazy", "refresh", "put", "invalidate")
+_VARIANT_ATTRS: tuple[str, ...] = (
+    "bg",
+    "async_",
+    "future",
+    "peek",
+    "lazy",
+    "refresh",
+    "put",
+    "invalidate",
+)
 _VARIANT_ATTRS += ("expire", "uncached")
 
 
@@ -813,7 +885,8 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
             return slow(ckey, value, ttl_left, args, kwargs, False)
 
     elif table is not None or threshold:
-        namespace_get = client.namespace_get if table is not None else None
+        # Called only with a table, which only a client with namespace_get makes.
+        namespace_get: Any = getattr(client, "namespace_get", None)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if table is not None and args and not kwargs:
@@ -913,7 +986,7 @@ def check_options(
 
 
 def cached(
-    client: Any,
+    client: BaseCacheClient,
     ttl: float,
     async_ttl: float | None = None,
     *,
@@ -921,7 +994,7 @@ def cached(
     namespace: str | None = None,
     ttl_spread: float | bool = True,
     executor: concurrent.futures.Executor | None = None,
-) -> Callable[[Callable[..., Any]], Any]:
+) -> CachedDecorator:
     """Cache a function's results in ``client``; see the module docstring for the variants.
 
     :param client: a chorde cache client (any :class:`~chorde.clients.base.BaseCacheClient`).
@@ -961,6 +1034,8 @@ def cached(
         if ns is None:
             ns = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         core = _Core(fn, client, ttl, threshold, spread, ns, key, executor)
+        # A function carrying its variants as attributes: CachedFunction describes it.
+        wrapper: Any
         if inspect.iscoroutinefunction(fn):
             wrapper = _make_async_wrapper(core)
             variant_cls: type = _AsyncVariant
@@ -979,4 +1054,5 @@ def cached(
             return _CachedMethod(wrapper, core, variant_cls)
         return wrapper
 
-    return decorate
+    # decorate keeps each function's parameters and result type: see CachedDecorator.
+    return cast(CachedDecorator, decorate)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from chorde.clients.base import (
     BaseCacheClient,
@@ -36,7 +36,7 @@ from chorde.errors import CacheMissError, ConfigurationError
 from chorde.sentinel import NONE
 
 try:
-    import cython
+    import cython  # type: ignore[import-untyped]  # Cython ships no type information
 except ImportError:  # pure Python, Cython not installed
     _COMPILED = False
 else:
@@ -45,6 +45,10 @@ else:
     _COMPILED = cython.compiled
 
 _MONOTONIC = time.monotonic
+
+#: The compiled build's C clock, a C function declared in inproc.pxd (no Python binding: the
+#: pure build never calls it, only code under ``_COMPILED`` does).
+_c_monotonic: Callable[[], float]
 
 __all__ = [
     "STORES",
@@ -240,34 +244,44 @@ class _Node:
 
     __slots__ = ("expires", "key", "next", "owner", "prev", "value")
 
+    owner: dict[Hashable, _Node]
+    key: Hashable
+    value: Any
+    expires: float
+    # Typed as linked, the state list surgery relies on; None marks an unlinked node, which
+    # only _touch tests for.
+    prev: _Node
+    next: _Node
+
     def __init__(self) -> None:
-        self.prev = self.next = None
+        self.prev = self.next = None  # type: ignore[assignment]  # unlinked: see above
 
 
-def _new_node(owner: dict, key: Hashable, value: Any, expires: float) -> _Node:
+def _new_node(owner: dict[Hashable, _Node], key: Hashable, value: Any, expires: float) -> _Node:
     """A node held by ``owner`` (the main table or a namespace's) under ``key``."""
     node = _Node.__new__(_Node)
     node.owner = owner
     node.key = key
     node.value = value
     node.expires = expires
-    node.prev = node.next = None
+    node.prev = node.next = None  # type: ignore[assignment]  # unlinked: see _Node
     return node
 
 
-def _subkey(key: tuple) -> Hashable:
+def _subkey(key: Any) -> Hashable:
     """The key within its namespace's table of a routed key ``(namespace, *rest)``: the
     single rest element itself unless it is a tuple, else ``rest`` as a tuple. Two unequal
     keys never get equal subkeys: a bare element is never a tuple, and ``rest`` tuples are
     equal only when the keys are."""
     if len(key) == 2:
-        sub = key[1]
+        sub: Hashable = key[1]
         if not isinstance(sub, tuple):
             return sub
-    return key[1:]
+    rest: tuple[Hashable, ...] = key[1:]
+    return rest
 
 
-def _rest_key(rest: tuple) -> Hashable:
+def _rest_key(rest: tuple[Hashable, ...]) -> Hashable:
     """:func:`_subkey` of ``(namespace, *rest)``, from ``rest`` (no key tuple to build)."""
     if len(rest) == 1:
         sub = rest[0]
@@ -353,7 +367,7 @@ class _Links:
         nxt = node.next
         prev.next = nxt
         nxt.prev = prev
-        node.prev = node.next = None
+        node.prev = node.next = None  # type: ignore[assignment]  # unlinked: see _Node
 
     def _link_after(self, anchor: _Node, node: _Node) -> None:
         after = anchor.next
@@ -503,13 +517,13 @@ class _Links:
     def _detach_all(self) -> list[_Node]:
         """Unlink every node, oldest first, and return them (the tables still hold them)."""
         root = self.root
-        out = []
+        out: list[_Node] = []
         node = root.prev
         while node is not root:
             out.append(node)
             node = node.prev
         for node in out:
-            node.prev = node.next = None
+            node.prev = node.next = None  # type: ignore[assignment]  # unlinked: see _Node
         root.prev = root.next = root
         return out
 
@@ -525,7 +539,7 @@ class _Links:
     def purge(self, cutoff: float) -> int:
         """Remove entries that expired before ``cutoff``; return how many."""
         with self.lock:
-            dead = []
+            dead: list[_Node] = []
             root = self.root
             node = root.next
             while node is not root:
@@ -545,7 +559,7 @@ class _Links:
             heads = {id(table): namespace for namespace, table in self.spaces.items()}
             main = self.nodes
             root = self.root
-            out = []
+            out: list[tuple[Hashable, Entry]] = []
             node = root.prev
             while node is not root:
                 key = node.key
@@ -580,16 +594,16 @@ class LinkedLRU(BaseStore):
         self._links = _Links(check_capacity(size), touch_on_read)
 
     @property
-    def capacity(self) -> int:  # type: ignore[override]
+    def capacity(self) -> int:  # type: ignore[override]  # read-only here: _links holds it
         """Maximum number of entries."""
         return self._links.capacity
 
     @property
-    def evictions(self) -> int:  # type: ignore[override]
+    def evictions(self) -> int:  # type: ignore[override]  # read-only here: _links counts
         """Entries evicted to make room, so far."""
         return self._links.evictions
 
-    def lookup(self, key: Hashable) -> Entry:  # type: ignore[override]
+    def lookup(self, key: Hashable) -> Entry:
         return self._links.entry(key, -math.inf)
 
     def peek(self, key: Hashable) -> Entry:
@@ -622,7 +636,7 @@ class LinkedLRU(BaseStore):
 
 #: The exact LRU store: the fastest of the two for the build that runs (each is usable in
 #: both, and both pass the same tests).
-Cache: type[BaseStore] = LinkedLRU if _COMPILED else OrderedLRU
+Cache: type[LinkedLRU] | type[OrderedLRU] = LinkedLRU if _COMPILED else OrderedLRU
 #: The seed's name for the exact LRU store.
 LRUCache = Cache
 
@@ -784,12 +798,13 @@ class CuckooCache(BaseStore):
         alt = [i for i in self._candidates(occupant[2]) if i != victim]
         if alt:
             target = self._oldest(alt, now)
-            if slots[target] is None:
+            held = slots[target]
+            if held is None:
                 slots[target] = occupant
                 stamps[target] = stamps[victim]
                 self._count += 1  # the new key fills the victim slot: one more entry
                 return
-            if stamps[target] < stamps[victim] or slots[target][1][1] <= now:
+            if stamps[target] < stamps[victim] or held[1][1] <= now:
                 slots[target] = occupant
                 stamps[target] = stamps[victim]
         self.evictions += 1
@@ -810,7 +825,10 @@ class CuckooCache(BaseStore):
             i = self._find(key)
             if i < 0:
                 return False
-            k, (value, old), h = self._slots[i]  # type: ignore[misc]
+            s = self._slots[i]
+            if s is None:
+                return False
+            k, (value, old), h = s
             if not only_sooner or expires < old:
                 self._slots[i] = (k, (value, expires), h)
             return True
@@ -867,7 +885,8 @@ def _make_store(store: Any, size: int) -> BaseStore:
                 "or a store instance"
             ) from None
     if isinstance(store, type) and issubclass(store, BaseStore):
-        return store(size)
+        # A store class takes the capacity (BaseStore's contract; it declares no __init__).
+        return cast("Callable[[int], BaseStore]", store)(size)
     if isinstance(store, BaseStore):
         return store
     raise ConfigurationError(
@@ -906,7 +925,7 @@ class _InprocClient:
         # What the other stores' reads subscript: the exact-LRU store's dict itself (no
         # call), else the store. None for the linked store, read through ``_links``.
         if lru is not None:
-            self._entries = self._data
+            self._entries: OrderedDict[Hashable, Entry] | BaseStore | None = self._data
         elif self._links is not None:
             self._entries = None
         else:
@@ -939,7 +958,7 @@ class _InprocClient:
                     return value
             else:
                 now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
-                value = self._links.live(key, now, _MISS)
+                value = self._links.live(key, now, _MISS)  # type: ignore[union-attr]  # _entries is None: a LinkedLRU's
                 if value is not _MISS:
                     self._hits += 1.0
                     return value
@@ -959,7 +978,7 @@ class _InprocClient:
         try:
             if entries is None:
                 now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
-                value, expires = self._links.entry(key, now)
+                value, expires = self._links.entry(key, now)  # type: ignore[union-attr]  # _entries is None: a LinkedLRU's
                 left = expires - now
                 if left > 0:
                     self._hits += 1.0
@@ -987,7 +1006,7 @@ class _InprocClient:
             self._misses += 1
         return value, left
 
-    def namespace_table(self, namespace: str) -> dict | None:
+    def namespace_table(self, namespace: str) -> dict[Hashable, Any] | None:
         """The table of keys ``(namespace, *rest)`` for :meth:`namespace_get`, or None when
         the store has no such tables (only :class:`LinkedLRU` has) or a subclass overrides
         ``get``/``getTtl`` (its reads must go through them). For ``@cached``."""
@@ -1000,14 +1019,16 @@ class _InprocClient:
             return None
         return links.space(namespace)
 
-    def namespace_get(self, table: dict, rest: tuple, threshold: float, miss: Any) -> Any:
+    def namespace_get(
+        self, table: dict[Hashable, Any], rest: tuple[Hashable, ...], threshold: float, miss: Any
+    ) -> Any:
         """The value of the key ``(namespace, *rest)`` from ``table`` (that namespace's, from
         :meth:`namespace_table`; ``rest`` not empty) if more than ``threshold`` seconds of it are
         left, else ``miss``: the hit path of ``@cached``, which falls back to
         :meth:`getTtl` (counted there) on ``miss``."""
         clock = self._clock  # a local: see put
         now = _c_monotonic() if _COMPILED and self._c_clock else clock()  # noqa: F821 (in inproc.pxd)
-        value = self._links.live_in(table, _rest_key(rest), now + threshold, miss)
+        value = self._links.live_in(table, _rest_key(rest), now + threshold, miss)  # type: ignore[union-attr]  # tables come from a LinkedLRU's _links
         if value is not miss:
             self._hits += 1.0
         return value
@@ -1069,9 +1090,10 @@ class _InprocClient:
                 # OrderedLRU.set (its _set_locked under the lock), inlined: two calls less on
                 # the hot path of that store. The lock's own methods, as `with lock:` costs
                 # twice as much (its __exit__ call).
-                acquire = self._acquire
-                release = self._release
-                move = self._move
+                # Set whenever _data is (an OrderedLRU store).
+                acquire: Callable[[], object] = self._acquire  # type: ignore[assignment]  # _data is set
+                release: Callable[[], object] = self._release  # type: ignore[assignment]  # _data is set
+                move: Callable[[Hashable], object] = self._move  # type: ignore[assignment]  # _data is set
                 acquire()
                 try:
                     if key in data:
@@ -1175,6 +1197,7 @@ if _COMPILED:
     # annotation; put it back so that both builds have one signature.
     _InprocClient.__dict__["get"].__annotations__["return"] = "Any"
     _InprocClient.__dict__["getTtl"].__annotations__["return"] = "tuple[Any, float]"
+    _InprocClient.__dict__["namespace_get"].__annotations__["return"] = "Any"
 
 
 # A private "no value" marker, so the multi-gets can pass a default that is never a real value.
