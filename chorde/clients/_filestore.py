@@ -294,8 +294,15 @@ class _LockWaiter:
         """Take the lock on :attr:`fd` within ``timeout`` seconds; whether it was taken."""
         request = _Request()
         self._requests.put(request)
-        if request.grant.acquire(timeout=max(timeout, 0)):
-            return True
+        try:
+            if request.grant.acquire(timeout=max(timeout, 0)):
+                return True
+        except BaseException:  # KeyboardInterrupt: the lock must not stay taken for nobody
+            with self._mutex:
+                request.cancelled = True
+                if request.granted:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+            raise
         with self._mutex:
             request.cancelled = not request.granted  # if so, released once it is taken
             return request.granted

@@ -524,7 +524,13 @@ class FilesCacheClient(BaseCacheClient):
         """A write that could not be made: counted, logged, and, for a put, the key's old
         entry removed, so that no older value is served in place of the one not written."""
         self._errors += 1
-        self._log.warning("chorde: key %r not stored in %s: %s", key, self._store.root, reason)
+        self._log.warning(
+            "chorde: key %r not stored in %s: %s",
+            key,
+            self._store.root,
+            reason,
+            kind=f"not stored: {getattr(reason, 'errno', 'no room')}",  # one line per cause
+        )
         if not was_add:
             try:
                 self._remove(path, locked=not isinstance(reason, TimeoutError))
