@@ -119,7 +119,7 @@ def _size(alias: str, name: str, value: Any) -> int:
 
 
 def _seconds(alias: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise _bad(alias, f"OPTIONS[{name!r}]", f"must be a number of seconds > 0: {value!r}")
     return float(value)
 
@@ -182,7 +182,8 @@ def _import(alias: str, kind: str) -> Any:
 
 def _client_class(alias: str, kind: str) -> type:
     module = _import(alias, kind)
-    return getattr(module, _CLASSES[kind][1])
+    cls: type = getattr(module, _CLASSES[kind][1])
+    return cls
 
 
 def _constructor_arguments(cls: type) -> tuple[set[str], bool]:
@@ -233,7 +234,8 @@ def _freeze(value: Any) -> Hashable:
         hash(value)
     except TypeError:
         return ("id", id(value))
-    return value
+    frozen: Hashable = value
+    return frozen
 
 
 def parse(location: Any, params: dict[str, Any], alias: str = "") -> Stack:

@@ -6,8 +6,9 @@ import math
 import pickle
 import re
 import sys
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any, cast
 
 from django.core.cache.backends.base import (
     DEFAULT_TIMEOUT,
@@ -64,7 +65,7 @@ def _alias_of(params: dict[str, Any]) -> str:
     try:
         for alias, entry in settings.CACHES.items():
             if entry is params or (options and entry.get("OPTIONS") is options):
-                return alias
+                return str(alias)
     except Exception:  # settings not configured, CACHES malformed: no alias to name
         pass
     return ""
@@ -74,7 +75,7 @@ def _in_system_checks() -> bool:
     from django.core.checks.registry import CheckRegistry
 
     run_checks = CheckRegistry.run_checks.__code__
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code is run_checks:
             return True
@@ -164,13 +165,14 @@ class ChordeCache(BaseCache):
             # Django's own cache checks instantiate every alias; raising here would crash
             # the check run before chorde_django.checks reports this error properly.
             self._stack = Stack("unconfigured", None, _unconfigured(exc), False)
-            self._client = _Unconfigured(exc)
+            # A stand-in: any use of it raises the configuration error.
+            self._client = cast(BaseCacheClient, _Unconfigured(exc))
             self._blocking = False
             self._copy_in = _as_is
             self._default_ttl = 0.0
             self._plain_keys = False
             return
-        self._client: BaseCacheClient = shared_client(self._stack)
+        self._client = shared_client(self._stack)
         self._blocking = self._client.blocking
         self._copy_in = _copy_in if self._stack.local_values else _as_is
         self._default_ttl = math.inf if self.default_timeout is None else self.default_timeout
@@ -275,7 +277,7 @@ class ChordeCache(BaseCache):
         return self._found(made, self._client.getMulti(list(made), _MISS))
 
     @staticmethod
-    def _found(made: dict[str, Any], pairs: Iterable[tuple[Hashable, Any]]) -> dict[Any, Any]:
+    def _found(made: dict[str, Any], pairs: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
         out = {}
         for key, value in pairs:
             if value is not _MISS:
@@ -318,7 +320,7 @@ class ChordeCache(BaseCache):
         return made, items
 
     @staticmethod
-    def _missing(made: dict[str, Any], pairs: Iterable[tuple[Hashable, Any]]) -> list[Any]:
+    def _missing(made: dict[str, Any], pairs: Iterable[tuple[Any, Any]]) -> list[Any]:
         return [made[key] for key, value in pairs if value is _MISS]
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:

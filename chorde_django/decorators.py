@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import concurrent.futures
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, cast
 
 from chorde.clients.base import BaseCacheClient
+
+if TYPE_CHECKING:
+    from chorde.decorators import CachedDecorator
 
 __all__ = ["cached", "get_client"]
 
@@ -25,8 +29,15 @@ def get_client(alias: str = "default") -> BaseCacheClient:
 
 
 def cached(
-    ttl: float, async_ttl: float | None = None, *, alias: str = "default", **kwargs: Any
-) -> Callable[[Callable[..., Any]], Any]:
+    ttl: float,
+    async_ttl: float | None = None,
+    *,
+    alias: str = "default",
+    key: Callable[..., Hashable] | None = None,
+    namespace: str | None = None,
+    ttl_spread: float | bool = True,
+    executor: concurrent.futures.Executor | None = None,
+) -> CachedDecorator:
     """:func:`chorde.decorators.cached` storing into the client of ``caches[alias]``.
 
     The client is looked up when the function is decorated. The default namespace is
@@ -42,10 +53,13 @@ def cached(
     backend = caches[alias]
 
     def decorate(fn: Callable[..., Any]) -> Any:
-        options = dict(kwargs)
-        if options.get("namespace") is None:
+        ns = namespace
+        if ns is None:
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-            options["namespace"] = f"{backend.key_prefix}:{backend.version}:{name}"
-        return decorators.cached(client, ttl, async_ttl, **options)(fn)
+            ns = f"{backend.key_prefix}:{backend.version}:{name}"
+        return decorators.cached(
+            client, ttl, async_ttl, key=key, namespace=ns, ttl_spread=ttl_spread, executor=executor
+        )(fn)
 
-    return decorate
+    # decorate returns what chorde's cached does, keeping each function's signature.
+    return cast("CachedDecorator", decorate)
