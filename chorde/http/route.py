@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,9 @@ class Route:
     ttl: float | None = None
     public: bool = False
     per_user: bool = False
-    vary: tuple[str, ...] = ()
-    cookies: tuple[str, ...] = ()
+    # Any sequence of names (adapters pass theirs on as given); kept as a tuple.
+    vary: Sequence[str] = ()
+    cookies: Sequence[str] = ()
     query: bool = True
     wait_timeout: float | None = None
     #: The request fields every variant of this route is keyed on (derived).
