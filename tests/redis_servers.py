@@ -204,6 +204,8 @@ class RedisServer(_ServerProcess):
         """The command line the server is started with."""
         assert self.executable is not None
         cmd = [self.executable, "--bind", self.host, "--save", "", "--appendonly", "no"]
+        # A replica syncs at once (the default waits 5 s for more replicas to share the sync).
+        cmd += ["--repl-diskless-sync-delay", "0"]
         cmd += ["--dir", str(self.dir), "--protected-mode", "no", "--daemonize", "no"]
         if self.tls:
             cmd += ["--port", "0", "--tls-port", str(self.port)]
@@ -217,7 +219,7 @@ class RedisServer(_ServerProcess):
         if self.password:
             cmd += ["--requirepass", self.password]
         for name, rules in self.users.items():
-            cmd += ["--user", f"{name} {rules}"]
+            cmd += ["--user", name, *rules.split()]
         if self.replica_of is not None:
             cmd += ["--replicaof", self.host, str(self.replica_of)]
             if self.password:
@@ -458,13 +460,17 @@ class RedisCluster:
         return self
 
     def healthy(self) -> bool:
-        """Every running node says ``cluster_state:ok`` and knows as many masters as slots."""
+        """Every running node says ``cluster_state:ok``, as many masters as there should be
+        serve slots, and every replica's link to its master is up (it can take over)."""
         try:
             for node in self.nodes:
                 if not node.running:
                     continue
                 info = node.call("CLUSTER", "INFO").decode()
                 if "cluster_state:ok" not in info:
+                    return False
+                role = node.info("replication")
+                if role.get("role") == "slave" and role.get("master_link_status") != "up":
                     return False
             return len(self.master_nodes()) == self.masters
         except (OSError, AttributeError):

@@ -12,17 +12,21 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any, TypeVar
 
-__all__ = ["AWAIT", "CMD", "INFO", "NODE", "PIPE", "SLEEP", "Op"]
+__all__ = ["AWAIT", "CMD", "INFO", "NODE", "PIPE", "REFRESH", "SLEEP", "Op"]
 
 T = TypeVar("T")
 
 #: ``(CMD, args)``: one command, ``client.execute_command(*args)``; its reply comes back.
 CMD = "cmd"
 #: ``(PIPE, [args, ...])``: commands sent together (one round trip per node, no
-#: transaction); a list of their replies comes back, where a failed one is its exception.
+#: transaction); a list of their replies comes back, where a failed one is its exception
+#: (a node that fails fails its commands only). The key a command is routed by is its first
+#: (``args[1]``), or a script's first (``args[3]``).
 PIPE = "pipe"
 #: ``(NODE, key)``: the name (``host:port``) of the cluster node serving ``key`` now.
 NODE = "node"
+#: ``(REFRESH, None)``: read the cluster's slot map again (after a fault: a failover).
+REFRESH = "refresh"
 #: ``(INFO, section)``: ``INFO section`` of every master, as a list of dicts.
 INFO = "info"
 #: ``(SLEEP, seconds)``: wait (the asyncio driver lets the loop run meanwhile).

@@ -20,10 +20,10 @@ from typing import Any
 
 from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_ttl
 from chorde.clients.redis import scripts, topology
-from chorde.clients.redis.calls import AWAIT, CMD, INFO, NODE, PIPE, SLEEP, Op
+from chorde.clients.redis.calls import AWAIT, CMD, INFO, NODE, PIPE, REFRESH, SLEEP, Op
 from chorde.clients.redis.drivers import arun as _arun
 from chorde.clients.redis.drivers import run as _run
-from chorde.clients.redis.health import Node, WriteLog, logger
+from chorde.clients.redis.health import Node, WriteLog, answered, logger
 from chorde.clients.redis.topology import Topology
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.keys import encode_key, key_digest
@@ -50,6 +50,8 @@ _SLOTS = 16384
 _DRAIN_BATCH = 500
 
 Entry = tuple[Any, float]
+# Errors of a cluster whose slot map is out of date.
+_REDIRECTS = frozenset({"MovedError", "AskError", "SlotNotCoveredError"})
 
 _slot_tags: list[bytes] | None = None
 _slot_tags_lock = threading.Lock()
@@ -228,6 +230,9 @@ class RedisClient(BaseCacheClient):
         self._main = Node(self._topology.name, self.retry_interval, self._log)
         self._nodes: dict[str, Node] = {}
         self._writes = WriteLog(write_log_size)
+        # A cluster's slot map is read again (REFRESH) after a fault, at most this often.
+        self._map_stale = False
+        self._refresh_after = 0.0
 
     @staticmethod
     def _connect(
@@ -348,9 +353,39 @@ class RedisClient(BaseCacheClient):
 
     # ---- shared steps -------------------------------------------------------------------------
 
-    def _fault(self, node: Node, exc: BaseException, what: str) -> None:
+    def _fault(self, node: Node | None, exc: BaseException, what: str) -> None:
+        """Count and log a failure; the node (when known) is down for a while unless it
+        answered. In a cluster, the slot map is refreshed before the next call."""
         self._errors += 1
-        node.failed(exc, what)
+        if self._is_cluster and (not answered(exc) or type(exc).__name__ in _REDIRECTS):
+            self._map_stale = True
+        if node is None:
+            self._log.warning(
+                "chorde: Redis %s failed during %s (%s: %s)",
+                self._main.name,
+                what,
+                type(exc).__name__,
+                exc,
+                kind=f"failed {what}",
+            )
+        else:
+            node.failed(exc, what)
+
+    def _refresh(self, what: str) -> Op[bool]:
+        """Read the cluster's slot map again (at most once per ``retry_interval``, so a
+        failover is followed within it); False when no node answered."""
+        now = time.monotonic()
+        if now < self._refresh_after:
+            return True
+        self._refresh_after = now + self.retry_interval
+        self._map_stale = False
+        try:
+            yield (REFRESH, None)
+        except Exception as exc:
+            self._fault(self._main, exc, what)
+            self._map_stale = True
+            return False
+        return True
 
     def _reach(self, raw: bytes, what: str) -> Op[Node | None]:
         """The node serving ``raw``, if usable now (None: treat it as down; counted). A node
@@ -361,6 +396,8 @@ class RedisClient(BaseCacheClient):
             return None
         node = main
         if self._is_cluster:
+            if self._map_stale and not (yield from self._refresh(what)):
+                return None
             try:
                 name = yield (NODE, raw)
             except Exception as exc:
@@ -400,6 +437,8 @@ class RedisClient(BaseCacheClient):
                 if self._is_cluster:
                     replies = yield (PIPE, [("DEL", raw) for raw in batch])
                     done = [k for k, r in zip(batch, replies, strict=True) if not _failed(r)]
+                    if len(done) < len(batch):
+                        self._fault(None, next(r for r in replies if _failed(r)), what)
                 else:
                     yield (CMD, ("DEL", *batch))
                     done = batch
@@ -494,9 +533,10 @@ class RedisClient(BaseCacheClient):
         node (one MGET outside a cluster, one per slot in it)."""
         found: dict[bytes, bytes] = {}
         states: dict[int, Any] = {}
-        usable = yield from self._usable(raws, "a multi-get")
-        if not usable:
+        nodes = yield from self._usable(raws, "a multi-get")
+        if not nodes:
             return found, states
+        usable = list(nodes)
         if not self._is_cluster:
             try:
                 values = yield (CMD, ("MGET", *usable, self._record_key))
@@ -510,36 +550,37 @@ class RedisClient(BaseCacheClient):
         for raw in usable:
             by_slot.setdefault(self._slot(raw), []).append(raw)
         commands = [("MGET", *ks, self._record_key_of(s)) for s, ks in by_slot.items()]
-        try:
-            replies = yield (PIPE, commands)
-        except Exception as exc:
-            self._fault(self._main, exc, "a multi-get")
-            return found, states
+        replies = yield (PIPE, commands)
+        failed: set[Node] = set()
         for (slot, ks), reply in zip(by_slot.items(), replies, strict=True):
             if _failed(reply):
-                self._errors += len(ks)
+                node = nodes[ks[0]]
+                if node not in failed:
+                    failed.add(node)
+                    self._fault(node, reply, "a multi-get")
                 continue
             states[slot] = self._note(slot, reply.pop())
             found.update((raw, v) for raw, v in zip(ks, reply, strict=True) if v is not None)
         return found, states
 
-    def _usable(self, raws: list[bytes], what: str) -> Op[list[bytes]]:
-        """Those of ``raws`` (each once) on nodes usable now, their debts settled."""
+    def _usable(self, raws: list[bytes], what: str) -> Op[dict[bytes, Node]]:
+        """Those of ``raws`` on nodes usable now (their debts settled), with their node."""
         raws = list(dict.fromkeys(raws))
         if self._is_cluster:
-            usable = []
+            usable = {}
             for raw in raws:
-                if (yield from self._node_for(raw, what)) is not None:
-                    usable.append(raw)
+                node = yield from self._node_for(raw, what)
+                if node is not None:
+                    usable[raw] = node
             return usable
         node = yield from self._reach(raws[0] if raws else b"", what)
         if node is None:
-            return []
+            return {}
         writes = self._writes
         owed = [raw for raw in raws if raw in writes.keys] if writes.keys else []
         if (writes.clear_owed or owed) and not (yield from self._settle(owed, node, what)):
-            return []
-        return raws
+            return {}
+        return dict.fromkeys(raws, node)
 
     def _multi(self, keys: Iterable[Key], default: Any, with_ttl: bool) -> Op[list]:
         keys = list(keys)
@@ -626,7 +667,7 @@ class RedisClient(BaseCacheClient):
         for key, value in items:
             raw, encoded = self._map_key(key)
             planned[raw] = self._encode(key, encoded, value, ttl)
-        usable = set((yield from self._usable(list(planned), "a multi-set")))
+        usable = yield from self._usable(list(planned), "a multi-set")
         if len(usable) < len(planned):
             self._writes.failed([raw for raw in planned if raw not in usable])
         commands = []
@@ -639,27 +680,21 @@ class RedisClient(BaseCacheClient):
         if not commands:
             return
         replies = yield from self._pipe_scripts(commands, scripts.PUT)
-        failed = [raw for raw, reply in zip(raws, replies, strict=True) if _failed(reply)]
+        failed = [(raw, r) for raw, r in zip(raws, replies, strict=True) if _failed(r)]
         self._sets += len(raws) - len(failed)
         if failed:
-            self._dropped(failed)
+            self._fault(usable[failed[0][0]], failed[0][1], "a multi-set")
+            self._dropped([raw for raw, _ in failed[1:]])
+            self._writes.failed([failed[0][0]])
 
     def _pipe_scripts(self, commands: list[tuple], script: scripts.Script) -> Op[list[Any]]:
-        """Replies of ``EVALSHA`` commands sent together; those that met a server without the
-        script go again as ``EVAL``. A pipeline that failed as a whole gives its exception
-        for every command (and marks the node down)."""
-        try:
-            replies = yield (PIPE, commands)
-        except Exception as exc:
-            self._fault(self._main, exc, "a pipeline")
-            return [exc] * len(commands)
+        """Replies of ``EVALSHA`` commands sent together (a failed one is its exception);
+        those that met a server without the script go again as ``EVAL``."""
+        replies = yield (PIPE, commands)
         again = [i for i, r in enumerate(replies) if type(r).__name__ == "NoScriptError"]
         if again:
             retried = [("EVAL", script.source, *commands[i][2:]) for i in again]
-            try:
-                answers = yield (PIPE, retried)
-            except Exception as exc:
-                answers = [exc] * len(retried)
+            answers = yield (PIPE, retried)
             for i, answer in zip(again, answers, strict=True):
                 replies[i] = answer
         return replies
@@ -849,7 +884,7 @@ class RedisClient(BaseCacheClient):
             replies = [exc]
         failures = [r for r in replies if _failed(r)]
         if failures:
-            self._fault(self._main, failures[0], "a clear")
+            self._fault(None if self._is_cluster else self._main, failures[0], "a clear")
             self._writes.owe_clear()
             return False
         self._writes.cleared()
@@ -871,7 +906,7 @@ class RedisClient(BaseCacheClient):
         replies = yield from self._pipe_scripts(commands, scripts.HORIZON)
         failures = [r for r in replies if _failed(r)]
         if failures:
-            self._fault(self._main, failures[0], "a purge")
+            self._fault(None if self._is_cluster else self._main, failures[0], "a purge")
         self._records.clear()
 
     def purge(self, timeout: float = 0) -> None:

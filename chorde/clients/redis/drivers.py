@@ -59,13 +59,54 @@ def run(op: calls.Op[T], topology: Topology) -> T:
     return steps.value
 
 
+def _routing_key(args: tuple) -> Any:
+    return args[3] if args[0] in ("EVALSHA", "EVAL") else args[1]
+
+
+def _groups(client: Any, commands: list[tuple], is_cluster: bool) -> tuple[list, list[Any]]:
+    """The commands' indexes grouped by node (one group outside a cluster), and their
+    results so far (an exception where a command has no node)."""
+    results: list[Any] = [None] * len(commands)
+    if not is_cluster:
+        return [list(range(len(commands)))], results
+    groups: dict[str, list[int]] = {}
+    for i, args in enumerate(commands):
+        try:
+            name = client.get_node_from_key(_routing_key(args)).name
+        except Exception as exc:
+            results[i] = exc
+            continue
+        groups.setdefault(name, []).append(i)
+    return list(groups.values()), results
+
+
+def _fill(results: list[Any], indexes: list[int], replies: Any) -> None:
+    if isinstance(replies, BaseException):
+        replies = [replies] * len(indexes)
+    for i, reply in zip(indexes, replies, strict=True):
+        results[i] = reply
+
+
+def _pipe(client: Any, commands: list[tuple], is_cluster: bool) -> list[Any]:
+    groups, results = _groups(client, commands, is_cluster)
+    for indexes in groups:  # (one node after the other)
+        pipe = client.pipeline(transaction=False)
+        for i in indexes:
+            pipe.execute_command(*commands[i])
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            replies = exc
+        _fill(results, indexes, replies)
+    return results
+
+
 def _other(client: Any, call: tuple, is_cluster: bool) -> Any:
     kind = call[0]
     if kind is calls.PIPE:
-        pipe = client.pipeline(transaction=False)
-        for args in call[1]:
-            pipe.execute_command(*args)
-        return pipe.execute(raise_on_error=False)
+        return _pipe(client, call[1], is_cluster)
+    if kind is calls.REFRESH:
+        return client.nodes_manager.initialize()
     if kind is calls.NODE:
         return client.get_node_from_key(call[1]).name
     if kind is calls.INFO:
@@ -97,13 +138,31 @@ async def arun(op: calls.Op[T], topology: Topology) -> T:
     return steps.value
 
 
+async def _apipe(client: Any, commands: list[tuple], is_cluster: bool) -> list[Any]:
+    if is_cluster:
+        await client.initialize()
+    groups, results = _groups(client, commands, is_cluster)
+
+    async def send(indexes: list[int]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for i in indexes:
+            pipe.execute_command(*commands[i])
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            replies = exc
+        _fill(results, indexes, replies)
+
+    await asyncio.gather(*(send(indexes) for indexes in groups))  # (every node at once)
+    return results
+
+
 async def _aother(client: Any, call: tuple, is_cluster: bool) -> Any:
     kind = call[0]
     if kind is calls.PIPE:
-        pipe = client.pipeline(transaction=False)
-        for args in call[1]:
-            pipe.execute_command(*args)
-        return await pipe.execute(raise_on_error=False)
+        return await _apipe(client, call[1], is_cluster)
+    if kind is calls.REFRESH:
+        return await client.nodes_manager.initialize()
     if kind is calls.NODE:
         await client.initialize()
         return client.get_node_from_key(call[1]).name

@@ -56,7 +56,8 @@ class Topology:
     """Makes and keeps the blocking client and each event loop's asyncio client.
 
     ``make_async`` is None for a client object given by the user without an asyncio twin:
-    the awaitable methods then run the blocking ones on an executor.
+    the awaitable methods then run the blocking ones on an executor. A maker may return
+    ``(client, companions)``: clients closed along with it (a Sentinel's own connections).
     """
 
     def __init__(
@@ -91,6 +92,8 @@ class Topology:
             with self._lock:
                 if self._sync is None:
                     self._sync = self._make_sync()
+                    if isinstance(self._sync, tuple):
+                        self._sync = _Closing(*self._sync)
                 client = self._sync
         return client
 
@@ -106,6 +109,8 @@ class Topology:
                 # client now; drop it (its sockets go with it).
                 del self._loops[old]
             client = self._make_async()
+            if isinstance(client, tuple):
+                client = _Closing(*client)
             guard = self._guard(loop, client)
             self._loops[loop] = (client, guard)
         # Its first step registers the guard with the loop (which holds it weakly: we keep
@@ -153,6 +158,28 @@ class Topology:
         self.close()
 
 
+class _Closing:
+    """A redis-py client that closes its companions when it is closed (anything else is the
+    client's own)."""
+
+    def __init__(self, client: Any, companions: list[Any]) -> None:
+        self._client = client
+        self._companions = companions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        for closable in [self._client, *self._companions]:
+            with contextlib.suppress(Exception):
+                closable.close()
+
+    async def aclose(self) -> None:
+        for closable in [self._client, *self._companions]:
+            with contextlib.suppress(Exception):
+                await closable.aclose()
+
+
 def _close_on(loop: asyncio.AbstractEventLoop, client: Any) -> None:
     loop.create_task(_aclose(client))
 
@@ -195,7 +222,11 @@ def _no_retry(asyncio_variant: bool) -> Any:
 
 def _common(options: dict[str, Any], asyncio_variant: bool, cls: Any) -> dict[str, Any]:
     kwargs = {k: v for k, v in options.items() if v is not None}
-    kwargs.update(_quiet(cls))
+    if not kwargs.get("ssl"):
+        # (Over TLS 1.3 the server's session tickets follow the handshake; the announcement's
+        # reply is what reads them off the socket, which redis-py otherwise finds holding
+        # unread bytes at the next command and drops: keep it there.)
+        kwargs.update(_quiet(cls))
     kwargs["retry"] = _no_retry(asyncio_variant)
     kwargs.setdefault("protocol", 2)
     return kwargs
@@ -235,7 +266,7 @@ def sentinel(
         watch = {**_common(sentinel_kwargs, asyncio_variant, cls)}
         watch.pop("protocol", None)
         group = module.Sentinel(list(sentinels), sentinel_kwargs=watch, **kwargs)
-        return group.master_for(service_name, **kwargs)
+        return group.master_for(service_name, **kwargs), list(group.sentinels)
 
     name = f"sentinel {service_name} via " + ",".join(f"{h}:{p}" for h, p in sentinels)
     return Topology(
