@@ -26,6 +26,11 @@ one HMAC per read, not one per configured key. The cache key is stored and signe
 value read under another key (two keys whose memcached digests collide, a file renamed) is
 a miss rather than a wrong value.
 
+A payload can also be bound to a *context* (:meth:`Serializer.bound`): the memcached client
+binds every value to its namespace and the namespace's generation, so a value copied into
+another namespace, or kept from before a ``clear()``, no longer verifies. The context is not
+stored in the payload: it changes the signing key, so the layout above is the same.
+
 Every way a payload can be bad raises :class:`InvalidPayload`; clients turn it into a miss,
 count it in ``stats.errors`` and report it through :class:`RateLimitedLog`.
 """
@@ -60,6 +65,8 @@ _TAG_SIZE: Final = 32
 _FLAG_ZLIB: Final = 0x01
 _KNOWN_FLAGS: Final = _FLAG_ZLIB
 _KEY_ID_MESSAGE: Final = b"chorde key id"
+_CONTEXT_MESSAGE: Final = b"chorde context\0"
+_MAX_BOUND: Final = 256
 _MAX_KEY_LEN: Final = 0xFFFFFFFF
 # Magic, version and flags of an uncompressed payload.
 _PLAIN_PREFIX: Final = _MAGIC + bytes((FORMAT_VERSION, 0))
@@ -163,11 +170,13 @@ class Serializer:
     """
 
     __slots__ = (
+        "_bound",
         "_compress",
         "_compress_level",
         "_compress_threshold",
         "_fast_keys",
         "_key_id",
+        "_keys",
         "_max_size",
         "_signer",
         "_verify_keys",
@@ -202,21 +211,56 @@ class Serializer:
         self._compress_level = _check_int("compress_level", compress_level, -1, 9)
         self._max_size = _check_int("max_size", max_size, 1)
 
-        self._verify_keys: dict[bytes, list[_Mac]] = {}
-        seen: set[bytes] = set()
+        pairs: list[tuple[bytes, bytes]] = []
         for key in keys:
-            if key in seen:
-                continue
-            seen.add(key)
-            key_id = hmac.digest(key, _KEY_ID_MESSAGE, "sha256")[:4]
+            if all(key != known for _, known in pairs):
+                pairs.append((hmac.digest(key, _KEY_ID_MESSAGE, "sha256")[:4], key))
+        self._bound: dict[bytes, Serializer] = {}
+        self._install_keys(pairs)
+
+    def _install_keys(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Sign with the first ``(key id, secret)``, verify with any of them."""
+        self._keys = pairs
+        self._verify_keys: dict[bytes, list[_Mac]] = {}
+        for key_id, key in pairs:
             self._verify_keys.setdefault(key_id, []).append(_Mac(key))
-        self._key_id = hmac.digest(keys[0], _KEY_ID_MESSAGE, "sha256")[:4]
-        self._signer = _Mac(keys[0])
+        self._key_id = pairs[0][0]
+        self._signer = _Mac(pairs[0][1])
         # The same keys as (inner, outer) pairs of pre-keyed states, for the fast path.
         self._fast_keys = {
             key_id: tuple((mac.inner, mac.outer) for mac in macs)
             for key_id, macs in self._verify_keys.items()
         }
+
+    def bound(self, context: bytes) -> Serializer:
+        """This serializer, its keys bound to ``context``: what either signs, only the other
+        verifies, and only under the same ``context``.
+
+        Each secret is replaced by ``HMAC-SHA256(secret, "chorde context" + context)`` (the
+        key ids stay, so rotation works alike), so binding costs nothing per payload and
+        nothing is added to it. A client binds what a payload means besides its key (a
+        namespace, a generation): a payload copied into another context is a bad signature.
+        Bound serializers are kept (a few hundred contexts at the most).
+        """
+        if type(context) is not bytes:
+            raise TypeError(f"context must be bytes, got {type(context).__qualname__}")
+        cache = self._bound
+        bound = cache.get(context)
+        if bound is None:
+            bound = Serializer.__new__(Serializer)
+            bound._compress = self._compress
+            bound._compress_level = self._compress_level
+            bound._compress_threshold = self._compress_threshold
+            bound._max_size = self._max_size
+            bound._bound = {}
+            message = _CONTEXT_MESSAGE + context
+            bound._install_keys(
+                [(key_id, hmac.digest(key, message, "sha256")) for key_id, key in self._keys]
+            )
+            if len(cache) >= _MAX_BOUND:
+                cache.clear()
+            cache[context] = bound
+        return bound
 
     def __repr__(self) -> str:
         return (
@@ -224,6 +268,12 @@ class Serializer:
             f"compress={self._compress}, compress_threshold={self._compress_threshold}, "
             f"compress_level={self._compress_level}, max_size={self._max_size})"
         )
+
+    @property
+    def key_id(self) -> bytes:
+        """The 4-byte id of the signing key (the first ``checksum_key``), as payloads carry
+        it: not secret, it names the key."""
+        return self._key_id
 
     @property
     def max_size(self) -> int:
