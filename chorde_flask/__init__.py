@@ -77,13 +77,13 @@ import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from chorde.errors import requires_extra
 
 with requires_extra("flask"):
-    from flask import Flask, current_app, has_app_context
+    from flask import Flask, Response, current_app, has_app_context
 
 from chorde.clients.base import BaseCacheClient
 from chorde.clients.urls import check_url, from_url
@@ -93,6 +93,11 @@ from chorde.errors import ConfigurationError
 from chorde.http import ResponseCache, Route, Rules
 from chorde.signing import derive_checksum_keys
 from chorde_flask._views import ViewCache, url_request
+
+if TYPE_CHECKING:
+    from werkzeug.local import LocalProxy
+
+    from chorde.decorators import CachedDecorator
 
 __all__ = ["Chorde"]
 
@@ -113,10 +118,35 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _ViewDecorator(Protocol):
+    """What :meth:`Chorde.cached` returns: a view keeps its parameters; it answers what it
+    returns, or a stored response."""
+
+    @overload
+    def __call__(
+        self, view: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R | Response]]: ...
+    @overload
+    def __call__(self, view: Callable[P, R], /) -> Callable[P, R | Response]: ...
+    def __call__(self, view: Callable[..., Any], /) -> Callable[..., Any]:
+        """Decorate ``view``."""
+        ...
+
+
+def _current_app() -> Flask:
+    """The app behind ``current_app``: a proxy, which Flask types as the app itself."""
+    proxy = cast("LocalProxy[Flask]", current_app)
+    return proxy._get_current_object()
+
+
 # ---- configuration -----------------------------------------------------------------
 
 
-def _number(config: dict, name: str, *, integer: bool) -> float | int:
+def _number(config: dict[str, Any], name: str, *, integer: bool) -> float | int:
     raw = config.get(name, _DEFAULTS[name])
     value: Any = raw
     if isinstance(raw, str):
@@ -128,7 +158,8 @@ def _number(config: dict, name: str, *, integer: bool) -> float | int:
     if isinstance(value, bool) or not ok or not value > 0 or value != value:
         kind = "integer" if integer else "number"
         raise ConfigurationError(f"{name} must be a positive {kind}, got {raw!r}")
-    return value
+    number: float | int = value
+    return number
 
 
 def _host_port(server: Any) -> str:
@@ -138,7 +169,7 @@ def _host_port(server: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _servers(config: dict) -> list[Any]:
+def _servers(config: dict[str, Any]) -> list[Any]:
     raw = config.get("CHORDE_SERVERS")
     items: Any = raw.replace(",", " ").split() if isinstance(raw, str) else raw
     if not isinstance(items, list | tuple) or not items:
@@ -155,7 +186,7 @@ def _servers(config: dict) -> list[Any]:
     return list(items)
 
 
-def _checksum_key(config: dict) -> Any:
+def _checksum_key(config: dict[str, Any]) -> Any:
     key = config.get("CHORDE_CHECKSUM_KEY")
     if key is not None:
         keys = key if isinstance(key, list | tuple) else [key]
@@ -176,7 +207,7 @@ def _checksum_key(config: dict) -> Any:
     return derive_checksum_keys(secret, [f for f in fallbacks if isinstance(f, str | bytes)])
 
 
-def _inproc_url(config: dict) -> str:
+def _inproc_url(config: dict[str, Any]) -> str:
     size = _number(config, "CHORDE_SIZE", integer=True)
     store = config.get("CHORDE_STORE")
     if store is not None and not isinstance(store, str):
@@ -190,7 +221,7 @@ def _inproc_url(config: dict) -> str:
     return url
 
 
-def _memcached(app: Flask, config: dict, l1: str | None = None) -> BaseCacheClient:
+def _memcached(app: Flask, config: dict[str, Any], l1: str | None = None) -> BaseCacheClient:
     """The memcached client of the legacy keys (with an in-process ``l1`` in front, if given)."""
     servers = _servers(config)
     checksum_key = _checksum_key(config)
@@ -220,7 +251,7 @@ def _memcached(app: Flask, config: dict, l1: str | None = None) -> BaseCacheClie
         raise ConfigurationError(f"CHORDE_OPTIONS: {exc}") from None
 
 
-def _rules(config: dict) -> Rules:
+def _rules(config: dict[str, Any]) -> Rules:
     hosts = config.get("CHORDE_ALLOWED_HOSTS")
     try:
         return Rules(allowed_hosts=hosts)
@@ -228,7 +259,7 @@ def _rules(config: dict) -> Rules:
         raise ConfigurationError(f"CHORDE_ALLOWED_HOSTS: {exc}") from None
 
 
-def _check_keys(config: dict) -> None:
+def _check_keys(config: dict[str, Any]) -> None:
     for name in config:
         if isinstance(name, str) and name.startswith("CHORDE_") and name not in _DEFAULTS:
             close = difflib.get_close_matches(name, _DEFAULTS, n=1)
@@ -236,7 +267,7 @@ def _check_keys(config: dict) -> None:
             raise ConfigurationError(f"unknown setting {name}{hint}; known: {sorted(_DEFAULTS)}")
 
 
-def _from_url(app: Flask, config: dict) -> BaseCacheClient:
+def _from_url(app: Flask, config: dict[str, Any]) -> BaseCacheClient:
     """``CHORDE_URL``: a client URL, or a list of them (a tiered client, L1 first)."""
     url = config["CHORDE_URL"]
     for name in ("CHORDE_CLIENT", "CHORDE_SERVERS", "CHORDE_STORE", "CHORDE_SIZE"):
@@ -319,7 +350,7 @@ class _AppState:
         self.memos: dict[_Memoized, Any] = {}
         # The cached views' responses (chorde.http's policy), and their renders in flight.
         self.views = ResponseCache(client, rules=rules, ttl=ttl, cache_status=status)
-        self.finalizer: weakref.finalize | None = None
+        self.finalizer: weakref.finalize[[BaseCacheClient], Flask] | None = None
 
     def close(self) -> None:
         if self.finalizer is not None:
@@ -361,7 +392,11 @@ class _Memoized:
     """
 
     def __init__(
-        self, ext: Chorde, fn: Callable[..., Any], options: dict[str, Any], bound: tuple = ()
+        self,
+        ext: Chorde,
+        fn: Callable[..., Any],
+        options: dict[str, Any],
+        bound: tuple[Any, ...] = (),
     ) -> None:
         functools.update_wrapper(self, fn)
         self._ext = ext
@@ -389,12 +424,12 @@ class _Memoized:
                     options = dict(self._options)
                     if options["ttl"] is None:
                         options["ttl"] = state.default_ttl
-                    the_app = app or current_app._get_current_object()
+                    the_app = app or _current_app()
                     wrapper = _cached(state.client, **options)(_in_app(the_app, self._fn))
                     state.memos[root] = wrapper
         return wrapper
 
-    def _variant(self, name: str) -> Callable[..., Any]:
+    def _variant(self, name: str) -> Any:
         return getattr(self.for_app(), name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -443,6 +478,17 @@ class _Memoized:
         """The current app's cache client."""
         return self._ext._state().client
 
+    @property
+    def namespace(self) -> str:
+        """The first element of this function's cache keys (the same in every app)."""
+        namespace: str = self.for_app().namespace
+        return namespace
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> Hashable:
+        """The cache key of a call with these arguments."""
+        key: Hashable = self.for_app().cache_key(*self._bound, *args, **kwargs)
+        return key
+
     def __repr__(self) -> str:
         return f"<chorde_flask memoized {self._fn.__module__}.{self._fn.__qualname__}>"
 
@@ -458,6 +504,21 @@ class _MemoVariant:
 
     def _resolve(self) -> Any:
         return getattr(self._memo.for_app(), self._mode)()
+
+    @property
+    def client(self) -> BaseCacheClient:
+        """The current app's cache client."""
+        return self._memo.client
+
+    def bg(self) -> _MemoVariant:
+        """Serve what the cache holds (even stale) and refresh in the background."""
+        return _MemoVariant(self._memo, "bg")
+
+    async_ = bg
+
+    def future(self) -> _MemoVariant:
+        """Return chorde Futures instead of results."""
+        return _MemoVariant(self._memo, "future")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._resolve()(*self._memo._bound, *args, **kwargs)
@@ -507,8 +568,8 @@ class Chorde:
                     "chorde needs an application context (current_app) here: call it during "
                     "a request or inside `with app.app_context():`"
                 )
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-        state = app.extensions.get(_EXT)
+            app = _current_app()
+        state: _AppState | None = app.extensions.get(_EXT)
         if state is None or state.ext is not self:
             raise RuntimeError(
                 f"this Chorde extension is not initialized on app {app.name!r}: "
@@ -540,7 +601,7 @@ class Chorde:
         namespace: str | None = None,
         ttl_spread: float | bool = True,
         executor: Any = None,
-    ) -> Callable[[Callable[..., Any]], _Memoized]:
+    ) -> CachedDecorator:
         """Cache a function's results in the current app's client (see ``chorde.decorators``).
 
         ``ttl`` defaults to ``CHORDE_DEFAULT_TTL``. The function may be defined before any
@@ -570,7 +631,8 @@ class Chorde:
                 raise TypeError(f"@memoize decorates functions, got {fn!r}")
             return _Memoized(self, fn, options)
 
-        return decorate
+        # A _Memoized offers what a cached function does, with fn's parameters and result.
+        return cast("CachedDecorator", decorate)
 
     # ---- view caching --------------------------------------------------------------
 
@@ -605,7 +667,7 @@ class Chorde:
         per_user: bool = False,
         vary: Sequence[str] = (),
         cookies: Sequence[str] = (),
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    ) -> _ViewDecorator:
         """Cache a view's GET responses for ``ttl`` seconds (``CHORDE_DEFAULT_TTL`` if None).
 
         What is stored and served follows :mod:`chorde.http`'s policy, the same in every
@@ -660,4 +722,4 @@ class Chorde:
 
             return wrapper
 
-        return decorate
+        return cast(_ViewDecorator, decorate)
