@@ -21,7 +21,10 @@ replaced::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 from collections.abc import Callable
+from typing import Any, cast
 
 from chorde.errors import requires_extra
 
@@ -36,9 +39,14 @@ __all__ = ["cache_response", "purge_tags", "to_tornado_future"]
 
 #: ``to_tornado_future(chorde_future)``: the same outcome as a tornado (asyncio) Future on the
 #: running loop, completed thread-safely; cancelling it leaves the chorde future alone.
-to_tornado_future: Callable[[Future], asyncio.Future] = makeFutureWrapper(asyncio.Future)
+to_tornado_future: Callable[[concurrent.futures.Future[Any]], asyncio.Future[Any]] = (
+    makeFutureWrapper(asyncio.Future)
+)
+
+# A functools.singledispatch function, which tornado types as the function it wraps.
+_convert_yielded = cast("functools._SingleDispatchCallable[Any]", tornado.gen.convert_yielded)
 
 
-@tornado.gen.convert_yielded.register(Future)
-def _convert_chorde_future(future: Future) -> asyncio.Future:
+@_convert_yielded.register(Future)
+def _convert_chorde_future(future: Future[Any]) -> asyncio.Future[Any]:
     return to_tornado_future(future)
