@@ -50,10 +50,15 @@ def mkey(key, namespace="") -> bytes:
     return memcache_key(key, namespace)[0].encode()
 
 
+def codec(client: MemcachedClient, key):
+    """The serializer ``client`` verifies ``key``'s value with (bound to its generation)."""
+    return client._locate(key)[2].state[2]
+
+
 def page_keys(client: MemcachedClient, server, key) -> list[bytes]:
     """The memcached keys of the pages of the paged value under ``key``."""
     item = raw(server).get(mkey(key))
-    manifest, _ = client._serializer.loads(item[8:], key=encode_key(key))
+    manifest, _ = codec(client, key).loads(item[8:], key=encode_key(key))
     assert isinstance(manifest, PageManifest)
     return manifest.page_keys(client._internal_prefix)
 
@@ -342,13 +347,21 @@ def test_multi_operations_take_one_round_trip_per_server(memcached_factory, monk
     c = MemcachedClient([s.address for s in servers], checksum_key=SECRET)
     c.put("warm", 1, TTL)  # learns a generation... of one server only
     requests: list[tuple[str, bytes]] = []
-    real_request = blocking.Connection.request
+    real_exchange = blocking.exchange
 
-    def counted(conn, data, reply):
-        requests.append(("{}:{}".format(*conn.address), data))
-        return real_request(conn, data, reply)
+    def counted(ios, deadline):
+        requests.extend((server.name, data) for server, data, _ in ios)
+        return real_exchange(ios, deadline)
 
-    monkeypatch.setattr(blocking.Connection, "request", counted)
+    for name in ("request", "request_by"):
+        real = getattr(blocking.Connection, name)
+
+        def one(conn, data, reply, deadline, real=real):
+            requests.append(("{}:{}".format(*conn.address), data))
+            return real(conn, data, reply, deadline)
+
+        monkeypatch.setattr(blocking.Connection, name, one)
+    monkeypatch.setattr(blocking, "exchange", counted)
     c.putMulti({i: str(i) for i in range(100)}, TTL)
     # (Besides a read of the generation from the two servers it had not seen yet.)
     sets = [server for server, data in requests if b"\r\nset " in data]
@@ -621,7 +634,14 @@ def test_hung_server_is_bounded_by_the_timeout(memcached):
         assert results == [("miss", None)]
     finally:
         memcached.resume()
-    assert _until(lambda: c.get("k", None) == 1)
+
+    def back():
+        got = c.get("k", None)
+        assert got != 1  # the put of 2 failed: 1, older, must never come back
+        c.put("k", 3, TTL)
+        return c.get("k", None) == 3
+
+    assert _until(back)
     c.close()
 
 
@@ -834,7 +854,10 @@ def test_async_hung_server_is_bounded_by_the_timeout_then_recovers(memcached):
         finally:
             memcached.resume()
         for _ in range(250):  # bounded: ~5 s
-            if await c.aget("k", None) == 1:
+            # The put of 2 failed: 1, older, must never come back.
+            assert await c.aget("k", None) != 1
+            await c.aput("k", 3, TTL)
+            if await c.aget("k", None) == 3:
                 return got, many, True
             await asyncio.sleep(0.02)
         return got, many, False
@@ -992,11 +1015,12 @@ def test_dropped_server_stays_open_for_callers_of_the_old_ring(memcached_factory
         old = client._servers[(a.host, a.port)]
         conn = old.conn()  # this thread's connection, as an in-flight call holds it
         request = protocol.store(b"set", b"x", 0, 0, [b"1"])
-        assert conn.request(request, protocol.Line()) == b"STORED"
+        assert conn.request_by(request, protocol.Line(), time.monotonic() + 5) == b"STORED"
         client._servers.set([(b.host, b.port)])
         client._servers.set([(b.host, b.port), (c.host, c.port)])
         assert conn.sock is not None
-        assert conn.request(protocol.get([b"x"]), protocol.Values()) == {b"x": b"1"}
+        got = conn.request_by(protocol.get([b"x"]), protocol.Values(), time.monotonic() + 5)
+        assert got == {b"x": b"1"}
     finally:
         client.close()
     assert conn.sock is None  # closed with the client

@@ -74,7 +74,8 @@ def test_aupdate_of_a_paged_value_drops_the_old_pages(memcached):
     c.put("big", big, TTL)
     raw = RawClient((memcached.host, memcached.port), default_noreply=False)
     item = raw.get(memcache_key("big")[0].encode())
-    manifest = c._serializer.loads(item, key=encode_key("big"), offset=8)[0]
+    codec = c._locate("big")[2].state[2]  # (bound to the namespace's generation)
+    manifest = codec.loads(item, key=encode_key("big"), offset=8)[0]
     assert isinstance(manifest, PageManifest)
     old_pages = manifest.page_keys(c._internal_prefix)
 

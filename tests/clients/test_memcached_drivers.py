@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 
 import pytest
 
 from chorde.clients.memcached import aio, blocking
-from chorde.clients.memcached.calls import AWAIT, BATCH, IO, SLEEP
+from chorde.clients.memcached.calls import BATCH, CALL, IO, PARALLEL, SLEEP
 from chorde.clients.memcached.protocol import Line, Reply, Values
 
 
@@ -32,22 +33,27 @@ class _FakeConn:
                 return reply.result
         raise AssertionError("incomplete canned answer")
 
-    def request(self, data, reply):
+    def request(self, data, reply, deadline):
+        self.server.deadlines.append(deadline)
         return self._answer(data, reply)
+
+    request_by = request
 
 
 class _FakeAsyncConn(_FakeConn):
-    async def request(self, data, reply):
+    async def request(self, data, reply, deadline):
+        self.server.deadlines.append(deadline)
         await asyncio.sleep(0)
         return self._answer(data, reply)
 
 
 class _FakeServer:
-    def __init__(self, answers: dict[bytes, bytes | BaseException], dead: bool = False) -> None:
+    timeout = 30.0
+
+    def __init__(self, answers: dict[bytes, bytes | BaseException]) -> None:
         self.answers = answers
         self.log: list[bytes] = []
-        self.dead_until = 1.0 if dead else 0.0
-        self.backs = 0
+        self.deadlines: list[float] = []
 
     def conn(self):
         return _FakeConn(self)
@@ -55,14 +61,18 @@ class _FakeServer:
     def aconn(self, loop):
         return _FakeAsyncConn(self)
 
-    def back(self):
-        self.dead_until = 0.0
-        self.backs += 1
-
 
 async def _doubled(value):
     await asyncio.sleep(0)
     return value * 2
+
+
+def _sub(server: _FakeServer, request: bytes):
+    """A sub-operation of a PARALLEL call: one request, its answer or what it raised."""
+    try:
+        return (yield (IO, server, request, Values()))
+    except ConnectionResetError as exc:
+        return type(exc).__name__
 
 
 def _operation(a: _FakeServer, b: _FakeServer, events: list, awaitable: bool):
@@ -79,10 +89,12 @@ def _operation(a: _FakeServer, b: _FakeServer, events: list, awaitable: bool):
     )
     events.append(("batch", [r if isinstance(r, bytes) else type(r).__name__ for r in results]))
     assert (yield (SLEEP, 0.001)) is None
-    # (Only an event loop can wait for an awaitable; the blocking driver passes values on.)
-    awaited = yield (AWAIT, _doubled(21) if awaitable else 42)
+    # (Only an event loop can wait for an awaitable; the blocking driver passes it on.)
+    called = yield (CALL, _doubled if awaitable else (lambda v: v * 2), 21)
     yield (BATCH, [(a, b"delete k noreply\r\n", None)])
-    return found[b"k"] + b"/" + str(awaited).encode()
+    both = yield (PARALLEL, [_sub(a, b"get k\r\n"), _sub(b, b"get broken\r\n")])
+    events.append(("parallel", both))
+    return found[b"k"] + b"/" + str(called).encode()
 
 
 def _servers():
@@ -91,14 +103,26 @@ def _servers():
             b"get k\r\n": b"VALUE k 0 1\r\nv\r\nEND\r\n",
             b"touch k 1\r\n": b"TOUCHED\r\n",
             b"delete k noreply\r\n": b"",
-        },
-        dead=True,
+        }
     )
     b = _FakeServer({b"get broken\r\n": ConnectionResetError("reset")})
     return a, b
 
 
-def test_both_drivers_run_an_operation_alike():
+def _one_by_one(ios, deadline):
+    """blocking.exchange for fake servers: each request in turn (the real one needs sockets;
+    see the tests on loopback servers below)."""
+    results = []
+    for server, data, reply in ios:
+        try:
+            results.append(server.conn().request_by(data, reply, deadline))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+def test_both_drivers_run_an_operation_alike(monkeypatch):
+    monkeypatch.setattr(blocking, "exchange", _one_by_one)
     a, b = _servers()
     sync_events: list = []
     assert blocking.run(_operation(a, b, sync_events, awaitable=False)) == b"v/42"
@@ -115,10 +139,12 @@ def test_both_drivers_run_an_operation_alike():
             ("found", {b"k": b"v"}),
             ("thrown in", "ConnectionResetError"),
             ("batch", [b"TOUCHED", "ConnectionResetError"]),
+            ("parallel", [{b"k": b"v"}, "ConnectionResetError"]),
         ]
     )
-    assert a.backs == 1 and a.dead_until == 0.0  # a success brought the down server back
-    assert b.backs == 0
+    # Every request of the operation had the same deadline, moved back by the sleep.
+    deadlines = a.deadlines + b.deadlines
+    assert len(set(deadlines)) <= 2 and max(deadlines) - min(deadlines) < 1.0
 
 
 @pytest.mark.parametrize("driver", ["blocking", "asyncio"])
@@ -209,12 +235,12 @@ def test_the_timeout_bounds_the_whole_call_not_each_read(transport):
         if transport == "blocking":
             conn = blocking.Connection(server.address, 1.0, 0.5)
             with pytest.raises(TimeoutError):
-                conn.request(b"get k\r\n", Values())
+                conn.request(b"get k\r\n", Values(), time.monotonic() + 0.5)
         else:
             aconn = aio.Connection(server.address, 1.0, 0.5)
 
             async def call():
-                return await aconn.request(b"get k\r\n", Values())
+                return await aconn.request(b"get k\r\n", Values(), time.monotonic() + 0.5)
 
             with pytest.raises(TimeoutError):
                 asyncio.run(call())
@@ -228,7 +254,7 @@ def test_a_dripped_reply_within_the_timeout_is_read_whole():
     server = _Dripping(pieces=5, gap=0.01)
     try:
         conn = blocking.Connection(server.address, 1.0, 5.0)
-        assert conn.request(b"get k\r\n", Values()) == {b"k": b"x" * 5}
+        assert conn.request(b"get k\r\n", Values(), time.monotonic() + 5) == {b"k": b"x" * 5}
         conn.close()
     finally:
         server.close()

@@ -9,26 +9,25 @@ what the client stores and how.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
 import random
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from chorde.clients._pages import PageManifest, assemble
-from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_ttl
+from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_capacity, check_ttl
 from chorde.clients.memcached import protocol
 from chorde.clients.memcached.aio import run as _arun
 from chorde.clients.memcached.blocking import run as _run
-from chorde.clients.memcached.calls import AWAIT, BATCH, IO, SLEEP, Op
+from chorde.clients.memcached.calls import BATCH, CALL, IO, PARALLEL, SLEEP, Op
 from chorde.clients.memcached.protocol import (
     STATS_REQUEST,
     CasValues,
     Line,
+    ReplyError,
     Stats,
     Values,
     check,
@@ -40,10 +39,12 @@ from chorde.clients.memcached.protocol import (
     store_result,
 )
 from chorde.clients.memcached.servers import (
+    UNKNOWN_STATE,
     Address,
     Server,
     ServerSet,
     ServerSpec,
+    WriteLog,
     dns_discovery,
     parse_server,
 )
@@ -57,8 +58,6 @@ __all__ = ["MemcachedClient"]
 logger = logging.getLogger("chorde.clients.memcached")
 
 _GEN_SIZE = 8
-_ZERO_GEN = bytes(_GEN_SIZE)
-_HORIZON = struct.Struct("<d")
 # memcached reads an expiry above 30 days as an absolute unix time (protocol.txt, "Expiration").
 _RELATIVE_EXPTIME_MAX = 30 * 24 * 3600
 # Room for the item header and key within memcached's item size limit.
@@ -70,20 +69,15 @@ _ONE_MIB = 1024 * 1024
 _LOG_INTERVAL = 60.0
 # Bound of the per-client memo of str keys' memcached keys (cleared, not evicted, when full).
 _KEY_MEMO_SIZE = 8192
+# Keys deleted per round trip when a write log is replayed.
+_REPLAY_BATCH = 256
+# What the generation record and the values are signed for (see Serializer.bound).
+_RECORD_CONTEXT = b"chorde memcached generation record"
+_VALUE_CONTEXT = b"chorde memcached value\0"
 
 Entry = tuple[Any, float]
-
-
-def _note_record(server: Server, record: bytes | None) -> bytes:
-    """Remember the generation record a server answered with; return its generation."""
-    if record is None:
-        record = b""
-    if record != server.record:
-        server.gen = record[:_GEN_SIZE] if len(record) >= _GEN_SIZE else _ZERO_GEN
-        has_horizon = len(record) >= _GEN_SIZE + _HORIZON.size
-        server.horizon = _HORIZON.unpack_from(record, _GEN_SIZE)[0] if has_horizon else 0.0
-        server.record = record
-    return server.gen
+#: A server's view of its generation record: see servers.UNKNOWN_STATE.
+State = tuple[Any, Any, Any, float, Any]
 
 
 def _update_backoff(attempt: int) -> float:
@@ -100,6 +94,16 @@ def _update_lost(key: Key) -> RuntimeError:
     )
 
 
+def _one_or_all(ops: list[Op[Any]]) -> Op[list[Any]]:
+    """Run ``ops`` together (one directly): what each returned, or the exception it raised."""
+    if len(ops) != 1:
+        return (yield (PARALLEL, ops))
+    try:
+        return [(yield from ops[0])]
+    except Exception as exc:
+        return [exc]
+
+
 class MemcachedClient(BaseCacheClient):
     """A shared cache on one or more memcached servers; see the package docstring.
 
@@ -109,8 +113,16 @@ class MemcachedClient(BaseCacheClient):
 
     * ``namespace``: prefix of every memcached key; ``clear()`` clears only its namespace.
     * ``compress`` / ``compress_threshold``: zlib-compress payloads above the threshold.
-    * ``connect_timeout`` / ``timeout`` (seconds, default 0.5 / 1.0) bound each server call;
-      ``retry_interval`` (default 5 s) is how long a failed server is left alone.
+    * ``timeout`` (default 1 s) bounds the time each call waits for servers, in all;
+      ``connect_timeout`` (default 0.5 s) bounds one connect within it.
+    * Down-marking: ``connect_retries`` (default 1): a connect that fails, or a connection
+      that fails before the server answered anything, is tried again on a new connection
+      this many times before the server is marked down (a timeout once connected marks it
+      down at once); ``retry_interval`` (default 0.5 s): how often a down server is probed,
+      from a thread of its own; ``write_log_size`` (default 10,000): writes remembered per
+      down server, undone before it is used again (past that, the namespace's generation
+      there is renewed).
+    * ``pool_size`` (default 8): asyncio connections per server and event loop.
     * ``max_item_size``: the servers' item size limit (memcached ``-I``, default 1 MiB);
       bigger values are paged.
     * ``stale_grace``: seconds stale entries stay readable by ``getTtl`` (default 60).
@@ -132,7 +144,10 @@ class MemcachedClient(BaseCacheClient):
         compress_threshold: int = 1024,
         connect_timeout: float = 0.5,
         timeout: float = 1.0,
-        retry_interval: float = 5.0,
+        retry_interval: float = 0.5,
+        connect_retries: int = 1,
+        write_log_size: int = 10_000,
+        pool_size: int = 8,
         max_item_size: int = _ONE_MIB,
         stale_grace: float = 60.0,
         dns: bool | None = None,
@@ -163,6 +178,13 @@ class MemcachedClient(BaseCacheClient):
             ("dns_max_interval", dns_max_interval),
         ):
             check_ttl(val, name)
+        for name, count in (
+            ("connect_retries", connect_retries),
+            ("write_log_size", write_log_size),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigurationError(f"{name} must be an int >= 0, got {count!r}")
+        check_capacity(pool_size, "pool_size")
         if not (isinstance(max_item_size, int) and max_item_size > 4 * _ITEM_OVERHEAD):
             raise ConfigurationError(
                 f"max_item_size must be an int above {4 * _ITEM_OVERHEAD}, got {max_item_size!r}"
@@ -177,6 +199,15 @@ class MemcachedClient(BaseCacheClient):
         self._serializer = Serializer(
             checksum_key, compress=compress, compress_threshold=compress_threshold
         )
+        # The generation record is named after, and signed with, the oldest key of the list
+        # alone: clients midway through a rotation ([new, old]) share it with those not yet
+        # rotated ([old]), and an application with other secrets in the same namespace has a
+        # record of its own. Each value is signed for its namespace and generation (see
+        # _note_record), so it verifies nowhere else.
+        oldest = checksum_key if isinstance(checksum_key, str | bytes) else checksum_key[-1]
+        record_signer = Serializer(oldest)
+        self._record_codec = record_signer.bound(_RECORD_CONTEXT)
+        self._value_context = _VALUE_CONTEXT + namespace.encode() + b"\0"
         self.namespace = namespace
         self.connect_timeout = float(connect_timeout)
         self.timeout = float(timeout)
@@ -185,7 +216,7 @@ class MemcachedClient(BaseCacheClient):
         self.max_item_size = max_item_size
         self._page_size = max_item_size - _ITEM_OVERHEAD
         self._internal_prefix = (namespace + "~").encode()
-        self._gen_key = self._internal_prefix + b"gen"
+        self._gen_key = self._internal_prefix + b"gen." + record_signer.key_id.hex().encode()
         # The end of a single get's request: the generation is read in the same round trip.
         self._get_tail = b" " + self._gen_key + b"\r\n"
         self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
@@ -206,6 +237,10 @@ class MemcachedClient(BaseCacheClient):
             connect_timeout=self.connect_timeout,
             timeout=self.timeout,
             retry_interval=self.retry_interval,
+            connect_retries=connect_retries,
+            pool_size=pool_size,
+            write_log_size=write_log_size,
+            replay=self._replay,
             points_per_node=points_per_node,
             log=self._log,
         )
@@ -228,9 +263,13 @@ class MemcachedClient(BaseCacheClient):
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def _fault(self, server: Server, exc: BaseException, what: str) -> None:
+    def _fault(
+        self, server: Server, exc: BaseException, what: str, *lost: Any, **undo: Any
+    ) -> None:
+        """Count and report a failed request; for a write, what it may have left unwritten
+        (the arguments of :meth:`Server.failed`)."""
         self._errors += 1
-        server.failed(exc, what)
+        server.failed(exc, what, *lost, **undo)
 
     def _bad_payload(self, key: Key, exc: Exception) -> None:
         self._errors += 1
@@ -273,37 +312,26 @@ class MemcachedClient(BaseCacheClient):
             return int(time.time()) + seconds
         return seconds
 
-    def _encode(self, key: Key, encoded: bytes, value: Any, ttl: float) -> bytes:
+    def _encode(self, key: Key, encoded: bytes, value: Any, ttl: float, codec: Any) -> bytes:
         try:
-            return self._serializer.dumps(value, key=encoded, expires=time.time() + ttl)
+            return codec.dumps(value, key=encoded, expires=time.time() + ttl)
         except Exception as exc:
             exc.add_note(f"while serializing the value for cache key {key!r}")
             raise
 
-    def _decode(self, key: Key, encoded: bytes, data: bytes | None, server: Server) -> Any:
+    def _decode(self, key: Key, encoded: bytes, data: bytes | None, state: State) -> Any:
         """``(value_or_manifest, expires)`` from a stored item, or None for a miss."""
-        if data is None or not data.startswith(server.gen):
+        if data is None or not data.startswith(state[1]):
             return None
         try:
-            entry = self._serializer.loads(data, key=encoded, offset=_GEN_SIZE)
+            entry = state[2].loads(data, key=encoded, offset=_GEN_SIZE)
         except InvalidPayload as exc:
             self._bad_payload(key, exc)
             return None
-        if server.horizon and entry[1] <= server.horizon:
+        horizon = state[3]
+        if horizon and entry[1] <= horizon:
             return None
         return entry
-
-    def _from_gets(
-        self, key: Key, raw: bytes, encoded: bytes, server: Server, found: dict[bytes, Any]
-    ) -> tuple[bytes, int | None, Entry | None]:
-        """What a ``gets`` of an entry and the generation found: ``(generation, cas,
-        (value or manifest, expires))``; cas None if absent, the entry None if absent or
-        invalid (stale entries are returned)."""
-        gen = _note_record(server, found.get(self._gen_key, (None,))[0])
-        item = found.get(raw)
-        if item is None:
-            return gen, None, None
-        return gen, item[1], self._decode(key, encoded, item[0], server)
 
     def _stored(self, raw: bytes, reply: bytes, old_flags: int, flags: int) -> list[bytes]:
         """Count a ``set``'s reply; return the pages of the paged item it replaced, if any.
@@ -317,20 +345,103 @@ class MemcachedClient(BaseCacheClient):
         self._sets += 1
         return old_pages(self._internal_prefix, raw, old_flags, flags) if old_flags else []
 
-    # ---- shared steps (generators, run inside the operations) ----------------------------
+    # ---- the generation record -----------------------------------------------------------
 
-    def _generation(self, server: Server) -> Op[bytes]:
-        """The server's current generation, fetched if this client never saw it."""
-        if server.record is None:
-            gen_key = self._gen_key
-            found = yield (IO, server, protocol.get([gen_key]), Values())
-            return _note_record(server, found.get(gen_key))
-        return server.gen
+    def _new_record(self, server: Server, gen: bytes | None = None, horizon: float = 0.0) -> bytes:
+        """A signed generation record for ``server``: ``gen`` (a new random one by default),
+        the purge horizon (entries that expired before it are gone) and when the generation
+        was made (never before the newest one seen there, so it is trusted)."""
+        if gen is None:
+            gen = os.urandom(_GEN_SIZE)
+            made = max(time.time(), server.seen + 1e-3)
+        else:
+            made = server.seen
+        return self._record_codec.dumps((gen, horizon, made), key=self._gen_key)
+
+    def _note_record(self, server: Server, record: bytes | None) -> bool:
+        """Adopt the generation record ``server`` answered with, if it verifies and is not
+        older than one seen there before. False when it is absent or not trusted (forged,
+        unsigned, replayed): the server's view is then unknown, so none of its entries is
+        trusted until :meth:`_establish` settles a record."""
+        if record is not None:
+            if record == server.state[0]:
+                return True
+            try:
+                (gen, horizon, made), _ = self._record_codec.loads(record, key=self._gen_key)
+            except (InvalidPayload, TypeError, ValueError):
+                gen = horizon = made = None
+            if (
+                type(gen) is bytes
+                and len(gen) == _GEN_SIZE
+                and type(horizon) is float
+                and type(made) is float
+                and made >= server.seen
+            ):
+                server.seen = made
+                codec = self._serializer.bound(self._value_context + gen)
+                expect = (protocol.value_block(self._gen_key, record), self._gen_key, record)
+                server.state = (record, gen, codec, horizon, expect)
+                return True
+        server.state = UNKNOWN_STATE
+        return False
+
+    def _establish(self, server: Server) -> Op[State]:
+        """Read the server's generation record and trust it if it verifies; else write a
+        new one (``add`` where there is none, ``cas`` over one that does not verify, which
+        is logged): everything of the namespace on the server from before is dropped."""
+        gen_key = self._gen_key
+        for _ in range(_CAS_ATTEMPTS):
+            found = yield (IO, server, protocol.gets([gen_key]), CasValues())
+            item = found.get(gen_key)
+            record = self._new_record(server)
+            if item is None:
+                stored = yield from self._store(server, b"add", gen_key, 0, 0, (record,))
+            elif self._note_record(server, item[0]):
+                return server.state
+            else:
+                self._log.warning(
+                    "chorde: memcached %s: the generation record of namespace %r is not "
+                    "trusted (it does not verify, or is older than one seen before: forged "
+                    "or replayed); replacing it, which drops the namespace's entries there",
+                    server.name,
+                    self.namespace,
+                    kind=f"record {server.name}",
+                )
+                args = (gen_key, 0, 0, (record,))
+                stored = yield from self._store(server, b"cas", *args, cas=item[1])
+            if stored:
+                self._note_record(server, record)
+                return server.state
+        raise ReplyError(f"the generation record on {server} keeps changing")
+
+    def _generation(self, server: Server) -> Op[State]:
+        """The server's view of the generation, settled first if this client has none."""
+        state = server.state
+        if state[2] is None:
+            state = yield from self._establish(server)
+        return state
+
+    # ---- shared steps (generators, run inside the operations) ----------------------------
 
     def _gets(self, server: Server, raw: bytes) -> Op[dict[bytes, Any]]:
         """``gets`` of ``raw`` and the generation record, in one round trip."""
         request = protocol.gets([raw, self._gen_key])
         return (yield (IO, server, request, CasValues()))
+
+    def _from_gets(
+        self, key: Key, raw: bytes, encoded: bytes, server: Server, found: dict[bytes, Any]
+    ) -> Op[tuple[State, int | None, Entry | None]]:
+        """What a ``gets`` of an entry and the generation found: ``(generation view, cas,
+        (value or manifest, expires))``; cas None if absent, the entry None if absent or
+        invalid (stale entries are returned)."""
+        gen_item = found.get(self._gen_key)
+        if not self._note_record(server, None if gen_item is None else gen_item[0]):
+            yield from self._establish(server)
+        state = server.state
+        item = found.get(raw)
+        if item is None:
+            return state, None, None
+        return state, item[1], self._decode(key, encoded, item[0], state)
 
     def _store(self, server: Server, command: bytes, *args: Any, cas: int | None = None) -> Op:
         """A ``set``/``add``/``cas`` of ``(key, flags, exptime, value parts)``: as
@@ -339,7 +450,7 @@ class MemcachedClient(BaseCacheClient):
         return store_result(reply)
 
     def _item(
-        self, payload: bytes, key: Key, encoded: bytes, ttl: float, raw: bytes
+        self, payload: bytes, key: Key, encoded: bytes, ttl: float, raw: bytes, codec: Any
     ) -> Op[tuple[bytes, int] | None]:
         """The item and flags to store under the key for ``payload``: the payload itself, or
         when it is too big for one item, the manifest of its pages, written first; None if a
@@ -354,7 +465,7 @@ class MemcachedClient(BaseCacheClient):
         # One page per request: a multi-megabyte batch would be joined in memory.
         for page_key, page in pages:
             server = ring.get_node(page_key)
-            if server.dead_until and not server.usable():
+            if server.down:
                 self._errors += 1
                 return None
             try:
@@ -365,14 +476,14 @@ class MemcachedClient(BaseCacheClient):
             if not stored:
                 self._errors += 1
                 return None
-        return self._encode(key, encoded, manifest, ttl), manifest.flags
+        return self._encode(key, encoded, manifest, ttl, codec), manifest.flags
 
-    def _read_pages(self, key: Key, encoded: bytes, manifest: PageManifest) -> Op[Any]:
+    def _read_pages(self, key: Key, encoded: bytes, manifest: PageManifest, codec: Any) -> Op[Any]:
         """The value a manifest points to, or NONE if any page is missing or bad."""
         keys = manifest.page_keys(self._internal_prefix)
         by_server = self._by_server(keys)
         for server in by_server:
-            if server.dead_until and not server.usable():
+            if server.down:
                 self._errors += 1
                 return NONE
         requests = [(s, protocol.get(batch), Values()) for s, batch in by_server.items()]
@@ -386,7 +497,7 @@ class MemcachedClient(BaseCacheClient):
         if payload is None:
             return NONE
         try:
-            return self._serializer.loads(payload, key=encoded)[0]
+            return codec.loads(payload, key=encoded)[0]
         except InvalidPayload as exc:
             self._bad_payload(key, exc)
             return NONE
@@ -396,23 +507,25 @@ class MemcachedClient(BaseCacheClient):
         requests = [
             (server, protocol.delete_noreply(batch), None)
             for server, batch in self._by_server(keys).items()
-            if not server.dead_until
+            if not server.down
         ]
         if requests:
             yield (BATCH, requests)  # failures ignored
 
     def _touch_pages(self, manifest: PageManifest, exptime: int) -> Op[bool]:
-        ring = self._servers.ring
-        for page_key in manifest.page_keys(self._internal_prefix):
-            server = ring.get_node(page_key)
-            if server.dead_until and not server.usable():
+        """Give every page of ``manifest`` the expiry ``exptime``; False if one is missing."""
+        by_server = self._by_server(manifest.page_keys(self._internal_prefix))
+        requests = []
+        for server, keys in by_server.items():
+            if server.down:
                 return False
-            try:
-                reply = yield (IO, server, protocol.touch(page_key, exptime), Line())
-            except Exception as exc:
-                self._fault(server, exc, "a page touch")
+            touches = b"".join(protocol.touch(k, exptime) for k in keys)
+            requests.append((server, touches, lines(len(keys))))
+        for server, replies in zip(by_server, (yield (BATCH, requests)), strict=True):
+            if isinstance(replies, BaseException):
+                self._fault(server, replies, "a page touch")
                 return False
-            if reply != b"TOUCHED":
+            if any(reply != b"TOUCHED" for reply in replies):
                 return False
         return True
 
@@ -427,23 +540,28 @@ class MemcachedClient(BaseCacheClient):
         else:
             raw, encoded = self._map_key(key)
         server = self._servers.ring.get_node(raw)
-        if server.dead_until and not server.usable():
+        if server.down:
             self._errors += 1
             return None
-        gen_key = self._gen_key
+        state = server.state
+        reply = Values()
+        reply.expect = state[4]  # (the record as last seen costs no parsing)
         try:
-            found = yield (IO, server, b"get " + raw + self._get_tail, Values())
+            found = yield (IO, server, b"get " + raw + self._get_tail, reply)
+            record = found.get(self._gen_key)
+            if record != state[0]:
+                if not self._note_record(server, record):
+                    yield from self._establish(server)
+                    return None  # whatever is there is of no generation we trust
+                state = server.state
         except Exception as exc:
             self._fault(server, exc, "a get")
             return None
-        record = found.get(gen_key, b"")
-        if record != server.record:
-            _note_record(server, record)
-        entry = self._decode(key, encoded, found.get(raw), server)
+        entry = self._decode(key, encoded, found.get(raw), state)
         if entry is None:
             return None
         if type(entry[0]) is PageManifest:
-            value = yield from self._read_pages(key, encoded, entry[0])
+            value = yield from self._read_pages(key, encoded, entry[0], state[2])
             return None if value is NONE else (value, entry[1])
         return entry
 
@@ -527,11 +645,12 @@ class MemcachedClient(BaseCacheClient):
         return mapped, servers, by_server
 
     def _fetch_many(self, by_server: dict[Server, list[bytes]]) -> Op[dict[bytes, bytes]]:
-        """The items found for the keys of each server: one round trip per server, together."""
+        """The items found for the keys of each server: one round trip per server, together;
+        nothing from a server whose generation record could not be trusted."""
         gen_key = self._gen_key
         asked = []
         for server, raws in by_server.items():
-            if server.dead_until and not server.usable():
+            if server.down:
                 self._errors += len(raws)
                 continue
             raws.append(gen_key)
@@ -539,15 +658,30 @@ class MemcachedClient(BaseCacheClient):
         found: dict[bytes, bytes] = {}
         if not asked:
             return found
-        for (server, _, _), got in zip(asked, (yield (BATCH, asked)), strict=True):
+        if len(asked) == 1:
+            try:
+                results = [(yield (IO, *asked[0]))]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = yield (BATCH, asked)
+        unsettled = []
+        for (server, _, _), got in zip(asked, results, strict=True):
             if isinstance(got, BaseException):
                 self._fault(server, got, "a multi-get")
                 continue
-            _note_record(server, got.pop(gen_key, None))
+            if not self._note_record(server, got.pop(gen_key, None)):
+                unsettled.append(server)
+                continue
             if found:
                 found.update(got)
             else:
                 found = got
+        if unsettled:
+            ops = [self._establish(server) for server in unsettled]
+            for server, done in zip(unsettled, (yield from _one_or_all(ops)), strict=True):
+                if isinstance(done, Exception):
+                    self._fault(server, done, "a multi-get")
         return found
 
     def _multi(self, keys: Iterable[Key], default: Any, with_ttl: bool) -> Op[list]:
@@ -555,7 +689,6 @@ class MemcachedClient(BaseCacheClient):
         keys = list(keys)
         mapped, servers, by_server = self._plan_many(keys)
         found = yield from self._fetch_many(by_server)
-        loads = self._serializer.loads
         manifest_type = PageManifest
         now = time.time()
         miss = (default, -1.0) if with_ttl else default
@@ -565,21 +698,31 @@ class MemcachedClient(BaseCacheClient):
         # All keys on one server (the common case): its generation and horizon hoisted.
         single = next(iter(by_server)) if len(by_server) == 1 else None
         if single is not None:
-            gen, horizon = single.gen, single.horizon
+            state = single.state
+            if state[2] is None:  # (forgotten meanwhile: nothing can be trusted)
+                found = {}
+            gen, codec, horizon = state[1], state[2], state[3]
             # An entry is a miss when it expired by the purge horizon (or, for getMulti,
             # by now): one comparison per key.
             floor = (horizon or -math.inf) if with_ttl else max(horizon, now)
         for key, (raw, encoded), server in zip(keys, mapped, servers, strict=True):
             data = found.get(raw)
-            if single is None:
-                gen, horizon = server.gen, server.horizon
-                floor = (horizon or -math.inf) if with_ttl else max(horizon, now)
             # (A server that did not answer contributed nothing to ``found``.)
-            if data is None or not data.startswith(gen):
+            if data is None:
+                append((key, miss))
+                continue
+            if single is None:
+                state = server.state
+                gen, codec, horizon = state[1], state[2], state[3]
+                floor = (horizon or -math.inf) if with_ttl else max(horizon, now)
+                if codec is None:
+                    append((key, miss))
+                    continue
+            if not data.startswith(gen):
                 append((key, miss))
                 continue
             try:
-                value, expires = loads(data, key=encoded, offset=_GEN_SIZE)
+                value, expires = codec.loads(data, key=encoded, offset=_GEN_SIZE)
             except InvalidPayload as exc:
                 self._bad_payload(key, exc)
                 append((key, miss))
@@ -588,7 +731,7 @@ class MemcachedClient(BaseCacheClient):
                 append((key, miss))
                 continue
             if type(value) is manifest_type:
-                value = yield from self._read_pages(key, encoded, value)
+                value = yield from self._read_pages(key, encoded, value, codec)
                 if value is NONE:
                     append((key, miss))
                     continue
@@ -617,30 +760,42 @@ class MemcachedClient(BaseCacheClient):
         return await _arun(self._multi(keys, default, False))
 
     # ---- writes -------------------------------------------------------------------------
+    #
+    # A write that cannot be sent because its server is down is remembered by the server
+    # (Server.missed), and one that fails is reported with its keys (_fault): either way the
+    # key is deleted there before the server is read again (see Server and _replay).
 
     def _put(self, key: Key, value: Any, ttl: float) -> Op[None]:
         ttl = check_ttl(ttl)
         raw, encoded, server = self._locate(key)
-        payload = self._encode(key, encoded, value, ttl)
-        if server.dead_until and not server.usable():
+        if server.down and server.missed((raw,)):
             self._errors += 1
             return
+        state = server.state
+        if state[2] is None:
+            try:
+                state = yield from self._establish(server)
+            except Exception as exc:
+                self._fault(server, exc, "a set", (raw,))
+                return
+        payload = self._encode(key, encoded, value, ttl, state[2])
         try:
-            gen = server.gen if server.record is not None else (yield from self._generation(server))
             if len(payload) + _GEN_SIZE <= self._page_size:  # (the hot path: no paging)
                 item, flags = payload, 0
             else:
-                stored = yield from self._item(payload, key, encoded, ttl, raw)
+                stored = yield from self._item(payload, key, encoded, ttl, raw, state[2])
                 if stored is None:
+                    # The new value could not be written: the old one must not stay.
+                    yield from self._delete_raw(server, raw)
                     return
                 item, flags = stored
             # The old item's flags come back in the same round trip: were it paged, its
             # pages are deleted rather than left to age out.
-            request = probe(raw) + store(b"set", raw, flags, self._exptime(ttl), (gen, item))
+            request = probe(raw) + store(b"set", raw, flags, self._exptime(ttl), (state[1], item))
             probed, reply = yield (IO, server, request, lines(2))
             check(reply)
         except Exception as exc:
-            self._fault(server, exc, "a set")
+            self._fault(server, exc, "a set", (raw,))
             return
         pages = self._stored(raw, reply, probed_flags(probed), flags)
         if pages:
@@ -654,50 +809,71 @@ class MemcachedClient(BaseCacheClient):
         """Awaitable :meth:`put` (native asyncio)."""
         await _arun(self._put(key, value, ttl))
 
-    def _plan_put_many(
-        self, items: Iterable[tuple[Key, Any]] | dict, ttl: float
-    ) -> tuple[dict[Server, dict[bytes, bytes]], list[tuple[Key, Any]]]:
-        """The payloads to set on each server, and the pairs too big for a batch (paged)."""
-        if isinstance(items, dict):
-            items = items.items()
-        by_server: dict[Server, dict[bytes, bytes]] = {}
-        big = []
-        for key, value in items:
-            raw, encoded, server = self._locate(key)
-            payload = self._encode(key, encoded, value, ttl)
-            if len(payload) + _GEN_SIZE > self._page_size:
-                big.append((key, value))
-                continue
-            by_server.setdefault(server, {})[raw] = payload
-        return by_server, big
-
     def _put_many(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> Op[None]:
         ttl = check_ttl(ttl)
-        by_server, big = self._plan_put_many(items, ttl)
-        exptime = self._exptime(ttl)
+        if isinstance(items, dict):
+            items = items.items()
+        by_server: dict[Server, list[tuple[Key, bytes, bytes, Any]]] = {}
+        for key, value in items:
+            raw, encoded, server = self._locate(key)
+            by_server.setdefault(server, []).append((key, raw, encoded, value))
+        # Servers whose generation this client has not seen yet: settled first, together.
+        unknown = [s for s in by_server if s.state[2] is None and not s.down]
+        if unknown:
+            settled = yield from _one_or_all([self._establish(s) for s in unknown])
+            for server, done in zip(unknown, settled, strict=True):
+                if isinstance(done, Exception):
+                    batch = by_server.pop(server)
+                    self._errors += len(batch) - 1
+                    self._fault(server, done, "a multi-set", [raw for _, raw, _, _ in batch])
+        # Every value is serialized before anything is stored (a bad one raises first).
+        sets = []
+        big = []
         for server, batch in by_server.items():
-            if server.dead_until and not server.usable():
-                self._errors += len(batch)
+            state = server.state
+            if state[2] is None:  # down (or forgotten meanwhile): nothing to sign for
+                sets.append(self._set_many(server, state, {raw: b"" for _, raw, _, _ in batch}))
                 continue
-            try:
-                gen = yield from self._generation(server)
-                # Each item's old flags come back in the same round trip (see put).
-                request = protocol.probe_set_many(batch, exptime, gen)
-                answers = yield (IO, server, request, lines(2 * len(batch)))
-            except Exception as exc:
-                self._errors += len(batch) - 1
-                self._fault(server, exc, "a multi-set")
-                continue
-            pages: list[bytes] = []
-            for i, raw in enumerate(batch):
-                pages += self._stored(raw, answers[2 * i + 1], probed_flags(answers[2 * i]), 0)
-            if pages:
-                yield from self._drop_pages(pages)
+            payloads: dict[bytes, bytes] = {}
+            for key, raw, encoded, value in batch:
+                payload = self._encode(key, encoded, value, ttl, state[2])
+                if len(payload) + _GEN_SIZE > self._page_size:
+                    big.append((key, value))
+                else:
+                    payloads[raw] = payload
+            sets.append(self._set_many(server, state, payloads, self._exptime(ttl)))
+        yield from _one_or_all(sets)
         for key, value in big:
             yield from self._put(key, value, ttl)
 
+    def _set_many(
+        self, server: Server, state: State, payloads: dict[bytes, bytes], exptime: int = 0
+    ) -> Op[None]:
+        """Store ``payloads`` (signed for ``state``) on ``server``, in one round trip."""
+        if not payloads:
+            return
+        if server.down and server.missed(payloads):
+            self._errors += len(payloads)
+            return
+        try:
+            if state[2] is None:
+                raise ReplyError(f"no trusted generation record on {server}")
+            # Each item's old flags come back in the same round trip (see put).
+            request = protocol.probe_set_many(payloads, exptime, state[1])
+            answers = yield (IO, server, request, lines(2 * len(payloads)))
+        except Exception as exc:
+            self._errors += len(payloads) - 1
+            self._fault(server, exc, "a multi-set", payloads)
+            return
+        pages: list[bytes] = []
+        for i, raw in enumerate(payloads):
+            pages += self._stored(raw, answers[2 * i + 1], probed_flags(answers[2 * i]), 0)
+        if pages:
+            yield from self._drop_pages(pages)
+
     def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
-        """Store many pairs with one ttl; one round trip per server (big values aside)."""
+        """Store many pairs with one ttl; one round trip per server (big values aside), the
+        servers at the same time."""
         _run(self._put_many(items, ttl))
 
     async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
@@ -707,32 +883,43 @@ class MemcachedClient(BaseCacheClient):
     def _add(self, key: Key, value: Any, ttl: float) -> Op[bool]:
         ttl = check_ttl(ttl)
         raw, encoded, server = self._locate(key)
-        payload = self._encode(key, encoded, value, ttl)
-        if server.dead_until and not server.usable():
+        if server.down and server.missed((raw,)):
             self._errors += 1
             return False
         exptime = self._exptime(ttl)
         try:
-            stored = yield from self._item(payload, key, encoded, ttl, raw)
-            if stored is None:
-                return False
-            item, flags = stored
+            state = yield from self._generation(server)
+        except Exception as exc:
+            self._fault(server, exc, "an add", (raw,))
+            return False
+        payload = self._encode(key, encoded, value, ttl, state[2])
+        signed_for = None
+        try:
             for _ in range(_CAS_ATTEMPTS):
-                gen = yield from self._generation(server)
-                if (yield from self._store(server, b"add", raw, flags, exptime, (gen, item))):
+                state = yield from self._generation(server)
+                if signed_for is not state[2]:
+                    if signed_for is not None:  # a new generation meanwhile: sign for it
+                        payload = self._encode(key, encoded, value, ttl, state[2])
+                    stored = yield from self._item(payload, key, encoded, ttl, raw, state[2])
+                    if stored is None:
+                        return False
+                    item, flags = stored
+                    signed_for = state[2]
+                if (yield from self._store(server, b"add", raw, flags, exptime, (state[1], item))):
                     self._sets += 1
                     return True
                 # Something is there: replace it only if it is stale, foreign or invalid.
                 found = yield from self._gets(server, raw)
-                gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
-                if cas is None:
+                now_state, cas, entry = yield from self._from_gets(key, raw, encoded, server, found)
+                if cas is None or now_state[2] is not signed_for:
                     continue
                 if entry is not None and entry[1] > time.time():
                     if type(entry[0]) is not PageManifest:
                         return False
-                    if (yield from self._read_pages(key, encoded, entry[0])) is not NONE:
+                    pages = yield from self._read_pages(key, encoded, entry[0], now_state[2])
+                    if pages is not NONE:
                         return False
-                args = (raw, flags, exptime, (gen, item))
+                args = (raw, flags, exptime, (state[1], item))
                 if (yield from self._store(server, b"cas", *args, cas=cas)):
                     self._sets += 1
                     if entry is not None and type(entry[0]) is PageManifest:
@@ -740,7 +927,7 @@ class MemcachedClient(BaseCacheClient):
                         yield from self._drop_pages(old)
                     return True
         except Exception as exc:
-            self._fault(server, exc, "an add")
+            self._fault(server, exc, "an add", (raw,))
         return False
 
     def add(self, key: Key, value: Any, ttl: float) -> bool:
@@ -751,20 +938,24 @@ class MemcachedClient(BaseCacheClient):
         """Awaitable :meth:`add` (native asyncio)."""
         return await _arun(self._add(key, value, ttl))
 
-    def _delete(self, key: Key) -> Op[None]:
-        raw, _, server = self._locate(key)
-        if server.dead_until and not server.usable():
+    def _delete_raw(self, server: Server, raw: bytes) -> Op[None]:
+        """Delete the item ``raw`` of ``server`` (and the pages of a paged value)."""
+        if server.down and server.missed((raw,)):
             self._errors += 1
             return
         try:
             probed, reply = yield (IO, server, probe(raw) + protocol.delete(raw), lines(2))
             check(reply)
         except Exception as exc:
-            self._fault(server, exc, "a delete")
+            self._fault(server, exc, "a delete", (raw,))
             return
         old_flags = probed_flags(probed)
         if old_flags:
             yield from self._drop_pages(old_pages(self._internal_prefix, raw, old_flags, 0))
+
+    def _delete(self, key: Key) -> Op[None]:
+        raw, _, server = self._locate(key)
+        yield from self._delete_raw(server, raw)
 
     def delete(self, key: Key) -> None:
         """Remove ``key`` (and the pages of a paged value, best effort)."""
@@ -777,13 +968,13 @@ class MemcachedClient(BaseCacheClient):
     def _update_expiry(self, key: Key, new_ttl: Callable[[float], float], what: str) -> Op[bool]:
         """gets/cas loop re-signing the entry of ``key`` with a new logical ttl."""
         raw, encoded, server = self._locate(key)
-        if server.dead_until and not server.usable():
+        if server.down and server.missed((raw,)):
             self._errors += 1
             return False
         try:
             for _ in range(_CAS_ATTEMPTS):
                 found = yield from self._gets(server, raw)
-                gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
+                state, cas, entry = yield from self._from_gets(key, raw, encoded, server, found)
                 if entry is None:
                     return False
                 value, expires = entry
@@ -792,15 +983,15 @@ class MemcachedClient(BaseCacheClient):
                 exptime = self._exptime(ttl)
                 if flags and not (yield from self._touch_pages(value, exptime and exptime + 1)):
                     return False
-                item = self._encode(key, encoded, value, ttl)
-                args = (raw, flags, exptime, (gen, item))
+                item = self._encode(key, encoded, value, ttl, state[2])
+                args = (raw, flags, exptime, (state[1], item))
                 stored = yield from self._store(server, b"cas", *args, cas=cas)
                 if stored:
                     return True
                 if stored is None:  # deleted meanwhile
                     return False
         except Exception as exc:
-            self._fault(server, exc, what)
+            self._fault(server, exc, what, (raw,))
         return False
 
     def renew(self, key: Key, ttl: float) -> bool:
@@ -825,16 +1016,16 @@ class MemcachedClient(BaseCacheClient):
         if ttl is not None:
             ttl = check_ttl(ttl)
         raw, encoded, server = self._locate(key)
-        if server.dead_until and not server.usable():
+        if server.down:
             self._errors += 1
             raise CacheMissError(key)
         for attempt in range(_UPDATE_ATTEMPTS):
             try:
                 found = yield from self._gets(server, raw)
+                state, cas, entry = yield from self._from_gets(key, raw, encoded, server, found)
             except Exception as exc:
                 self._fault(server, exc, "an update")
                 raise CacheMissError(key) from exc
-            gen, cas, entry = self._from_gets(key, raw, encoded, server, found)
             now = time.time()
             if entry is None or entry[1] <= now:
                 raise CacheMissError(key)
@@ -842,23 +1033,21 @@ class MemcachedClient(BaseCacheClient):
             old_flags = 0
             if type(value) is PageManifest:
                 old_flags = value.flags
-                value = yield from self._read_pages(key, encoded, value)
+                value = yield from self._read_pages(key, encoded, value, state[2])
                 if value is NONE:
                     raise CacheMissError(key)
-            new = fn(value)
-            if inspect.isawaitable(new):
-                new = yield (AWAIT, new)
+            new = yield (CALL, fn, value)  # (its time is not counted against the timeout)
             new_ttl = expires - now if ttl is None else ttl
-            payload = self._encode(key, encoded, new, new_ttl)
-            written = yield from self._item(payload, key, encoded, new_ttl, raw)
+            payload = self._encode(key, encoded, new, new_ttl, state[2])
+            written = yield from self._item(payload, key, encoded, new_ttl, raw, state[2])
             if written is None:  # a page could not be written (counted)
                 raise CacheMissError(key)
             item, flags = written
-            args = (raw, flags, self._exptime(new_ttl), (gen, item))
+            args = (raw, flags, self._exptime(new_ttl), (state[1], item))
             try:
                 stored = yield from self._store(server, b"cas", *args, cas=cas)
             except Exception as exc:
-                self._fault(server, exc, "an update")
+                self._fault(server, exc, "an update", (raw,))
                 raise CacheMissError(key) from exc
             if stored:
                 self._sets += 1
@@ -906,14 +1095,20 @@ class MemcachedClient(BaseCacheClient):
         return await _arun(self._update(key, fn, ttl))
 
     def _clear(self) -> Op[None]:
-        for server in self._servers.ring.nodes:
-            record = os.urandom(_GEN_SIZE)
-            try:
-                yield from self._store(server, b"set", self._gen_key, 0, 0, (record,))
-            except Exception as exc:
-                self._fault(server, exc, "a clear")
-                continue
-            _note_record(server, record)
+        yield from _one_or_all([self._renew_generation(s) for s in self._servers.ring.nodes])
+
+    def _renew_generation(self, server: Server) -> Op[None]:
+        """A new generation on ``server``: every entry of the namespace there is dropped."""
+        if server.down and server.missed(clear=True):
+            self._errors += 1
+            return
+        record = self._new_record(server)
+        try:
+            yield from self._store(server, b"set", self._gen_key, 0, 0, (record,))
+        except Exception as exc:
+            self._fault(server, exc, "a clear", clear=True)
+            return
+        self._note_record(server, record)
 
     def clear(self) -> None:
         """Invalidate every entry of this namespace on every server (a new generation)."""
@@ -925,29 +1120,32 @@ class MemcachedClient(BaseCacheClient):
 
     def _purge(self, timeout: float) -> Op[None]:
         horizon = time.time() - check_ttl(timeout, "timeout")
-        for server in self._servers.ring.nodes:
-            try:
-                yield from self._raise_horizon(server, horizon)
-            except Exception as exc:
-                self._fault(server, exc, "a purge")
+        yield from _one_or_all([self._purge_one(s, horizon) for s in self._servers.ring.nodes])
+
+    def _purge_one(self, server: Server, horizon: float) -> Op[None]:
+        if server.down and server.missed(horizon=horizon):
+            self._errors += 1
+            return
+        try:
+            yield from self._raise_horizon(server, horizon)
+        except Exception as exc:
+            self._fault(server, exc, "a purge", horizon=horizon)
 
     def _raise_horizon(self, server: Server, horizon: float) -> Op[None]:
         gen_key = self._gen_key
         for _ in range(_CAS_ATTEMPTS):
             found = yield (IO, server, protocol.gets([gen_key]), CasValues())
-            if gen_key not in found:
-                record = _ZERO_GEN + _HORIZON.pack(horizon)
-                if (yield from self._store(server, b"add", gen_key, 0, 0, (record,))):
-                    _note_record(server, record)
-                    return
-                continue
-            old, cas = found[gen_key]
-            gen = _note_record(server, old)
-            if server.horizon >= horizon:
+            item = found.get(gen_key)
+            if item is None or not self._note_record(server, item[0]):
+                # No record we trust: the one settled now drops every older entry anyway.
+                yield from self._establish(server)
                 return
-            record = gen + _HORIZON.pack(horizon)
-            if (yield from self._store(server, b"cas", gen_key, 0, 0, (record,), cas=cas)):
-                _note_record(server, record)
+            _, gen, _, old_horizon, _ = server.state
+            if old_horizon >= horizon:
+                return
+            record = self._new_record(server, gen, horizon)
+            if (yield from self._store(server, b"cas", gen_key, 0, 0, (record,), cas=item[1])):
+                self._note_record(server, record)
                 return
 
     def purge(self, timeout: float = 0) -> None:
@@ -963,17 +1161,50 @@ class MemcachedClient(BaseCacheClient):
         """Awaitable :meth:`purge` (native asyncio)."""
         await _arun(self._purge(timeout))
 
+    # ---- recovery -----------------------------------------------------------------------
+
+    def _replay(self, server: Server, log: WriteLog) -> Op[None]:
+        """Undo on ``server``, back after an outage, what could not be written there meanwhile
+        (run by its prober thread before it is used again; see :class:`Server`): the keys
+        are deleted (deletes only: a value written meanwhile by another client stays, and no
+        value older than a lost write can come back), or, when there were too many, the
+        generation is renewed; a lost purge is made. Then its generation record is read
+        again (a restarted server has none)."""
+        if log.clear:
+            record = self._new_record(server)
+            yield from self._store(server, b"set", self._gen_key, 0, 0, (record,))
+            self._note_record(server, record)
+        else:
+            keys = list(log.keys)
+            for start in range(0, len(keys), _REPLAY_BATCH):
+                chunk = keys[start : start + _REPLAY_BATCH]
+                request = protocol.probe_delete_many(chunk)
+                answers = yield (IO, server, request, lines(2 * len(chunk)))
+                pages: list[bytes] = []
+                for i, raw in enumerate(chunk):
+                    check(answers[2 * i + 1])
+                    old_flags = probed_flags(answers[2 * i])
+                    if old_flags:
+                        pages += old_pages(self._internal_prefix, raw, old_flags, 0)
+                if pages:
+                    yield from self._drop_pages(pages)
+        if log.horizon:
+            yield from self._raise_horizon(server, log.horizon)
+        yield from self._establish(server)
+
     # ---- introspection ------------------------------------------------------------------
 
     def _server_stats(self) -> Op[list[dict[bytes, bytes]]]:
+        up = [s for s in self._servers.ring.nodes if not s.down]
+        if not up:
+            return []
+        answers = yield (BATCH, [(s, STATS_REQUEST, Stats()) for s in up])
         result = []
-        for server in self._servers.ring.nodes:
-            if server.dead_until and not server.usable():
-                continue
-            try:
-                result.append((yield (IO, server, STATS_REQUEST, Stats())))
-            except Exception as exc:
-                self._fault(server, exc, "stats")
+        for server, answer in zip(up, answers, strict=True):
+            if isinstance(answer, BaseException):
+                self._fault(server, answer, "stats")
+            else:
+                result.append(answer)
         return result
 
     @property
@@ -992,7 +1223,7 @@ class MemcachedClient(BaseCacheClient):
         return CacheStats(self._hits, self._misses, self._sets, 0, self._errors)
 
     def close(self) -> None:
-        """Stop the refresher thread and close every connection."""
+        """Stop the refresher and prober threads and close every connection."""
         self._servers.close()
 
     def __repr__(self) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "STATS_REQUEST",
     "VALUES",
     "VALUES_CAS",
+    "VERSION_REQUEST",
     "BadReply",
     "CasValues",
     "ClientError",
@@ -38,6 +39,7 @@ __all__ = [
     "Stats",
     "UnknownCommand",
     "Values",
+    "Version",
     "check",
     "delete",
     "delete_noreply",
@@ -48,11 +50,13 @@ __all__ = [
     "old_pages",
     "plan_pages",
     "probe",
+    "probe_delete_many",
     "probe_set_many",
     "probed_flags",
     "store",
     "store_result",
     "touch",
+    "value_block",
 ]
 
 #: A ``get``/``gets`` reply: ``{key: value}`` / ``{key: (value, cas)}`` of the keys found;
@@ -66,6 +70,8 @@ STATS = 2
 LINE = 3
 
 STATS_REQUEST = b"stats\r\n"
+#: ``version``: one :data:`LINE` (``VERSION <version>``); what a probe asks, see :class:`Version`.
+VERSION_REQUEST = b"version\r\n"
 
 # VALUE <key> <flags> <bytes> [<cas unique>] (protocol.txt, "Retrieval command").
 _VALUE = re.compile(rb"VALUE (\S+) \d+ (\d+)(?: (\d+))?\r\n")
@@ -167,9 +173,23 @@ def store_result(line: bytes) -> bool | None:
     raise error_of(line)
 
 
+def value_block(key: bytes, value: bytes) -> bytes:
+    """How a ``get`` reply ends when ``key`` (asked for last) holds ``value`` with flags 0:
+    its ``VALUE`` block, then ``END`` (for :attr:`Reply.expect`)."""
+    return b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, len(value), value)
+
+
 def delete(key: bytes) -> bytes:
     """``delete``: replies ``DELETED`` or ``NOT_FOUND``."""
     return b"delete " + key + b"\r\n"
+
+
+def probe_delete_many(keys: Sequence[bytes]) -> bytes:
+    """Pipelined requests: for each key, a :func:`probe` of its flags, then its ``delete``.
+
+    The reply is two :data:`LINE` replies per key: the probe's, then the delete's.
+    """
+    return b"".join(b"mg %s f\r\ndelete %s\r\n" % (k, k) for k in keys)
 
 
 def delete_noreply(keys: list[bytes]) -> bytes:
@@ -255,6 +275,10 @@ class Reply:
     # A reply object is made for every request: the one-reply kinds need no __init__, and
     # an instance holds only what its parsing changed.
     _kinds: tuple[int, ...] = ()
+    #: Whether the request this parses the reply of may change data on the server (a
+    #: storage or delete command): a transport that gives up waiting for such a reply keeps
+    #: its socket until the server has answered (see :mod:`.transport`).
+    writes = True
     _tail: list[bytes] | None = None
     _acc: Any = None
     _results: list[Any] | None = None
@@ -263,6 +287,12 @@ class Reply:
     missing = 0
     result: Any = None
     rest = b""
+    #: ``(block, key, value)``: a :data:`VALUES` reply that ends with ``block`` (the
+    #: ``VALUE`` block of ``key`` holding ``value``, then ``END``) is parsed up to there only,
+    #: and ``key`` maps to that very ``value``: a value that rarely changes and comes with
+    #: every reply (memcached's generation record) costs one ``endswith``. See
+    #: :func:`value_block`.
+    expect: tuple[bytes, bytes, bytes] | None = None
 
     def feed(self, data: bytes) -> bool:
         """Parse what ``data`` completes; True when every reply is in.
@@ -299,7 +329,16 @@ class Reply:
                     value = self._acc = {}
                 match = _VALUE.match
                 sizes = _SIZES
+                expect = self.expect
+                known = -1  # where the expected block starts, if the reply ends with it
+                if expect is not None and not value and data.endswith(expect[0]):
+                    known = len(data) - len(expect[0])
+                    begin = pos
                 while True:
+                    if pos == known:
+                        value[expect[1]] = expect[2]  # type: ignore[index]
+                        pos = len(data)
+                        break
                     header = match(data, pos)
                     if header is None:
                         eol = data.find(b"\r\n", pos)
@@ -317,6 +356,13 @@ class Reply:
                         size = sizes[size_text] = int(size_text)
                     start = header.end()
                     end = start + size
+                    if known >= 0 and end + 2 > known:
+                        # Not the reply it looked like (a value ending like the block):
+                        # parsed again from the start, as any other.
+                        value.clear()
+                        known = -1
+                        pos = begin
+                        continue
                     if len(data) < end + 2:
                         return self._wait(data, pos, end + 2 - pos)
                     # (data is bytes: slices are copies)
@@ -344,6 +390,12 @@ class Reply:
             kind = self._kinds[len(results)]
         self.rest = data[pos:] if pos < len(data) else b""
         return True
+
+    @property
+    def pristine(self) -> bool:
+        """True until some of the reply was parsed or kept: the server has sent nothing yet
+        (as far as this parser knows)."""
+        return self._tail is None and self._acc is None and not self._results
 
     def _wait(self, buf: bytes, pos: int, need: int) -> bool:
         """Keep ``buf[pos:]`` until it can grow to ``need`` bytes."""
@@ -378,12 +430,14 @@ class Values(Reply):
     """The reply to a ``get``: ``{key: value}`` of the keys found."""
 
     _kinds = (VALUES,)
+    writes = False
 
 
 class CasValues(Reply):
     """The reply to a ``gets``: ``{key: (value, cas unique)}`` of the keys found."""
 
     _kinds = (VALUES_CAS,)
+    writes = False
 
 
 class Line(Reply):
@@ -392,10 +446,17 @@ class Line(Reply):
     _kinds = (LINE,)
 
 
+class Version(Line):
+    """The reply to ``version``: its line (a request that writes nothing)."""
+
+    writes = False
+
+
 class Stats(Reply):
     """The reply to ``stats``: ``{name: value}``."""
 
     _kinds = (STATS,)
+    writes = False
 
 
 class Replies(Reply):

@@ -1,7 +1,9 @@
 """The servers of a memcached client: their connections, liveness, ring and discovery.
 
-* :class:`Server`: one memcached server, with its connections (one per thread, one per event
-  loop), whether it is down, and the namespace's generation record as last seen on it.
+* :class:`Server`: one memcached server, with its connections (one per thread, a pool per
+  event loop), whether it is down, what could not be written to it while it was (its
+  :class:`WriteLog`, undone before it is used again) and the namespace's generation record
+  as last seen on it.
 * :class:`ServerSet`: the consistent-hash ring over the servers (:mod:`chorde.hashring`), kept
   up to date from a discovery function on a schedule; a ring is swapped atomically, and a
   dropped server is closed only once no call can still be using it.
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import threading
 import time
 import weakref
@@ -23,7 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from chorde.clients.memcached import aio, blocking
-from chorde.clients.memcached.protocol import ReplyError
+from chorde.clients.memcached.calls import IO
+from chorde.clients.memcached.protocol import VERSION_REQUEST, Reply, ReplyError, Version
 from chorde.errors import ConfigurationError
 from chorde.hashring import HashRing
 from chorde.serialization import RateLimitedLog
@@ -35,6 +39,7 @@ __all__ = [
     "Server",
     "ServerSet",
     "ServerSpec",
+    "WriteLog",
     "dns_discovery",
     "parse_server",
 ]
@@ -47,9 +52,6 @@ Address = tuple[str, int]
 Discovery = Callable[[], tuple[list[Address] | None, float | None]]
 
 logger = logging.getLogger("chorde.clients.memcached")
-
-_GEN_SIZE = 8
-_ZERO_GEN = bytes(_GEN_SIZE)
 
 
 def parse_server(spec: ServerSpec) -> tuple[str, int]:
@@ -140,35 +142,88 @@ def _close_quietly(conn: Any) -> None:
         conn.close()
 
 
+class WriteLog:
+    """What could not be written to a server while it was unreachable, to undo once it is
+    back: keys to delete, a generation to renew (``clear``), a purge horizon to apply."""
+
+    __slots__ = ("clear", "horizon", "keys")
+
+    def __init__(self) -> None:
+        self.keys: dict[bytes, None] = {}
+        self.clear = False
+        self.horizon = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.keys) or self.clear or bool(self.horizon)
+
+    def __repr__(self) -> str:
+        return f"<WriteLog {len(self.keys)} keys, clear={self.clear}, horizon={self.horizon}>"
+
+
+#: A server's view of the namespace's generation record: ``(record as read, generation,
+#: serializer bound to it, purge horizon, what a get reply ends with when the record is
+#: unchanged)``; this one until the record is read and trusted.
+UNKNOWN_STATE: tuple[Any, None, None, float, None] = (object(), None, None, 0.0, None)
+
+#: Orphaned writes kept per server (see :meth:`Server.orphan`); beyond, the oldest is closed.
+_MAX_ORPHANS = 256
+#: The shortest pause between two probes of a down server.
+_MIN_PROBE_INTERVAL = 0.01
+
+#: ``replay(server, log)``: the operation that undoes ``log`` on ``server`` (see
+#: :meth:`Server.failed`); it raises if the server fails meanwhile.
+Replay = Callable[["Server", WriteLog], Any]
+
+
+def _no_replay(server: Server, log: WriteLog) -> Any:
+    """The replay of a server nobody writes through: nothing but a probe."""
+    return _ping(server)
+
+
 class Server:
-    """One memcached server: its connections, liveness and last seen generation record.
+    """One memcached server: its connections, whether it is down, what must be undone there
+    before it is used again, and the namespace's generation record as last seen on it.
 
     Each thread gets its own blocking connection (one socket), so the client is thread-safe
     without a lock on the hot path; it is closed when the thread ends (or when the server is
-    closed), not left to the garbage collector. Each event loop gets its own asyncio
-    connection, closed when the loop goes away.
+    closed), not left to the garbage collector. Each event loop gets its own pool of asyncio
+    connections (at most ``pool_size``), closed when the loop goes away.
 
-    A server that failed is down for ``retry_interval`` seconds: :meth:`usable` says no,
-    except to the one caller that probes it once the interval is over.
+    Down-marking: a server is *down* after a request to it timed out, or failed again on a
+    new connection (see :mod:`.transport`: one lost connect or one socket from before a
+    restart is retried first). While it is down its keys are misses, and writes to it are
+    not sent but remembered in its :class:`WriteLog` (keys, at most ``write_log_size`` of
+    them; past that, the whole namespace there). A thread of its own probes it every
+    ``retry_interval`` seconds; once it answers, the probe waits for the replies of writes
+    that were in flight when it went down (orphans), replays the log (the keys are deleted,
+    or the generation renewed) and only then is the server *up* again.
     """
 
     __slots__ = (
         "_aconns",
+        "_closed",
         "_conns",
         "_conns_lock",
         "_local",
+        "_lock",
+        "_lost",
+        "_orphans",
+        "_prober",
+        "_replay",
         "address",
         "connect_timeout",
-        "dead_until",
-        "gen",
-        "horizon",
+        "down",
         "host",
         "log",
         "name",
+        "pool_size",
         "port",
-        "record",
+        "retries",
         "retry_interval",
+        "seen",
+        "state",
         "timeout",
+        "write_log_size",
     )
 
     def __init__(
@@ -180,6 +235,10 @@ class Server:
         timeout: float,
         retry_interval: float,
         log: RateLimitedLog,
+        connect_retries: int = 1,
+        pool_size: int = 8,
+        write_log_size: int = 10_000,
+        replay: Replay = _no_replay,
     ) -> None:
         self.host = host
         self.port = port
@@ -188,18 +247,29 @@ class Server:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.retry_interval = retry_interval
+        self.retries = connect_retries
+        self.pool_size = pool_size
+        self.write_log_size = write_log_size
         self.log = log
+        self._replay = replay
         self._local = threading.local()
         self._conns: weakref.WeakSet[blocking.Connection] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
-        # Event loop -> its asyncio connection; an entry goes with its loop.
-        self._aconns: weakref.WeakKeyDictionary[Any, aio.Connection] = weakref.WeakKeyDictionary()
-        self.dead_until = 0.0
-        # The namespace's generation record on this server, as last seen by the client: the
-        # generation (8 bytes) and the purge horizon (entries that expired before it are gone).
-        self.record: bytes | None = None
-        self.gen = _ZERO_GEN
-        self.horizon = 0.0
+        # Event loop -> its pool; an entry goes with its loop.
+        self._aconns: weakref.WeakKeyDictionary[Any, aio.Pool] = weakref.WeakKeyDictionary()
+        #: True while the server is down (read on every call: a plain attribute).
+        self.down = False
+        # Down-marking, the write log, orphans and the prober change under this lock.
+        self._lock = threading.Lock()
+        self._lost = WriteLog()
+        self._orphans: list[tuple[socket.socket, Reply]] = []
+        self._prober: threading.Thread | None = None
+        self._closed = threading.Event()
+        #: See UNKNOWN_STATE; replaced as a whole, so a reader sees one consistent tuple.
+        self.state: tuple[Any, bytes | None, Any, float, Any] = UNKNOWN_STATE
+        #: When the newest generation record trusted here was made: an older one showing up
+        #: later (replayed) is not trusted.
+        self.seen = 0.0
 
     # ---- connections -------------------------------------------------------------------
 
@@ -210,7 +280,7 @@ class Server:
             return local.conn
         except AttributeError:
             conn = local.conn = blocking.Connection(
-                self.address, self.connect_timeout, self.timeout
+                self.address, self.connect_timeout, self.timeout, self.retries, self.orphan
             )
             # The thread's locals go when the thread ends (or this server is dropped), and
             # the guard with them: its finalizer then closes the connection, which would
@@ -221,66 +291,75 @@ class Server:
                 self._conns.add(conn)
             return conn
 
-    def aconn(self, loop: asyncio.AbstractEventLoop) -> aio.Connection:
-        """This event loop's connection to the server."""
-        conn = self._aconns.get(loop)
-        if conn is None:
+    def aconn(self, loop: asyncio.AbstractEventLoop) -> aio.Pool:
+        """This event loop's pool of connections to the server."""
+        pool = self._aconns.get(loop)
+        if pool is None:
             with self._conns_lock:
-                conn = self._aconns.get(loop)
-                if conn is None:
-                    conn = self._aconns[loop] = aio.Connection(
-                        self.address, self.connect_timeout, self.timeout
+                pool = self._aconns.get(loop)
+                if pool is None:
+                    pool = self._aconns[loop] = aio.Pool(
+                        self.address,
+                        self.connect_timeout,
+                        self.timeout,
+                        size=self.pool_size,
+                        retries=self.retries,
+                        orphan=self.orphan,
                     )
-                    # Closed when the loop goes away (the connection never refers to it).
-                    weakref.finalize(loop, conn.close)
-        return conn
+                    # Closed when the loop goes away (the pool never refers to it).
+                    weakref.finalize(loop, pool.close)
+        return pool
 
     def close(self) -> None:
-        """Close every thread's and event loop's connection (a later call reconnects)."""
+        """Close every thread's and event loop's connection (a later call reconnects) and
+        stop probing."""
+        self._closed.set()
         with self._conns_lock:
             conns = list(self._conns)
             aconns = list(self._aconns.items())
+        with self._lock:
+            orphans, self._orphans = self._orphans, []
         for conn in conns:
             _close_quietly(conn)
-        for loop, aconn in aconns:
+        for sock, _ in orphans:
+            sock.close()
+        for loop, pool in aconns:
             with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
                 if loop.is_running() and not aio.runs_in(loop):
-                    loop.call_soon_threadsafe(aconn.close)
+                    loop.call_soon_threadsafe(pool.close)
                     continue
-            aconn.close()
+            pool.close()
 
-    # ---- liveness ----------------------------------------------------------------------
+    # ---- faults, the write log and recovery ----------------------------------------------
 
-    def usable(self) -> bool:
-        """False while the server is down, except for the one caller that probes it again."""
-        dead_until = self.dead_until
-        if not dead_until:
+    def missed(
+        self, keys: Iterable[bytes] = (), *, clear: bool = False, horizon: float = 0.0
+    ) -> bool:
+        """A write was not sent because the server is down: remember it (True). False if
+        the server came back meanwhile: then the write should be made after all."""
+        with self._lock:
+            if not self.down:
+                return False
+            self._remember(keys, clear, horizon)
             return True
-        now = time.monotonic()
-        if now < dead_until:
-            return False
-        # Let one caller probe the server; the others keep treating it as dead meanwhile.
-        self.dead_until = now + self.retry_interval
-        return True
 
-    def failed(self, exc: BaseException, what: str) -> None:
-        """Note that ``what`` failed with ``exc``: down for a while unless the server answered.
+    def failed(
+        self,
+        exc: BaseException,
+        what: str,
+        keys: Iterable[bytes] = (),
+        *,
+        clear: bool = False,
+        horizon: float = 0.0,
+    ) -> None:
+        """Note that ``what`` failed with ``exc``; ``keys`` (``clear``, ``horizon``) are what
+        it may have left unwritten.
 
-        Socket errors, timeouts and anything unexpected mark it down; an error reply (the
-        server answered, see :class:`~.protocol.ReplyError`) is only logged.
+        An error reply (the server answered, see :class:`~.protocol.ReplyError`) is only
+        logged. Anything else (socket errors, timeouts: the transports already retried what
+        was worth it) marks the server down and remembers what was not written.
         """
-        if isinstance(exc, OSError) or not isinstance(exc, ReplyError):
-            self.dead_until = time.monotonic() + self.retry_interval
-            self.log.warning(
-                "chorde: memcached %s failed during %s (%s: %s); treating it as down for %.1f s",
-                self.name,
-                what,
-                type(exc).__name__,
-                exc,
-                self.retry_interval,
-                kind=f"down {self.name}",
-            )
-        else:
+        if isinstance(exc, ReplyError) and not isinstance(exc, OSError):
             self.log.warning(
                 "chorde: memcached %s refused %s: %s: %s",
                 self.name,
@@ -289,12 +368,116 @@ class Server:
                 exc,
                 kind=f"refused {self.name}",
             )
+            return
+        with self._lock:
+            self._remember(keys, clear, horizon)
+            self._mark_down()
+        self.log.warning(
+            "chorde: memcached %s failed during %s (%s: %s); treating it as down, probing it "
+            "every %.2g s",
+            self.name,
+            what,
+            type(exc).__name__,
+            exc,
+            self.retry_interval,
+            kind=f"down {self.name}",
+        )
 
-    def back(self) -> None:
-        """Note that the server answered: no longer down."""
-        if self.dead_until:
-            self.dead_until = 0.0
-            logger.info("chorde: memcached %s is back", self.name)
+    def orphan(self, sock: socket.socket, reply: Reply) -> None:
+        """Keep the socket of a write that timed out until the server has answered it (see
+        :mod:`.transport`): the probe waits for it before the log is replayed. Past
+        ``_MAX_ORPHANS``, the oldest is closed and the generation will be renewed instead."""
+        with self._lock:
+            self._orphans.append((sock, reply))
+            if len(self._orphans) <= _MAX_ORPHANS:
+                return
+            oldest, _ = self._orphans.pop(0)
+            self._lost.clear = True
+        oldest.close()
+
+    def _remember(self, keys: Iterable[bytes], clear: bool, horizon: float) -> None:
+        lost = self._lost
+        if horizon > lost.horizon:
+            lost.horizon = horizon
+        if clear:
+            lost.clear = True
+        if lost.clear:
+            lost.keys.clear()  # the new generation drops every key anyway
+            return
+        lost.keys.update(dict.fromkeys(keys))
+        if len(lost.keys) > self.write_log_size:
+            lost.keys.clear()
+            lost.clear = True
+            self.log.warning(
+                "chorde: memcached %s: more than %d writes failed while it was down; its "
+                "namespace's entries there will be dropped when it is back (write_log_size)",
+                self.name,
+                self.write_log_size,
+                kind=f"overflow {self.name}",
+            )
+
+    def _mark_down(self) -> None:
+        self.down = True
+        if self._prober is None and not self._closed.is_set():
+            self._prober = threading.Thread(
+                target=self._probe, name=f"chorde-memcached-probe-{self.name}", daemon=True
+            )
+            self._prober.start()
+
+    def _probe(self) -> None:
+        """The prober thread: until the server is up again or closed, every
+        ``retry_interval``: probe it, settle its orphans, replay its write log."""
+        interval = max(self.retry_interval, _MIN_PROBE_INTERVAL)
+        try:
+            while not self._closed.wait(interval):
+                try:
+                    blocking.run(_ping(self))
+                except Exception:
+                    continue
+                try:
+                    with self._lock:
+                        orphans, self._orphans = self._orphans, []
+                    if not blocking.drain(orphans, time.monotonic() + self.timeout):
+                        with self._lock:
+                            self._remember((), True, 0.0)  # a late write may still land
+                    if self._recover():
+                        logger.info("chorde: memcached %s is back", self.name)
+                        return
+                except Exception:  # never let the prober die with the server down
+                    logger.exception("chorde: recovering memcached %s failed", self.name)
+        finally:
+            with self._lock:
+                self._prober = None
+                if self.down and not self._closed.is_set():
+                    self._mark_down()  # went down again as this prober was leaving
+
+    def _recover(self) -> bool:
+        """Replay the write log; True once it is empty and the server is up again."""
+        while True:
+            with self._lock:
+                log, self._lost = self._lost, WriteLog()
+            try:
+                blocking.run(self._replay(self, log))
+            except Exception as exc:
+                with self._lock:
+                    newer, self._lost = self._lost, log
+                    self._remember(newer.keys, newer.clear, newer.horizon)
+                self.log.warning(
+                    "chorde: memcached %s answers but replaying its write log failed (%s: %s)",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    kind=f"replay {self.name}",
+                )
+                return False
+            if log:
+                logger.info("chorde: memcached %s: undid %r", self.name, log)
+            with self._lock:
+                if self._orphans:
+                    return False  # writes timed out meanwhile: settle them first
+                if not self._lost:
+                    self.down = False
+                    return True
 
     def __str__(self) -> str:
         return self.name
@@ -303,8 +486,14 @@ class Server:
         return f"<memcached {self.name}>"
 
 
+def _ping(server: Server) -> Any:
+    """The probe: one request the server must answer (nothing is written)."""
+    yield (IO, server, VERSION_REQUEST, Version())
+
+
 class ServerSet:
-    """The ring of a client's servers, following a :data:`Discovery` function.
+    """The ring of a client's servers, following a :data:`Discovery` function; ``options``
+    are those of each :class:`Server`.
 
     :meth:`start` asks ``discover`` for the first list; while it answers with a next
     interval, a daemon thread asks again after it. The ring (:attr:`ring`) is replaced as a
@@ -312,25 +501,12 @@ class ServerSet:
     keep their connections.
     """
 
-    def __init__(
-        self,
-        discover: Discovery,
-        *,
-        connect_timeout: float,
-        timeout: float,
-        retry_interval: float,
-        points_per_node: int,
-        log: RateLimitedLog,
-    ) -> None:
+    def __init__(self, discover: Discovery, *, points_per_node: int, **options: Any) -> None:
         self._discover = discover
-        self._options = {
-            "connect_timeout": connect_timeout,
-            "timeout": timeout,
-            "retry_interval": retry_interval,
-            "log": log,
-        }
+        # Every Server's options (connect_timeout, timeout, retry_interval, log ...).
+        self._options = options
         # A dropped server is closed once any call it could still be serving has timed out.
-        self._grace = 2 * (connect_timeout + timeout) + 1.0
+        self._grace = 2 * (options["connect_timeout"] + options["timeout"]) + 1.0
         self._by_address: dict[Address, Server] = {}
         # Servers dropped from the ring, with when: closed once no call can still be on them.
         self._retired: list[tuple[float, Server]] = []

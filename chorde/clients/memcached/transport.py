@@ -1,13 +1,29 @@
-"""What the blocking and the asyncio connections share (see :mod:`.blocking`, :mod:`.aio`)."""
+"""What the blocking and the asyncio connections share (see :mod:`.blocking`, :mod:`.aio`).
+
+Two rules every transport follows, stated once here:
+
+* **Retry** (:func:`retryable`): an attempt that failed before the server could have acted
+  on it (the connect failed or timed out, or the connection was closed or reset before any
+  of the reply came) is made again on a new connection, ``retries`` times at the most and
+  within the call's deadline. That is a lost connect on a lossy link, or a socket opened to
+  a server process that has since restarted: neither says the server is down. A request
+  that timed out once connected is not retried (the deadline is gone).
+* **Orphans** (:meth:`BaseConnection.drop`): a write whose reply did not come in time may
+  still be sitting in the server's socket buffer (a frozen server applies it when it
+  thaws). Its socket is not closed but handed to ``orphan`` (the server's), which keeps it
+  until the server has answered it, so that what is replayed after an outage is never
+  overtaken by a write made before it.
+"""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from chorde.clients.memcached.protocol import Reply
 
-__all__ = ["RECV_SIZE", "BaseConnection", "read_size"]
+__all__ = ["RECV_SIZE", "BaseConnection", "read_size", "retryable"]
 
 #: The smallest read: most replies arrive whole in one.
 RECV_SIZE = 65536
@@ -15,27 +31,77 @@ RECV_SIZE = 65536
 #: the server's word (a bad one could ask for gigabytes).
 RECV_MAX = 4 * 1024 * 1024
 
+#: ``orphan(sock, reply)``: take a socket whose write may still be applied (see above).
+Orphan = Callable[[socket.socket, Reply], None]
+
 
 def read_size(reply: Reply) -> int:
     """How much to ask the socket for next, for ``reply``."""
     return min(max(RECV_SIZE, reply.missing), RECV_MAX)
 
 
+def retryable(exc: BaseException, reply: Reply | None, connected: bool) -> bool:
+    """Whether an attempt that failed with ``exc`` may be made again on a new connection:
+    the connect failed, or the connection failed (not timed out) before the reply began."""
+    if not isinstance(exc, OSError):
+        return False
+    if not connected:
+        return True
+    return not isinstance(exc, TimeoutError) and (reply is None or reply.pristine)
+
+
 class BaseConnection:
-    """A connection to ``address``: its socket while open, and its timeouts (seconds)."""
+    """A connection to ``address``: its socket while open, its timeouts (seconds), how many
+    times a failed attempt is retried, and where a timed-out write's socket goes."""
 
-    __slots__ = ("__weakref__", "address", "connect_timeout", "sock", "timeout")
+    __slots__ = (
+        "__weakref__",
+        "address",
+        "connect_timeout",
+        "orphan",
+        "retries",
+        "sock",
+        "timeout",
+    )
 
-    def __init__(self, address: tuple[str, int], connect_timeout: float, timeout: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        connect_timeout: float,
+        timeout: float,
+        retries: int = 1,
+        orphan: Orphan | None = None,
+    ) -> None:
         self.address = address
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        self.retries = retries
+        self.orphan = orphan
         self.sock: socket.socket | None = None
 
     def close(self) -> None:
         """Drop the socket (the next request reconnects)."""
         sock, self.sock = self.sock, None
         if sock is not None:
+            sock.close()
+
+    def drop(self, exc: BaseException, reply: Reply | None, sent: bool) -> None:
+        """Let go of the socket after a request failed with ``exc``: closed, or handed to
+        ``orphan`` when it is a write that was sent whole and timed out (the server may
+        still apply it)."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        orphan = self.orphan
+        if (
+            sent
+            and orphan is not None
+            and reply is not None
+            and reply.writes
+            and isinstance(exc, TimeoutError)
+        ):
+            orphan(sock, reply)
+        else:
             sock.close()
 
     def finish(self, reply: Reply) -> Any:
