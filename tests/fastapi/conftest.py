@@ -6,8 +6,9 @@
 * ``origin`` and ``proxy``: ``origin_app.py`` (an origin whose fields the test sets) and in
   front of it ``proxy_app.py`` (an httpx reverse proxy wrapped in
   ``CacheMiddleware(strict=True)``), on the same backend; ``defaults_proxy``, a second proxy
-  in front of the same origin with the middleware's RFC 5861 defaults on and the key in
-  ``Cache-Status``; ``second_proxy``, another proxy process on the same memcached.
+  in front of the same origin with the middleware's RFC 5861 defaults on, a ttl of 1 s,
+  named ``edge`` and with the key in ``Cache-Status``; ``second_proxy``, another proxy
+  process on the same memcached.
 
 Servers are module-scoped (a uvicorn start costs about a second) and parametrized over the
 backend, so every test runs against both; tests keep apart by using URLs of their own.
@@ -88,17 +89,18 @@ def origin() -> Iterator[AppServer]:
 
 @pytest.fixture(scope="module")
 def proxy(origin: AppServer, backend: Backend) -> Iterator[AppServer]:
-    # The application-mode ttl is 1 s: strict mode must not use it.
-    yield from _started(proxy_server(origin, {**backend.env, "PROXY_TTL": "1"}))
+    yield from _started(proxy_server(origin, backend.env))
 
 
 @pytest.fixture(scope="module")
 def defaults_proxy(origin: AppServer, backend: Backend) -> Iterator[AppServer]:
     env = {
         **backend.env,
+        "PROXY_TTL": "1",  # the application-mode ttl, which strict mode must not use
         "PROXY_STALE_WHILE_REVALIDATE": "30",
         "PROXY_STALE_IF_ERROR": "30",
         "PROXY_STATUS_KEY": "1",
+        "PROXY_CACHE_NAME": "edge",
     }
     yield from _started(proxy_server(origin, env))
 
