@@ -964,7 +964,8 @@ class RedisClient(BaseCacheClient):
         await self._topology.aclose()
 
     def __repr__(self) -> str:
-        return f"<RedisClient {self._topology.name} namespace={self.namespace!r}>"
+        where = getattr(getattr(self, "_topology", None), "name", "?")
+        return f"<RedisClient {where} namespace={getattr(self, 'namespace', '?')!r}>"
 
 
 #: What a write that did not happen replies.
