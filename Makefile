@@ -14,7 +14,7 @@
 #   make docs   build the documentation site into build/site (mkdocs --strict: a broken
 #               link or reference fails; installs the docs extra's packages)
 #   make lint   ruff check + ruff format --check + make typecheck
-#   make typecheck  mypy strict over the packages (config in pyproject.toml)
+#   make typecheck  mypy strict over the packages and tests/typing (config: pyproject.toml)
 #   make clean  remove the venv and build/test debris
 
 PYTHON ?= python3

@@ -237,7 +237,7 @@ class ViewCache:
         return self._answer(cache, outcome, args, kwargs)
 
 
-_OWN_CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH")
+_OWN_CONDITIONS: tuple[str, ...] = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH")
 _OWN_CONDITIONS += ("HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_RANGE")
 
 

@@ -15,8 +15,8 @@ import logging
 import threading
 import weakref
 from asyncio import FIRST_COMPLETED
-from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 import tornado.httputil
 import tornado.web
@@ -40,6 +40,19 @@ from chorde.signing import derive_checksum_keys
 __all__ = ["cache_response", "purge_tags"]
 
 logger = logging.getLogger("chorde.tornado")
+
+H = TypeVar("H", bound=tornado.web.RequestHandler)
+P = ParamSpec("P")
+
+
+class _HandlerDecorator(Protocol):
+    """What :func:`cache_response` returns: the method keeps its parameters and becomes a
+    coroutine function."""
+
+    def __call__(
+        self, get: Callable[Concatenate[H, P], object], /
+    ) -> Callable[Concatenate[H, P], Coroutine[Any, Any, None]]: ...
+
 
 _lock = threading.Lock()
 _default_client: BaseCacheClient | None = None
@@ -163,9 +176,9 @@ class _Capture:
             handler = self.handler
             # tornado offers no getter for the outgoing fields and body; these attributes
             # have held them since tornado 1.0.
-            headers = [(k, v) for k, v in handler._headers.get_all()]  # type: ignore[attr-defined]
+            headers = [(k, v) for k, v in handler._headers.get_all()]
             headers += [("Set-Cookie", name) for name in self.cookies]
-            body = b"".join(handler._write_buffer)  # type: ignore[attr-defined]
+            body = b"".join(handler._write_buffer)
             veto = "the response was flushed early (streamed)" if self.flushed else None
             self.seen = Rendered(handler.get_status(), headers, body, veto)
         return self.seen
@@ -183,8 +196,8 @@ class _Capture:
             headers = self.handler.request.headers
             for name in _OWN_CONDITIONS:
                 headers.pop(name, None)
-            for name, value in conditions:
-                headers[name.decode("latin-1")] = value.decode("latin-1")
+            for field, value in conditions:
+                headers[field.decode("latin-1")] = value.decode("latin-1")
         self.running = running = asyncio.ensure_future(_run(get, self.handler, args, kwargs))
         await asyncio.wait({running, self.finish_requested}, return_when=FIRST_COMPLETED)
         if not self.finish_requested.done():
@@ -212,14 +225,19 @@ def _copy_outcome(source: asyncio.Future[None], dest: asyncio.Future[None]) -> N
         dest.set_result(None)
 
 
-_OWN_CONDITIONS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+_OWN_CONDITIONS: tuple[str, ...] = (
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+)
 _OWN_CONDITIONS += ("If-Range",)
 # The attribute of a replayed request that carries the stale entry it refreshes.
 _REFRESH = "_chorde_refresh"
 _refreshes: set[asyncio.Future[Any]] = set()
 
 
-class _Sink:
+class _Sink(tornado.httputil.HTTPConnection):
     """The connection of a replayed request: what the handler writes goes nowhere."""
 
     def __init__(self, context: Any) -> None:
@@ -261,7 +279,9 @@ def _refresh_later(handler: tornado.web.RequestHandler, stale: StoredResponse) -
 
     async def replay() -> None:
         try:
-            await handler.application.find_handler(request).execute()  # type: ignore[union-attr]
+            done = handler.application.find_handler(request).execute()
+            if done is not None:
+                await done
         except Exception:
             logger.warning("background refresh of %s failed", original.uri, exc_info=True)
 
@@ -316,7 +336,7 @@ def cache_response(
     cookies: Sequence[str] = (),
     query: bool = True,
     wait_timeout: float = 30.0,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+) -> _HandlerDecorator:
     """Cache what a ``RequestHandler.get`` writes, for ``ttl`` seconds.
 
     What is stored and served follows :mod:`chorde.http`'s policy, the same in every
@@ -432,4 +452,5 @@ def cache_response(
 
         return wrapped
 
-    return decorate
+    # The handler method keeps its parameters; it becomes a coroutine function.
+    return cast(_HandlerDecorator, decorate)
