@@ -8,9 +8,9 @@ pasteable at a Python prompt: no blank line inside an indented block (the prompt
 the block there), a blank line after each one (the prompt rejects a statement that follows
 an indented block directly).
 
-Blocks that talk to memcached name ``localhost:11211``; the test starts a real server and
-points them at it. Blocks that must not run (shell, configuration files, other languages)
-use another fence (```sh, ```text, ```toml ...).
+Blocks that talk to memcached name ``localhost:11211`` (Redis: ``localhost:6379``); the
+test starts a real server and points them at it. Blocks that must not run (shell,
+configuration files, other languages) use another fence (```sh, ```text, ```toml ...).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ _FENCE = re.compile(
 # Fences whose blocks are not Python, or are Python on purpose not run: say which in the page.
 NOT_RUN = {"sh", "shell", "console", "text", "toml", "ini", "yaml", "json", "html", "jinja"}
 MEMCACHED = "localhost:11211"
+REDIS = "localhost:6379"
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ def test_block_runs_twice_and_pastes(block: Block, request, tmp_path, monkeypatc
     if MEMCACHED in source:
         server = request.getfixturevalue("memcached")
         source = source.replace(MEMCACHED, server.address)
+    if REDIS in source:
+        from tests.redis_servers import start_redis
+
+        source = source.replace(REDIS, start_redis(request).address)
     script: dict[str, Any] = {"__name__": "__main__"}
     try:
         exec(compile(source, block.where, "exec"), script)
