@@ -58,13 +58,20 @@ def test_example_on_the_inproc_default(start_app):
     _check_caching_and_invalidation(server, "InprocCacheClient")
 
 
-def test_example_on_memcached_shares_the_cache_between_processes(start_app, memcached):
-    env = {"FLASK_CHORDE_CLIENT": "memcached", "FLASK_CHORDE_SERVERS": memcached.address}
+@pytest.mark.parametrize("backend", ["memcached", "redis"])
+def test_example_on_a_shared_cache_shares_it_between_processes(start_app, request, backend):
+    if backend == "redis":
+        from tests.redis_servers import start_redis
+
+        env = {"FLASK_CHORDE_URL": f"redis://{start_redis(request).address}"}
+    else:
+        address = request.getfixturevalue("memcached").address
+        env = {"FLASK_CHORDE_CLIENT": "memcached", "FLASK_CHORDE_SERVERS": address}
     one = start_app(**env)
-    _check_caching_and_invalidation(one, "MemcachedClient")
+    _check_caching_and_invalidation(one, {"redis": "RedisClient"}.get(backend, "MemcachedClient"))
     two = start_app(**env)
     with httpx.Client(base_url=two.url, timeout=10.0, headers=SITE) as http:
-        # Rendered by the first process, served from memcached by the second.
+        # Rendered by the first process, served from the shared cache to the second.
         assert http.get("/report", params={"n": 4}).json()["pid"] == one.pid
         assert http.get("/square/3").json()["square"] == 9
         assert _work(http) == {"report": 0, "square": 0}

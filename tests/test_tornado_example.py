@@ -83,13 +83,21 @@ def test_example_answers_while_a_miss_computes(start_app):
     assert orders[-1] == ["/stats", f"/gen/fib/{n}"], orders
 
 
-def test_example_on_memcached_shares_results_between_processes(start_app, memcached):
-    env = {"CHORDE_MEMCACHED": memcached.address}
+@pytest.mark.parametrize("backend", ["memcached", "redis"])
+def test_example_on_a_shared_cache_shares_results_between_processes(start_app, request, backend):
+    if backend == "redis":
+        from tests.redis_servers import start_redis
+
+        env = {"CHORDE_REDIS": f"redis://{start_redis(request).address}"}
+    else:
+        env = {"CHORDE_MEMCACHED": request.getfixturevalue("memcached").address}
     one = start_app(**env)
     _check_cached_handlers(one)
     two = start_app(**env)
     with httpx.Client(base_url=two.url, timeout=10.0, headers=SITE) as http:
-        assert http.get("/stats").json()["client"] == "MemcachedClient"
+        assert http.get("/stats").json()["client"] == {"redis": "RedisClient"}.get(
+            backend, "MemcachedClient"
+        )
         assert http.get("/gen/fib/20").json()["fib"] == 6765
         assert http.get("/native/square/12").json()["square"] == 144
         assert http.get("/page").json()["pid"] == one.pid

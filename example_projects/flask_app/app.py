@@ -9,6 +9,8 @@ or on memcached, configured through Flask's ``FLASK_*`` environment variables::
     FLASK_CHORDE_CLIENT=memcached FLASK_CHORDE_SERVERS=localhost:11211 \\
     FLASK_SECRET_KEY=change-me flask --app example_projects/flask_app/app.py run --port 5000
 
+or on Redis, by URL: ``FLASK_CHORDE_URL=redis://localhost:6379`` instead of the two above.
+
 Endpoints: ``GET /report?n=3`` (slow, cached 60 s), ``GET /square/3`` (memoized function),
 ``POST /invalidate?n=3`` (drops both cached results), ``GET /stats`` (work done by this
 process, to see what the cache saved).

@@ -22,7 +22,8 @@ Endpoints (each counts how often its handler really ran; ``/stats`` shows the co
 * ``/static``: a trivial uncached endpoint (the benchmark's baseline); ``/stats``.
 
 Environment: ``CHORDE_MEMCACHED=host:port`` (with ``CHORDE_CHECKSUM_KEY``) caches in
-memcached instead of in process; ``SLOW_SECONDS`` (default 0.5), ``SLOW_TTL`` (``/slow``'s
+memcached instead of in process, ``CHORDE_REDIS=redis://host:port`` (any client URL) in
+Redis or Valkey; ``SLOW_SECONDS`` (default 0.5), ``SLOW_TTL`` (``/slow``'s
 ttl, default 30), ``CACHE_TTL`` (the others', default 60) and ``MAX_BODY_SIZE`` (bytes,
 default 65536) tune the demo.
 """
@@ -60,6 +61,14 @@ _releases: dict[str, asyncio.Event] = {}
 def make_client() -> BaseCacheClient:
     """The cache client the environment asks for."""
     servers = os.environ.get("CHORDE_MEMCACHED")
+    redis_url = os.environ.get("CHORDE_REDIS")
+    if redis_url:
+        from chorde.clients import from_url
+
+        key = os.environ.get("CHORDE_CHECKSUM_KEY")
+        if not key:
+            raise RuntimeError("CHORDE_REDIS is set: set CHORDE_CHECKSUM_KEY to a secret too")
+        return from_url(redis_url, checksum_key=key, namespace="starlette-app")
     if not servers:
         return InprocCacheClient(4096)
     from chorde.clients.memcached import MemcachedClient

@@ -9,6 +9,11 @@ or on memcached (processes then share results)::
     CHORDE_MEMCACHED=localhost:11211 CHORDE_SECRET=change-me \\
         python example_projects/tornado_app/app.py --port 8888
 
+or on Redis (or Valkey), any client URL::
+
+    CHORDE_REDIS=redis://localhost:6379 CHORDE_SECRET=change-me \\
+        python example_projects/tornado_app/app.py --port 8888
+
 Endpoints: ``GET /gen/fib/20`` (a ``@gen.coroutine`` handler yielding a chorde future),
 ``GET /native/square/12`` (an ``async def`` handler awaiting one), ``GET /page`` (a whole
 response cached by :func:`chorde_tornado.cache_response`), ``POST /invalidate/20``,
@@ -44,6 +49,12 @@ def _count(what: str) -> None:
 
 def _client_from_env() -> BaseCacheClient:
     servers = os.environ.get("CHORDE_MEMCACHED")
+    redis_url = os.environ.get("CHORDE_REDIS")
+    if redis_url:
+        from chorde.clients import from_url
+
+        secret = os.environ.get("CHORDE_SECRET", "example-only-secret")
+        return from_url(redis_url, checksum_key=secret, namespace="tornado_example")
     if not servers:
         return InprocCacheClient(10000)
     from chorde.clients.memcached import MemcachedClient

@@ -35,12 +35,16 @@ class Site(AppServer):
         return httpx.get(self.url + "/counters/", timeout=10.0).json()
 
 
-@pytest.fixture(params=["inproc", "memcached"])
+@pytest.fixture(params=["inproc", "memcached", "redis"])
 def start_site(request: pytest.FixtureRequest, start_server: Any) -> Callable[..., Site]:
-    """Start the site with the in-process cache, or with memcached."""
+    """Start the site with the in-process cache, with memcached, or with Redis."""
     env: dict[str, str] = {}
     if request.param == "memcached":
         env["CHORDE_DJANGO_SITE_MEMCACHED"] = request.getfixturevalue("memcached").address
+    if request.param == "redis":
+        from tests.redis_servers import start_redis
+
+        env["CHORDE_DJANGO_SITE_REDIS"] = f"redis://{start_redis(request).address}/0"
     return lambda port=None: start_server(Site(env, port))
 
 

@@ -2,7 +2,8 @@
 
 The cache is chorde's in-process stack by default; set ``CHORDE_DJANGO_SITE_MEMCACHED`` to
 ``host:port[;host:port]`` to use memcached instead (values then survive restarts of the
-site and are shared by every process running it).
+site and are shared by every process running it), or ``CHORDE_DJANGO_SITE_REDIS`` to a client
+URL (``redis://localhost:6379/0``) to use Redis or Valkey.
 """
 
 import os
@@ -36,6 +37,8 @@ DATABASES: dict = {}  # nothing here needs a database: sessions live in the cach
 USE_TZ = True
 
 _MEMCACHED = os.environ.get("CHORDE_DJANGO_SITE_MEMCACHED", "")
+# A client URL is a LOCATION as it is (redis://, valkey://, memcached:// ...).
+_MEMCACHED = os.environ.get("CHORDE_DJANGO_SITE_REDIS", "") or _MEMCACHED
 if _MEMCACHED:
     CACHES = {
         "default": {
