@@ -86,10 +86,12 @@ class _Flight:
 
     def __init__(self, owner: object) -> None:
         self.owner = owner
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
 
-def _step(gen: Generator, send: Any = None, throw: BaseException | None = None) -> tuple:
+def _step(
+    gen: Generator[tuple[Any, ...], Any, Any], send: Any = None, throw: BaseException | None = None
+) -> tuple[Any, ...]:
     """Advance the protocol generator; its return value comes back as ``("done", value)``."""
     try:
         if throw is not None:
@@ -111,13 +113,13 @@ class _Claims:
         self._shared = shared
         self.lease = lease
         self._channel = channel
-        self._held: dict[tuple, tuple[str, str]] = {}
+        self._held: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._log = RateLimitedLog(logger, interval=30.0)
 
-    def claim(self, lock: tuple, claim: tuple[str, str]) -> bool:
+    def claim(self, lock: tuple[Any, ...], claim: tuple[str, str]) -> bool:
         """Try to take ``lock`` (atomic ``add``); keep it alive if taken."""
         if not self._shared.add(lock, claim, self.lease):
             return False
@@ -130,7 +132,7 @@ class _Claims:
                 self._thread.start()
         return True
 
-    def release(self, lock: tuple, claim: tuple[str, str]) -> None:
+    def release(self, lock: tuple[Any, ...], claim: tuple[str, str]) -> None:
         """Stop renewing ``lock`` and delete it if it is still ours."""
         with self._cond:
             if self._held.get(lock) == claim:
@@ -166,7 +168,7 @@ class _Claims:
                         "coherence channel %r: renewing a claim failed: %s", self._channel, exc
                     )
 
-    def _renew(self, lock: tuple, claim: tuple[str, str]) -> None:
+    def _renew(self, lock: tuple[Any, ...], claim: tuple[str, str]) -> None:
         holder = self._shared.get(lock, None)
         if holder == claim:
             self._shared.renew(lock, self.lease)
@@ -465,7 +467,9 @@ class CoherentWrapperClient(ClientWrapper):
         self._sets += 1
         self._announce(MessageType.INVALIDATE, [ekey])
 
-    def putMulti(self, items: Iterable[tuple[Hashable, Any]] | dict, ttl: float) -> None:
+    def putMulti(
+        self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
+    ) -> None:
         """Batch :meth:`put`: one batch per tier, one announcement."""
         ttl = check_ttl(ttl)
         items = list(items.items() if isinstance(items, dict) else items)
@@ -641,7 +645,7 @@ class CoherentWrapperClient(ClientWrapper):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(event.set)
 
-        async def step(*args: Any, **kwargs: Any) -> tuple:
+        async def step(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
             if not self.blocking:
                 return _step(*args, **kwargs)
             return await loop.run_in_executor(None, lambda: _step(*args, **kwargs))
@@ -668,81 +672,7 @@ class CoherentWrapperClient(ClientWrapper):
         finally:
             self._remove_waiter(key, wake)
 
-    def _run_sync(
-        self,
-        key: Hashable,
-        ekey: bytes,
-        compute: Callable[[], Any],
-        ttl: float,
-        recheck: float | None,
-    ) -> Any:
-        event = threading.Event()
-        wake = event.set
-        self._add_waiter(key, wake)
-        try:
-            gen = self._protocol(key, ekey, ttl, recheck)
-            action = _step(gen)
-            while True:
-                if action[0] == "done":
-                    return action[1]
-                if action[0] == "wait":
-                    event.wait(action[1])
-                    event.clear()
-                    action = _step(gen)
-                    continue
-                try:
-                    value = compute()
-                except BaseException as exc:
-                    action = _step(gen, throw=exc)
-                else:
-                    action = _step(gen, value)
-        finally:
-            self._remove_waiter(key, wake)
-
-    async def _run_async(
-        self,
-        key: Hashable,
-        ekey: bytes,
-        compute: Callable[[], Awaitable[Any]],
-        ttl: float,
-        recheck: float | None,
-    ) -> Any:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-
-        def wake() -> None:
-            # A closed loop (RuntimeError) has nobody waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(event.set)
-
-        async def step(*args: Any, **kwargs: Any) -> tuple:
-            if not self.blocking:
-                return _step(*args, **kwargs)
-            return await loop.run_in_executor(None, lambda: _step(*args, **kwargs))
-
-        self._add_waiter(key, wake)
-        try:
-            gen = self._protocol(key, ekey, ttl, recheck)
-            action = await step(gen)
-            while True:
-                if action[0] == "done":
-                    return action[1]
-                if action[0] == "wait":
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(event.wait(), action[1])
-                    event.clear()
-                    action = await step(gen)
-                    continue
-                try:
-                    value = await compute()
-                except BaseException as exc:
-                    action = await step(gen, throw=exc)
-                else:
-                    action = await step(gen, value)
-        finally:
-            self._remove_waiter(key, wake)
-
-    def _lock_key(self, key: Hashable, epoch: int) -> tuple:
+    def _lock_key(self, key: Hashable, epoch: int) -> tuple[Any, ...]:
         return (_LOCK_TAG, self.channel, epoch, key)
 
     def _fresh(self, key: Hashable, accept: float) -> tuple[bool, Any]:
@@ -757,7 +687,7 @@ class CoherentWrapperClient(ClientWrapper):
 
     def _protocol(
         self, key: Hashable, ekey: bytes, ttl: float, recheck: float | None
-    ) -> Generator[tuple, Any, Any]:
+    ) -> Generator[tuple[Any, ...], Any, Any]:
         """The claim/wait/take-over loop, driven by :meth:`_run_sync` / :meth:`_run_async`.
 
         Yields ``("wait", seconds)`` (wait for a wake-up or that long) or ``("compute",)``
