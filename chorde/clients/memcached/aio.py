@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from chorde.clients.memcached import calls
 from chorde.clients.memcached.protocol import Reply
-from chorde.clients.memcached.transport import BaseConnection, Orphan, read_size, retryable
+from chorde.clients.memcached.transport import BaseConnection, Owner, read_size, retryable
 
 __all__ = ["Connection", "Pool", "run", "runs_in"]
 
@@ -75,7 +75,7 @@ class Connection(BaseConnection):
             except BaseException:
                 sock.close()
                 raise
-        self.sock = sock
+        self.opened(sock)
         return sock
 
     async def request(self, data: bytes, reply: Reply | None, deadline: float) -> Any:
@@ -129,10 +129,10 @@ class Pool:
         *,
         size: int,
         retries: int = 1,
-        orphan: Orphan | None = None,
+        owner: Owner | None = None,
     ) -> None:
         self.size = size
-        self._make = lambda: Connection(address, connect_timeout, timeout, retries, orphan)
+        self._make = lambda: Connection(address, connect_timeout, timeout, retries, owner)
         self._idle: list[Connection] = []
         self._count = 0
         self._waiters: collections.deque[asyncio.Future[Connection]] = collections.deque()

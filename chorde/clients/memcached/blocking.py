@@ -57,7 +57,7 @@ class Connection(BaseConnection):
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
+        self.opened(sock)
         return sock
 
     def request(self, data: bytes, reply: Reply | None, deadline: float) -> Any:
@@ -210,6 +210,7 @@ class _Exchange:
             self.connected = True
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(conn.timeout)  # what the single-request path expects
+            conn.opened(sock)
         if not self.sent:
             self.out = self.out[sock.send(self.out) :]
             if self.out:

@@ -69,8 +69,8 @@ _ONE_MIB = 1024 * 1024
 _LOG_INTERVAL = 60.0
 # Bound of the per-client memo of str keys' memcached keys (cleared, not evicted, when full).
 _KEY_MEMO_SIZE = 8192
-# Keys deleted per round trip when a write log is replayed.
-_REPLAY_BATCH = 256
+# Keys deleted per round trip (a write log replayed).
+_DELETE_BATCH = 256
 # What the generation record and the values are signed for (see Serializer.bound).
 _RECORD_CONTEXT = b"chorde memcached generation record"
 _VALUE_CONTEXT = b"chorde memcached value\0"
@@ -765,6 +765,14 @@ class MemcachedClient(BaseCacheClient):
     # (Server.missed), and one that fails is reported with its keys (_fault): either way the
     # key is deleted there before the server is read again (see Server and _replay).
 
+    def _still(self, server: Server, state: State) -> Op[bool]:
+        """Whether the generation ``state`` names is still the server's, after a write for it:
+        a connection opened meanwhile (perhaps to a restarted server, without the record)
+        makes the client read the record again (see Server.connected)."""
+        if server.state is state:
+            return True
+        return (yield from self._generation(server))[1] == state[1]
+
     def _put(self, key: Key, value: Any, ttl: float) -> Op[None]:
         ttl = check_ttl(ttl)
         raw, encoded, server = self._locate(key)
@@ -772,34 +780,40 @@ class MemcachedClient(BaseCacheClient):
             self._errors += 1
             return
         state = server.state
-        if state[2] is None:
+        for _ in range(_CAS_ATTEMPTS):
+            if state[2] is None:
+                try:
+                    state = yield from self._establish(server)
+                except Exception as exc:
+                    self._fault(server, exc, "a set", (raw,))
+                    return
+            payload = self._encode(key, encoded, value, ttl, state[2])
             try:
-                state = yield from self._establish(server)
+                if len(payload) + _GEN_SIZE <= self._page_size:  # (the hot path: no paging)
+                    item, flags = payload, 0
+                else:
+                    stored = yield from self._item(payload, key, encoded, ttl, raw, state[2])
+                    if stored is None:
+                        # The new value could not be written: the old one must not stay.
+                        yield from self._delete_raw(server, raw)
+                        return
+                    item, flags = stored
+                # The old item's flags come back in the same round trip: were it paged, its
+                # pages are deleted rather than left to age out.
+                exptime = self._exptime(ttl)
+                request = probe(raw) + store(b"set", raw, flags, exptime, (state[1], item))
+                probed, reply = yield (IO, server, request, lines(2))
+                check(reply)
+                still = server.state is state or (yield from self._still(server, state))
             except Exception as exc:
                 self._fault(server, exc, "a set", (raw,))
                 return
-        payload = self._encode(key, encoded, value, ttl, state[2])
-        try:
-            if len(payload) + _GEN_SIZE <= self._page_size:  # (the hot path: no paging)
-                item, flags = payload, 0
-            else:
-                stored = yield from self._item(payload, key, encoded, ttl, raw, state[2])
-                if stored is None:
-                    # The new value could not be written: the old one must not stay.
-                    yield from self._delete_raw(server, raw)
-                    return
-                item, flags = stored
-            # The old item's flags come back in the same round trip: were it paged, its
-            # pages are deleted rather than left to age out.
-            request = probe(raw) + store(b"set", raw, flags, self._exptime(ttl), (state[1], item))
-            probed, reply = yield (IO, server, request, lines(2))
-            check(reply)
-        except Exception as exc:
-            self._fault(server, exc, "a set", (raw,))
-            return
-        pages = self._stored(raw, reply, probed_flags(probed), flags)
-        if pages:
-            yield from self._drop_pages(pages)
+            pages = self._stored(raw, reply, probed_flags(probed), flags)
+            if pages:
+                yield from self._drop_pages(pages)
+            if still:
+                return
+            state = server.state  # written for a generation gone: again, for the new one
 
     def put(self, key: Key, value: Any, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds; dropped (and counted) if the server is down."""
@@ -817,22 +831,49 @@ class MemcachedClient(BaseCacheClient):
         for key, value in items:
             raw, encoded, server = self._locate(key)
             by_server.setdefault(server, []).append((key, raw, encoded, value))
+        for _ in range(_CAS_ATTEMPTS):
+            used = yield from self._put_by_server(by_server, ttl)
+            # Servers that reconnected meanwhile: written again where the generation changed.
+            moved = [server for server, state in used.items() if server.state is not state]
+            if not moved:
+                return
+            checks = yield from _one_or_all([self._still(s, used[s]) for s in moved])
+            again = {}
+            for server, still in zip(moved, checks, strict=True):
+                if isinstance(still, Exception):
+                    raws = [raw for _, raw, _, _ in by_server[server]]
+                    self._fault(server, still, "a multi-set", raws)
+                elif not still:
+                    again[server] = by_server[server]
+            if not again:
+                return
+            by_server = again
+
+    def _put_by_server(
+        self, by_server: dict[Server, list[tuple[Key, bytes, bytes, Any]]], ttl: float
+    ) -> Op[dict[Server, State]]:
+        """Store ``(key, raw, encoded, value)`` entries, grouped by server; return the
+        generation view each server's were written for."""
         # Servers whose generation this client has not seen yet: settled first, together.
         unknown = [s for s in by_server if s.state[2] is None and not s.down]
         if unknown:
             settled = yield from _one_or_all([self._establish(s) for s in unknown])
             for server, done in zip(unknown, settled, strict=True):
                 if isinstance(done, Exception):
-                    batch = by_server.pop(server)
+                    batch = by_server[server]
                     self._errors += len(batch) - 1
                     self._fault(server, done, "a multi-set", [raw for _, raw, _, _ in batch])
         # Every value is serialized before anything is stored (a bad one raises first).
         sets = []
         big = []
+        used = {}
         for server, batch in by_server.items():
             state = server.state
-            if state[2] is None:  # down (or forgotten meanwhile): nothing to sign for
-                sets.append(self._set_many(server, state, {raw: b"" for _, raw, _, _ in batch}))
+            if state[2] is None:  # down, or failed just above
+                if server.down:
+                    sets.append(
+                        self._set_many(server, state, dict.fromkeys(r for _, r, _, _ in batch))
+                    )
                 continue
             payloads: dict[bytes, bytes] = {}
             for key, raw, encoded, value in batch:
@@ -841,13 +882,15 @@ class MemcachedClient(BaseCacheClient):
                     big.append((key, value))
                 else:
                     payloads[raw] = payload
+            used[server] = state
             sets.append(self._set_many(server, state, payloads, self._exptime(ttl)))
         yield from _one_or_all(sets)
         for key, value in big:
             yield from self._put(key, value, ttl)
+        return used
 
     def _set_many(
-        self, server: Server, state: State, payloads: dict[bytes, bytes], exptime: int = 0
+        self, server: Server, state: State, payloads: dict[bytes, Any], exptime: int = 0
     ) -> Op[None]:
         """Store ``payloads`` (signed for ``state``) on ``server``, in one round trip."""
         if not payloads:
@@ -855,9 +898,13 @@ class MemcachedClient(BaseCacheClient):
         if server.down and server.missed(payloads):
             self._errors += len(payloads)
             return
+        if state[2] is None:  # (came back just now: nothing to sign for, the old must go)
+            try:
+                yield from self._delete_many(server, list(payloads))
+            except Exception as exc:
+                self._fault(server, exc, "a multi-set", payloads)
+            return
         try:
-            if state[2] is None:
-                raise ReplyError(f"no trusted generation record on {server}")
             # Each item's old flags come back in the same round trip (see put).
             request = protocol.probe_set_many(payloads, exptime, state[1])
             answers = yield (IO, server, request, lines(2 * len(payloads)))
@@ -906,8 +953,10 @@ class MemcachedClient(BaseCacheClient):
                     item, flags = stored
                     signed_for = state[2]
                 if (yield from self._store(server, b"add", raw, flags, exptime, (state[1], item))):
-                    self._sets += 1
-                    return True
+                    if (yield from self._still(server, state)):
+                        self._sets += 1
+                        return True
+                    continue  # written for a generation gone: again, for the new one
                 # Something is there: replace it only if it is stale, foreign or invalid.
                 found = yield from self._gets(server, raw)
                 now_state, cas, entry = yield from self._from_gets(key, raw, encoded, server, found)
@@ -921,6 +970,8 @@ class MemcachedClient(BaseCacheClient):
                         return False
                 args = (raw, flags, exptime, (state[1], item))
                 if (yield from self._store(server, b"cas", *args, cas=cas)):
+                    if not (yield from self._still(server, state)):
+                        continue
                     self._sets += 1
                     if entry is not None and type(entry[0]) is PageManifest:
                         old = old_pages(self._internal_prefix, raw, entry[0].flags, flags)
@@ -952,6 +1003,22 @@ class MemcachedClient(BaseCacheClient):
         old_flags = probed_flags(probed)
         if old_flags:
             yield from self._drop_pages(old_pages(self._internal_prefix, raw, old_flags, 0))
+
+    def _delete_many(self, server: Server, raws: list[bytes]) -> Op[None]:
+        """Delete the items ``raws`` of ``server`` (pages too), whether or not it is down; a
+        failure is raised."""
+        for start in range(0, len(raws), _DELETE_BATCH):
+            chunk = raws[start : start + _DELETE_BATCH]
+            request = protocol.probe_delete_many(chunk)
+            answers = yield (IO, server, request, lines(2 * len(chunk)))
+            pages: list[bytes] = []
+            for i, raw in enumerate(chunk):
+                check(answers[2 * i + 1])
+                old_flags = probed_flags(answers[2 * i])
+                if old_flags:
+                    pages += old_pages(self._internal_prefix, raw, old_flags, 0)
+            if pages:
+                yield from self._drop_pages(pages)
 
     def _delete(self, key: Key) -> Op[None]:
         raw, _, server = self._locate(key)
@@ -1175,19 +1242,7 @@ class MemcachedClient(BaseCacheClient):
             yield from self._store(server, b"set", self._gen_key, 0, 0, (record,))
             self._note_record(server, record)
         else:
-            keys = list(log.keys)
-            for start in range(0, len(keys), _REPLAY_BATCH):
-                chunk = keys[start : start + _REPLAY_BATCH]
-                request = protocol.probe_delete_many(chunk)
-                answers = yield (IO, server, request, lines(2 * len(chunk)))
-                pages: list[bytes] = []
-                for i, raw in enumerate(chunk):
-                    check(answers[2 * i + 1])
-                    old_flags = probed_flags(answers[2 * i])
-                    if old_flags:
-                        pages += old_pages(self._internal_prefix, raw, old_flags, 0)
-                if pages:
-                    yield from self._drop_pages(pages)
+            yield from self._delete_many(server, list(log.keys))
         if log.horizon:
             yield from self._raise_horizon(server, log.horizon)
         yield from self._establish(server)

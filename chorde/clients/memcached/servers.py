@@ -280,7 +280,7 @@ class Server:
             return local.conn
         except AttributeError:
             conn = local.conn = blocking.Connection(
-                self.address, self.connect_timeout, self.timeout, self.retries, self.orphan
+                self.address, self.connect_timeout, self.timeout, self.retries, self
             )
             # The thread's locals go when the thread ends (or this server is dropped), and
             # the guard with them: its finalizer then closes the connection, which would
@@ -304,7 +304,7 @@ class Server:
                         self.timeout,
                         size=self.pool_size,
                         retries=self.retries,
-                        orphan=self.orphan,
+                        owner=self,
                     )
                     # Closed when the loop goes away (the pool never refers to it).
                     weakref.finalize(loop, pool.close)
@@ -382,6 +382,11 @@ class Server:
             self.retry_interval,
             kind=f"down {self.name}",
         )
+
+    def connected(self) -> None:
+        """A connection to the server was opened: it may have restarted since the client last
+        read its generation record, so the record is read again before it is relied on."""
+        self.state = UNKNOWN_STATE
 
     def orphan(self, sock: socket.socket, reply: Reply) -> None:
         """Keep the socket of a write that timed out until the server has answered it (see

@@ -10,20 +10,23 @@ Two rules every transport follows, stated once here:
   that timed out once connected is not retried (the deadline is gone).
 * **Orphans** (:meth:`BaseConnection.drop`): a write whose reply did not come in time may
   still be sitting in the server's socket buffer (a frozen server applies it when it
-  thaws). Its socket is not closed but handed to ``orphan`` (the server's), which keeps it
-  until the server has answered it, so that what is replayed after an outage is never
-  overtaken by a write made before it.
+  thaws). Its socket is not closed but handed to the connection's owner (its server),
+  which keeps it until the server has answered it, so that what is replayed after an
+  outage is never overtaken by a write made before it.
+
+A connection tells its owner, too, each time it connects: the server may have restarted
+since the last connection, so what the client knows of its content (the generation) is to
+be read again.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from chorde.clients.memcached.protocol import Reply
 
-__all__ = ["RECV_SIZE", "BaseConnection", "read_size", "retryable"]
+__all__ = ["RECV_SIZE", "BaseConnection", "Owner", "read_size", "retryable"]
 
 #: The smallest read: most replies arrive whole in one.
 RECV_SIZE = 65536
@@ -31,8 +34,15 @@ RECV_SIZE = 65536
 #: the server's word (a bad one could ask for gigabytes).
 RECV_MAX = 4 * 1024 * 1024
 
-#: ``orphan(sock, reply)``: take a socket whose write may still be applied (see above).
-Orphan = Callable[[socket.socket, Reply], None]
+
+class Owner(Protocol):
+    """What a connection reports to (its server)."""
+
+    def orphan(self, sock: socket.socket, reply: Reply) -> None:
+        """Take a socket whose write may still be applied (see above)."""
+
+    def connected(self) -> None:
+        """A new connection was opened."""
 
 
 def read_size(reply: Reply) -> int:
@@ -52,13 +62,13 @@ def retryable(exc: BaseException, reply: Reply | None, connected: bool) -> bool:
 
 class BaseConnection:
     """A connection to ``address``: its socket while open, its timeouts (seconds), how many
-    times a failed attempt is retried, and where a timed-out write's socket goes."""
+    times a failed attempt is retried, and its :class:`Owner`, if any."""
 
     __slots__ = (
         "__weakref__",
         "address",
         "connect_timeout",
-        "orphan",
+        "owner",
         "retries",
         "sock",
         "timeout",
@@ -70,14 +80,20 @@ class BaseConnection:
         connect_timeout: float,
         timeout: float,
         retries: int = 1,
-        orphan: Orphan | None = None,
+        owner: Owner | None = None,
     ) -> None:
         self.address = address
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.retries = retries
-        self.orphan = orphan
+        self.owner = owner
         self.sock: socket.socket | None = None
+
+    def opened(self, sock: socket.socket) -> None:
+        """Use the new socket ``sock`` (connected), and say so to the owner."""
+        self.sock = sock
+        if self.owner is not None:
+            self.owner.connected()
 
     def close(self) -> None:
         """Drop the socket (the next request reconnects)."""
@@ -87,20 +103,20 @@ class BaseConnection:
 
     def drop(self, exc: BaseException, reply: Reply | None, sent: bool) -> None:
         """Let go of the socket after a request failed with ``exc``: closed, or handed to
-        ``orphan`` when it is a write that was sent whole and timed out (the server may
+        the owner when it is a write that was sent whole and timed out (the server may
         still apply it)."""
         sock, self.sock = self.sock, None
         if sock is None:
             return
-        orphan = self.orphan
+        owner = self.owner
         if (
             sent
-            and orphan is not None
+            and owner is not None
             and reply is not None
             and reply.writes
             and isinstance(exc, TimeoutError)
         ):
-            orphan(sock, reply)
+            owner.orphan(sock, reply)
         else:
             sock.close()
 
