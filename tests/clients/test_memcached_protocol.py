@@ -263,3 +263,58 @@ def test_old_pages_of_a_replaced_item():
     other, _ = protocol.plan_pages(os.urandom(5000), 2000, b"k", b"~")
     if other.token != manifest.token:  # (one chance in 65536 to draw the same token)
         assert protocol.old_pages(b"~", b"k", manifest.flags, other.flags) == pages
+
+
+# ---- a reply ending the way the caller expects ---------------------------------------
+
+RECORD = b"signed generation record"
+BLOCK = protocol.value_block(b"g", RECORD)
+
+
+def _expecting() -> Values:
+    reply = Values()
+    reply.expect = (BLOCK, b"g", RECORD)
+    return reply
+
+
+def test_value_block_is_how_a_get_reply_ends():
+    reply = Values()
+    assert reply.feed(b"VALUE k 0 1\r\nv\r\n" + BLOCK)
+    assert reply.result == {b"k": b"v", b"g": RECORD}
+
+
+def test_a_reply_ending_with_the_expected_block_maps_its_key_to_the_very_value():
+    reply = _expecting()
+    assert reply.feed(b"VALUE k 0 1\r\nv\r\n" + BLOCK)
+    assert reply.result == {b"k": b"v", b"g": RECORD}
+    assert reply.result[b"g"] is RECORD  # not parsed: the object the caller knows
+    reply = _expecting()
+    assert reply.feed(BLOCK)  # the entry is missing, the record is there
+    assert reply.result == {b"g": RECORD} and reply.result[b"g"] is RECORD
+
+
+@pytest.mark.parametrize(
+    "data, result",
+    [
+        # Another record: parsed as any reply.
+        (b"VALUE g 0 5\r\nother\r\nEND\r\n", {b"g": b"other"}),
+        (b"END\r\n", {}),
+        # A value that itself ends with the block: its size says where it really ends.
+        (
+            b"VALUE k 0 %d\r\nxx%s\r\nEND\r\n" % (len(BLOCK) + 2, BLOCK),
+            {b"k": b"xx" + BLOCK},
+        ),
+        (
+            b"VALUE k 0 %d\r\nxx%s\r\n%s" % (len(BLOCK) + 2, BLOCK, BLOCK),
+            {b"k": b"xx" + BLOCK, b"g": RECORD},
+        ),
+    ],
+)
+def test_any_other_ending_is_parsed_as_usual(data, result):
+    reply = _expecting()
+    assert reply.feed(data)
+    assert reply.result == result
+    for cut in range(1, len(data)):  # in two pieces, wherever cut
+        reply = _expecting()
+        assert _feed_in_pieces(reply, data, [cut])[-1] is True
+        assert reply.result == result
