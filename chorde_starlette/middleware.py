@@ -227,8 +227,8 @@ class CacheMiddleware:
             stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error,
         )
-        self.app = app
-        self.cache = ResponseCache(
+        self.app: ASGIApp = app
+        self.cache: ResponseCache = ResponseCache(
             client,
             rules=rules,
             ttl=ttl,
@@ -236,11 +236,11 @@ class CacheMiddleware:
             cache_status=cache_status,
             cache_status_key=cache_status_key,
         )
-        self.max_body_size = int(max_body_size)
+        self.max_body_size: int = int(max_body_size)
         self.cache_by_default = bool(cache_by_default)
         self.key_prefix = key_prefix
-        self._namespace = (_NAMESPACE, key_prefix)
-        self._default_policy = RoutePolicy(self.cache_by_default)
+        self._namespace: tuple[str, str] = (_NAMESPACE, key_prefix)
+        self._default_policy: RoutePolicy = RoutePolicy(self.cache_by_default)
         self._policies: dict[tuple[Any, ...], RoutePolicy] = {}
         self._inflight: dict[tuple[Any, ...], asyncio.Future[StoredResponse | None]] = {}
         self._refreshing: dict[tuple[Any, ...], asyncio.Task[None]] = {}

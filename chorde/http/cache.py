@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
-from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE, CacheRequest, Headers
+from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE, CacheRequest, FieldPairs
 from chorde.http.route import DEFAULT_ROUTE, Route, check_wait_timeout
 from chorde.http.rules import Rules
 from chorde.http.status import FIELD, cache_status, check_name
@@ -50,7 +50,7 @@ class Rendered(NamedTuple):
     """What an adapter's render step returns: the response, as the policy needs to see it."""
 
     status: int
-    headers: Headers
+    headers: FieldPairs
     #: The complete body, or None when there is none to store (a stream ...).
     body: bytes | None
     #: The adapter's own reason not to store this response (None: no objection).

@@ -13,6 +13,7 @@ import hashlib
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Literal
 
 __all__ = [
     "EMPTY_CACHE_CONTROL",
@@ -274,7 +275,7 @@ def normalise_query(query: str) -> str:
 _BYTE_RANGE = re.compile(r"bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*")
 
 
-def byte_range(value: str, length: int) -> tuple[int, int] | bool | None:
+def byte_range(value: str, length: int) -> tuple[int, int] | Literal[False] | None:
     """The single byte range a ``Range`` field asks of a ``length``-byte body (RFC 9110
     section 14.1.2): ``(first, last)`` inclusive; False when it cannot be satisfied (416);
     None when the field is not one byte range (the whole body is then sent)."""

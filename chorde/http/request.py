@@ -9,13 +9,23 @@ from chorde.http.entry import StoredResponse
 from chorde.http.fields import EMPTY_CACHE_CONTROL, CacheControl
 from chorde.http.route import COOKIE_PREFIX, Route
 
-__all__ = ["FRESH", "STALE", "STALE_WHILE_REVALIDATE", "CacheRequest", "Headers", "collect"]
+__all__ = [
+    "FRESH",
+    "STALE",
+    "STALE_WHILE_REVALIDATE",
+    "CacheRequest",
+    "FieldPairs",
+    "Headers",
+    "collect",
+]
 
 #: Header fields as frameworks hold them: ``(name, value)`` pairs of ``str`` or of ``bytes``
 #: (ASGI), names in any case; or a lookup ``values(lower_case_name) -> [value, ...]`` where
 #: the framework indexes its fields (WSGI's environ, tornado's HTTPHeaders), which spares
 #: reading every field of a request that carries thousands.
 Headers = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]] | Callable[[str], Sequence[str]]
+#: A response's fields: always the pairs (they are read, stored and sent on).
+FieldPairs = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]]
 
 
 def collect(headers: Headers, names: Iterable[str]) -> dict[str, list[str]]:

@@ -34,7 +34,7 @@ from chorde.http.freshness import (
     heuristic_lifetime,
     stale_extensions,
 )
-from chorde.http.request import CacheRequest, Headers, collect
+from chorde.http.request import CacheRequest, FieldPairs, Headers, collect
 from chorde.http.route import _FIELD_NAME, DEFAULT_ROUTE, Route, _names
 
 __all__ = [
@@ -392,7 +392,7 @@ class Rules:
         )
 
     def entry(
-        self, req: CacheRequest, decision: Decision, status: int, headers: Headers, body: bytes
+        self, req: CacheRequest, decision: Decision, status: int, headers: FieldPairs, body: bytes
     ) -> StoredResponse:
         """The entry to store for a response ``decide`` allowed."""
         kept: list[tuple[bytes, bytes]] = []
@@ -439,7 +439,7 @@ class Rules:
             no_cache=decision.no_cache,
         )
 
-    def private_fields(self, headers: Headers) -> list[Any]:
+    def private_fields(self, headers: FieldPairs) -> list[Any]:
         """``headers`` without the fields that are the cache's own (the tag field), for a
         response the cache passes on without storing it."""
         if self.tag_field is None:
@@ -462,7 +462,7 @@ class Rules:
         self,
         req: CacheRequest,
         entry: StoredResponse,
-        headers: Headers,
+        headers: FieldPairs,
         *,
         now: float,
         ttl: float,
