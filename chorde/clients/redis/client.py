@@ -334,6 +334,10 @@ class RedisClient(BaseCacheClient):
             exc.add_note(f"while serializing the value for cache key {key!r}")
             raise
 
+    def _invalid(self, key: Key, exc: InvalidPayload) -> None:
+        self._errors += 1
+        self._log.warning("chorde: dropping an invalid Redis payload for %r: %s", key, exc)
+
     def _decode(
         self, key: Key, encoded: bytes, data: bytes | None, state: tuple[Any, bytes, float]
     ) -> Entry | None:
@@ -344,8 +348,7 @@ class RedisClient(BaseCacheClient):
         try:
             entry = self._serializer.loads(data, key=encoded, offset=_GEN_SIZE)
         except InvalidPayload as exc:
-            self._errors += 1
-            self._log.warning("chorde: dropping an invalid Redis payload for %r: %s", key, exc)
+            self._invalid(key, exc)
             return None
         if state[2] and entry[1] <= state[2]:
             return None
@@ -418,6 +421,8 @@ class RedisClient(BaseCacheClient):
 
     def _node_for(self, raw: bytes, what: str) -> Op[Node | None]:
         """:meth:`_reach`, then the key's own debt settled (its last write failed)."""
+        if not (self._is_cluster or self._main.dead_until or self._writes.pending):
+            return self._main  # (the common case, with nothing to check)
         node = yield from self._reach(raw, what)
         writes = self._writes
         owed = node is not None and (writes.clear_owed or (writes.keys and raw in writes.keys))
@@ -589,16 +594,28 @@ class RedisClient(BaseCacheClient):
         now = time.time()
         miss = (default, -1.0) if with_ttl else default
         result: list[tuple[Key, Any]] = []
+        append = result.append
         hits = 0
+        loads = self._serializer.loads
+        # Outside a cluster every key has the one record: its generation and horizon hoisted.
+        single = states.get(0) if not self._is_cluster else None
         for key, (raw, encoded) in zip(keys, mapped, strict=True):
             data = found.get(raw)
-            state = states.get(self._slot(raw)) if data is not None else None
-            entry = None if state is None else self._decode(key, encoded, data, state)
-            if entry is None or (not with_ttl and entry[1] <= now):
-                result.append((key, miss))
+            state = single or (states.get(self._slot(raw)) if data is not None else None)
+            if data is None or state is None or not data.startswith(state[1]):
+                append((key, miss))
+                continue
+            try:
+                value, expires = loads(data, key=encoded, offset=_GEN_SIZE)
+            except InvalidPayload as exc:
+                self._invalid(key, exc)
+                append((key, miss))
+                continue
+            if expires <= state[2] or (not with_ttl and expires <= now):
+                append((key, miss))
                 continue
             hits += 1
-            result.append((key, (entry[0], entry[1] - now) if with_ttl else entry[0]))
+            append((key, (value, expires - now) if with_ttl else value))
         self._hits += hits
         self._misses += len(keys) - hits
         return result

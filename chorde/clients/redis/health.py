@@ -97,20 +97,25 @@ class Node:
 class WriteLog:
     """Keys whose last write failed, and whether a clear is owed (see the module docstring).
 
-    ``keys`` is read without the lock on the hot path (a set's membership test is atomic);
-    changes take the lock.
+    ``pending`` and ``keys`` are read without the lock on the hot path (an attribute read and
+    a set's membership test are atomic); changes take the lock.
     """
 
-    __slots__ = ("_lock", "clear_owed", "keys", "limit")
+    __slots__ = ("_lock", "clear_owed", "keys", "limit", "pending")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.keys: set[bytes] = set()
         self.clear_owed = False
+        #: Anything owed: a key to delete or a clear to redo.
+        self.pending = False
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
-        return self.clear_owed or bool(self.keys)
+        return self.pending
+
+    def _update(self) -> None:
+        self.pending = self.clear_owed or bool(self.keys)
 
     def failed(self, keys: list[bytes]) -> None:
         """Writes of ``keys`` failed: delete them before they are used again."""
@@ -126,20 +131,24 @@ class WriteLog:
                     "generation (every entry goes) once the servers answer",
                     self.limit,
                 )
+            self._update()
 
     def owe_clear(self) -> None:
         """A clear (or purge) did not reach every server: redo it before serving anything."""
         with self._lock:
             self.clear_owed = True
             self.keys.clear()
+            self._update()
 
     def settled(self, keys: list[bytes]) -> None:
         """``keys`` were deleted (or written) since they failed."""
         with self._lock:
             self.keys.difference_update(keys)
+            self._update()
 
     def cleared(self) -> None:
         """A clear reached every server: nothing older can be seen any more."""
         with self._lock:
             self.clear_owed = False
             self.keys.clear()
+            self._update()
