@@ -124,21 +124,23 @@ class WriteLog:
                 return
             self.keys.update(keys)
             if len(self.keys) > self.limit:
-                self.keys.clear()
-                self.clear_owed = True
                 logger.warning(
                     "chorde: over %d Redis writes failed; the namespace will get a new "
                     "generation (every entry goes) once the servers answer",
                     self.limit,
                 )
+                self._owe(True)
             self._update()
 
     def owe_clear(self) -> None:
         """A clear (or purge) did not reach every server: redo it before serving anything."""
         with self._lock:
-            self.clear_owed = True
-            self.keys.clear()
-            self._update()
+            self._owe(True)
+
+    def cleared(self) -> None:
+        """A clear reached every server: nothing older can be seen any more."""
+        with self._lock:
+            self._owe(False)
 
     def settled(self, keys: list[bytes]) -> None:
         """``keys`` were deleted (or written) since they failed."""
@@ -146,9 +148,8 @@ class WriteLog:
             self.keys.difference_update(keys)
             self._update()
 
-    def cleared(self) -> None:
-        """A clear reached every server: nothing older can be seen any more."""
-        with self._lock:
-            self.clear_owed = False
-            self.keys.clear()
-            self._update()
+    def _owe(self, clear: bool) -> None:
+        # Either way the keys no longer matter: a new generation hides what they held.
+        self.clear_owed = clear
+        self.keys.clear()
+        self._update()
