@@ -43,7 +43,7 @@ NAMESPACE = "chorde_flask.view"
 
 def _session_state() -> tuple[bool, bool]:
     """Whether the view read, and whether it changed, the session."""
-    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
     # Flask >= 3.1 marks the session accessed whenever ctx.session is read (so asking would
     # answer yes); the opened session is held in _session there, in session before.
     current = getattr(ctx, "_session", None)
@@ -205,7 +205,7 @@ class ViewCache:
         kwargs: dict[str, Any],
     ) -> None:
         """Refresh ``stale`` on a thread of its own, replaying this request (RFC 5861)."""
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = current_app._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
         environ = dict(request.environ)
         environ["wsgi.input"] = io.BytesIO(b"")
         environ["CONTENT_LENGTH"] = "0"

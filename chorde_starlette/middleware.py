@@ -209,7 +209,7 @@ class CacheMiddleware:
         if client is None:
             client = from_url(f"inproc://?size={check_capacity(inproc_size, 'inproc_size')}")
         elif is_url(client):
-            client = from_url(client)  # type: ignore[arg-type]
+            client = from_url(client)
         if isinstance(max_body_size, bool) or not isinstance(max_body_size, numbers.Integral):
             raise TypeError(f"max_body_size must be an int of bytes, got {max_body_size!r}")
         if max_body_size < 0:

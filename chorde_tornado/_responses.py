@@ -166,9 +166,10 @@ class _Capture:
                 self.finish_requested.set_result(None)
             return self.finished
 
-        handler.set_cookie = capture_set_cookie  # type: ignore[method-assign]
-        handler.flush = capture_flush  # type: ignore[method-assign]
-        handler.finish = capture_finish  # type: ignore[method-assign]
+        # On this instance only, until release() gives the handler its own methods back.
+        handler.set_cookie = capture_set_cookie  # type: ignore[method-assign]  # see above
+        handler.flush = capture_flush  # type: ignore[method-assign]  # see above
+        handler.finish = capture_finish  # type: ignore[method-assign]  # see above
 
     def snapshot(self) -> Rendered:
         """The response as the handler has written it so far (the first call's, once)."""
@@ -381,7 +382,7 @@ def cache_response(
     if client is not None and not is_url(client) and not isinstance(client, BaseCacheClient):
         raise TypeError(f"client must be a chorde client or a client URL, got {client!r}")
     if isinstance(client, str) or is_url(client):
-        check_url(client)  # type: ignore[arg-type]
+        check_url(client)
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {namespace!r}")
 

@@ -169,7 +169,7 @@ def _memoryview_from(mapped: mmap.mmap, start: int, length: int, meta: bytes) ->
     if fmt == "B" and len(shape) == 1:
         return view
     # The format is only known at run time (checked against _CASTABLE_FORMATS above).
-    return view.cast(fmt, shape)  # type: ignore[call-overload, no-any-return]
+    return view.cast(fmt, shape)  # type: ignore[call-overload, no-any-return]  # see above
 
 
 class FilesCacheClient(BaseCacheClient):

@@ -28,7 +28,7 @@ import importlib
 import inspect
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from chorde.clients.base import BaseCacheClient
@@ -332,7 +332,7 @@ def check_url(url: str | Sequence[str]) -> None:
         _factory(ClientURL(item, {}))
 
 
-def is_url(value: Any) -> bool:
+def is_url(value: object) -> TypeGuard[str | Sequence[str]]:
     """Whether ``value`` looks like a client URL (or a non-empty list of them)."""
     if isinstance(value, str):
         return "://" in value

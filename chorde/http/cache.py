@@ -448,7 +448,7 @@ class ResponseCache:
                     value = self._wait(step[1], step[2])
                 else:  # render: the application's own errors go back through the flow
                     try:
-                        value = render(step[1])  # type: ignore[misc]
+                        value = render(step[1])  # type: ignore[misc]  # a flow that renders has one
                     except BaseException as exc:
                         error = exc
         except StopIteration as stop:
@@ -516,7 +516,7 @@ class ResponseCache:
                     value = await self._await(step[1], step[2])
                 else:
                     try:
-                        value = await render(step[1])  # type: ignore[misc]
+                        value = await render(step[1])  # type: ignore[misc]  # a flow that renders has one
                     except BaseException as exc:
                         error = exc
         except StopIteration as stop:

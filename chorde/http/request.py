@@ -38,14 +38,14 @@ def collect(headers: Headers, names: Iterable[str]) -> dict[str, list[str]]:
     if isinstance(headers[0][0], bytes):
         wanted = {name.encode("latin-1"): values for name, values in found.items()}
         for raw_name, raw_value in headers:
-            bucket = wanted.get(raw_name.lower())  # type: ignore[arg-type]
+            bucket = wanted.get(raw_name.lower())  # type: ignore[arg-type]  # bytes pairs
             if bucket is not None:
-                bucket.append(raw_value.decode("latin-1"))  # type: ignore[union-attr]
+                bucket.append(raw_value.decode("latin-1"))  # type: ignore[union-attr]  # bytes
     else:
         for name, value in headers:
-            bucket = found.get(name.lower())  # type: ignore[arg-type]
+            bucket = found.get(name.lower())  # type: ignore[arg-type]  # str pairs
             if bucket is not None:
-                bucket.append(value)  # type: ignore[arg-type]
+                bucket.append(value)  # type: ignore[arg-type]  # str pairs
     return found
 
 
