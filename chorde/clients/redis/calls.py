@@ -35,4 +35,4 @@ SLEEP = "sleep"
 AWAIT = "await"
 
 #: An operation returning a ``T``.
-Op = Generator[tuple, Any, T]
+Op = Generator[tuple[Any, ...], Any, T]

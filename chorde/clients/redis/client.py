@@ -50,6 +50,7 @@ _SLOTS = 16384
 _DRAIN_BATCH = 500
 
 Entry = tuple[Any, float]
+Items = Iterable[tuple[Key, Any]] | dict[Key, Any]
 # Errors of a cluster whose slot map is out of date.
 _REDIRECTS = frozenset({"MovedError", "AskError", "SlotNotCoveredError"})
 
@@ -273,7 +274,7 @@ class RedisClient(BaseCacheClient):
             return topology.standalone(
                 f"unix:{unix_socket_path}", unix_socket_path=unix_socket_path, db=db, **options
             )
-        host, port = topology.parse_address(server)
+        host, port = topology.parse_address(server or "localhost")
         return topology.standalone(f"{host}:{port}", host=host, port=port, db=db, **options)
 
     # ---- keys, records, payloads --------------------------------------------------------------
@@ -425,7 +426,9 @@ class RedisClient(BaseCacheClient):
             return self._main  # (the common case, with nothing to check)
         node = yield from self._reach(raw, what)
         writes = self._writes
-        owed = node is not None and (writes.clear_owed or (writes.keys and raw in writes.keys))
+        if node is None:
+            return None
+        owed = writes.clear_owed or (writes.keys and raw in writes.keys)
         if owed and not (yield from self._settle([raw], node, what)):
             return None
         return node
@@ -587,7 +590,9 @@ class RedisClient(BaseCacheClient):
             return {}
         return dict.fromkeys(raws, node)
 
-    def _multi(self, keys: Iterable[Key], default: Any, with_ttl: bool) -> Op[list]:
+    def _multi(
+        self, keys: Iterable[Key], default: Any, with_ttl: bool
+    ) -> Op[list[tuple[Key, Any]]]:
         keys = list(keys)
         mapped = [self._map_key(key) for key in keys]
         found, states = yield from self._fetch_many([raw for raw, _ in mapped])
@@ -675,7 +680,7 @@ class RedisClient(BaseCacheClient):
         """Awaitable :meth:`put` (native asyncio)."""
         await _arun(self._put(key, value, ttl), self._topology)
 
-    def _put_many(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> Op[None]:
+    def _put_many(self, items: Items, ttl: float) -> Op[None]:
         ttl = check_ttl(ttl)
         if isinstance(items, dict):
             items = items.items()
@@ -704,10 +709,12 @@ class RedisClient(BaseCacheClient):
             self._dropped([raw for raw, _ in failed[1:]])
             self._writes.failed([failed[0][0]])
 
-    def _pipe_scripts(self, commands: list[tuple], script: scripts.Script) -> Op[list[Any]]:
+    def _pipe_scripts(
+        self, commands: list[tuple[Any, ...]], script: scripts.Script
+    ) -> Op[list[Any]]:
         """Replies of ``EVALSHA`` commands sent together (a failed one is its exception);
         those that met a server without the script go again as ``EVAL``."""
-        replies = yield (PIPE, commands)
+        replies: list[Any] = yield (PIPE, commands)
         again = [i for i, r in enumerate(replies) if type(r).__name__ == "NoScriptError"]
         if again:
             retried = [("EVAL", script.source, *commands[i][2:]) for i in again]
@@ -716,11 +723,11 @@ class RedisClient(BaseCacheClient):
                 replies[i] = answer
         return replies
 
-    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+    def putMulti(self, items: Items, ttl: float) -> None:
         """Store many pairs with one ttl; one round trip per node."""
         _run(self._put_many(items, ttl), self._topology)
 
-    async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+    async def aputMulti(self, items: Items, ttl: float) -> None:
         """Awaitable :meth:`putMulti` (native asyncio)."""
         await _arun(self._put_many(items, ttl), self._topology)
 
@@ -792,7 +799,7 @@ class RedisClient(BaseCacheClient):
                     scripts.CAS, (raw, record_key), payload, self._px(ttl), tag
                 )
                 if done:
-                    return done > 0
+                    return bool(done > 0)
         except Exception as exc:
             self._fault(node, exc, what)
             self._writes.failed([raw])
@@ -946,10 +953,11 @@ class RedisClient(BaseCacheClient):
         if main.dead_until and not main.usable():
             return []
         try:
-            return (yield (INFO, section))
+            found: list[dict[str, Any]] = yield (INFO, section)
         except Exception as exc:
             self._fault(main, exc, "INFO")
             return []
+        return found
 
     @property
     def capacity(self) -> int:

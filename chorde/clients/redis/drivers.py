@@ -32,7 +32,7 @@ class _Steps(Generic[T]):
     def __iter__(self) -> _Steps[T]:
         return self
 
-    def __next__(self) -> tuple:
+    def __next__(self) -> tuple[Any, ...]:
         error, self.error = self.error, None
         try:
             return self.op.send(self.result) if error is None else self.op.throw(error)
@@ -59,11 +59,13 @@ def run(op: calls.Op[T], topology: Topology) -> T:
     return steps.value
 
 
-def _routing_key(args: tuple) -> Any:
+def _routing_key(args: tuple[Any, ...]) -> Any:
     return args[3] if args[0] in ("EVALSHA", "EVAL") else args[1]
 
 
-def _groups(client: Any, commands: list[tuple], is_cluster: bool) -> tuple[list, list[Any]]:
+def _groups(
+    client: Any, commands: list[tuple[Any, ...]], is_cluster: bool
+) -> tuple[list[list[int]], list[Any]]:
     """The commands' indexes grouped by node (one group outside a cluster), and their
     results so far (an exception where a command has no node)."""
     results: list[Any] = [None] * len(commands)
@@ -87,7 +89,7 @@ def _fill(results: list[Any], indexes: list[int], replies: Any) -> None:
         results[i] = reply
 
 
-def _pipe(client: Any, commands: list[tuple], is_cluster: bool) -> list[Any]:
+def _pipe(client: Any, commands: list[tuple[Any, ...]], is_cluster: bool) -> list[Any]:
     groups, results = _groups(client, commands, is_cluster)
     for indexes in groups:  # (one node after the other)
         pipe = client.pipeline(transaction=False)
@@ -101,7 +103,7 @@ def _pipe(client: Any, commands: list[tuple], is_cluster: bool) -> list[Any]:
     return results
 
 
-def _other(client: Any, call: tuple, is_cluster: bool) -> Any:
+def _other(client: Any, call: tuple[Any, ...], is_cluster: bool) -> Any:
     kind = call[0]
     if kind is calls.PIPE:
         return _pipe(client, call[1], is_cluster)
@@ -138,7 +140,7 @@ async def arun(op: calls.Op[T], topology: Topology) -> T:
     return steps.value
 
 
-async def _apipe(client: Any, commands: list[tuple], is_cluster: bool) -> list[Any]:
+async def _apipe(client: Any, commands: list[tuple[Any, ...]], is_cluster: bool) -> list[Any]:
     if is_cluster:
         await client.initialize()
     groups, results = _groups(client, commands, is_cluster)
@@ -157,7 +159,7 @@ async def _apipe(client: Any, commands: list[tuple], is_cluster: bool) -> list[A
     return results
 
 
-async def _aother(client: Any, call: tuple, is_cluster: bool) -> Any:
+async def _aother(client: Any, call: tuple[Any, ...], is_cluster: bool) -> Any:
     kind = call[0]
     if kind is calls.PIPE:
         return await _apipe(client, call[1], is_cluster)

@@ -22,6 +22,8 @@ log line or an error.
 
 from __future__ import annotations
 
+from typing import Any
+
 from chorde.clients.base import BaseCacheClient
 from chorde.clients.urls import ClientURL
 
@@ -60,7 +62,7 @@ def build(url: ClientURL) -> BaseCacheClient:
 
     kind = SCHEMES[url.scheme]
     checksum_key = url.pop("checksum_key", "list", None)
-    where: dict = {}
+    where: dict[str, Any] = {}
     path = url.path.strip("/")
     if kind == "unix":
         if url.hosts or not url.path.startswith("/") or url.path == "/":

@@ -211,13 +211,11 @@ def _quiet(cls: Any) -> dict[str, Any]:
 
 
 def _no_retry(asyncio_variant: bool) -> Any:
-    if asyncio_variant:
-        from redis.asyncio.retry import Retry
-    else:
-        from redis.retry import Retry
+    from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    return Retry(NoBackoff(), 0)
+    return (AsyncRetry if asyncio_variant else Retry)(NoBackoff(), 0)
 
 
 def _common(options: dict[str, Any], asyncio_variant: bool, cls: Any) -> dict[str, Any]:
