@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
 import time
 
 import pytest
 
 from chorde.clients.memcached import MemcachedClient
-from chorde.clients.memcached.blocking import exchange
+from chorde.clients.memcached.blocking import drain, exchange
 from chorde.clients.memcached.protocol import Line, Values
 from chorde.errors import ConfigurationError
 from tests.chaos.proxy import ChaosProxy
@@ -267,3 +269,40 @@ def test_a_down_server_is_reported_once_and_its_return_logged(proxy, caplog):
     assert sum("treating it as down" in m for m in messages) == 1
     assert any("is back" in m for m in messages)
     c.close()
+
+
+# ---- orphaned writes ------------------------------------------------------------------------
+
+
+def test_drain_waits_for_the_replies_of_orphaned_writes():
+    answered, server_side = socket.socketpair()
+    silent, silent_peer = socket.socketpair()
+    closed, closed_peer = socket.socketpair()
+    late = threading.Timer(0.2, lambda: server_side.sendall(b"STORED\r\n"))
+    late.start()
+    closed_peer.close()  # the process that had it is gone: nothing more can come of it
+    try:
+        assert drain([(answered, Line()), (closed, Line())], time.monotonic() + 10)
+        assert answered.fileno() == -1 and closed.fileno() == -1  # done with: closed
+        # One that is never answered: not settled by the deadline (closed all the same).
+        assert not drain([(silent, Line())], time.monotonic() + 0.1)
+        assert silent.fileno() == -1
+    finally:
+        late.join()
+        for s in (server_side, silent_peer):
+            s.close()
+
+
+def test_too_many_orphans_renew_the_generation_instead(memcached):
+    c = _client(memcached.address)
+    server = _server(c)
+    pairs = [socket.socketpair() for _ in range(300)]
+    for mine, _ in pairs:
+        server.orphan(mine, Line())
+    assert len(server._orphans) == 256  # the oldest closed...
+    assert server._lost.clear  # ...and the generation will be renewed: no late write counts
+    assert pairs[0][0].fileno() == -1
+    c.close()
+    for mine, theirs in pairs:
+        mine.close()
+        theirs.close()
