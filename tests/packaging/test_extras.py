@@ -23,6 +23,7 @@ FEATURES = {
     "chorde.dns": "dns",
     "chorde.mq.zmqbus": "mq",
     "chorde.mq.broker": "mq",
+    "chorde.clients.redis": "redis",
     "chorde.shmem": "shmem",
     "chorde_django": "django",
     "chorde_django.backend": "django",
@@ -68,7 +69,7 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_the_bare_venv_has_none_of_the_dependencies(bare_python: str) -> None:
-    deps = ("pymemcache", "dns", "zmq", "numpy", "django", "flask", "tornado", "starlette")
+    deps = ("pymemcache", "dns", "zmq", "numpy", "django", "flask", "tornado", "starlette", "redis")
     code = f"import importlib.util as u; print([m for m in {deps!r} if u.find_spec(m)])"
     out = subprocess.run([bare_python, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

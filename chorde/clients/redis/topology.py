@@ -24,6 +24,10 @@ from typing import Any
 
 from chorde.errors import ConfigurationError, requires_extra
 
+# Importing this module without redis-py fails here, naming the extra to install.
+with requires_extra("redis"):
+    import redis  # noqa: F401
+
 __all__ = ["Topology", "cluster", "given", "parse_address", "sentinel", "standalone"]
 
 DEFAULT_PORT = 6379
