@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
+from chorde.http.answers import reply
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
 from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE, CacheRequest, FieldPairs
 from chorde.http.route import DEFAULT_ROUTE, Route, check_wait_timeout
@@ -189,7 +190,7 @@ class ResponseCache:
         """The answer to ``req`` from ``entry`` (Age on hits, 304 when If-None-Match matches,
         a byte range when asked for), with its ``Cache-Status`` when the option is on:
         ``fwd`` says why the cache went forward when it did."""
-        status, headers, body = self.rules.reply(req, entry, self.clock(), hit=hit)
+        status, headers, body = reply(req, entry, self.clock(), hit=hit)
         field = self.status_field(
             req, entry, hit=hit and fwd is None, fwd=fwd, fwd_status=fwd_status, stored=stored
         )

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from chorde.http import CacheRequest, Route, Rules
+from chorde.http.answers import reply
 from chorde.http.entry import StoredResponse
 
 NOW = 1_800_000_000.0
@@ -309,15 +310,15 @@ def test_reply_adds_age_and_answers_304() -> None:
     req = request(rules)
     entry = _entry(rules.decide(req, 200, [], now=NOW, ttl=60), req)
     assert entry.etag is not None
-    status, fields, body = rules.reply(req, entry, NOW + 7, hit=True)
+    status, fields, body = reply(req, entry, NOW + 7, hit=True)
     assert (status, body) == (200, b"hello")
     assert (b"age", b"7") in fields and (b"content-length", b"5") in fields
     conditional = request(rules, [("If-None-Match", entry.etag.decode())])
-    status, fields, body = rules.reply(conditional, entry, NOW, hit=True)
+    status, fields, body = reply(conditional, entry, NOW, hit=True)
     assert status == 304 and body == b""
     assert {k for k, _ in fields} <= {b"etag", b"age", b"cache-control", b"date"}
     head = request(rules, method="HEAD")
-    assert rules.reply(head, entry, NOW, hit=True)[2] == b""
+    assert reply(head, entry, NOW, hit=True)[2] == b""
 
 
 def test_stored_fields_drop_hop_by_hop_and_age() -> None:
