@@ -7,6 +7,7 @@ import asyncio
 import pickle
 import struct
 import threading
+import time
 
 import pytest
 
@@ -140,15 +141,24 @@ def test_concurrent_updates_from_many_clients_lose_nothing(redis_server):
         c.close()
 
 
-def test_a_put_racing_a_clear_lands_in_the_current_generation(redis_server):
-    a = RedisClient(redis_server.address, checksum_key=SECRET)
+def test_a_put_racing_another_clients_clear_is_at_worst_a_miss(redis_server):
+    a = RedisClient(redis_server.address, checksum_key=SECRET, generation_check=0.2)
     b = RedisClient(redis_server.address, checksum_key=SECRET)
-    a.get("anything", None)  # a has seen generation zero
+    a.put("k", "before", TTL)
+    a.get("k")  # a has just read generation zero, and trusts it for 0.2 s
     b.clear()
-    a.put("k", "after the clear", TTL)  # a never read the new generation: the script stamps it
-    assert b.get("k") == "after the clear"
-    a.close()
-    b.close()
+    a.put("k", "after the clear", TTL)  # stamped with the generation a read: lost
+    assert b.get("k", None) is None  # a miss, never "before"
+    time.sleep(0.3)  # a no longer trusts what it read: the script stamps the current one
+    a.put("k", "later", TTL)
+    assert b.get("k") == "later"
+    always = RedisClient(redis_server.address, checksum_key=SECRET, generation_check=0)
+    always.get("k")
+    b.clear()
+    always.put("k", "right after", TTL)  # every put a script: lands in the new generation
+    assert b.get("k") == "right after"
+    for c in (a, b, always):
+        c.close()
 
 
 def test_a_server_that_forgot_the_scripts_gets_them_again(redis_server, redis_client):

@@ -35,10 +35,13 @@ How entries are stored
     small keys, written by ``clear()``), each under a hash tag of its slot.
 
 Atomicity
-    Writes are Lua scripts (:mod:`~chorde.clients.redis.scripts`), each one command that no
-    other client can interleave with: ``put`` stamps the generation current when the value
-    lands; ``add`` stores only if no live entry of the current generation is there (one
-    command); ``renew``/``expire``/``update``/``touch``/``incr`` read the entry, re-sign it
+    ``put`` is a plain ``SET`` of the value stamped with the generation this client read
+    within the last ``generation_check`` seconds (1 s; every read refreshes it), else a Lua
+    script that stamps the current one and returns it: a clear by another client in that
+    second may lose a write (a miss later, never an older value). The other writes are Lua
+    scripts (:mod:`~chorde.clients.redis.scripts`), each one command that no other client
+    can interleave with: ``add`` stores only if no live entry of the current generation is
+    there (one command); ``renew``/``expire``/``update``/``touch``/``incr`` read the entry, re-sign it
     (the expiry is signed, so only the client can write it) and compare-and-set it against
     the signature it read. Scripts rather than ``WATCH``/``MULTI``: one round trip for the
     write, no connection held between the read and the write, and the same in a Cluster,

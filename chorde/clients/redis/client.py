@@ -50,6 +50,8 @@ _SLOTS = 16384
 _DRAIN_BATCH = 500
 
 Entry = tuple[Any, float]
+#: A namespace record as last read: ``(record, generation, horizon, trusted until)``.
+Record = tuple[bytes | None, bytes, float, float]
 Items = Iterable[tuple[Key, Any]] | dict[Key, Any]
 # Errors of a cluster whose slot map is out of date.
 _REDIRECTS = frozenset({"MovedError", "AskError", "SlotNotCoveredError"})
@@ -78,6 +80,14 @@ def _tags() -> list[bytes]:
                 _slot_tags = found  # type: ignore[assignment]
     assert _slot_tags is not None
     return _slot_tags
+
+
+def _ttl(ttl: Any) -> float:
+    """:func:`~chorde.clients.base.check_ttl`, with the common cases first."""
+    kind = type(ttl)
+    if (kind is int or kind is float) and ttl >= 0:
+        return float(ttl)
+    return check_ttl(ttl)
 
 
 def _stale(left: float) -> float:
@@ -115,6 +125,10 @@ class RedisClient(BaseCacheClient):
     * ``max_value_size`` (64 MiB): the largest pickle written or read;
     * ``write_log_size`` (10,000): keys whose writes failed that are remembered (and deleted
       before their next use); past it, a new generation clears the namespace instead;
+    * ``generation_check`` (1 s): how long a put trusts the namespace generation it last
+      read (a plain ``SET``); past it, a put is a script that reads it again. A clear by
+      another client within that time may lose this client's writes (misses, never older
+      values); 0 makes every put a script;
     * ``max_connections``: bound of each connection pool.
     """
 
@@ -150,6 +164,7 @@ class RedisClient(BaseCacheClient):
         stale_grace: float = 60.0,
         max_value_size: int = 64 * 1024 * 1024,
         write_log_size: int = 10_000,
+        generation_check: float = 1.0,
         max_connections: int | None = None,
     ) -> None:
         if not checksum_key:
@@ -164,6 +179,7 @@ class RedisClient(BaseCacheClient):
             ("timeout", timeout),
             ("retry_interval", retry_interval),
             ("stale_grace", stale_grace),
+            ("generation_check", generation_check),
         ):
             check_ttl(val, name)
         if not isinstance(namespace, str) or "{" in namespace or "}" in namespace:
@@ -186,6 +202,7 @@ class RedisClient(BaseCacheClient):
         self.timeout = float(timeout)
         self.retry_interval = float(retry_interval)
         self.stale_grace = float(stale_grace)
+        self.generation_check = float(generation_check)
         self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
         self._hits = self._misses = self._sets = self._errors = 0
         self._key_memo: dict[str, tuple[bytes, bytes]] = {}
@@ -227,7 +244,7 @@ class RedisClient(BaseCacheClient):
         if self._is_cluster:
             self._record_keys = [internal + b"gen{" + tag + b"}" for tag in _tags()]
         # Slot (0 outside a cluster) -> (record as last read, its generation, its horizon).
-        self._records: dict[int, tuple[bytes | None, bytes, float]] = {}
+        self._records: dict[int, Record] = {}
         self._main = Node(self._topology.name, self.retry_interval, self._log)
         self._nodes: dict[str, Node] = {}
         self._writes = WriteLog(write_log_size)
@@ -308,17 +325,18 @@ class RedisClient(BaseCacheClient):
         keys = self._record_keys
         return self._record_key if keys is None else keys[slot]
 
-    def _note(self, slot: int, record: bytes | None) -> tuple[bytes | None, bytes, float]:
-        """The generation and horizon of a record just read for ``slot`` (parsed once)."""
+    def _note(self, slot: int, record: bytes | None) -> Record:
+        """The state of a record just read for ``slot``: ``(record, generation, horizon,
+        trusted until)``, parsed once; writes may use the generation until the last."""
+        trust = time.monotonic() + self.generation_check
         known = self._records.get(slot)
         if known is not None and known[0] == record:
-            return known
-        if record is not None and len(record) >= _RECORD.size:
-            gen, horizon = _RECORD.unpack_from(record)
+            state = (record, known[1], known[2], trust)
+        elif record is not None and len(record) >= _RECORD.size:
+            state = (record, *_RECORD.unpack_from(record), trust)
         else:
             gen = record[:_GEN_SIZE] if record and len(record) >= _GEN_SIZE else _ZERO_GEN
-            horizon = 0.0
-        state = (record, gen, horizon)
+            state = (record, gen, 0.0, trust)
         self._records[slot] = state
         return state
 
@@ -326,7 +344,8 @@ class RedisClient(BaseCacheClient):
         """Redis's expiry (ms) for an entry alive ``ttl`` more seconds; 0 is none."""
         if ttl == math.inf:
             return 0
-        return min(max(1, math.ceil((ttl + self.stale_grace) * 1000)), _PX_MAX)
+        ms = int((ttl + self.stale_grace) * 1000) + 1  # (rounded up)
+        return ms if 0 < ms < _PX_MAX else (1 if ms <= 0 else _PX_MAX)
 
     def _encode(self, key: Key, encoded: bytes, value: Any, ttl: float) -> bytes:
         try:
@@ -339,9 +358,7 @@ class RedisClient(BaseCacheClient):
         self._errors += 1
         self._log.warning("chorde: dropping an invalid Redis payload for %r: %s", key, exc)
 
-    def _decode(
-        self, key: Key, encoded: bytes, data: bytes | None, state: tuple[Any, bytes, float]
-    ) -> Entry | None:
+    def _decode(self, key: Key, encoded: bytes, data: bytes | None, state: Record) -> Entry | None:
         """``(value, expires)`` of a stored item, or None (absent, older generation, purged
         or invalid: the last counted as an error)."""
         if data is None or not data.startswith(state[1]):
@@ -420,10 +437,15 @@ class RedisClient(BaseCacheClient):
             main.back()
         return node
 
+    def _calm(self) -> bool:
+        """Nothing to check before a call: one server, up, owing nothing (the common case,
+        where the hot paths skip :meth:`_node_for`)."""
+        return not (self._is_cluster or self._main.dead_until or self._writes.pending)
+
     def _node_for(self, raw: bytes, what: str) -> Op[Node | None]:
         """:meth:`_reach`, then the key's own debt settled (its last write failed)."""
-        if not (self._is_cluster or self._main.dead_until or self._writes.pending):
-            return self._main  # (the common case, with nothing to check)
+        if self._calm():
+            return self._main
         node = yield from self._reach(raw, what)
         writes = self._writes
         if node is None:
@@ -477,7 +499,7 @@ class RedisClient(BaseCacheClient):
     def _lookup(self, key: Key) -> Op[Entry | None]:
         """``(value, expires)`` for ``key``, stale included, or None on a miss."""
         raw, encoded = self._map_key(key)
-        node = yield from self._node_for(raw, "a get")
+        node = self._main if self._calm() else (yield from self._node_for(raw, "a get"))
         if node is None:
             return None
         slot = self._slot(raw)
@@ -645,32 +667,38 @@ class RedisClient(BaseCacheClient):
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def _store(
-        self, script: scripts.Script, key: Key, value: Any, ttl: float, what: str, *extra: Any
-    ) -> Op[tuple[int, Any]]:
-        """Run a writing script for ``key``: ``(slot, reply)``, the reply :data:`_FAILED`
-        when the write did not happen (counted, and the key in the write log)."""
-        ttl = check_ttl(ttl)
+    def _prepare(
+        self, key: Key, value: Any, ttl: float, what: str
+    ) -> Op[tuple[bytes, bytes, int, int, Node | None]]:
+        """``(Redis key, payload, slot, px, node)`` of a write; node None when it cannot
+        happen now (the key then goes to the write log)."""
+        ttl = _ttl(ttl)
         raw, encoded = self._map_key(key)
         payload = self._encode(key, encoded, value, ttl)
-        slot = self._slot(raw)
-        node = yield from self._node_for(raw, what)
+        node = self._main if self._calm() else (yield from self._node_for(raw, what))
         if node is None:
             self._writes.failed([raw])
-            return slot, _FAILED
-        keys = (raw, self._record_key_of(slot))
-        try:
-            return slot, (yield from self._script(script, keys, payload, self._px(ttl), *extra))
-        except Exception as exc:
-            self._fault(node, exc, what)
-            self._writes.failed([raw])
-            return slot, _FAILED
+        return raw, payload, self._slot(raw), self._px(ttl), node
 
     def _put(self, key: Key, value: Any, ttl: float) -> Op[None]:
-        slot, record = yield from self._store(scripts.PUT, key, value, ttl, "a set")
-        if record is not _FAILED:
-            self._sets += 1
-            self._note(slot, record)
+        raw, payload, slot, px, node = yield from self._prepare(key, value, ttl, "a set")
+        if node is None:
+            return
+        state = self._records.get(slot)
+        try:
+            if state is not None and time.monotonic() < state[3]:
+                # The generation read lately: a plain SET (a clear by another client since
+                # then may lose this write, which is then a miss, never an older value).
+                stamped = state[1] + payload
+                yield (CMD, ("SET", raw, stamped, "PX", px) if px else ("SET", raw, stamped))
+            else:  # the script stamps the current generation, and says which it was
+                keys = (raw, self._record_key_of(slot))
+                self._note(slot, (yield from self._script(scripts.PUT, keys, payload, px)))
+        except Exception as exc:
+            self._fault(node, exc, "a set")
+            self._writes.failed([raw])
+            return
+        self._sets += 1
 
     def put(self, key: Key, value: Any, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds; dropped (counted, logged) if Redis is down."""
@@ -732,12 +760,19 @@ class RedisClient(BaseCacheClient):
         await _arun(self._put_many(items, ttl), self._topology)
 
     def _add(self, key: Key, value: Any, ttl: float) -> Op[bool]:
-        now = repr(time.time())
-        stored = (yield from self._store(scripts.ADD, key, value, ttl, "an add", now))[1]
-        if stored is _FAILED or not stored:
+        raw, payload, slot, px, node = yield from self._prepare(key, value, ttl, "an add")
+        if node is None:
             return False
-        self._sets += 1
-        return True
+        keys = (raw, self._record_key_of(slot))
+        try:
+            stored = yield from self._script(scripts.ADD, keys, payload, px, repr(time.time()))
+        except Exception as exc:
+            self._fault(node, exc, "an add")
+            self._writes.failed([raw])
+            return False
+        if stored:
+            self._sets += 1
+        return bool(stored)
 
     def add(self, key: Key, value: Any, ttl: float) -> bool:
         """Store only if ``key`` has no live entry; one atomic command (a script)."""
@@ -991,10 +1026,6 @@ class RedisClient(BaseCacheClient):
     def __repr__(self) -> str:
         where = getattr(getattr(self, "_topology", None), "name", "?")
         return f"<RedisClient {where} namespace={getattr(self, 'namespace', '?')!r}>"
-
-
-#: What a write that did not happen replies.
-_FAILED: Any = object()
 
 
 def _failed(reply: Any) -> bool:

@@ -4,9 +4,9 @@ Every stored value is ``generation (8 bytes) + signed payload`` (see
 :mod:`chorde.serialization`); the namespace's *record* (``KEYS[2]`` below, or ``KEYS[1]`` for
 the horizon) is ``generation (8 bytes) + purge horizon (big-endian double)``, absent meaning
 generation zero and no horizon. A script runs alone on its server, so what it reads cannot
-change before it writes: that is what makes :meth:`add` one atomic command, and ``put`` stamp
-the generation current *when the value lands* (a put racing a ``clear`` is never left
-holding the old generation).
+change before it writes: that is what makes ``add`` one atomic command, and ``PUT`` stamp
+the generation current *when the value lands* (the client uses it when the generation it
+last read is older than ``generation_check``).
 
 Scripts are called by SHA1 (``EVALSHA``); a server that does not know one yet (new or
 restarted) answers ``NOSCRIPT`` and the client sends it whole once (``EVAL``, which also
@@ -16,7 +16,7 @@ caches it there). Both reach the node of their keys, in a cluster too.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ADD", "CAS", "HORIZON", "PUT", "Script"]
 
@@ -42,10 +42,10 @@ class Script:
 
     name: str
     source: str
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 #: ``PUT data record`` ``payload px``: store under the current generation; return the record.

@@ -145,20 +145,21 @@ class Topology:
         if client is not None and self._owned:
             with contextlib.suppress(Exception):
                 client.close()
-        for loop, (aclient, _guard) in loops.items():
-            if not self._owned:
-                continue
+        for loop, (_, guard) in loops.items():
+            # The guard closes the client when it ends: on its loop, if that one runs.
             with contextlib.suppress(RuntimeError):  # closed meanwhile
-                if loop.is_running() and not _runs_in(loop):
-                    loop.call_soon_threadsafe(_close_on, loop, aclient)
+                if _runs_in(loop):
+                    loop.create_task(guard.aclose())
+                elif loop.is_running():
+                    loop.call_soon_threadsafe(_close_on, loop, guard)
 
     async def aclose(self) -> None:
         """Close the running loop's asyncio client, then everything else."""
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._loops.pop(loop, None)
-        if entry is not None and self._owned:
-            await _aclose(entry[0])
+        if entry is not None:
+            await entry[1].aclose()  # (its guard closes it)
         self.close()
 
 
@@ -184,13 +185,8 @@ class _Closing:
                 await closable.aclose()
 
 
-def _close_on(loop: asyncio.AbstractEventLoop, client: Any) -> None:
-    loop.create_task(_aclose(client))
-
-
-async def _aclose(client: Any) -> None:
-    with contextlib.suppress(Exception):
-        await client.aclose()
+def _close_on(loop: asyncio.AbstractEventLoop, guard: Any) -> None:
+    loop.create_task(guard.aclose())
 
 
 def _runs_in(loop: asyncio.AbstractEventLoop) -> bool:
