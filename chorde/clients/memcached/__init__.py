@@ -36,28 +36,36 @@ Servers
 Asyncio
     The awaitable methods (``aget``, ``agetTtl``, ``agetMulti``, ``aput``, ``aadd``,
     ``adelete``, ``arenew``, ``aexpire``, ``aupdate``, ``aclear``, ``apurge``...) are native:
-    each event loop gets its own connection per server, used through the loop's non-blocking
-    socket calls, so no call ever blocks the loop or goes through an executor (``aclose``,
-    which may wait for the refresher thread, still does). They run the very same operations
-    as the blocking methods (same keys, payloads, paging, generations and fault handling); a
-    loop's connection is closed when the loop goes away.
+    each event loop gets a pool of up to ``pool_size`` connections per server, used through
+    the loop's non-blocking socket calls, so no call ever blocks the loop or goes through an
+    executor (``aclose``, which may wait for the refresher thread, still does), and no call
+    waits behind another's reply. They run the very same operations as the blocking methods
+    (same keys, payloads, paging, generations and fault handling); a loop's connections are
+    closed when the loop goes away.
 
-Faults
-    A server that refuses, resets or times out (``connect_timeout``/``timeout``, 0.5 s and
-    1 s by default; ``timeout`` bounds each request as a whole) is marked dead for
-    ``retry_interval`` seconds (default 5): its keys are misses and writes to it are dropped,
-    counted in ``stats.errors`` and logged at most once a minute. After the interval one
-    caller probes it again; on success it is used again. Keys of a dead server are *not*
-    moved to other servers, which would serve stale data once it came back.
+Faults (see docs/operations.md, "memcached under faults")
+    Every call waits for its servers ``timeout`` seconds at the most, in all (1 s by
+    default; ``connect_timeout``, 0.5 s, bounds one connect within it), whatever other calls
+    do; requests to several servers go out at the same time. A server that times out, or
+    fails again on a new connection (``connect_retries``: a lost connect or a socket from
+    before a restart is retried first), is marked down: its keys are misses and writes to
+    it are remembered (``write_log_size`` keys) rather than sent, counted in
+    ``stats.errors`` and logged at most once a minute. A thread probes it every
+    ``retry_interval`` (0.5 s); once it answers, the writes it missed are undone there (the
+    keys deleted, or the namespace's generation renewed) before it is used again, so a
+    failed write never lets an older value be read by this client. Keys of a down server
+    are *not* moved to other servers, which would serve stale data once it came back.
 
 ``clear()``
     ``flush_all`` would wipe every application sharing the servers, so ``clear()`` instead
     writes a new random *generation* to each server under a ``namespace``-scoped key. Every
-    entry carries the generation it was written in, and every read fetches the server's
-    generation in the same round trip, so a clear is seen at once by every client of the
-    namespace, on every host. Entries of old generations age out or are evicted by memcached.
-    Writes made by another client that had not yet seen the new generation are lost (read as
-    misses), which a cache can afford.
+    entry carries the generation it was written in and is signed for it, and every read
+    fetches the server's generation record in the same round trip, so a clear is seen at
+    once by every client of the namespace, on every host, and an entry from before it never
+    verifies again. The record is signed too (named after the last ``checksum_key``), and
+    one that does not verify, or is older than one seen, is replaced. Entries of old
+    generations age out or are evicted by memcached. Writes made by another client that had
+    not yet seen the new generation are lost (read as misses), which a cache can afford.
 
 Atomicity
     :meth:`add` maps to memcached ``add`` (falling back to ``gets``/``cas`` when the key holds
