@@ -245,9 +245,21 @@ class _Exchange:
 
 
 def exchange(ios: Sequence[tuple[Any, bytes, Reply | None]], deadline: float) -> list[Any]:
-    """The results of requests ``(server, data, reply)`` to distinct servers, made at the
-    same time on this thread's connections, all by ``deadline``; a failed request's result
-    is the exception it raised."""
+    """The results of requests ``(server, data, reply)``, made at the same time on this
+    thread's connections (one per server: a server's second request goes after its first),
+    all by ``deadline``; a failed request's result is the exception it raised."""
+    servers = {io[0] for io in ios}
+    if len(servers) != len(ios):
+        first: dict[Any, int] = {}
+        for i, io in enumerate(ios):
+            first.setdefault(io[0], i)
+        now = sorted(first.values())
+        later = [i for i in range(len(ios)) if i not in set(now)]
+        results = [None] * len(ios)
+        for part in (now, later):
+            for i, result in zip(part, exchange([ios[i] for i in part], deadline), strict=True):
+                results[i] = result
+        return results
     if len(ios) == 1:
         server, data, reply = ios[0]
         try:
