@@ -207,6 +207,10 @@ def test_an_exchange_with_several_servers_returns_each_ones_answer(memcached_fac
     set_x = b"set x 0 0 1\r\n1\r\n"
     got = exchange([(sa, set_x, Line()), (sb, set_x, Line())], time.monotonic() + 5)
     assert got == [b"STORED", b"STORED"]
+    set_y = b"set y 0 0 1\r\n2\r\n"
+    ios = [(sa, set_y, Line()), (sb, b"get x\r\n", Values()), (sa, b"get x y\r\n", Values())]
+    got = exchange(ios, time.monotonic() + 5)  # a server's second request after its first
+    assert got == [b"STORED", {b"x": b"1"}, {b"x": b"1", b"y": b"2"}]
     b.stop()
     got = exchange(
         [(sa, b"get x\r\n", Values()), (sb, b"get x\r\n", Values())], time.monotonic() + 5
