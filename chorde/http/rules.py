@@ -90,6 +90,8 @@ _UNSTORED_FIELDS = frozenset(
     }
 )
 _NO_CONTENT_STATUSES = frozenset({204, 304})
+# A stale entry with validators is kept at least this long for revalidation (seconds).
+_REVALIDATION_WINDOW = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,9 +449,10 @@ class Rules:
 
     def keep(self, entry: StoredResponse, now: float) -> float:
         """How long a client should hold ``entry``: while fresh, and after that while it can
-        still serve (RFC 5861 windows) or be revalidated (for another lifetime)."""
+        still serve (RFC 5861 windows) or be revalidated (another lifetime, at least a
+        minute: a short-lived page with validators is worth revalidating, not refetching)."""
         left = entry.lifetime - (now - entry.stored_at)
-        revalidation = entry.lifetime if entry.validators else 0.0
+        revalidation = max(entry.lifetime, _REVALIDATION_WINDOW) if entry.validators else 0.0
         return left + max(entry.stale_while_revalidate, entry.stale_if_error, revalidation)
 
     def freshen(
