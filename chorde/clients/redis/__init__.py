@@ -41,11 +41,12 @@ Atomicity
     second may lose a write (a miss later, never an older value). The other writes are Lua
     scripts (:mod:`~chorde.clients.redis.scripts`), each one command that no other client
     can interleave with: ``add`` stores only if no live entry of the current generation is
-    there (one command); ``renew``/``expire``/``update``/``touch``/``incr`` read the entry, re-sign it
-    (the expiry is signed, so only the client can write it) and compare-and-set it against
-    the signature it read. Scripts rather than ``WATCH``/``MULTI``: one round trip for the
-    write, no connection held between the read and the write, and the same in a Cluster,
-    where a script runs on the node of its keys (a value and its slot's record share a slot).
+    there (one command); ``renew``/``expire``/``update``/``touch``/``incr`` read the entry,
+    re-sign it (the expiry is signed, so only the client can write it) and compare-and-set
+    it against the signature it read. Scripts rather than ``WATCH``/``MULTI``: one round
+    trip for the write, no connection held between the read and the write, and the same in
+    a Cluster, where a script runs on the node of its keys (a value and its slot's record
+    share a slot).
 
 Topologies
     One server (``"host:port"``, TLS, a unix socket, ACL ``username``/``password``, ``db``);

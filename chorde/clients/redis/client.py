@@ -50,8 +50,8 @@ _SLOTS = 16384
 _DRAIN_BATCH = 500
 
 Entry = tuple[Any, float]
-#: A namespace record as last read: ``(record, generation, horizon, trusted until)``.
-Record = tuple[bytes | None, bytes, float, float]
+#: A namespace record as last read: ``[record, generation, horizon, trusted until]``.
+Record = list[Any]
 Items = Iterable[tuple[Key, Any]] | dict[Key, Any]
 # Errors of a cluster whose slot map is out of date.
 _REDIRECTS = frozenset({"MovedError", "AskError", "SlotNotCoveredError"})
@@ -326,18 +326,19 @@ class RedisClient(BaseCacheClient):
         return self._record_key if keys is None else keys[slot]
 
     def _note(self, slot: int, record: bytes | None) -> Record:
-        """The state of a record just read for ``slot``: ``(record, generation, horizon,
-        trusted until)``, parsed once; writes may use the generation until the last."""
+        """The state of a record just read for ``slot``: ``[record, generation, horizon,
+        trusted until]``, parsed once; writes may use the generation until the last."""
         trust = time.monotonic() + self.generation_check
         known = self._records.get(slot)
         if known is not None and known[0] == record:
-            state = (record, known[1], known[2], trust)
-        elif record is not None and len(record) >= _RECORD.size:
-            state = (record, *_RECORD.unpack_from(record), trust)
+            known[3] = trust
+            return known
+        if record is not None and len(record) >= _RECORD.size:
+            gen, horizon = _RECORD.unpack_from(record)
         else:
             gen = record[:_GEN_SIZE] if record and len(record) >= _GEN_SIZE else _ZERO_GEN
-            state = (record, gen, 0.0, trust)
-        self._records[slot] = state
+            horizon = 0.0
+        state = self._records[slot] = [record, gen, horizon, trust]
         return state
 
     def _px(self, ttl: float) -> int:
