@@ -10,6 +10,7 @@ chaos proxy, so that they keep their data, as a network fault would leave them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import threading
@@ -310,3 +311,14 @@ def test_too_many_orphans_renew_the_generation_instead(memcached):
     for mine, theirs in pairs:
         mine.close()
         theirs.close()
+
+
+def test_a_client_dropped_without_close_leaves_no_thread_behind(unused_port):
+    c = _client(f"127.0.0.1:{unused_port}")
+    c.put("k", 1, TTL)  # refused: down, and a thread probes it
+    prober = _server(c)._prober
+    assert prober is not None and prober.is_alive()
+    del c
+    gc.collect()
+    prober.join(10)
+    assert not prober.is_alive()

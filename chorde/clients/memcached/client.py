@@ -14,8 +14,9 @@ import math
 import os
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from chorde.clients._pages import PageManifest, assemble
 from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_capacity, check_ttl
@@ -56,6 +57,7 @@ from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
 __all__ = ["MemcachedClient"]
 
 logger = logging.getLogger("chorde.clients.memcached")
+T = TypeVar("T")
 
 _GEN_SIZE = 8
 # memcached reads an expiry above 30 days as an absolute unix time (protocol.txt, "Expiration").
@@ -92,6 +94,20 @@ def _update_lost(key: Key) -> RuntimeError:
     return RuntimeError(
         f"update of cache key {key!r} lost {_UPDATE_ATTEMPTS} compare-and-swap races in a row"
     )
+
+
+def _weakly(method: Callable[..., T]) -> Callable[..., T]:
+    """``method``, without keeping its object alive (once that is gone, calling it raises
+    ``ReferenceError``)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> T:
+        bound = ref()
+        if bound is None:
+            raise ReferenceError("the MemcachedClient is gone")
+        return bound(*args)
+
+    return call
 
 
 def _one_or_all(ops: list[Op[Any]]) -> Op[list[Any]]:
@@ -232,19 +248,22 @@ class MemcachedClient(BaseCacheClient):
             min_interval=dns_min_interval,
             max_interval=dns_max_interval,
         )
+        # The server set's threads (DNS refresher, probers) hold the client weakly, and stop
+        # when it goes: a client dropped without close() leaves no thread behind.
         self._servers = ServerSet(
-            self._discover,
+            _weakly(self._discover),
             connect_timeout=self.connect_timeout,
             timeout=self.timeout,
             retry_interval=self.retry_interval,
             connect_retries=connect_retries,
             pool_size=pool_size,
             write_log_size=write_log_size,
-            replay=self._replay,
+            replay=_weakly(self._replay),
             points_per_node=points_per_node,
             log=self._log,
         )
         self._servers.start()
+        weakref.finalize(self, self._servers.close)
 
     # ---- server list -------------------------------------------------------------------
 

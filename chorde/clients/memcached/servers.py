@@ -365,7 +365,7 @@ class Server:
                 self.name,
                 what,
                 type(exc).__name__,
-                exc,
+                str(exc),  # (not the exception: a kept record would keep its frames)
                 kind=f"refused {self.name}",
             )
             return
@@ -378,7 +378,7 @@ class Server:
             self.name,
             what,
             type(exc).__name__,
-            exc,
+            str(exc),
             self.retry_interval,
             kind=f"down {self.name}",
         )
@@ -435,6 +435,8 @@ class Server:
         interval = max(self.retry_interval, _MIN_PROBE_INTERVAL)
         try:
             while not self._closed.wait(interval):
+                # (No connection of its own is kept between attempts.)
+                _close_quietly(self.conn())
                 try:
                     blocking.run(_ping(self))
                 except Exception:
@@ -471,7 +473,7 @@ class Server:
                     "chorde: memcached %s answers but replaying its write log failed (%s: %s)",
                     self.name,
                     type(exc).__name__,
-                    exc,
+                    str(exc),
                     kind=f"replay {self.name}",
                 )
                 return False
