@@ -9,33 +9,48 @@
     expensive.bg()(1)              # serve what is held (even stale), refresh in the background
     expensive.future()(1)          # a chorde Future (awaitable too); never blocks the caller:
                                    # lookups of blocking (network) clients run on the pool
+    expensive.forced()(1)          # recompute now and store (a forced update)
     expensive.peek(1)              # cache only: value or CacheMissError, never computes
     expensive.lazy(1)              # cached value or CacheMissError, never waits
     expensive.bg().lazy(1)         # same, and a miss starts the computation in the background
     expensive.future().lazy(1)     # same, through a Future
-    expensive.refresh(1)           # recompute now and store
+    expensive.refresh(1)           # recompute now and store (what forced() calls do)
     expensive.put(1, _cache_put=5) # store an explicit value
     expensive.invalidate(1)        # delete the entry; .expire(1) marks it stale instead
+    expensive.invalidate_all()     # drop every result of the function, in every process
     expensive.uncached(1)          # call the function, bypassing the cache
+    expensive.cache_info()         # its counters: hits, misses, stale, refreshes ...
     expensive.client               # the cache client
 
 Coroutine functions (``async def``) get a coroutine wrapper: ``await expensive(1)``, and the
-plain variants (``peek``, ``lazy``, ``refresh``, ``put``, ``invalidate``, ``expire``) are
-coroutines too. Computations then run as tasks on the caller's loop, cache access goes
-through the client's awaitable methods, so the loop is never blocked.
+plain variants (``peek``, ``lazy``, ``refresh``, ``put``, ``invalidate``, ``expire``,
+``invalidate_all``) are coroutines too. Computations then run as tasks on the caller's loop,
+cache access goes through the client's awaitable methods, so the loop is never blocked.
 
-Freshness: entries live ``ttl`` seconds. ``async_ttl`` opens a refresh window: a hit with
-less than ``async_ttl`` seconds left (``ttl + async_ttl`` when negative: ``-60`` means "older
-than a minute") is returned at once while one background refresh per key recomputes it. A
-plain call never returns an entry past its ttl; ``.bg()`` (and ``.future()``) also serve an
-expired entry the client still holds, refreshing it in the background
-(stale-while-revalidate).
+Freshness: entries live ``ttl`` seconds (or ``ttl(result)``). ``async_ttl`` opens a refresh
+window: a hit with less than ``async_ttl`` seconds left (``ttl + async_ttl`` when negative:
+``-60`` means "older than a minute") is returned at once while one background refresh per
+key recomputes it. A plain call never returns an entry past its ttl, unless the function
+raises and ``stale_if_error`` allows it; ``.bg()`` (and ``.future()``) also serve an expired
+entry the client still holds, refreshing it in the background (stale-while-revalidate).
+
+What is kept: ``condition(result)`` false means the result is returned but not stored.
+``tags`` name groups the results belong to (:func:`chorde.tags.invalidate_tags` drops a
+group), and ``invalidate_all()`` drops the function's results; both write one revision
+record, checked by every read in the same round trip (see :mod:`chorde.tags`), so they
+work across processes sharing a client without scanning keys. On a process-private
+in-process client a function without tags needs no record: ``invalidate_all()`` drops its
+entries there and then, and its hits stay a single lookup.
 
 Compute once: concurrent callers of one key wait for a single computation (per process; a
 coherent client extends that to a cluster). Its exception reaches every waiter and is not
 cached. Background refreshes run on a shared bounded thread pool (see
 :func:`set_default_executor`, or pass ``executor=``); their failures are logged on the
 ``chorde.decorators`` logger and the old value stays until its ttl ends.
+
+Observability: ``fn.cache_info()`` returns the function's :class:`~chorde.observe.CacheInfo`;
+hooks installed with :func:`chorde.observe.add_hook` receive an event per call (and per
+background refresh) with its duration. With no hook installed nothing is timed.
 """
 
 from __future__ import annotations
@@ -50,10 +65,12 @@ import math
 import random
 import reprlib
 import threading
+import time
+import weakref
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, TypeVar, cast
 
-from chorde import _compute
+from chorde import _compute, observe
 from chorde._cached_types import (
     AsyncCachedFunction,
     BackgroundAsyncCachedFunction,
@@ -67,9 +84,26 @@ from chorde._cached_types import (
 )
 from chorde._compute import Flight, Flights, set_default_executor
 from chorde.clients.base import BaseCacheClient, check_ttl
+from chorde.clients.inproc import InprocCacheClient
 from chorde.errors import CacheMissError
 from chorde.futures import Future, chain, completed, failed
 from chorde.keys import encode_key
+from chorde.observe import ERROR, FUNCTION, HIT, MISS, REFRESH, STALE, CacheInfo
+from chorde.tags import (
+    Stamped,
+    arun,
+    bump_steps,
+    check_tags,
+    function_key,
+    revisions_steps,
+    run,
+    tag_key,
+)
+
+try:
+    import cython  # type: ignore[import-untyped]  # Cython ships no type information
+except ImportError:  # pure Python without Cython: its declarations are no-ops
+    from chorde import _cython_shim as cython
 
 __all__ = [
     "AsyncCachedFunction",
@@ -77,6 +111,7 @@ __all__ = [
     "BackgroundCachedFunction",
     "BoundAsyncCachedFunction",
     "BoundCachedFunction",
+    "CacheInfo",
     "CachedDecorator",
     "CachedFunction",
     "FutureAsyncCachedFunction",
@@ -94,16 +129,40 @@ _PLAIN, _BG, _FUTURE = 0, 1, 2
 # The lookup default: NONE would mean "no default" (raise on a miss), so a private marker.
 _MISS: Any = object()
 _CLIENT_METHODS = ("getTtl", "put", "delete", "expire", "agetTtl", "aput", "adelete", "aexpire")
+_clock = time.perf_counter
+# The ttl a coherent client's compute-once stores a result with when the real one comes from
+# ``ttl(result)``: short, and replaced by the real one as soon as the result is known.
+_PROVISIONAL_TTL = 1.0
 
 
-def _threshold(ttl: float, async_ttl: Any) -> float:
-    """The ttl_left below which a hit triggers a refresh (0: no refresh window)."""
+class _NotStored(Exception):
+    """Carries a result the policy does not store out of a coherent client's compute-once
+    (which stores what its computation returns)."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+
+
+def _threshold(ttl: float | None, async_ttl: Any) -> float:
+    """The ttl_left below which a hit triggers a refresh (0: no refresh window).
+
+    ``ttl`` None: the ttl is computed from each result, so only a positive ``async_ttl``
+    (seconds left) can be checked.
+    """
     if async_ttl is None:
         return 0.0
     if isinstance(async_ttl, bool) or not isinstance(async_ttl, int | float):
         raise TypeError(f"async_ttl must be a number of seconds or None, got {async_ttl!r}")
     if async_ttl == 0:
         return 0.0
+    if ttl is None:
+        if not 0 < async_ttl < math.inf:
+            raise ValueError(
+                f"async_ttl={async_ttl!r}: with a ttl computed from the result, async_ttl "
+                "must be None, 0 or a positive number of seconds left"
+            )
+        return float(async_ttl)
     threshold = ttl + async_ttl if async_ttl < 0 else float(async_ttl)
     if not 0 < threshold < ttl:
         raise ValueError(
@@ -113,13 +172,17 @@ def _threshold(ttl: float, async_ttl: Any) -> float:
     return threshold
 
 
-def _spread(ttl: float, ttl_spread: Any) -> float:
+def _spread(ttl: float | None, ttl_spread: Any) -> float | None:
+    """The jitter in seconds; None: a tenth of each computed ttl (``ttl_spread=True`` with a
+    ttl computed from the result)."""
     if ttl_spread is True:
+        if ttl is None:
+            return None
         return ttl / 10 if math.isfinite(ttl) else 0.0
     if ttl_spread is False or ttl_spread is None:
         return 0.0
     spread = check_ttl(ttl_spread, "ttl_spread")
-    if spread >= ttl:
+    if ttl is not None and spread >= ttl:
         raise ValueError(f"ttl_spread={ttl_spread!r} must be smaller than ttl={ttl!r}")
     return spread
 
@@ -170,6 +233,41 @@ def _afuture(coro: Coroutine[Any, Any, T]) -> Future[T]:
     return _from_task(loop.create_task(coro))
 
 
+# ---- process-private clients: invalidate_all without revision records -------------------
+
+
+class _Space:
+    """The cached functions of one namespace on one process-private (in-process) client.
+
+    ``invalidate_all()`` there needs no revision record: keys routed to the client's
+    namespace table (positional calls, ``key=`` functions) are deleted from it, the others
+    move to a new key head (``generation``), so the old ones are never read again and age
+    out by eviction. ``epoch`` lets a computation that started before an invalidation drop
+    what it stored after it.
+    """
+
+    __slots__ = ("__weakref__", "cores", "epoch", "generation")
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.generation = 0
+        self.cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+
+
+_spaces: weakref.WeakKeyDictionary[BaseCacheClient, dict[str, _Space]]
+_spaces = weakref.WeakKeyDictionary()
+_spaces_lock = threading.Lock()
+
+
+def _space(client: BaseCacheClient, namespace: str) -> _Space:
+    with _spaces_lock:
+        spaces = _spaces.setdefault(client, {})
+        space = spaces.get(namespace)
+        if space is None:
+            space = spaces[namespace] = _Space()
+        return space
+
+
 class _Core:
     """Everything a cached function needs: configuration, key building, the slow paths."""
 
@@ -177,38 +275,83 @@ class _Core:
         self,
         fn: Callable[..., Any],
         client: BaseCacheClient,
-        ttl: float,
+        ttl: float | Callable[[Any], float],
         threshold: float,
-        spread: float,
+        spread: float | None,
         namespace: str,
         keyfn: Callable[..., Hashable] | None,
         executor: concurrent.futures.Executor | None,
+        tags: tuple[str, ...] | Callable[..., Any] | None = None,
+        condition: Callable[[Any], Any] | None = None,
+        stale_if_error: float | None = None,
     ) -> None:
         self.fn = fn
         self.name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', fn)}"
         self.client = client
-        self.ttl = ttl
+        self.ttl_fn = ttl if callable(ttl) else None
+        self.ttl = 0.0 if callable(ttl) else ttl
         self.threshold = threshold
         self.spread = spread
         self.namespace = namespace
-        # Key heads (see cached()): flat keys hash and compare with the fewest steps, and a
-        # tuple head can never equal the str head of a positional-only key.
-        self.head = (namespace,)
-        self.kw_head = (namespace, "**")
         self.keyfn = keyfn
         self.executor = executor
+        self.condition = condition
+        self.stale_if_error = stale_if_error
         self.flights = Flights()
         self.aflights: dict[Hashable, _ARun] = {}
         # A coherent client coordinates computations across processes (once per cluster).
         self.coordinate = getattr(client, "compute_once", None)
         self.acoordinate = getattr(client, "acompute_once", None)
+        self.counters = observe.Counters()
+        #: The hits counted by the wrapper's own hit path (set by _make_wrapper).
+        self.fast_hits: Callable[[], float] = lambda: 0.0
+        #: Rebinds the wrapper's view of the key heads and of the hooks (set by _make_wrapper).
+        self.rebind: Callable[..., None] = lambda **_: None
+        # Revision records (chorde.tags): every function on a shared client (its results
+        # may be dropped by another process), and tagged ones everywhere.
+        self.fn_key = function_key(namespace)
+        self.tagfn = tags if callable(tags) else None
+        static = () if tags is None or callable(tags) else tags
+        self.guard_keys: tuple[Hashable, ...] = (self.fn_key, *map(tag_key, static))
+        # A guarded read is one batch lookup, unless the client's class has no batch lookup
+        # of its own (a duck-typed wrapper forwarding the rest: its reads must be its own).
+        self.batch = callable(getattr(type(client), "getTtlMulti", None))
+        private = isinstance(client, InprocCacheClient)
+        self.guarded = tags is not None or not private
+        self.space = None if self.guarded else _space(client, namespace)
+        # An in-process client's table of this namespace: the wrapper's hit path reads it.
+        # Looked up on the class: a wrapper forwarding attributes to an in-process client it
+        # wraps must not have its own reads bypassed.
+        namespace_table = getattr(type(client), "namespace_table", None)
+        self.table = (
+            namespace_table(client, namespace)
+            if namespace_table is not None and not self.guarded
+            else None
+        )
+        self.rekey()
+        if self.space is not None:
+            self.space.cores.add(self)
+        self.observed = observe.watch(self)
+        observe.register(self)
 
     # ---- keys ------------------------------------------------------------------
+
+    def rekey(self) -> None:
+        """Key heads for the space's generation (see :class:`_Space`)."""
+        generation = self.space.generation if self.space is not None else 0
+        moved: Hashable = self.namespace if generation == 0 else (self.namespace, generation)
+        # Key heads (see cached()): flat keys hash and compare with the fewest steps, and a
+        # tuple head can never equal the str head of a positional-only key. Keys routed to
+        # a namespace table keep the namespace (they are deleted instead of moved).
+        self.key_ns: Hashable = self.namespace if self.table is not None else moved
+        self.head = (self.key_ns,)
+        self.kw_head = (moved, "**")
+        self.rebind(head=self.head, kw_head=self.kw_head)
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         """The cache key for a call; see :func:`cached`."""
         if self.keyfn is not None:
-            return (self.namespace, self.keyfn(*args, **kwargs))
+            return (self.key_ns, self.keyfn(*args, **kwargs))
         if kwargs:
             return (self.kw_head, args, tuple(sorted(kwargs.items())))
         return self.head + args
@@ -252,25 +395,196 @@ class _Core:
             raise exc
         raise err from exc
 
-    # ---- sync paths ------------------------------------------------------------
+    def guards(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Hashable, ...]:
+        """The revision records a call's entry is checked against."""
+        if self.tagfn is None:
+            return self.guard_keys
+        tags = check_tags(self.tagfn(*args, **kwargs), f"{self.name}: tags(...) result")
+        return (self.fn_key, *map(tag_key, tags))
 
-    def lookup(
+    # ---- policy: what is stored, for how long ----------------------------------
+
+    def store_ttl(self, value: Any) -> float:
+        """The ttl to store ``value`` with (``ttl`` less the jitter); 0: not stored."""
+        if self.condition is not None and not self.condition(value):
+            return 0.0
+        ttl = self.ttl
+        if self.ttl_fn is not None:
+            got = self.ttl_fn(value)
+            if isinstance(got, bool) or not isinstance(got, int | float) or not got >= 0:
+                raise TypeError(
+                    f"{self.name}: ttl({reprlib.repr(value)}) must return a number of "
+                    f"seconds >= 0 (0: do not store), got {got!r}"
+                )
+            ttl = float(got)
+            if ttl == 0:
+                return 0.0
+        spread = self.spread
+        if spread is None:
+            spread = ttl / 10 if math.isfinite(ttl) else 0.0
+        return ttl - random.random() * min(spread, ttl / 2) if spread else ttl
+
+    # ---- observation -----------------------------------------------------------
+
+    def hooks_changed(self, on: bool) -> None:
+        """Hooks were installed or removed (:mod:`chorde.observe`): switch paths."""
+        self.observed = on
+        self.rebind(observed=on)
+
+    def stats_items(self) -> list[tuple[str, str, CacheInfo]]:
+        """For :func:`chorde.observe.snapshot`."""
+        return [(FUNCTION, self.name, self.cache_info())]
+
+    def cache_info(self) -> CacheInfo:
+        """The function's counters."""
+        return self.counters.info(self.fast_hits())
+
+    def _emit(self, kind: str, started: float) -> None:
+        observe.emit(kind, self.name, _clock() - started)
+
+    # ---- reads -----------------------------------------------------------------
+
+    def read(
         self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, float]:
-        """``client.getTtl(ckey, _MISS)`` with key errors naming the argument."""
+    ) -> tuple[Any, float, Any]:
+        """``(value, ttl_left, guard)`` of a call's entry; a miss is ``(_MISS, -1.0, ...)``.
+
+        ``guard`` is None for unguarded functions, else ``(record keys, revisions read)``:
+        an entry stamped with other revisions than the records' is a miss (never stale).
+        """
+        if not self.guarded:
+            try:
+                value, ttl_left = self.client.getTtl(ckey, _MISS)
+            except TypeError as exc:
+                self._raise_key_error(args, kwargs, exc)
+                raise  # unreachable
+            return value, ttl_left, None
+        keys = self.guards(args, kwargs)
         try:
-            return self.client.getTtl(ckey, _MISS)
+            if self.batch:
+                pairs = list(self.client.getTtlMulti([ckey, *keys], _MISS))
+            else:
+                getTtl = self.client.getTtl
+                pairs = [(k, getTtl(k, _MISS)) for k in (ckey, *keys)]
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
             raise  # unreachable
+        return _verified(pairs, keys)
+
+    async def aread(
+        self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, float, Any]:
+        """Awaitable :meth:`read`."""
+        try:
+            if not self.guarded:
+                value, ttl_left = await self.client.agetTtl(ckey, _MISS)
+                return value, ttl_left, None
+            keys = self.guards(args, kwargs)
+            if self.batch:
+                pairs = await self.client.agetTtlMulti([ckey, *keys], _MISS)
+            else:
+                agetTtl = self.client.agetTtl
+                pairs = [(k, await agetTtl(k, _MISS)) for k in (ckey, *keys)]
+        except TypeError as exc:
+            self._raise_key_error(args, kwargs, exc)
+            raise  # unreachable
+        return _verified(pairs, keys)
+
+    def revisions(self, guard: Any) -> tuple[int, ...] | None:
+        """The revisions to stamp a new entry with (records made where missing)."""
+        if guard is None:
+            return None
+        keys, revisions = guard
+        if None not in revisions:
+            return revisions  # type: ignore[no-any-return]  # a tuple of ints, from _verified
+        result: tuple[int, ...] = run(
+            self.client, revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
+        )
+        return result
+
+    async def arevisions(self, guard: Any) -> tuple[int, ...] | None:
+        """Awaitable :meth:`revisions`."""
+        if guard is None:
+            return None
+        keys, revisions = guard
+        if None not in revisions:
+            return revisions  # type: ignore[no-any-return]  # a tuple of ints, from _verified
+        steps = revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
+        result: tuple[int, ...] = await arun(self.client, steps)
+        return result
+
+    # ---- writes ----------------------------------------------------------------
+
+    def store(
+        self, ckey: Hashable, value: Any, revisions: tuple[int, ...] | None, epoch: int = -1
+    ) -> None:
+        """Put a computed value as the policy says (ttl with jitter, condition, stamp); a
+        failing client is logged, not raised. ``epoch``: the space's when the computation
+        started (an invalidation since then drops what is stored)."""
+        ttl = self.store_ttl(value)
+        if not ttl > 0:
+            return
+        try:
+            self.client.put(ckey, value if revisions is None else Stamped(value, revisions), ttl)
+            space = self.space
+            if space is not None and epoch >= 0 and space.epoch != epoch:
+                self.client.delete(ckey)
+        except TypeError:
+            raise
+        except Exception:
+            logger.exception("%s: storing a computed value failed", self.name)
+
+    async def astore(
+        self, ckey: Hashable, value: Any, revisions: tuple[int, ...] | None, epoch: int = -1
+    ) -> None:
+        """Awaitable :meth:`store`."""
+        ttl = self.store_ttl(value)
+        if not ttl > 0:
+            return
+        try:
+            await self.client.aput(
+                ckey, value if revisions is None else Stamped(value, revisions), ttl
+            )
+            space = self.space
+            if space is not None and epoch >= 0 and space.epoch != epoch:
+                await self.client.adelete(ckey)
+        except TypeError:
+            raise
+        except Exception:
+            logger.exception("%s: storing a computed value failed", self.name)
+
+    def epoch(self) -> int:
+        return self.space.epoch if self.space is not None else -1
+
+    # ---- sync paths ------------------------------------------------------------
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool) -> Any:
         """A full cached call (the wrapper inlines the hit path of this)."""
+        if not self.observed:
+            return self._call(args, kwargs, stale_ok)[0]
+        return self.timed_call(args, kwargs, stale_ok, _clock())
+
+    def timed_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool, started: float
+    ) -> Any:
+        """:meth:`call` with hooks installed: an event for the call, timed from ``started``."""
+        try:
+            value, kind = self._call(args, kwargs, stale_ok)
+        except Exception:
+            self._emit(ERROR, started)
+            raise
+        self._emit(kind, started)
+        return value
+
+    def _call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool
+    ) -> tuple[Any, str]:
         ckey = self.key(args, kwargs)
-        value, ttl_left = self.lookup(ckey, args, kwargs)
+        value, ttl_left, guard = self.read(ckey, args, kwargs)
         if ttl_left > self.threshold:
-            return value
-        return self.slow(ckey, value, ttl_left, args, kwargs, stale_ok)
+            self.counters.hits += 1
+            return value, HIT
+        return self._slow(ckey, value, ttl_left, guard, args, kwargs, stale_ok)
 
     def slow(
         self,
@@ -281,13 +595,51 @@ class _Core:
         kwargs: dict[str, Any],
         stale_ok: bool,
     ) -> Any:
-        """Everything but a fresh hit: refresh window, stale entry, miss."""
+        """Everything but a fresh hit, for the wrapper's hit path (unguarded functions)."""
+        return self._slow(ckey, value, ttl_left, None, args, kwargs, stale_ok)[0]
+
+    def _slow(
+        self,
+        ckey: Hashable,
+        value: Any,
+        ttl_left: float,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale_ok: bool,
+    ) -> tuple[Any, str]:
+        """Refresh window, stale entry, miss: the value and how the call was answered."""
+        counters = self.counters
         if ttl_left > 0 or (stale_ok and value is not _MISS):
-            self.refresh_bg(ckey, args, kwargs)
-            return value
-        if stale_ok:
-            return self._wait(self.refresh_bg(ckey, args, kwargs, background=False))
-        return self.compute_once(ckey, args, kwargs)
+            self.refresh_bg(ckey, guard, args, kwargs)
+            if ttl_left > 0:
+                counters.hits += 1
+                return value, HIT
+            counters.stale += 1
+            return value, STALE
+        counters.misses += 1
+        try:
+            if stale_ok:
+                return self._wait(
+                    self.refresh_bg(ckey, guard, args, kwargs, background=False)
+                ), MISS
+            return self.compute_once(ckey, guard, args, kwargs), MISS
+        except Exception:
+            if not self._serves_stale(value, ttl_left):
+                raise
+            counters.stale += 1
+            logger.warning(
+                "%s%s: serving a stale value, the computation failed",
+                self.name,
+                reprlib.repr(args),
+                exc_info=True,
+            )
+            return value, STALE
+
+    def _serves_stale(self, value: Any, ttl_left: float) -> bool:
+        """``stale_if_error``: whether a held entry may answer when computing it failed."""
+        window = self.stale_if_error
+        return window is not None and value is not _MISS and -ttl_left <= window
 
     def _wait(self, flight: Flight) -> Any:
         if flight.owner == threading.get_ident():
@@ -299,63 +651,108 @@ class _Core:
             return runner()
         return flight.result()
 
-    def compute_once(self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def compute_once(
+        self, ckey: Hashable, guard: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Compute in this thread, or wait for the thread already computing this key."""
         flight, owner = self.flights.claim(ckey)
         if not owner:
             flight.background = False
+            self.counters.coalesced += 1
             return self._wait(flight)
         flight.owner = threading.get_ident()
-        return self._fly(ckey, flight, args, kwargs, 0.0)
+        return self._fly(ckey, flight, guard, args, kwargs, 0.0)
 
     def _fly(
         self,
         ckey: Hashable,
         flight: Flight,
+        guard: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         recheck: float | None,
+        refresh: bool = False,
     ) -> Any:
         """Run a claimed flight: compute, store, then resolve every waiter."""
+        started = _clock()
         try:
             value = _MISS
             if self.coordinate is not None:
-                compute = functools.partial(self.fn, *args, **kwargs)
-                value = self.coordinate(ckey, compute, self.store_ttl(), recheck)
-            elif recheck is not None:
-                # Another flight may have stored the value between our miss and our claim.
-                held, ttl_left = self.client.getTtl(ckey, _MISS)
-                if ttl_left > recheck:
-                    value = held
-            if value is _MISS:
-                value = self.fn(*args, **kwargs)
-                self.store(ckey, value)
+                value = self._coordinated(ckey, guard, args, kwargs, recheck)
+            else:
+                if recheck is not None:
+                    # Another flight may have stored the value between our miss and our
+                    # claim (and the revisions may have moved).
+                    held, ttl_left, guard = self.read(ckey, args, kwargs)
+                    if ttl_left > recheck:
+                        value = held
+                if value is _MISS:
+                    epoch = self.epoch()
+                    revisions = self.revisions(guard)
+                    value = self.fn(*args, **kwargs)
+                    self.store(ckey, value, revisions, epoch)
         except BaseException as exc:
-            if flight.background and isinstance(exc, Exception):
-                # Logged before waiters wake: nobody asked for this result.
-                logger.exception(
-                    "%s%s: background computation failed", self.name, reprlib.repr(args)
-                )
+            if isinstance(exc, Exception):
+                self.counters.errors += 1
+                if flight.background:
+                    # Logged before waiters wake: nobody asked for this result.
+                    logger.exception(
+                        "%s%s: background computation failed", self.name, reprlib.repr(args)
+                    )
+                if refresh and self.observed:
+                    self._emit(ERROR, started)
             self.flights.release(ckey, flight)
             flight.set_exception(exc)
             raise
         self.flights.release(ckey, flight)
         flight.set_result(value)
+        if refresh and self.observed:
+            self._emit(REFRESH, started)
         return value
 
-    def store_ttl(self) -> float:
-        """The ttl to store a computed value with: ``ttl`` less the jitter."""
-        return self.ttl - random.random() * self.spread if self.spread else self.ttl
+    def _coordinated(
+        self,
+        ckey: Hashable,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float | None,
+    ) -> Any:
+        """Compute once per cluster with the coherent client's ``compute_once``."""
+        assert self.coordinate is not None
+        revisions = self.revisions(guard)
+        ran: list[Any] = []
 
-    def store(self, ckey: Hashable, value: Any) -> None:
-        """Put a computed value, with ttl jitter; a failing client is logged, not raised."""
-        ttl = self.store_ttl()
-        try:
-            self.client.put(ckey, value, ttl)
-        except TypeError:
-            raise
-        except Exception:
-            logger.exception("%s: storing a computed value failed", self.name)
+        def compute() -> Any:
+            value = self.fn(*args, **kwargs)
+            ttl = self.store_ttl(value)
+            ran.append(ttl)
+            if not ttl > 0:
+                raise _NotStored(value)
+            return value if revisions is None else Stamped(value, revisions)
+
+        for attempt in range(2):
+            try:
+                got = self.coordinate(ckey, compute, self._coordinated_ttl(), recheck)
+            except _NotStored as not_stored:
+                self.counters.claims += 1
+                return not_stored.value
+            if ran:
+                self.counters.claims += 1
+                if self.ttl_fn is not None:
+                    self.store(ckey, got.value if revisions is not None else got, revisions)
+            if revisions is None:
+                return got
+            if type(got) is Stamped and got.revisions == revisions:
+                return got.value
+            # Another process's result, stamped before an invalidation: compute anew.
+            recheck = None if attempt == 0 else recheck
+        value = self.fn(*args, **kwargs)
+        self.store(ckey, value, revisions)
+        return value
+
+    def _coordinated_ttl(self) -> float:
+        return _PROVISIONAL_TTL if self.ttl_fn is not None else self.store_ttl(None)
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         executor = self.executor or _compute.default_executor()
@@ -364,6 +761,7 @@ class _Core:
     def refresh_bg(
         self,
         ckey: Hashable,
+        guard: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         background: bool = True,
@@ -378,10 +776,15 @@ class _Core:
         if not owner:
             if not background:
                 flight.background = False
+                self.counters.coalesced += 1
             return flight
         flight.background = background
+        if background:
+            self.counters.refreshes += 1
         recheck = None if force else self.threshold
-        flight.runner = functools.partial(self._fly, ckey, flight, args, kwargs, recheck)
+        flight.runner = functools.partial(
+            self._fly, ckey, flight, guard, args, kwargs, recheck, background
+        )
         try:
             self._submit(self._bg_job, flight)
         except Exception as exc:  # a shut-down executor, typically
@@ -400,7 +803,7 @@ class _Core:
     def peek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The live cached value, or CacheMissError; never computes."""
         ckey = self.key(args, kwargs)
-        value, ttl_left = self.lookup(ckey, args, kwargs)
+        value, ttl_left, _ = self.read(ckey, args, kwargs)
         if ttl_left > 0:
             return value
         raise CacheMissError(ckey)
@@ -408,34 +811,72 @@ class _Core:
     def lazy(self, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool) -> Any:
         """The cached value or CacheMissError, never waiting; ``compute``: start it on a miss."""
         ckey = self.key(args, kwargs)
-        value, ttl_left = self.lookup(ckey, args, kwargs)
+        value, ttl_left, guard = self.read(ckey, args, kwargs)
         if ttl_left > self.threshold:
             return value
         if ttl_left > 0 or (compute and value is not _MISS):
-            self.refresh_bg(ckey, args, kwargs)
+            self.refresh_bg(ckey, guard, args, kwargs)
             return value
         if compute:
-            self.refresh_bg(ckey, args, kwargs)
+            self.refresh_bg(ckey, guard, args, kwargs)
         raise CacheMissError(ckey)
 
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Recompute now, store and return."""
+        """Recompute now, store (as the policy says) and return: a forced update."""
+        started = _clock() if self.observed else 0.0
         ckey = self.key(args, kwargs)
-        value = self.fn(*args, **kwargs)
-        self._put(ckey, value, args, kwargs)
+        self.counters.misses += 1
+        try:
+            guard = None
+            if self.guarded:
+                guard = self.read(ckey, args, kwargs)[2]
+            epoch = self.epoch()
+            revisions = self.revisions(guard)
+            value = self.fn(*args, **kwargs)
+            try:
+                self.store(ckey, value, revisions, epoch)
+            except TypeError as exc:
+                self._raise_key_error(args, kwargs, exc)
+        except Exception:
+            self.counters.errors += 1
+            if self.observed:
+                self._emit(ERROR, started)
+            raise
+        if self.observed:
+            self._emit(MISS, started)
         return value
 
-    def _put(
-        self, ckey: Hashable, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    def refresh_later(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        """``.bg().refresh(...)``: a forced computation on the pool, as a Future."""
+        out: Future[Any] = Future()
         try:
-            self.store(ckey, value)
-        except TypeError as exc:
-            self._raise_key_error(args, kwargs, exc)
+            ckey = self.key(args, kwargs)
+            guard = self.read(ckey, args, kwargs)[2] if self.guarded else None
+            chain(self.refresh_bg(ckey, guard, args, kwargs, force=True), out)
+        except Exception as exc:
+            out.set_exception(exc)
+        return out
+
+    def forced_bg(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``.bg().forced()(...)``: what is held, at once, while a refresh is forced."""
+        ckey = self.key(args, kwargs)
+        value, _, guard = self.read(ckey, args, kwargs)
+        flight = self.refresh_bg(
+            ckey, guard, args, kwargs, background=value is not _MISS, force=True
+        )
+        if value is not _MISS:
+            return value
+        self.counters.misses += 1
+        return self._wait(flight)
 
     def put(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
-        """Store an explicit value for these arguments."""
-        self._put(self.key(args, kwargs), value, args, kwargs)
+        """Store an explicit value for these arguments (its ttl as the policy says)."""
+        ckey = self.key(args, kwargs)
+        try:
+            guard = self.read(ckey, args, kwargs)[2] if self.guarded else None
+            self.store(ckey, value, self.revisions(guard))
+        except TypeError as exc:
+            self._raise_key_error(args, kwargs, exc)
 
     def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Delete the entry for these arguments."""
@@ -451,29 +892,67 @@ class _Core:
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
+    def invalidate_all(self) -> None:
+        """Drop every result of the function (of its namespace, on its client)."""
+        space = self.space
+        if space is None:
+            run(self.client, bump_steps([self.fn_key]))
+            return
+        _invalidate_space(self.client, self.namespace, space, self.table)
+
+    async def ainvalidate_all(self) -> None:
+        """Awaitable :meth:`invalidate_all`."""
+        space = self.space
+        if space is None:
+            await arun(self.client, bump_steps([self.fn_key]))
+            return
+        _invalidate_space(self.client, self.namespace, space, self.table)
+
     def fcall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         """``.future()(...)``: cache access inline for non-blocking clients, else on the pool."""
         out: Future[Any] = Future()
+        kind: list[str] = []
+        if self.observed:
+            started = _clock()
+
+            def emit(done: concurrent.futures.Future[Any]) -> None:
+                bad = done.cancelled() or done.exception() is not None
+                self._emit(ERROR if bad or not kind else kind[0], started)
+
+            out.add_done_callback(emit)
         if getattr(self.client, "blocking", True):
             try:
-                self._submit(self._fjob, out, args, kwargs)
+                self._submit(self._fjob, out, args, kwargs, kind)
             except Exception as exc:
                 out.set_exception(exc)
         else:
-            self._fjob(out, args, kwargs)
+            self._fjob(out, args, kwargs, kind)
         return out
 
-    def _fjob(self, out: Future[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _fjob(
+        self, out: Future[Any], args: tuple[Any, ...], kwargs: dict[str, Any], kind: list[str]
+    ) -> None:
+        counters = self.counters
         try:
             ckey = self.key(args, kwargs)
-            value, ttl_left = self.lookup(ckey, args, kwargs)
+            value, ttl_left, guard = self.read(ckey, args, kwargs)
             if ttl_left > self.threshold:
+                counters.hits += 1
+                kind.append(HIT)
                 out.set_result(value)
             elif ttl_left > 0 or value is not _MISS:
-                self.refresh_bg(ckey, args, kwargs)
+                self.refresh_bg(ckey, guard, args, kwargs)
+                if ttl_left > 0:
+                    counters.hits += 1
+                    kind.append(HIT)
+                else:
+                    counters.stale += 1
+                    kind.append(STALE)
                 out.set_result(value)
             else:
-                chain(self.refresh_bg(ckey, args, kwargs, background=False), out)
+                counters.misses += 1
+                kind.append(MISS)
+                chain(self.refresh_bg(ckey, guard, args, kwargs, background=False), out)
         except Exception as exc:
             if not out.done():  # its holder may have cancelled it
                 out.set_exception(exc)
@@ -498,23 +977,32 @@ class _Core:
 
     # ---- async paths (coroutine functions) -------------------------------------
 
-    async def alookup(
-        self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, float]:
-        """Awaitable :meth:`lookup`."""
-        try:
-            return await self.client.agetTtl(ckey, _MISS)
-        except TypeError as exc:
-            self._raise_key_error(args, kwargs, exc)
-            raise  # unreachable
-
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool) -> Any:
         """A full cached call of a coroutine function."""
+        if not self.observed:
+            return (await self._acall(args, kwargs, stale_ok))[0]
+        started = _clock()
+        try:
+            value, kind = await self._acall(args, kwargs, stale_ok)
+        except Exception:
+            self._emit(ERROR, started)
+            raise
+        self._emit(kind, started)
+        return value
+
+    async def aobserved_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A plain call of a coroutine function with hooks installed (the wrapper's path)."""
+        return await self.acall(args, kwargs, False)
+
+    async def _acall(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool
+    ) -> tuple[Any, str]:
         ckey = self.key(args, kwargs)
-        value, ttl_left = await self.alookup(ckey, args, kwargs)
+        value, ttl_left, guard = await self.aread(ckey, args, kwargs)
         if ttl_left > self.threshold:
-            return value
-        return await self.aslow(ckey, value, ttl_left, args, kwargs, stale_ok)
+            self.counters.hits += 1
+            return value, HIT
+        return await self._aslow(ckey, value, ttl_left, guard, args, kwargs, stale_ok)
 
     async def aslow(
         self,
@@ -526,26 +1014,59 @@ class _Core:
         stale_ok: bool,
     ) -> Any:
         """Awaitable :meth:`slow`."""
+        return (await self._aslow(ckey, value, ttl_left, None, args, kwargs, stale_ok))[0]
+
+    async def _aslow(
+        self,
+        ckey: Hashable,
+        value: Any,
+        ttl_left: float,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale_ok: bool,
+    ) -> tuple[Any, str]:
+        """Awaitable :meth:`_slow`."""
+        counters = self.counters
         if ttl_left > 0 or (stale_ok and value is not _MISS):
-            self.arefresh_bg(ckey, args, kwargs)
-            return value
+            self.arefresh_bg(ckey, guard, args, kwargs)
+            if ttl_left > 0:
+                counters.hits += 1
+                return value, HIT
+            counters.stale += 1
+            return value, STALE
+        counters.misses += 1
         loop = asyncio.get_running_loop()
         run = self.aflights.get(ckey)
         if run is None or run.task.get_loop() is not loop:
-            run = self._astart(ckey, args, kwargs, 0.0, False, loop)
+            run = self._astart(ckey, guard, args, kwargs, 0.0, False, loop)
         elif run.task is asyncio.current_task():
             raise RuntimeError(f"{self.name} awaited itself with the same arguments")
         else:
             run.background = False
-        # shield: a cancelled caller must not cancel the computation others wait for.
-        return await asyncio.shield(run.task)
+            counters.coalesced += 1
+        try:
+            # shield: a cancelled caller must not cancel the computation others wait for.
+            return await asyncio.shield(run.task), MISS
+        except Exception:
+            if not self._serves_stale(value, ttl_left):
+                raise
+            counters.stale += 1
+            logger.warning(
+                "%s%s: serving a stale value, the computation failed",
+                self.name,
+                reprlib.repr(args),
+                exc_info=True,
+            )
+            return value, STALE
 
     def _astart(
         self,
         ckey: Hashable,
+        guard: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        recheck: float,
+        recheck: float | None,
         background: bool,
         loop: asyncio.AbstractEventLoop,
     ) -> _ARun:
@@ -553,7 +1074,7 @@ class _Core:
         current = self.aflights.get(ckey)
         if current is None or current.task.done():
             self.aflights[ckey] = run
-        run.task = loop.create_task(self._arun(run, ckey, args, kwargs, recheck))
+        run.task = loop.create_task(self._arun(run, ckey, guard, args, kwargs, recheck))
         run.task.add_done_callback(_consume)
         return run
 
@@ -561,54 +1082,96 @@ class _Core:
         self,
         run: _ARun,
         ckey: Hashable,
+        guard: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        recheck: float,
+        recheck: float | None,
     ) -> Any:
+        started = _clock()
+        refresh = run.background
         try:
             if self.acoordinate is not None:
-                compute = functools.partial(self.fn, *args, **kwargs)
-                return await self.acoordinate(ckey, compute, self.store_ttl(), recheck)
-            held, ttl_left = await self.client.agetTtl(ckey, _MISS)
-            if ttl_left > recheck:
-                return held
-            value = await self.fn(*args, **kwargs)
-            await self.astore(ckey, value)
-            return value
+                value = await self._acoordinated(ckey, guard, args, kwargs, recheck)
+            else:
+                if recheck is not None:
+                    held, ttl_left, guard = await self.aread(ckey, args, kwargs)
+                    if ttl_left > recheck:
+                        return held
+                epoch = self.epoch()
+                revisions = await self.arevisions(guard)
+                value = await self.fn(*args, **kwargs)
+                await self.astore(ckey, value, revisions, epoch)
         except Exception:
+            self.counters.errors += 1
             if run.background:
                 logger.exception(
                     "%s%s: background computation failed", self.name, reprlib.repr(args)
                 )
+            if refresh and self.observed:
+                self._emit(ERROR, started)
             raise
         finally:
             if self.aflights.get(ckey) is run:
                 self.aflights.pop(ckey, None)  # pop: another loop's thread may race us
+        if refresh and self.observed:
+            self._emit(REFRESH, started)
+        return value
+
+    async def _acoordinated(
+        self,
+        ckey: Hashable,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float | None,
+    ) -> Any:
+        """Awaitable :meth:`_coordinated`."""
+        assert self.acoordinate is not None
+        revisions = await self.arevisions(guard)
+        ran: list[Any] = []
+
+        async def compute() -> Any:
+            value = await self.fn(*args, **kwargs)
+            ttl = self.store_ttl(value)
+            ran.append(ttl)
+            if not ttl > 0:
+                raise _NotStored(value)
+            return value if revisions is None else Stamped(value, revisions)
+
+        for attempt in range(2):
+            try:
+                got = await self.acoordinate(ckey, compute, self._coordinated_ttl(), recheck)
+            except _NotStored as not_stored:
+                self.counters.claims += 1
+                return not_stored.value
+            if ran:
+                self.counters.claims += 1
+                if self.ttl_fn is not None:
+                    await self.astore(ckey, got.value if revisions is not None else got, revisions)
+            if revisions is None:
+                return got
+            if type(got) is Stamped and got.revisions == revisions:
+                return got.value
+            recheck = None if attempt == 0 else recheck
+        value = await self.fn(*args, **kwargs)
+        await self.astore(ckey, value, revisions)
+        return value
 
     def arefresh_bg(
-        self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, ckey: Hashable, guard: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> asyncio.Task[Any]:
         """Start a background computation task on the running loop unless one is running."""
         loop = asyncio.get_running_loop()
         run = self.aflights.get(ckey)
         if run is not None and run.task.get_loop() is loop and not run.task.done():
             return run.task
-        return self._astart(ckey, args, kwargs, self.threshold, True, loop).task
-
-    async def astore(self, ckey: Hashable, value: Any) -> None:
-        """Awaitable :meth:`store`."""
-        ttl = self.store_ttl()
-        try:
-            await self.client.aput(ckey, value, ttl)
-        except TypeError:
-            raise
-        except Exception:
-            logger.exception("%s: storing a computed value failed", self.name)
+        self.counters.refreshes += 1
+        return self._astart(ckey, guard, args, kwargs, self.threshold, True, loop).task
 
     async def apeek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Awaitable :meth:`peek`."""
         ckey = self.key(args, kwargs)
-        value, ttl_left = await self.alookup(ckey, args, kwargs)
+        value, ttl_left, _ = await self.aread(ckey, args, kwargs)
         if ttl_left > 0:
             return value
         raise CacheMissError(ckey)
@@ -616,34 +1179,62 @@ class _Core:
     async def alazy(self, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool) -> Any:
         """Awaitable :meth:`lazy`; background work runs as tasks on the running loop."""
         ckey = self.key(args, kwargs)
-        value, ttl_left = await self.alookup(ckey, args, kwargs)
+        value, ttl_left, guard = await self.aread(ckey, args, kwargs)
         if ttl_left > self.threshold:
             return value
         if ttl_left > 0 or (compute and value is not _MISS):
-            self.arefresh_bg(ckey, args, kwargs)
+            self.arefresh_bg(ckey, guard, args, kwargs)
             return value
         if compute:
-            self.arefresh_bg(ckey, args, kwargs)
+            self.arefresh_bg(ckey, guard, args, kwargs)
         raise CacheMissError(ckey)
 
     async def arefresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Awaitable :meth:`refresh`."""
+        started = _clock() if self.observed else 0.0
         ckey = self.key(args, kwargs)
-        value = await self.fn(*args, **kwargs)
-        await self._aput(ckey, value, args, kwargs)
+        self.counters.misses += 1
+        try:
+            guard = (await self.aread(ckey, args, kwargs))[2] if self.guarded else None
+            epoch = self.epoch()
+            revisions = await self.arevisions(guard)
+            value = await self.fn(*args, **kwargs)
+            try:
+                await self.astore(ckey, value, revisions, epoch)
+            except TypeError as exc:
+                self._raise_key_error(args, kwargs, exc)
+        except Exception:
+            self.counters.errors += 1
+            if self.observed:
+                self._emit(ERROR, started)
+            raise
+        if self.observed:
+            self._emit(MISS, started)
         return value
 
-    async def _aput(
-        self, ckey: Hashable, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        try:
-            await self.astore(ckey, value)
-        except TypeError as exc:
-            self._raise_key_error(args, kwargs, exc)
+    async def aforced_bg(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Awaitable :meth:`forced_bg`: the refresh runs as a task on the running loop."""
+        ckey = self.key(args, kwargs)
+        value, _, guard = await self.aread(ckey, args, kwargs)
+        loop = asyncio.get_running_loop()
+        run = self.aflights.get(ckey)
+        if run is None or run.task.get_loop() is not loop or run.task.done():
+            if value is not _MISS:
+                self.counters.refreshes += 1
+            run = self._astart(ckey, guard, args, kwargs, None, value is not _MISS, loop)
+        if value is not _MISS:
+            return value
+        self.counters.misses += 1
+        return await asyncio.shield(run.task)
 
     async def aput(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
         """Awaitable :meth:`put`."""
-        await self._aput(self.key(args, kwargs), value, args, kwargs)
+        ckey = self.key(args, kwargs)
+        try:
+            guard = (await self.aread(ckey, args, kwargs))[2] if self.guarded else None
+            await self.astore(ckey, value, await self.arevisions(guard))
+        except TypeError as exc:
+            self._raise_key_error(args, kwargs, exc)
 
     async def ainvalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Awaitable :meth:`invalidate`."""
@@ -660,6 +1251,36 @@ class _Core:
             self._raise_key_error(args, kwargs, exc)
 
 
+def _verified(
+    pairs: list[tuple[Hashable, Any]], keys: tuple[Hashable, ...]
+) -> tuple[Any, float, Any]:
+    """A guarded read's ``(value, ttl_left, guard)`` from ``getTtlMulti([ckey, *keys])``."""
+    value, ttl_left = pairs[0][1]
+    revisions = tuple(
+        found if type(found) is int else None for _, (found, _ttl) in pairs[1 : len(keys) + 1]
+    )
+    guard = (keys, revisions)
+    if type(value) is not Stamped or value.revisions != revisions:
+        return _MISS, -1.0, guard
+    return value.value, ttl_left, guard
+
+
+def _invalidate_space(client: BaseCacheClient, namespace: str, space: _Space, table: Any) -> None:
+    """``invalidate_all()`` on a process-private client (see :class:`_Space`)."""
+    space.epoch += 1
+    space.generation += 1
+    for core in list(space.cores):
+        core.rekey()
+    if table is None:
+        return
+    # The namespace table holds the keys (namespace, *rest), each under rest itself, or
+    # under its single element when that is not a tuple.
+    for sub in list(table):
+        rest = sub if type(sub) is tuple else (sub,)
+        client.delete((namespace, *rest))
+    client.delete((namespace,))
+
+
 def _pop_put_value(kwargs: dict[str, Any]) -> Any:
     value = kwargs.pop("_cache_put", _MISS)
     if value is _MISS:
@@ -668,17 +1289,21 @@ def _pop_put_value(kwargs: dict[str, Any]) -> Any:
 
 
 class _SyncVariant:
-    """A way of calling a cached (plain) function: plain, ``bg()`` or ``future()``.
+    """A way of calling a cached (plain) function: plain, ``bg()`` or ``future()``, and
+    ``forced()`` (each call recomputes).
 
     ``bound`` holds the instance for methods, prepended to the arguments.
     """
 
-    __slots__ = ("_bound", "_core", "_mode")
+    __slots__ = ("_bound", "_core", "_forced", "_mode")
 
-    def __init__(self, core: _Core, mode: int, bound: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self, core: _Core, mode: int, bound: tuple[Any, ...] = (), forced: bool = False
+    ) -> None:
         self._core = core
         self._mode = mode
         self._bound = bound
+        self._forced = forced
 
     @property
     def client(self) -> Any:
@@ -687,17 +1312,32 @@ class _SyncVariant:
 
     def bg(self) -> _SyncVariant:
         """Serve what the cache holds (even stale) and compute on the background pool."""
-        return _SyncVariant(self._core, _BG, self._bound)
+        return type(self)(self._core, _BG, self._bound, self._forced)
 
     async_ = bg
 
     def future(self) -> _SyncVariant:
         """Return chorde Futures instead of results; the caller never blocks."""
-        return _SyncVariant(self._core, _FUTURE, self._bound)
+        return type(self)(self._core, _FUTURE, self._bound, self._forced)
+
+    def forced(self) -> _SyncVariant:
+        """Calls that recompute and store whatever is cached (a forced update); with
+        ``bg()`` they return what is held at once and refresh it in the background."""
+        return type(self)(self._core, self._mode, self._bound, True)
+
+    def cache_info(self) -> CacheInfo:
+        """The function's counters (:class:`~chorde.observe.CacheInfo`)."""
+        return self._core.cache_info()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         core = self._core
         args = self._bound + args
+        if self._forced:
+            if self._mode == _BG:
+                return core.forced_bg(args, kwargs)
+            if self._mode == _FUTURE:
+                return core.fpool(core.refresh, args, kwargs)
+            return core.refresh(args, kwargs)
         if self._mode == _FUTURE:
             return core.fcall(args, kwargs)
         return core.call(args, kwargs, self._mode == _BG)
@@ -724,13 +1364,7 @@ class _SyncVariant:
         if self._mode == _FUTURE:
             return core.fpool(core.refresh, args, kwargs)
         if self._mode == _BG:
-            out: Future[Any] = Future()
-            try:
-                ckey = core.key(args, kwargs)
-                chain(core.refresh_bg(ckey, args, kwargs, force=True), out)
-            except Exception as exc:
-                out.set_exception(exc)
-            return out
+            return core.refresh_later(args, kwargs)
         return core.refresh(args, kwargs)
 
     def put(self, *args: Any, **kwargs: Any) -> Any:
@@ -746,6 +1380,13 @@ class _SyncVariant:
         """Mark the entry stale (plain calls recompute, bg() serves it while refreshing)."""
         return self._cache_op(self._core.expire, args, kwargs)
 
+    def invalidate_all(self) -> Any:
+        """Drop every result of the function, in every process sharing the client."""
+        core = self._core
+        if self._mode == _FUTURE:
+            return core.finline(core.invalidate_all)
+        return core.invalidate_all()
+
     def uncached(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function itself, bypassing the cache (neither read nor written)."""
         core = self._core
@@ -760,21 +1401,17 @@ class _AsyncVariant(_SyncVariant):
 
     __slots__ = ()
 
-    def bg(self) -> _AsyncVariant:
-        """Serve what the cache holds (even stale) and compute in background tasks."""
-        return _AsyncVariant(self._core, _BG, self._bound)
-
-    async_ = bg
-
-    def future(self) -> _AsyncVariant:
-        """Return chorde Futures (tasks on the running loop, or on chorde's loop thread)."""
-        return _AsyncVariant(self._core, _FUTURE, self._bound)
-
     def _wrap(self, coro: Any) -> Any:
         return _afuture(coro) if self._mode == _FUTURE else coro
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._wrap(self._core.acall(self._bound + args, kwargs, self._mode != _PLAIN))
+        core = self._core
+        args = self._bound + args
+        if self._forced:
+            if self._mode == _BG:
+                return core.aforced_bg(args, kwargs)
+            return self._wrap(core.arefresh(args, kwargs))
+        return self._wrap(core.acall(args, kwargs, self._mode != _PLAIN))
 
     def peek(self, *args: Any, **kwargs: Any) -> Any:
         """The cached value or CacheMissError; never computes."""
@@ -789,6 +1426,7 @@ class _AsyncVariant(_SyncVariant):
         core = self._core
         args = self._bound + args
         if self._mode == _BG:
+            core.counters.refreshes += 1
             return asyncio.get_running_loop().create_task(core.arefresh(args, kwargs))
         return self._wrap(core.arefresh(args, kwargs))
 
@@ -805,6 +1443,10 @@ class _AsyncVariant(_SyncVariant):
         """Mark the entry stale (plain calls recompute, bg() serves it while refreshing)."""
         return self._wrap(self._core.aexpire(self._bound + args, kwargs))
 
+    def invalidate_all(self) -> Any:
+        """Drop every result of the function, in every process sharing the client."""
+        return self._wrap(self._core.ainvalidate_all())
+
     def uncached(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function itself, bypassing the cache."""
         return self._wrap(self._core.fn(*self._bound, *args, **kwargs))
@@ -814,13 +1456,14 @@ _VARIANT_ATTRS: tuple[str, ...] = (
     "bg",
     "async_",
     "future",
+    "forced",
     "peek",
     "lazy",
     "refresh",
     "put",
     "invalidate",
 )
-_VARIANT_ATTRS += ("expire", "uncached")
+_VARIANT_ATTRS += ("expire", "invalidate_all", "uncached", "cache_info")
 
 
 class _CachedMethod:
@@ -855,7 +1498,9 @@ class _CachedMethod:
 
 def _make_wrapper(core: _Core) -> Callable[..., Any]:
     # The hit path is inlined here with everything bound to locals: no locks, no attribute
-    # lookups on the core, one client call.
+    # lookups on the core, one client call. Hits are counted in a C double when compiled
+    # (a float otherwise: CPython recycles floats, but allocates ints above 256).
+    hits = cython.declare(cython.double, 0.0)
     head = core.head
     kw_head = core.kw_head
     client = core.client
@@ -863,38 +1508,82 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
     threshold = core.threshold
     slow = core.slow
     raise_key_error = core._raise_key_error
+    table = core.table
+    # Called only with a table, which only a client with namespace_get makes.
+    namespace_get: Any = getattr(client, "namespace_get", None)
+    timed_call = core.timed_call
+    name = core.name
+    emit = observe.emit
 
-    # An in-process client keeps a table of this namespace's keys: a hit looks up the bare
-    # arguments there, as functools.lru_cache does (the table's key for (namespace, *args)).
-    # Looked up on the class: a wrapper forwarding attributes to an in-process client it
-    # wraps must not have its own reads bypassed.
-    namespace_table = getattr(type(client), "namespace_table", None)
-    table = namespace_table(client, core.namespace) if namespace_table is not None else None
+    def observed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The path every call takes while hooks are installed: timed, an event each.
+        nonlocal hits
+        started = _clock()
+        if table is not None and args and not kwargs:
+            try:
+                value = namespace_get(table, args, threshold, _MISS)
+            except TypeError:  # the full path raises it, naming the argument
+                value = _MISS
+            if value is not _MISS:
+                hits += 1
+                emit(HIT, name, _clock() - started)
+                return value
+        return timed_call(args, kwargs, False, started)
 
-    if core.keyfn is not None:
+    # None with no hook installed; else the timed path.
+    observe_call: Any = observed if core.observed else None
+
+    def rebind(**changes: Any) -> None:
+        nonlocal observe_call, head, kw_head
+        if "observed" in changes:
+            observe_call = observed if changes["observed"] else None
+        if "head" in changes:
+            head = changes["head"]
+        if "kw_head" in changes:
+            kw_head = changes["kw_head"]
+
+    def fast_hits() -> float:
+        return float(hits)
+
+    core.rebind = rebind
+    core.fast_hits = fast_hits
+
+    if core.guarded:
+        call = core.call
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return call(args, kwargs, False)
+
+    elif core.keyfn is not None:
         key = core.key
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal hits
+            if observe_call is not None:
+                return observe_call(args, kwargs)
             ckey = key(args, kwargs)
             try:
                 value, ttl_left = getTtl(ckey, _MISS)
             except TypeError as exc:
                 raise_key_error(args, kwargs, exc)
             if ttl_left > threshold:
+                hits += 1
                 return value
             return slow(ckey, value, ttl_left, args, kwargs, False)
 
-    elif table is not None or threshold:
-        # Called only with a table, which only a client with namespace_get makes.
-        namespace_get: Any = getattr(client, "namespace_get", None)
+    elif table is not None or threshold or core.stale_if_error is not None:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal hits
+            if observe_call is not None:
+                return observe_call(args, kwargs)
             if table is not None and args and not kwargs:
                 try:
                     value = namespace_get(table, args, threshold, _MISS)
                 except TypeError as exc:
                     raise_key_error(args, kwargs, exc)
                 if value is not _MISS:
+                    hits += 1
                     return value
             # No table, a miss, a refresh due, keyword arguments or none at all.
             ckey = (kw_head, args, tuple(sorted(kwargs.items()))) if kwargs else head + args
@@ -903,6 +1592,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
             except TypeError as exc:
                 raise_key_error(args, kwargs, exc)
             if ttl_left > threshold:
+                hits += 1
                 return value
             return slow(ckey, value, ttl_left, args, kwargs, False)
 
@@ -910,35 +1600,66 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
         # No refresh window: a plain call only needs a live value, which get() answers
         # more cheaply than getTtl(); anything else is computed now.
         get = client.get
+        counters = core.counters
         compute_once = core.compute_once
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal hits
+            if observe_call is not None:
+                return observe_call(args, kwargs)
             ckey = (kw_head, args, tuple(sorted(kwargs.items()))) if kwargs else head + args
             try:
                 value = get(ckey, _MISS)
             except TypeError as exc:
                 raise_key_error(args, kwargs, exc)
             if value is not _MISS:
+                hits += 1
                 return value
-            return compute_once(ckey, args, kwargs)
+            counters.misses += 1
+            return compute_once(ckey, None, args, kwargs)
 
     return wrapper
 
 
 def _make_async_wrapper(core: _Core) -> Callable[..., Any]:
+    hits = cython.declare(cython.double, 0.0)
     key = core.key
     agetTtl = core.client.agetTtl
     threshold = core.threshold
     aslow = core.aslow
     raise_key_error = core._raise_key_error
+    observe_call: Any = core.aobserved_call if core.observed else None
+
+    def rebind(**changes: Any) -> None:
+        nonlocal observe_call
+        if "observed" in changes:
+            observe_call = core.aobserved_call if changes["observed"] else None
+
+    def fast_hits() -> float:
+        return float(hits)
+
+    core.rebind = rebind
+    core.fast_hits = fast_hits
+
+    if core.guarded:
+        acall = core.acall
+
+        async def guarded_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await acall(args, kwargs, False)
+
+        return guarded_wrapper
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hits
+        if observe_call is not None:
+            return await observe_call(args, kwargs)
         ckey = key(args, kwargs)
         try:
             value, ttl_left = await agetTtl(ckey, _MISS)
         except TypeError as exc:
             raise_key_error(args, kwargs, exc)
         if ttl_left > threshold:
+            hits += 1
             return value
         return await aslow(ckey, value, ttl_left, args, kwargs, False)
 
@@ -951,57 +1672,83 @@ def _in_class_body(fn: Callable[..., Any]) -> bool:
 
 
 def _options(
-    ttl: Any, async_ttl: Any, key: Any, namespace: Any, ttl_spread: Any, executor: Any
-) -> tuple[float, float, float]:
-    """Validate :func:`cached`'s options: the ttl, the refresh threshold and the spread."""
-    ttl = check_ttl(ttl)
-    if not ttl > 0:
-        raise ValueError(f"ttl must be > 0, got {ttl!r}")
-    threshold = _threshold(ttl, async_ttl)
-    spread = _spread(ttl, ttl_spread)
+    ttl: Any,
+    async_ttl: Any,
+    key: Any,
+    namespace: Any,
+    ttl_spread: Any,
+    executor: Any,
+    tags: Any = None,
+    condition: Any = None,
+    stale_if_error: Any = None,
+) -> tuple[Any, float, float | None, Any, float | None]:
+    """Validate :func:`cached`'s options: the ttl (or its function), the refresh threshold,
+    the spread, the tags and the stale-if-error window."""
+    if callable(ttl):
+        fixed = None
+    else:
+        ttl = fixed = check_ttl(ttl)
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0, got {ttl!r}")
+    threshold = _threshold(fixed, async_ttl)
+    spread = _spread(fixed, ttl_spread)
     if key is not None and not callable(key):
         raise TypeError(f"key must be a callable building the cache key, got {key!r}")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {namespace!r}")
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"executor must have a submit() method, got {executor!r}")
-    return ttl, threshold, spread
+    if tags is not None and not callable(tags):
+        tags = check_tags(tags)
+    if condition is not None and not callable(condition):
+        raise TypeError(f"condition must be a callable taking the result, got {condition!r}")
+    if stale_if_error is not None:
+        stale_if_error = check_ttl(stale_if_error, "stale_if_error")
+    return ttl, threshold, spread, tags, stale_if_error
 
 
 def check_options(
-    ttl: float,
+    ttl: float | Callable[[Any], float],
     async_ttl: float | None = None,
     *,
     key: Callable[..., Hashable] | None = None,
     namespace: str | None = None,
     ttl_spread: float | bool = True,
     executor: concurrent.futures.Executor | None = None,
+    tags: Any = None,
+    condition: Callable[[Any], Any] | None = None,
+    stale_if_error: float | None = None,
 ) -> None:
     """Raise what :func:`cached` would for these options, before any client exists.
 
     For decorators that build their ``cached`` wrapper later (per application, per
     client) but should reject bad options where they are written.
     """
-    _options(ttl, async_ttl, key, namespace, ttl_spread, executor)
+    _options(ttl, async_ttl, key, namespace, ttl_spread, executor, tags, condition, stale_if_error)
 
 
 def cached(
     client: BaseCacheClient,
-    ttl: float,
+    ttl: float | Callable[[Any], float],
     async_ttl: float | None = None,
     *,
     key: Callable[..., Hashable] | None = None,
     namespace: str | None = None,
     ttl_spread: float | bool = True,
     executor: concurrent.futures.Executor | None = None,
+    tags: Any = None,
+    condition: Callable[[Any], Any] | None = None,
+    stale_if_error: float | None = None,
 ) -> CachedDecorator:
     """Cache a function's results in ``client``; see the module docstring for the variants.
 
     :param client: a chorde cache client (any :class:`~chorde.clients.base.BaseCacheClient`).
     :param ttl: seconds a result lives; no plain call ever returns an older one. Must be > 0.
+        Or a function of the result returning its ttl (0: do not store this one).
     :param async_ttl: refresh window. A hit with less than ``async_ttl`` seconds left
-        (``ttl + async_ttl`` if negative) is served while a background refresh recomputes
-        it. ``None`` (default): no window, an expired entry is recomputed on the next call.
+        (``ttl + async_ttl`` if negative; positive only with a ttl function) is served
+        while a background refresh recomputes it. ``None`` (default): no window, an
+        expired entry is recomputed on the next call.
     :param key: ``key(*args, **kwargs)`` returning the hashable part of the cache key, for
         arguments that are unhashable or should not all count (``self``, a connection).
     :param namespace: first element of every cache key; default ``module.qualname``, which
@@ -1010,6 +1757,14 @@ def cached(
         shortened by a random amount up to this many seconds (``True``: ttl/10).
     :param executor: pool for background computations (default: a shared bounded pool,
         see :func:`set_default_executor`).
+    :param tags: the groups each result belongs to, dropped together by
+        :func:`chorde.tags.invalidate_tags`: a list of str, or ``tags(*args, **kwargs)``
+        returning one (``lambda user_id: [f"user:{user_id}"]``).
+    :param condition: ``condition(result)``: false means the result is returned (to every
+        caller waiting for it) but not stored.
+    :param stale_if_error: seconds: when the function raises, a plain call answers with
+        the entry the client still holds if it expired less than this long ago (it is
+        logged), instead of raising.
 
     The cache key is ``(namespace, *args)``, or ``((namespace, "**"), args, sorted kwargs
     items)`` when keyword arguments are passed, or ``(namespace, key(*args, **kwargs))``:
@@ -1020,7 +1775,9 @@ def cached(
     missing = [m for m in _CLIENT_METHODS if not callable(getattr(client, m, None))]
     if missing:
         raise TypeError(f"client must be a chorde cache client, {client!r} lacks {missing}")
-    ttl, threshold, spread = _options(ttl, async_ttl, key, namespace, ttl_spread, executor)
+    ttl, threshold, spread, tags, stale_if_error = _options(
+        ttl, async_ttl, key, namespace, ttl_spread, executor, tags, condition, stale_if_error
+    )
 
     def decorate(fn: Callable[..., Any]) -> Any:
         if not callable(fn):
@@ -1033,7 +1790,19 @@ def cached(
         ns = namespace
         if ns is None:
             ns = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-        core = _Core(fn, client, ttl, threshold, spread, ns, key, executor)
+        core = _Core(
+            fn,
+            client,
+            ttl,
+            threshold,
+            spread,
+            ns,
+            key,
+            executor,
+            tags=tags,
+            condition=condition,
+            stale_if_error=stale_if_error,
+        )
         # A function carrying its variants as attributes: CachedFunction describes it.
         wrapper: Any
         if inspect.iscoroutinefunction(fn):

@@ -445,6 +445,18 @@ class _Memoized:
         """Return chorde Futures (awaitable) instead of results; never blocks the caller."""
         return _MemoVariant(self, "future")
 
+    def forced(self) -> _MemoVariant:
+        """Calls that recompute and store (a forced update)."""
+        return _MemoVariant(self, "forced")
+
+    def cache_info(self) -> Any:
+        """The current app's counters of this function (a chorde.observe.CacheInfo)."""
+        return self._variant("cache_info")()
+
+    def invalidate_all(self) -> Any:
+        """Drop every result of this function in the current app's client."""
+        return self._variant("invalidate_all")()
+
     def peek(self, *args: Any, **kwargs: Any) -> Any:
         """The cached value or CacheMissError; never computes."""
         return self._variant("peek")(*self._bound, *args, **kwargs)
@@ -494,16 +506,20 @@ class _Memoized:
 
 
 class _MemoVariant:
-    """``memoized.bg()`` / ``memoized.future()``, resolved against current_app when used."""
+    """``memoized.bg()`` / ``.future()`` / ``.forced()`` (and their chains), resolved against
+    current_app when used."""
 
-    __slots__ = ("_memo", "_mode")
+    __slots__ = ("_memo", "_modes")
 
-    def __init__(self, memo: _Memoized, mode: str) -> None:
+    def __init__(self, memo: _Memoized, *modes: str) -> None:
         self._memo = memo
-        self._mode = mode
+        self._modes = modes
 
     def _resolve(self) -> Any:
-        return getattr(self._memo.for_app(), self._mode)()
+        variant = self._memo.for_app()
+        for mode in self._modes:
+            variant = getattr(variant, mode)()
+        return variant
 
     @property
     def client(self) -> BaseCacheClient:
@@ -512,13 +528,25 @@ class _MemoVariant:
 
     def bg(self) -> _MemoVariant:
         """Serve what the cache holds (even stale) and refresh in the background."""
-        return _MemoVariant(self._memo, "bg")
+        return _MemoVariant(self._memo, *self._modes, "bg")
 
     async_ = bg
 
     def future(self) -> _MemoVariant:
         """Return chorde Futures instead of results."""
-        return _MemoVariant(self._memo, "future")
+        return _MemoVariant(self._memo, *self._modes, "future")
+
+    def forced(self) -> _MemoVariant:
+        """Calls that recompute and store (a forced update)."""
+        return _MemoVariant(self._memo, *self._modes, "forced")
+
+    def cache_info(self) -> Any:
+        """The current app's counters of this function."""
+        return self._memo.cache_info()
+
+    def invalidate_all(self) -> Any:
+        """Drop every result of this function in the current app's client."""
+        return self._resolve().invalidate_all()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._resolve()(*self._memo._bound, *args, **kwargs)

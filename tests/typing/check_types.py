@@ -31,6 +31,7 @@ from chorde.decorators import (
     cached,
 )
 from chorde.futures import Future
+from chorde.observe import CacheInfo
 from chorde_flask import Chorde
 
 
@@ -68,6 +69,19 @@ def check_cached_function(client: BaseCacheClient) -> None:
     assert_type(area.future().put(2, 3, _cache_put=4.0), Future[None])
     assert_type(area.future().invalidate(2, 3), Future[None])
     assert_type(area.future()(2, 3).result(), float)
+
+    assert_type(area.forced()(2, 3), float)
+    assert_type(area.bg().forced()(2, 3), float)
+    assert_type(area.future().forced()(2, 3), Future[float])
+    assert_type(area.cache_info(), CacheInfo)
+    assert_type(area.invalidate_all(), None)
+    assert_type(area.future().invalidate_all(), Future[None])
+
+    @cached(client, ttl=lambda v: 10.0, tags=lambda n: [f"n:{n}"], condition=bool)
+    def tagged(n: int) -> int:
+        return n
+
+    assert_type(tagged(1), int)
 
     area("2", 3)  # type: ignore[arg-type]
     area(2)  # type: ignore[call-arg]
@@ -113,6 +127,11 @@ async def check_coroutine_function(client: BaseCacheClient) -> None:
     assert_type(fetch.future()("u"), Future[bytes])
     assert_type(await fetch.future()("u"), bytes)
     assert_type(fetch.future().put("u", _cache_put=b""), Future[None])
+    assert_type(await fetch.forced()("u"), bytes)
+    assert_type(await fetch.bg().forced()("u"), bytes)
+    assert_type(fetch.future().forced()("u"), Future[bytes])
+    assert_type(fetch.cache_info(), CacheInfo)
+    assert_type(await fetch.invalidate_all(), None)
 
     await fetch(1)  # type: ignore[arg-type]
 
