@@ -31,6 +31,8 @@ FEATURES = {
     "chorde_tornado": "tornado",
     "chorde_starlette": "starlette",
     "chorde_starlette.middleware": "starlette",
+    "chorde.exporters.prometheus": "prometheus",
+    "chorde.exporters.otel": "otel",
 }
 PACKAGES = ("chorde", "chorde_django", "chorde_flask", "chorde_tornado", "chorde_starlette")
 
