@@ -7,6 +7,11 @@ ways below), then is called with the keys in a shuffled order. ``hit-kwargs`` ca
 10,000 other keys; every implementation computes, stores and (being full) evicts, and is
 refilled untimed between passes.
 
+``chorde (hook)`` is chorde with a hook installed (:func:`chorde.observe.add_hook`, a hook
+that does nothing: every call is timed and makes an event), ``chorde (prometheus)`` with the
+Prometheus exporter installed (:mod:`chorde.exporters.prometheus`, when prometheus_client
+is); the plain ``chorde`` rows run with no hook, as functions do by default.
+
 Peers: ``functools.lru_cache`` (C, no expiry), ``cachetools.cached(TTLCache)`` with and
 without a lock, and a ``dogpile.cache`` memory region's ``cache_on_arguments``. chorde's
 decorated functions are thread-safe without a lock on the hit path and compute each key once
@@ -41,11 +46,57 @@ def _f(x: Any, scale: int = 1) -> Any:
 
 @dataclass(slots=True)
 class _Impl:
-    """One implementation: ``make()`` returns ``(decorated, clear)``."""
+    """One implementation: ``make()`` returns ``(decorated, clear)``; ``hooks()`` (before each
+    pass, untimed) installs the chorde hooks it is measured with."""
 
     name: str
     make: Callable[[], tuple[Callable[..., Any], Callable[[], None]]]
     note: dict[str, str] | None = None
+    hooks: Callable[[], None] | None = None
+
+
+def _set_hooks(*wanted: Callable[[Any], Any]) -> None:
+    from chorde import observe
+
+    for hook in observe.hooks():
+        if hook not in wanted:
+            observe.remove_hook(hook)
+    for hook in wanted:
+        observe.add_hook(hook)
+
+
+def _no_hooks() -> None:
+    _set_hooks()
+
+
+def _a_hook() -> None:
+    _set_hooks(_nothing)
+
+
+def _nothing(event: Any) -> None:
+    pass
+
+
+_prometheus: list[Any] = []
+
+
+def _with_prometheus() -> None:
+    if not _prometheus:
+        import prometheus_client
+
+        from chorde.exporters import prometheus
+
+        exporter = prometheus.install(prometheus_client.CollectorRegistry())
+        _prometheus.append(exporter.collector.observe)
+    _set_hooks(*_prometheus)
+
+
+def _prometheus_available() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _chorde(async_ttl: float | None) -> Callable[[], tuple[Callable[..., Any], Any]]:
@@ -57,6 +108,10 @@ def _chorde(async_ttl: float | None) -> Callable[[], tuple[Callable[..., Any], A
         return cached(client, TTL, async_ttl, namespace="bench")(_f), client.clear
 
     return make
+
+
+def _nothing_to_do() -> None:
+    pass
 
 
 def _lru_cache() -> tuple[Callable[..., Any], Any]:
@@ -85,11 +140,19 @@ def _dogpile() -> tuple[Callable[..., Any], Any]:
 
 
 _IMPLS: list[_Impl] = [
-    _Impl("chorde", _chorde(None)),
+    _Impl("chorde", _chorde(None), hooks=_no_hooks),
     _Impl(
         "chorde (async_ttl)",
         _chorde(-60),
         note={"hit": "a refresh window configured (entries fresh: no refresh runs)"},
+        hooks=_no_hooks,
+    ),
+    _Impl("chorde (hook)", _chorde(None), note={"hit": "a hook installed"}, hooks=_a_hook),
+    _Impl(
+        "chorde (prometheus)",
+        _chorde(None),
+        note={"hit": "the Prometheus exporter installed"},
+        hooks=_with_prometheus,
     ),
     _Impl("functools.lru_cache", _lru_cache, note={"miss": "no expiry; C implementation"}),
     _Impl("cachetools.cached(TTLCache)", _cachetools(False), note={"hit": "not thread-safe"}),
@@ -110,24 +173,34 @@ def run(quick: bool) -> list[Result]:
     hit_order = rng.sample(keys, N_KEYS)
     miss_order = rng.sample(range(N_KEYS, 2 * N_KEYS), N_KEYS)
 
-    made: list[tuple[_Impl, Callable[..., Any], Callable[[], None]]] = []
+    made: list[tuple[_Impl, Callable[..., Any], Callable[[], None], Callable[[], None]]] = []
     for impl in _IMPLS:
+        if impl.hooks is _with_prometheus and not _prometheus_available():
+            print(f"  decorators: {impl.name} skipped (no prometheus_client)", file=sys.stderr)
+            continue
         try:
             fn, clear = impl.make()
         except ImportError as exc:
             print(f"  decorators: {impl.name} skipped ({exc})", file=sys.stderr)
             continue
+        hooks = impl.hooks or _nothing_to_do
 
-        def refill(fn: Callable[..., Any] = fn, clear: Callable[[], None] = clear) -> None:
+        def refill(
+            fn: Callable[..., Any] = fn,
+            clear: Callable[[], None] = clear,
+            hooks: Callable[[], None] = hooks,
+        ) -> None:
+            _no_hooks()
             clear()
             for k in keys:
                 fn(k)
                 fn(k, scale=1)
+            hooks()
 
         refill()
         if fn(hit_order[0]) != hit_order[0] or fn(3, scale=1) != 3:
             raise RuntimeError(f"{impl.name} returns wrong results")
-        made.append((impl, fn, refill))
+        made.append((impl, fn, refill, hooks))
 
     plan = [
         ("hit", "c(k)", hit_order, False),
@@ -136,13 +209,19 @@ def run(quick: bool) -> list[Result]:
     ]
     # Every implementation of one operation is measured together, samples taking turns.
     timings: dict[tuple[str, str], Timing] = {}
-    for operation, stmt, order, refills in plan:
-        cases = [Case(stmt, fn, order, setup=refill if refills else None) for _, fn, refill in made]
-        for (impl, _, _), timing in zip(made, measure_interleaved(cases, config), strict=True):
-            timings[impl.name, operation] = timing
+    try:
+        for operation, stmt, order, refills in plan:
+            cases = [
+                Case(stmt, fn, order, setup=refill if refills else hooks)
+                for _, fn, refill, hooks in made
+            ]
+            for (impl, *_), timing in zip(made, measure_interleaved(cases, config), strict=True):
+                timings[impl.name, operation] = timing
+    finally:
+        _no_hooks()
 
     results: list[Result] = []
-    for impl, _, _ in made:
+    for impl, *_ in made:
         for operation, stmt, _, _ in plan:
             note = (impl.note or {}).get(operation, "")
             results.append(
