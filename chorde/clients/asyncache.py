@@ -75,7 +75,8 @@ class AsyncWriteCacheClient(ClientWrapper):
     """Write-behind wrapper: writes return at once and are applied by worker threads.
 
     :param client: the client that receives the writes (it is closed by :meth:`close`).
-    :param writer_threads: how many worker threads apply writes.
+    :param writer_threads: how many worker threads apply writes (keyword-only: chorde 1.x
+        took a queue size and a worker count positionally, in the other order).
     :param queue_size: most distinct keys waiting to be written; beyond it, writes of new
         keys are applied in the caller's thread (backpressure) rather than dropped.
     :param clock: monotonic clock, the same one the wrapped client uses (tests pass a fake).
@@ -90,9 +91,9 @@ class AsyncWriteCacheClient(ClientWrapper):
     def __init__(
         self,
         client: BaseCacheClient,
+        *,
         writer_threads: int = 1,
         queue_size: int = 10_000,
-        *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(client, BaseCacheClient):
@@ -107,6 +108,8 @@ class AsyncWriteCacheClient(ClientWrapper):
         self._work = threading.Condition(self._lock)  # signalled when a key is queued
         self._done = threading.Condition(self._lock)  # signalled when a key is written
         self._pending: dict[Hashable, _Op] = {}
+        # Keys whose put expired while queued, with its deadline (for purge; bounded).
+        self._late: dict[Hashable, float] = {}
         self._inflight: dict[Hashable, _Op] = {}
         self._queue: deque[Hashable] = deque()
         self._closed = False  # rejects new writes
@@ -170,16 +173,17 @@ class AsyncWriteCacheClient(ClientWrapper):
 
     def _apply(self, key: Hashable, op: _Op) -> None:
         """Apply one operation to the wrapped client."""
+        self._late.pop(key, None)
         if op.kind == _PUT:
             left = op.deadline - self._clock()
-            if left <= 0:
-                # Expired before it could be written: it must still replace older values,
-                # and a put(ttl=0) would make it look expired later than it did.
-                self.client.delete(key)
-                return
-            self.client.put(key, op.value, left)
-            if op.stale_at is not None:
+            # Expired before it could be written, it is still what a direct put would have
+            # left: the value, stale (readable by getTtl), replacing any older one. Its
+            # expiry is now, not its deadline: purge() remembers the deadline.
+            self.client.put(key, op.value, max(left, 0.0))
+            if left <= 0 or op.stale_at is not None:
                 self.client.expire(key)
+            if left <= 0 and len(self._late) < self._queue_size:
+                self._late[key] = op.deadline
         elif op.kind == _DELETE:
             self.client.delete(key)
         elif op.kind == _EXPIRE:
@@ -434,8 +438,13 @@ class AsyncWriteCacheClient(ClientWrapper):
         self.client.clear()
 
     def purge(self, timeout: float = 0) -> None:
-        """Apply pending writes, then drop expired entries from the wrapped client."""
+        """Apply pending writes, then drop expired entries from the wrapped client (a put
+        that expired while queued counts from its own deadline, as a direct put would)."""
         self.flush()
+        cutoff = self._clock() - check_ttl(timeout, "timeout")
+        for key, deadline in list(self._late.items()):
+            if deadline < cutoff and self._late.pop(key, None) is not None:
+                self.client.delete(key)
         self.client.purge(timeout)
 
     # ---- waiting -------------------------------------------------------------------

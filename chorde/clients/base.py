@@ -129,7 +129,9 @@ class BaseCacheClient(ABC):
 
     @abstractmethod
     def renew(self, key: Key, ttl: float) -> bool:
-        """Give an existing entry (stale or not) ``ttl`` more seconds from now."""
+        """Keep an existing entry (stale or not) alive at least ``ttl`` seconds from now; an
+        expiry already later stays (renew only extends: :meth:`touch` sets a ttl either
+        way). Return whether the entry existed."""
 
     @abstractmethod
     def expire(self, key: Key) -> None:

@@ -582,11 +582,12 @@ class FilesCacheClient(BaseCacheClient):
         return True
 
     def renew(self, key: Key, ttl: float) -> bool:
-        """Give an existing entry (stale or not) ``ttl`` more seconds from now."""
+        """Keep an existing entry (stale or not) alive at least ``ttl`` seconds from now: an
+        expiry already later stays."""
         ttl = check_ttl(ttl)
         now = self._clock()
         try:
-            return self._set_expiry(key, lambda _: now + ttl)
+            return self._set_expiry(key, lambda old: max(old, now + ttl))
         except OSError as exc:  # a read-only or failing filesystem
             self._bad(key, self._locate(key)[1], exc)
             return False

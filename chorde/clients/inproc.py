@@ -115,8 +115,9 @@ class BaseStore:
         """Store only if ``key`` is absent or expired at ``now``; return whether stored."""
         raise NotImplementedError
 
-    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
-        """Change the expiry of an existing entry; return whether it existed."""
+    def set_expiry(self, key: Hashable, expires: float, direction: int = 0) -> bool:
+        """Change the expiry of an existing entry (only to a sooner one when ``direction`` is
+        -1, only to a later one when it is 1); return whether it existed."""
         raise NotImplementedError
 
     def pop(self, key: Hashable) -> None:
@@ -185,12 +186,12 @@ class OrderedLRU(BaseStore):
                 self.evictions += 1
             data[key] = entry
 
-    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
+    def set_expiry(self, key: Hashable, expires: float, direction: int = 0) -> bool:
         with self._lock:
             old = self._data.get(key)
             if old is None:
                 return False
-            if not only_sooner or expires < old[1]:
+            if _moves(old[1], expires, direction):
                 self._data[key] = (old[0], expires)
             return True
 
@@ -266,6 +267,12 @@ def _new_node(owner: dict[Hashable, _Node], key: Hashable, value: Any, expires: 
     node.expires = expires
     node.prev = node.next = None  # type: ignore[assignment]  # unlinked: see _Node
     return node
+
+
+def _moves(old: float, new: float, direction: int) -> bool:
+    """Whether an expiry goes from ``old`` to ``new`` (``direction``: 0 any way, -1 only
+    sooner, 1 only later)."""
+    return direction == 0 or (new < old if direction < 0 else new > old)
 
 
 def _subkey(key: Any) -> Hashable:
@@ -483,7 +490,7 @@ class _Links:
             self._put_locked(table, key, _new_node(table, key, value, expires), old)
             return True
 
-    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool) -> bool:
+    def set_expiry(self, key: Hashable, expires: float, direction: int) -> bool:
         """Give an existing entry a new expiry, keeping its place; return whether it existed."""
         with self.lock:
             table = self._table(key)
@@ -492,7 +499,7 @@ class _Links:
             old = table.get(key)
             if old is None:
                 return False
-            if only_sooner and not expires < old.expires:
+            if not _moves(old.expires, expires, direction):
                 return True
             anchor = old.prev
             self._unlink(old)
@@ -615,8 +622,8 @@ class LinkedLRU(BaseStore):
     def add(self, key: Hashable, entry: Entry, now: float) -> bool:
         return self._links.add(key, entry[0], entry[1], now)
 
-    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
-        return self._links.set_expiry(key, expires, only_sooner)
+    def set_expiry(self, key: Hashable, expires: float, direction: int = 0) -> bool:
+        return self._links.set_expiry(key, expires, direction)
 
     def pop(self, key: Hashable) -> None:
         self._links.pop(key)
@@ -820,7 +827,7 @@ class CuckooCache(BaseStore):
             self._set_locked(key, entry, h, now)
             return True
 
-    def set_expiry(self, key: Hashable, expires: float, only_sooner: bool = False) -> bool:
+    def set_expiry(self, key: Hashable, expires: float, direction: int = 0) -> bool:
         with self._lock:
             i = self._find(key)
             if i < 0:
@@ -829,7 +836,7 @@ class CuckooCache(BaseStore):
             if s is None:
                 return False
             k, (value, old), h = s
-            if not only_sooner or expires < old:
+            if _moves(old, expires, direction):
                 self._slots[i] = (k, (value, expires), h)
             return True
 
@@ -1130,17 +1137,18 @@ class _InprocClient:
             raise _bad_key(key) from None
 
     def renew(self, key: Hashable, ttl: float) -> bool:
-        """Give an existing entry ``ttl`` seconds from now; return whether it existed."""
+        """Keep an existing entry (stale or not) alive at least ``ttl`` seconds from now: an
+        expiry already later stays; return whether it existed."""
         ttl = check_ttl(ttl)
         try:
-            return self.store.set_expiry(key, self._clock() + ttl)
+            return self.store.set_expiry(key, self._clock() + ttl, 1)
         except TypeError:
             raise _bad_key(key) from None
 
     def expire(self, key: Hashable) -> None:
         """Mark the entry stale now, keeping its value for :meth:`getTtl`."""
         try:
-            self.store.set_expiry(key, self._clock(), only_sooner=True)
+            self.store.set_expiry(key, self._clock(), -1)
         except TypeError:
             raise _bad_key(key) from None
 

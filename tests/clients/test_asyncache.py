@@ -286,6 +286,26 @@ def test_concurrent_writers_end_with_each_threads_last_value():
     client.close()
 
 
+def test_a_put_that_expired_in_the_queue_is_stored_stale_like_a_direct_put(backend, client):
+    # chorde 1.x's case: put(4, 15, 0) then flush; the wrapped client keeps the stale value.
+    _block(backend, client)
+    client.put(4, 15, 0)
+    backend.gate.set()
+    assert client.flush(WAIT)
+    direct = GatedClient()
+    direct.put(4, 15, 0)
+    for target in (backend, client, direct):
+        value, ttl = target.getTtl(4)
+        assert value == 15 and ttl <= 0, target
+        assert target.get(4, None) is None
+
+
+def test_writer_options_are_keywords(backend):
+    # chorde 1.x took (client, queue_size, workers): positional numbers are refused.
+    with pytest.raises(TypeError):
+        AsyncWriteCacheClient(backend, 100, 1)  # type: ignore[misc]
+
+
 def test_bad_arguments(backend):
     with pytest.raises(TypeError, match="BaseCacheClient"):
         AsyncWriteCacheClient({})

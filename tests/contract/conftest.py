@@ -93,7 +93,9 @@ def _tiered_memcached(request, clock):
 def _asyncwrite_inproc(request, clock):
     from chorde.clients.asyncache import AsyncWriteCacheClient
 
-    client = AsyncWriteCacheClient(InprocCacheClient(1000, clock=clock), 2, clock=clock)
+    client = AsyncWriteCacheClient(
+        InprocCacheClient(1000, clock=clock), writer_threads=2, clock=clock
+    )
     return Env(client, clock.advance)
 
 

@@ -79,7 +79,7 @@ class ToyClient(BaseCacheClient):
         entry = self._data.get(key)
         if entry is None:
             return False
-        self._data[key] = (entry[0], self._clock() + ttl)
+        self._data[key] = (entry[0], max(entry[1], self._clock() + ttl))
         return True
 
     def expire(self, key: Hashable) -> None:
