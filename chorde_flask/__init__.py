@@ -72,6 +72,7 @@ app is garbage collected, at interpreter exit, or by :meth:`Chorde.close`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -91,6 +92,7 @@ from chorde.decorators import cached as _cached
 from chorde.decorators import check_options
 from chorde.errors import ConfigurationError
 from chorde.http import ResponseCache, Route, Rules
+from chorde.observe import CacheInfo
 from chorde.signing import derive_checksum_keys
 from chorde_flask._views import ViewCache, url_request
 
@@ -681,8 +683,13 @@ class Chorde:
 
     def purge_tags(self, *tags: str) -> None:
         """Drop every cached view response that named one of ``tags`` in its
-        ``Surrogate-Key`` field, in every process sharing the app's client."""
+        ``Surrogate-Key`` field, in every process sharing the app's client (and the
+        memoized results tagged so: :func:`chorde.tags.invalidate_tags`)."""
         self._state().views.purge_tags(*tags)
+
+    def route_info(self) -> dict[str, CacheInfo]:
+        """The current app's cached views' counters, by view (``module.qualname``)."""
+        return self._state().views.route_info()
 
     def cached(
         self,
@@ -735,7 +742,9 @@ class Chorde:
             raise TypeError(f"key must be a callable returning the cache key, got {key!r}")
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-            cache = ViewCache(self, view, route, key)
+            # The view names its route's counters (chorde.observe, route_info()).
+            name = f"{getattr(view, '__module__', '?')}.{getattr(view, '__qualname__', view)}"
+            cache = ViewCache(self, view, dataclasses.replace(route, name=name), key)
             if inspect.iscoroutinefunction(view):
 
                 @functools.wraps(view)

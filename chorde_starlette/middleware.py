@@ -30,12 +30,13 @@ import logging
 import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, overload
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chorde import observe
 from chorde.clients.base import BaseCacheClient, check_capacity
 from chorde.clients.urls import from_url, is_url
 from chorde.http import (
@@ -50,6 +51,7 @@ from chorde.http import (
 )
 from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE
 from chorde.http.route import DEFAULT_ROUTE
+from chorde.observe import HIT, MISS, STALE
 from chorde_starlette._responder import _Responder
 
 __all__ = [
@@ -129,10 +131,15 @@ def cache_route(
     route = Route(
         ttl=ttl, public=public, per_user=per_user, vary=vary, cookies=cookies, query=query
     )
-    policy = RoutePolicy(True, route)
+
+    def mark(fn: Any) -> Any:
+        # The endpoint names its route's counters (chorde.observe).
+        name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+        return _mark(fn, RoutePolicy(True, replace(route, name=name)))
+
     if endpoint is not None:
-        return _mark(endpoint, policy)
-    return lambda fn: _mark(fn, policy)
+        return mark(endpoint)
+    return mark
 
 
 def no_cache_route(endpoint: E, /) -> E:
@@ -306,51 +313,58 @@ class CacheMiddleware:
             await self.app(scope, receive, send)
             return
         cache = self.cache
+        # The route's counters and the hooks (chorde.observe): one count per request.
+        started = time.perf_counter() if observe.hooks() else 0.0
         entry = await cache.alookup(request)
         if entry is None:
             entry = self._just_computed(request)
         verdict = request.freshness(entry, cache.clock()) if entry is not None else None
         if entry is not None and verdict in (FRESH, STALE_WHILE_REVALIDATE):
             await self._send_reply(send, request, entry, hit=True)
+            cache.count(request, HIT if verdict == FRESH else STALE, started)
             if verdict == STALE_WHILE_REVALIDATE:  # RFC 5861 section 3
                 self._refresh(scope, request, entry)
             return
-        if request.only_if_cached:  # RFC 9111 section 5.2.1.7
-            await send({"type": "http.response.start", "status": 504, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if request.head:
-            # A HEAD miss is answered by the application as a HEAD, which has no body to
-            # store; later GETs fill the cache and HEADs are then served from it.
-            await self.app(scope, receive, send)
-            return
-        stale = entry  # stale, or None
-        if not cache.coalesces(request):
-            await self._forward(scope, receive, send, request, None, stale)
-            return
-
-        flight_key = self._flight_key(request)
-        loop = asyncio.get_running_loop()
-        pending = self._inflight.get(flight_key)
-        if pending is not None and pending.get_loop() is loop:
-            shared = await asyncio.shield(pending)
-            if shared is not None and request.accepts(shared, cache.clock()):
-                await self._send_reply(send, request, shared, hit=True)
-            else:
-                await self._forward(scope, receive, send, request, None, stale)
-            return
-        if pending is not None:  # a future of another event loop: leave it alone
-            await self._forward(scope, receive, send, request, None, stale)
-            return
-        future: asyncio.Future[StoredResponse | None] = loop.create_future()
-        self._inflight[flight_key] = future
         try:
-            await self._forward(scope, receive, send, request, future, stale)
-        finally:
-            if not future.done():
-                future.set_result(None)
-            if self._inflight.get(flight_key) is future:
-                del self._inflight[flight_key]
+            if request.only_if_cached:  # RFC 9111 section 5.2.1.7
+                await send({"type": "http.response.start", "status": 504, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            if request.head:
+                # A HEAD miss is answered by the application as a HEAD, which has no body to
+                # store; later GETs fill the cache and HEADs are then served from it.
+                await self.app(scope, receive, send)
+                return
+            stale = entry  # stale, or None
+            if not cache.coalesces(request):
+                await self._forward(scope, receive, send, request, None, stale)
+                return
+
+            flight_key = self._flight_key(request)
+            loop = asyncio.get_running_loop()
+            pending = self._inflight.get(flight_key)
+            if pending is not None and pending.get_loop() is loop:
+                cache.route_counters(request.route).coalesced += 1
+                shared = await asyncio.shield(pending)
+                if shared is not None and request.accepts(shared, cache.clock()):
+                    await self._send_reply(send, request, shared, hit=True)
+                else:
+                    await self._forward(scope, receive, send, request, None, stale)
+                return
+            if pending is not None:  # a future of another event loop: leave it alone
+                await self._forward(scope, receive, send, request, None, stale)
+                return
+            future: asyncio.Future[StoredResponse | None] = loop.create_future()
+            self._inflight[flight_key] = future
+            try:
+                await self._forward(scope, receive, send, request, future, stale)
+            finally:
+                if not future.done():
+                    future.set_result(None)
+                if self._inflight.get(flight_key) is future:
+                    del self._inflight[flight_key]
+        finally:  # a miss, whatever answered it (timed to the end of the answer)
+            cache.count(request, MISS, started)
 
     @staticmethod
     def _flight_key(request: CacheRequest) -> tuple[Any, ...]:

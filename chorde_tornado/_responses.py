@@ -9,6 +9,7 @@ cookies, an early flush), and replaying a stored response on another handler.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import logging
@@ -390,6 +391,7 @@ def cache_response(
         if not callable(get):
             raise TypeError(f"@cache_response decorates RequestHandler.get, got {get!r}")
         ns = namespace or f"{get.__module__}.{get.__qualname__}"
+        named = dataclasses.replace(route, name=ns)  # its counters' name (chorde.observe)
 
         def cache_request(
             handler: tornado.web.RequestHandler,
@@ -408,7 +410,7 @@ def cache_response(
                 path=request.path,
                 query=request.query,
                 headers=request.headers.get_list,  # indexed: other fields are not read
-                route=route,
+                route=named,
                 namespace=ns,
                 target=None if key is None else ("key", key(handler)),
             )

@@ -6,6 +6,10 @@ the blocking driver (:meth:`ResponseCache.serve`, for WSGI views) or by the asyn
 (:meth:`ResponseCache.aserve`, for coroutine views and ASGI), so the policy and the order of
 cache operations exist once. Cache faults never reach the response: a failing client is
 logged and treated as a miss.
+
+Every route counts how its requests were answered (:meth:`ResponseCache.route_info`, and
+:func:`chorde.observe.snapshot` for exporters), and the hooks of :mod:`chorde.observe` get
+an event per request answered through the cache (scope ``route``).
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ import concurrent.futures
 import logging
 import math
 import numbers
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Iterator
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from chorde import observe
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.answers import reply
@@ -30,6 +34,8 @@ from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE, CacheRequest, Fie
 from chorde.http.route import DEFAULT_ROUTE, Route, check_wait_timeout
 from chorde.http.rules import Rules
 from chorde.http.status import FIELD, cache_status, check_name
+from chorde.observe import ERROR, HIT, MISS, REFRESH, ROUTE, STALE, CacheInfo, Counters
+from chorde.tags import bump_steps, check_tags, revisions_steps, tag_key
 
 __all__ = ["ARender", "Conditions", "Outcome", "Render", "Rendered", "Reply", "ResponseCache"]
 
@@ -79,6 +85,9 @@ class Outcome(NamedTuple):
     #: A stale entry served while it may be refreshed (RFC 5861): the adapter refreshes it
     #: in the background with :meth:`ResponseCache.refresh_steps`.
     refresh: StoredResponse | None = None
+    #: How the cache answered, for the route's counters and the hooks
+    #: (:data:`chorde.observe.HIT`, ``MISS``, ``STALE``); None: it took no part (a bypass).
+    kind: str | None = None
 
     @property
     def hit(self) -> bool:
@@ -136,6 +145,8 @@ class ResponseCache:
         self.cache_status_key = bool(cache_status_key)
         #: What the cache makes of a request: :meth:`Rules.request`.
         self.request = self.rules.request
+        self._routes: dict[str, Counters] = {}
+        observe.register(self)
 
     def url_key(self, url: str, *, namespace: Hashable = "", route: Route = DEFAULT_ROUTE) -> Any:
         """The key a GET of the absolute ``url`` is stored under (for purging it)."""
@@ -241,9 +252,9 @@ class ResponseCache:
         if entry is None or not req.usable(entry):
             return None
         if entry.tags:  # purged since it was stored?
-            keys = [_tag_key(tag) for tag, _ in entry.tags]
+            keys = [tag_key(tag) for tag, _ in entry.tags]
             current = dict((yield ("getMulti", keys, None)) or ())
-            if any(current.get(_tag_key(tag)) != rev for tag, rev in entry.tags):
+            if any(current.get(tag_key(tag)) != rev for tag, rev in entry.tags):
                 return None
         return entry
 
@@ -265,26 +276,17 @@ class ResponseCache:
     def _tag_revisions(
         self, tags: tuple[tuple[str, int], ...]
     ) -> Generator[Step, Any, tuple[tuple[str, int], ...]]:
-        """Each tag's current revision, made (once, atomically) for a tag that has none."""
-        keys = [_tag_key(tag) for tag, _ in tags]
-        current = dict((yield ("getMulti", keys, None)) or ())
-        revisions = []
-        for (tag, _), key in zip(tags, keys, strict=True):
-            revision = current.get(key)
-            if revision is None:
-                revision = _new_revision()
-                if not (yield ("add", key, revision, math.inf)):
-                    revision = yield ("get", key, None)
-            revisions.append((tag, revision))
-        return tuple(revisions)
+        """Each tag's current revision, made (once, atomically) for a tag that has none
+        (the records :mod:`chorde.tags` keeps, shared with ``@cached``)."""
+        names = [tag for tag, _ in tags]
+        revisions = yield from revisions_steps([tag_key(tag) for tag in names])
+        return tuple(zip(names, revisions, strict=True))
 
     def purge_tags_steps(self, tags: Iterable[str]) -> Steps:
         """Make every stored response naming one of ``tags`` read as a miss (a new revision
-        per tag: no key scan, and across processes when the client is shared)."""
-        for tag in tags:
-            if not isinstance(tag, str) or not tag:
-                raise ValueError(f"a tag must be a non-empty str, got {tag!r}")
-            yield ("put", _tag_key(tag), _new_revision(), math.inf)
+        per tag: no key scan, and across processes when the client is shared); the
+        ``@cached`` results tagged so too (:func:`chorde.tags.invalidate_tags`)."""
+        yield from bump_steps(tag_key(tag) for tag in check_tags(tags))
 
     def serve_steps(self, req: CacheRequest) -> Generator[Step, Any, Outcome]:
         """Answer ``req``: from the cache, from a concurrent render, or by rendering.
@@ -303,11 +305,12 @@ class ResponseCache:
         if stale is not None:
             verdict = req.freshness(stale, self.clock())
             if verdict == FRESH:
-                return Outcome(self.reply(req, stale, hit=True), None, None)
+                return Outcome(self.reply(req, stale, hit=True), None, None, kind=HIT)
             if verdict == STALE_WHILE_REVALIDATE:  # RFC 5861 section 3
-                return Outcome(self.reply(req, stale, hit=True), None, None, refresh=stale)
+                answer = self.reply(req, stale, hit=True)
+                return Outcome(answer, None, None, refresh=stale, kind=STALE)
         if req.only_if_cached:  # RFC 9111 section 5.2.1.7
-            return Outcome(_GATEWAY_TIMEOUT, None, None)
+            return Outcome(_GATEWAY_TIMEOUT, None, None, kind=MISS)
         flight: Flight | None = None
         if wait_timeout > 0 and self.coalesces(req):
             flight_key = (req.key, req.variant(req.route.keyed_on))
@@ -319,9 +322,10 @@ class ResponseCache:
                 assert flight is not None
                 flight.owner = threading.get_ident()
             elif flight is not None:
+                self.route_counters(req.route).coalesced += 1
                 shared = yield ("wait", flight, wait_timeout)
                 if shared is not None and req.accepts(shared, self.clock()):
-                    return Outcome(self.reply(req, shared, hit=True), None, None)
+                    return Outcome(self.reply(req, shared, hit=True), None, None, kind=MISS)
                 flight = None  # the other render is not ours to use: render our own
         entry = None
         try:
@@ -343,9 +347,11 @@ class ResponseCache:
         try:
             rendered = yield ("render", stale.validators if stale is not None else ())
         except Exception:
+            self.route_counters(req.route).errors += 1
             if stale is not None and self.serves_on_error(stale):
                 logger.warning("serving a stale %r: the application failed", req.key)
-                return Outcome(self.reply(req, stale, hit=True, fwd="stale"), None, None)
+                answer = self.reply(req, stale, hit=True, fwd="stale")
+                return Outcome(answer, None, None, kind=STALE)
             raise
         fwd = "stale" if stale is not None else "request" if req.revalidates else "uri-miss"
         if stale is not None and stale.validators and rendered.status == 304:
@@ -363,17 +369,18 @@ class ResponseCache:
             answer = self.reply(
                 req, entry or stale, hit=True, fwd=fwd, fwd_status=304, stored=stored
             )
-            return Outcome(answer, rendered, entry)
+            return Outcome(answer, rendered, entry, kind=MISS)
         if rendered.status >= 500 and stale is not None and self.serves_on_error(stale):
+            self.route_counters(req.route).errors += 1
             answer = self.reply(req, stale, hit=True, fwd=fwd, fwd_status=rendered.status)
-            return Outcome(answer, rendered, None)
+            return Outcome(answer, rendered, None, kind=STALE)
         entry = self.decide(req, rendered, self.clock(), started)
         if entry is not None:
             yield from self.store_steps(req, entry)
             answer = self.reply(req, entry, hit=False, fwd=fwd, stored=True)
-            return Outcome(answer, rendered, entry, own=True)
+            return Outcome(answer, rendered, entry, own=True, kind=MISS)
         field = self.status_field(req, None, fwd=fwd, fwd_status=rendered.status, stored=False)
-        return Outcome(None, rendered, None, field, own=True)
+        return Outcome(None, rendered, None, field, own=True, kind=MISS)
 
     def refresh_steps(self, req: CacheRequest, stale: StoredResponse) -> Generator[Step, Any, None]:
         """Refresh ``stale`` (served while it is refreshed): one render per key at a time,
@@ -383,6 +390,7 @@ class ResponseCache:
         if not leader:
             return  # a render of this page is under way already
         flight.owner = threading.get_ident()
+        self.route_counters(req.route).refreshes += 1
         entry = None
         try:
             outcome = yield from self._render_steps(req, stale)
@@ -406,17 +414,72 @@ class ResponseCache:
         route = req.route
         return not req.has_cookies or route.public or route.per_user or bool(route.cookies)
 
+    # ---- what each route's requests got (chorde.observe) --------------------------------
+
+    def route_counters(self, route: Route) -> Counters:
+        """The counters of ``route`` (by name; unnamed routes count as ``"default"``)."""
+        name = route.name or "default"
+        counters = self._routes.get(name)
+        if counters is None:
+            counters = self._routes.setdefault(name, Counters())
+        return counters
+
+    def route_info(self) -> dict[str, CacheInfo]:
+        """Each route's counters so far, by route name."""
+        return {name: counters.info() for name, counters in list(self._routes.items())}
+
+    def stats_items(self) -> list[tuple[str, str, CacheInfo]]:
+        """For :func:`chorde.observe.snapshot`."""
+        return [(ROUTE, name, info) for name, info in self.route_info().items()]
+
+    def count(self, req: CacheRequest, kind: str | None, started: float = 0.0) -> None:
+        """Count a request the cache answered (``kind``: :data:`chorde.observe.HIT`,
+        ``MISS`` or ``STALE``; None: not through the cache) and, ``started`` being its
+        :func:`time.perf_counter` when hooks are installed, tell the hooks. The drivers
+        call it; an adapter running a flow of its own calls it once per request."""
+        if kind is None:
+            return
+        counters = self.route_counters(req.route)
+        if kind == HIT:
+            counters.hits += 1
+        elif kind == STALE:
+            counters.stale += 1
+        else:
+            counters.misses += 1
+        if started:
+            observe.emit(kind, req.route.name or "default", _clock() - started, ROUTE)
+
+    def _failed(self, req: CacheRequest, started: float) -> None:
+        """Count a request whose render raised (and was not answered stale)."""
+        if req.bypass is not None:
+            return
+        self.route_counters(req.route).misses += 1
+        if started:
+            observe.emit(ERROR, req.route.name or "default", _clock() - started, ROUTE)
+
+    def _refreshed(self, req: CacheRequest, started: float) -> None:
+        if started:
+            observe.emit(REFRESH, req.route.name or "default", _clock() - started, ROUTE)
+
     # ---- the blocking driver ------------------------------------------------------------
 
     def serve(self, req: CacheRequest, render: Render) -> Outcome:
         """Run :meth:`serve_steps` with blocking cache calls; ``render(conditions)`` renders
         (with ``conditions``, the cache's validators, in place of the request's own)."""
-        result: Outcome = self._drive(self.serve_steps(req), render)
+        started = _clock() if observe.hooks() else 0.0
+        try:
+            result: Outcome = self._drive(self.serve_steps(req), render)
+        except Exception:
+            self._failed(req, started)
+            raise
+        self.count(req, result.kind, started)
         return result
 
     def refresh(self, req: CacheRequest, stale: StoredResponse, render: Render) -> None:
         """Run :meth:`refresh_steps` with blocking cache calls."""
+        started = _clock() if observe.hooks() else 0.0
         self._drive(self.refresh_steps(req, stale), render)
+        self._refreshed(req, started)
 
     def lookup(self, req: CacheRequest) -> StoredResponse | None:
         """Run :meth:`lookup_steps` with blocking cache calls."""
@@ -479,12 +542,20 @@ class ResponseCache:
     async def aserve(self, req: CacheRequest, render: ARender) -> Outcome:
         """Run :meth:`serve_steps` with the client's awaitables; ``await render(conditions)``
         renders."""
-        result: Outcome = await self._adrive(self.serve_steps(req), render)
+        started = _clock() if observe.hooks() else 0.0
+        try:
+            result: Outcome = await self._adrive(self.serve_steps(req), render)
+        except Exception:
+            self._failed(req, started)
+            raise
+        self.count(req, result.kind, started)
         return result
 
     async def arefresh(self, req: CacheRequest, stale: StoredResponse, render: ARender) -> None:
         """Run :meth:`refresh_steps` with the client's awaitables."""
+        started = _clock() if observe.hooks() else 0.0
         await self._adrive(self.refresh_steps(req, stale), render)
+        self._refreshed(req, started)
 
     async def alookup(self, req: CacheRequest) -> StoredResponse | None:
         """Run :meth:`lookup_steps` with the client's awaitables."""
@@ -553,15 +624,7 @@ _CLIENT_STEPS = {
 }
 
 
-def _tag_key(tag: str) -> tuple[str, str]:
-    # One revision per tag and client, whatever cache (adapter, namespace) stored the entry.
-    return ("chorde.http.tag", tag)
-
-
-def _new_revision() -> int:
-    # Random, not a counter: a revision record that is evicted and made again must not
-    # bring back entries stored under an old one.
-    return random.getrandbits(62)
+_clock = time.perf_counter
 
 
 def _listed(value: Any) -> Any:

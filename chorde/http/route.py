@@ -59,6 +59,8 @@ class Route:
     * ``query``: whether the query string is part of the key (default True).
     * ``wait_timeout``: how long concurrent misses of one page wait for the first one's
       render, in seconds (None: the cache's; 0: they never wait, each renders its own).
+    * ``name``: what the route's counters and events are reported under (adapters name it
+      after the view; None: ``"default"``).
     """
 
     ttl: float | None = None
@@ -69,6 +71,7 @@ class Route:
     cookies: Sequence[str] = ()
     query: bool = True
     wait_timeout: float | None = None
+    name: str | None = field(default=None, compare=False)
     #: The request fields every variant of this route is keyed on (derived).
     keyed_on: tuple[str, ...] = field(default=(), init=False, compare=False)
 
@@ -81,6 +84,8 @@ class Route:
             object.__setattr__(self, "ttl", float(self.ttl))
         if self.wait_timeout is not None:
             object.__setattr__(self, "wait_timeout", check_wait_timeout(self.wait_timeout))
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise TypeError(f"name must be a non-empty str or None, got {self.name!r}")
         for option in ("public", "per_user", "query"):
             if not isinstance(getattr(self, option), bool):
                 raise TypeError(f"{option} must be True or False, got {getattr(self, option)!r}")
