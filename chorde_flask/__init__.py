@@ -94,7 +94,9 @@ from chorde.errors import ConfigurationError
 from chorde.http import ResponseCache, Route, Rules
 from chorde.observe import CacheInfo
 from chorde.signing import derive_checksum_keys
-from chorde_flask._views import ViewCache, url_request
+from chorde_flask._fragments import FragmentCache, fragment_key
+from chorde_flask._options import check_predicate, holds, source_digest
+from chorde_flask._views import NAMESPACE, ViewCache, url_request
 
 if TYPE_CHECKING:
     from werkzeug.local import LocalProxy
@@ -137,6 +139,15 @@ class _ViewDecorator(Protocol):
     def __call__(self, view: Callable[..., Any], /) -> Callable[..., Any]:
         """Decorate ``view``."""
         ...
+
+
+def _fragment_state() -> tuple[BaseCacheClient, float]:
+    """The current app's client and default ttl, for the ``{% cache %}`` tag."""
+    app = _current_app()
+    state: _AppState | None = app.extensions.get(_EXT)
+    if state is None:
+        raise RuntimeError(f"{{% cache %}}: chorde is not initialized on app {app.name!r}")
+    return state.client, state.default_ttl
 
 
 def _current_app() -> Flask:
@@ -399,6 +410,8 @@ class _Memoized:
         fn: Callable[..., Any],
         options: dict[str, Any],
         bound: tuple[Any, ...] = (),
+        unless: Callable[..., Any] | None = None,
+        forced_update: Callable[..., Any] | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)
         self._ext = ext
@@ -406,11 +419,15 @@ class _Memoized:
         self._options = options
         self._bound = bound
         self._root: _Memoized = self
+        self._unless = unless
+        self._forced_update = forced_update
 
     def __get__(self, obj: Any, cls: type | None = None) -> Any:
         if obj is None:
             return self
-        bound = _Memoized(self._ext, self._fn, self._options, (obj,))
+        bound = _Memoized(
+            self._ext, self._fn, self._options, (obj,), self._unless, self._forced_update
+        )
         bound._root = self._root
         return bound
 
@@ -435,7 +452,12 @@ class _Memoized:
         return getattr(self.for_app(), name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.for_app()(*self._bound, *args, **kwargs)
+        args = self._bound + args
+        if self._unless is not None and holds(self._unless, self._fn, args, kwargs):
+            return self.for_app().uncached(*args, **kwargs)
+        if self._forced_update is not None and holds(self._forced_update, self._fn, args, kwargs):
+            return self.for_app().forced()(*args, **kwargs)
+        return self.for_app()(*args, **kwargs)
 
     def bg(self) -> _MemoVariant:
         """Serve what the cache holds (even stale) and refresh in the background."""
@@ -590,6 +612,8 @@ class Chorde:
             # Runs when the app is collected, or at interpreter exit, whichever comes first.
             state.finalizer = weakref.finalize(app, _close_quietly, client)
         app.extensions[_EXT] = state
+        # The {% cache %} fragment tag in the app's templates.
+        app.jinja_env.add_extension(FragmentCache)
 
     def _state(self, app: Flask | None = None) -> _AppState:
         if app is None:
@@ -631,12 +655,24 @@ class Chorde:
         namespace: str | None = None,
         ttl_spread: float | bool = True,
         executor: Any = None,
+        tags: Any = None,
+        condition: Callable[[Any], Any] | None = None,
+        stale_if_error: float | None = None,
+        unless: Callable[..., Any] | None = None,
+        forced_update: Callable[..., Any] | None = None,
+        source_check: bool = False,
     ) -> CachedDecorator:
         """Cache a function's results in the current app's client (see ``chorde.decorators``).
 
         ``ttl`` defaults to ``CHORDE_DEFAULT_TTL``. The function may be defined before any
         app exists; each app gets its own cached wrapper (and compute-once registry).
-        Background computations run inside the app's context.
+        Background computations run inside the app's context. ``tags``, ``condition``
+        (Flask-Caching's ``response_filter``) and ``stale_if_error`` are
+        :func:`chorde.decorators.cached`'s. Flask-Caching's per-call predicates:
+        ``unless`` true: call the function uncached; ``forced_update`` true: recompute
+        and store. Each is called with ``(fn, *args, **kwargs)`` when it takes arguments,
+        else with none. ``source_check=True``: the function's source code is part of its
+        namespace, so a changed function does not reuse older results.
         """
         options = {
             "ttl": ttl,
@@ -645,6 +681,9 @@ class Chorde:
             "namespace": namespace,
             "ttl_spread": ttl_spread,
             "executor": executor,
+            "tags": tags,
+            "condition": condition,
+            "stale_if_error": stale_if_error,
         }
         # Validated now, where the decorator is written (the wrapper is built per app).
         check_options(
@@ -654,12 +693,21 @@ class Chorde:
             namespace=namespace,
             ttl_spread=ttl_spread,
             executor=executor,
+            tags=tags,
+            condition=condition,
+            stale_if_error=stale_if_error,
         )
+        check_predicate(unless, "unless")
+        check_predicate(forced_update, "forced_update")
 
         def decorate(fn: Callable[..., Any]) -> _Memoized:
             if not callable(fn):
                 raise TypeError(f"@memoize decorates functions, got {fn!r}")
-            return _Memoized(self, fn, options)
+            fn_options = options
+            if source_check:
+                name = namespace or f"{fn.__module__}.{fn.__qualname__}"
+                fn_options = {**options, "namespace": f"{name}:{source_digest(fn)}"}
+            return _Memoized(self, fn, fn_options, (), unless, forced_update)
 
         # A _Memoized offers what a cached function does, with fn's parameters and result.
         return cast("CachedDecorator", decorate)
@@ -687,6 +735,29 @@ class Chorde:
         memoized results tagged so: :func:`chorde.tags.invalidate_tags`)."""
         self._state().views.purge_tags(*tags)
 
+    def delete_memoized(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Flask-Caching's ``delete_memoized``: ``delete_memoized(fn)`` drops every result
+        of the memoized (or ``@cached``) ``fn`` (``fn.invalidate_all()``, in every process
+        sharing the client), ``delete_memoized(fn, *args, **kwargs)`` the result of those
+        arguments (``fn.invalidate(...)``; a bound method passes its instance). For a
+        coroutine function it returns the coroutine to await."""
+        if not callable(getattr(fn, "invalidate_all", None)):
+            raise TypeError(f"delete_memoized: {fn!r} is not a memoized or cached function")
+        if not args and not kwargs:
+            return fn.invalidate_all()
+        return fn.invalidate(*args, **kwargs)
+
+    def clear(self) -> None:
+        """Drop everything in the current app's client (Flask-Caching's ``cache.clear()``):
+        its memoized results, cached views and fragments, and whatever else it holds."""
+        self._state().client.clear()
+
+    @staticmethod
+    def fragment_key(name: str, *vary_on: Hashable) -> Hashable:
+        """The key of the ``{% cache ttl, name, *vary_on %}`` template fragment (to drop it:
+        ``chorde.client.delete(chorde.fragment_key(...))``)."""
+        return fragment_key(name, vary_on)
+
     def route_info(self) -> dict[str, CacheInfo]:
         """The current app's cached views' counters, by view (``module.qualname``)."""
         return self._state().views.route_info()
@@ -702,8 +773,19 @@ class Chorde:
         per_user: bool = False,
         vary: Sequence[str] = (),
         cookies: Sequence[str] = (),
+        unless: Callable[..., Any] | None = None,
+        forced_update: Callable[..., Any] | None = None,
+        condition: Callable[[Response], Any] | None = None,
+        source_check: bool = False,
     ) -> _ViewDecorator:
         """Cache a view's GET responses for ``ttl`` seconds (``CHORDE_DEFAULT_TTL`` if None).
+
+        Flask-Caching's options: ``unless`` true: the view runs uncached; ``forced_update``
+        true: the response is rendered and stored whatever is cached (each called with
+        ``(view, *args, **kwargs)`` when it takes arguments, else with none);
+        ``condition(response)`` false: not stored (``response_filter``);
+        ``source_check=True``: the view's source code is part of its keys; ``key`` is
+        ``make_cache_key``.
 
         What is stored and served follows :mod:`chorde.http`'s policy, the same in every
         chorde adapter: the key is the scheme, host, path and query (parameters sorted by
@@ -740,11 +822,23 @@ class Chorde:
         )
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable returning the cache key, got {key!r}")
+        check_predicate(unless, "unless")
+        check_predicate(forced_update, "forced_update")
+        check_predicate(condition, "condition")
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             # The view names its route's counters (chorde.observe, route_info()).
             name = f"{getattr(view, '__module__', '?')}.{getattr(view, '__qualname__', view)}"
-            cache = ViewCache(self, view, dataclasses.replace(route, name=name), key)
+            cache = ViewCache(
+                self,
+                view,
+                dataclasses.replace(route, name=name),
+                key,
+                unless=unless,
+                forced_update=forced_update,
+                condition=condition,
+                namespace=(NAMESPACE, source_digest(view)) if source_check else NAMESPACE,
+            )
             if inspect.iscoroutinefunction(view):
 
                 @functools.wraps(view)

@@ -32,6 +32,7 @@ from chorde.http import (
     Route,
     StoredResponse,
 )
+from chorde_flask._options import holds
 
 if TYPE_CHECKING:
     from chorde_flask import Chorde
@@ -69,7 +70,9 @@ def _environ_fields(environ: dict[str, Any]) -> Callable[[str], list[str]]:
     return values
 
 
-def cache_request(cache: ResponseCache, route: Route, target: Hashable = None) -> CacheRequest:
+def cache_request(
+    cache: ResponseCache, route: Route, target: Hashable = None, namespace: Hashable = NAMESPACE
+) -> CacheRequest:
     """The current Flask request as the cache sees it."""
     return cache.request(
         method=request.method,
@@ -80,7 +83,7 @@ def cache_request(cache: ResponseCache, route: Route, target: Hashable = None) -
         query=request.query_string.decode("latin-1"),
         headers=_environ_fields(request.environ),
         route=route,
-        namespace=NAMESPACE,
+        namespace=namespace,
         target=target,
     )
 
@@ -131,9 +134,15 @@ def _response(reply: Reply) -> Response:
 
 
 class ViewCache:
-    """The cache of one decorated view."""
+    """The cache of one decorated view.
 
-    __slots__ = ("ext", "key", "route", "view")
+    ``unless`` and ``forced_update`` are Flask-Caching's per-request predicates (see
+    :func:`chorde_flask._options.holds`): the view runs uncached, or its response is
+    rendered and stored whatever is cached. ``condition(response)`` false: not stored.
+    ``namespace`` keeps the view's keys apart (``source_check``).
+    """
+
+    __slots__ = ("condition", "ext", "forced_update", "key", "namespace", "route", "unless", "view")
 
     def __init__(
         self,
@@ -141,22 +150,33 @@ class ViewCache:
         view: Callable[..., Any],
         route: Route,
         key: Callable[[], Hashable] | None,
+        *,
+        unless: Callable[..., Any] | None = None,
+        forced_update: Callable[..., Any] | None = None,
+        condition: Callable[[Response], Any] | None = None,
+        namespace: Hashable = NAMESPACE,
     ) -> None:
         self.ext = ext
         self.view = view
         self.route = route
         self.key = key
+        self.unless = unless
+        self.forced_update = forced_update
+        self.condition = condition
+        self.namespace = namespace
 
     def _request(self, cache: ResponseCache) -> CacheRequest:
         target = None if self.key is None else ("key", self.key())
-        return cache_request(cache, self.route, target)
+        return cache_request(cache, self.route, target, self.namespace)
 
     def _rendered(self, result: Any) -> Rendered:
         response = current_app.make_response(result)
         body = None if response.is_streamed else response.get_data()
         veto = None
         read, changed = _session_state()
-        if changed:
+        if self.condition is not None and not self.condition(response):
+            veto = "condition(response) is false"
+        elif changed:
             veto = "the view changed the session"
         elif read and not self.route.per_user:
             veto = "the view read the session (declare the route per_user)"
@@ -222,17 +242,25 @@ class ViewCache:
         threading.Thread(target=run, name="chorde-refresh", daemon=True).start()
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if holds(self.unless, self.view, args, kwargs):
+            return self.view(*args, **kwargs)
         cache = self.ext._state().views
         req = self._request(cache)
         if req.bypass is not None:
             return self.view(*args, **kwargs)
+        if holds(self.forced_update, self.view, args, kwargs):
+            cache.delete(req.key)  # rendered and stored anew
         return self._answer(cache, cache.serve(req, self._render(args, kwargs)), args, kwargs)
 
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if holds(self.unless, self.view, args, kwargs):
+            return await self.view(*args, **kwargs)
         cache = self.ext._state().views
         req = self._request(cache)
         if req.bypass is not None:
             return await self.view(*args, **kwargs)
+        if holds(self.forced_update, self.view, args, kwargs):
+            await cache.adelete(req.key)
         outcome = await cache.aserve(req, self._arender(args, kwargs))
         return self._answer(cache, outcome, args, kwargs)
 
