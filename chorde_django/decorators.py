@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import weakref
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -11,7 +12,20 @@ from chorde.clients.base import BaseCacheClient
 if TYPE_CHECKING:
     from chorde.decorators import CachedDecorator
 
-__all__ = ["cached", "get_client"]
+__all__ = ["cached", "cached_functions", "get_client"]
+
+
+#: The functions cached through :func:`cached`, per cache alias (for chorde_stats).
+_functions: dict[str, weakref.WeakSet[Any]] = {}
+
+
+def _remember(alias: str, wrapped: Any) -> None:
+    _functions.setdefault(alias, weakref.WeakSet()).add(wrapped)
+
+
+def cached_functions(alias: str = "default") -> list[Any]:
+    """The live functions cached into ``caches[alias]`` through :func:`cached`."""
+    return list(_functions.get(alias, ()))
 
 
 def get_client(alias: str = "default") -> BaseCacheClient:
@@ -37,13 +51,18 @@ def cached(
     namespace: str | None = None,
     ttl_spread: float | bool = True,
     executor: concurrent.futures.Executor | None = None,
+    tags: Any = None,
+    condition: Callable[[Any], Any] | None = None,
+    stale_if_error: float | None = None,
 ) -> CachedDecorator:
     """:func:`chorde.decorators.cached` storing into the client of ``caches[alias]``.
 
     The client is looked up when the function is decorated. The default namespace is
     ``KEY_PREFIX:VERSION:module.qualname``, so sites sharing a memcached with different
     ``KEY_PREFIX`` or ``VERSION`` do not share results. Every other argument (``key=``,
-    ``namespace=``, ``ttl_spread=``, ...) is :func:`chorde.decorators.cached`'s.
+    ``namespace=``, ``ttl_spread=``, ``tags=``, ``condition=``, ``stale_if_error=`` ...)
+    is :func:`chorde.decorators.cached`'s. The function's counters are listed by
+    ``manage.py chorde_stats`` and :func:`chorde_django.function_stats`.
     """
     from django.core.cache import caches
 
@@ -57,9 +76,20 @@ def cached(
         if ns is None:
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
             ns = f"{backend.key_prefix}:{backend.version}:{name}"
-        return decorators.cached(
-            client, ttl, async_ttl, key=key, namespace=ns, ttl_spread=ttl_spread, executor=executor
+        wrapped = decorators.cached(
+            client,
+            ttl,
+            async_ttl,
+            key=key,
+            namespace=ns,
+            ttl_spread=ttl_spread,
+            executor=executor,
+            tags=tags,
+            condition=condition,
+            stale_if_error=stale_if_error,
         )(fn)
+        _remember(alias, wrapped)
+        return wrapped
 
     # decorate returns what chorde's cached does, keeping each function's signature.
     return cast("CachedDecorator", decorate)

@@ -420,7 +420,8 @@ def test_cached_helper_and_get_client(memcached: Any) -> None:
         assert calls == [3, 3]
         # The namespace carries KEY_PREFIX and VERSION.
         key = (f"site1:1:{square.__module__}.{square.__qualname__}", 3)
-        assert caches["mc"].client.get(key) == 9
+        # Stamped with the function's revision (chorde.tags: invalidate_all across processes).
+        assert caches["mc"].client.get(key).value == 9
 
 
 def test_close_keeps_the_shared_client_usable_close_clients_closes(memcached: Any) -> None:
