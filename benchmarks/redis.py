@@ -103,7 +103,7 @@ def _implementations(address: str) -> list[tuple[str, Any, Callable[..., None], 
     from chorde.clients.redis import RedisClient
 
     chorde = RedisClient(address, checksum_key="benchmark secret", namespace="bc")
-    raw = chorde._topology.sync()  # the very connection pool chorde uses
+    raw = chorde.redis_client()  # the very connection pool chorde uses
     tiered = from_url(
         ["inproc://?size=2000", f"redis://{address}?namespace=bt"], checksum_key="benchmark"
     )
@@ -166,7 +166,7 @@ def _async_sweeps(chorde: Any, keys: list[str], batches: list[list[str]], value:
                 "aput": lambda k: c.aput(k, value, _TTL),
             }
         else:
-            raw = chorde._topology.for_loop(asyncio.get_running_loop())
+            raw = chorde.redis_aclient()
             calls = {
                 "aget": lambda k: raw.get("br:" + k),
                 "agetMulti(100)": lambda k: raw.mget(["br:" + x for x in k]),

@@ -258,3 +258,30 @@ def test_bad_keys_and_ttls_raise_before_any_io(redis_client):
         redis_client.put("k", 1, -1)
     with pytest.raises(CacheMissError):
         redis_client.update("absent", lambda v: v)
+
+
+def test_the_redis_py_clients_underneath_are_reachable(redis_server, redis_client):
+    # For what the contract does not cover (a coherence bus's pub/sub ...), on the same
+    # servers, credentials and timeouts.
+    assert redis_client.redis_client().ping()
+    pubsub = redis_client.redis_client().pubsub()
+    pubsub.subscribe("news")
+    assert redis_client.redis_client().publish("news", b"hello") == 1
+    pubsub.close()
+
+    async def scenario():
+        aclient = redis_client.redis_aclient()
+        assert aclient is redis_client.redis_aclient()  # one per event loop
+        assert await aclient.ping()
+
+    asyncio.run(scenario())
+    import redis
+
+    mine = redis.Redis(host=redis_server.host, port=redis_server.port)
+    given = RedisClient(mine, checksum_key=SECRET)
+    assert given.redis_client() is mine
+
+    async def no_twin():
+        return given.redis_aclient()
+
+    assert asyncio.run(no_twin()) is None

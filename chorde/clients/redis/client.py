@@ -8,6 +8,7 @@ its asyncio one. See the package docstring for what is stored and how.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import os
@@ -1015,6 +1016,19 @@ class RedisClient(BaseCacheClient):
     def stats(self) -> CacheStats:
         """Client-side counters (evictions are the server's business, reported as 0)."""
         return CacheStats(self._hits, self._misses, self._sets, 0, self._errors)
+
+    def redis_client(self) -> Any:
+        """The blocking redis-py (or valkey-py) client this client talks through, with its
+        servers, credentials and timeouts: for what the cache contract does not cover
+        (pub/sub for a coherence bus, commands of your own outside this namespace)."""
+        return self._topology.sync()
+
+    def redis_aclient(self) -> Any:
+        """The running event loop's asyncio client (as :meth:`redis_client`); None when the
+        client object was given without an asyncio twin."""
+        if not self._topology.native_async:
+            return None
+        return self._topology.for_loop(asyncio.get_running_loop())
 
     def close(self) -> None:
         """Close the connections (those of running event loops on their loop)."""
