@@ -432,12 +432,19 @@ class RedisClient(BaseCacheClient):
             if node.dead_until and not node.usable():
                 self._errors += 1
                 return None
-        if node.dead_until or main.dead_until:
-            if self._writes and not (yield from self._settle(list(self._writes.keys), node, what)):
-                return None
-            node.back()
-            main.back()
+        # Probing a node that was down: what failed meanwhile is settled first (the node is
+        # back once a call to it succeeds: see _up).
+        probing = (node.dead_until or main.dead_until) and self._writes
+        if probing and not (yield from self._settle(list(self._writes.keys), node, what)):
+            return None
         return node
+
+    def _up(self, node: Node) -> None:
+        """A call to ``node`` succeeded: it is no longer down (nor the cluster, if it was)."""
+        if node.dead_until:
+            node.back()
+        if self._main.dead_until:
+            self._main.back()
 
     def _calm(self) -> bool:
         """Nothing to check before a call: one server, up, owing nothing (the common case,
@@ -480,6 +487,7 @@ class RedisClient(BaseCacheClient):
             writes.settled(done)
             if len(done) < len(batch):
                 return False
+            self._up(node)
         return True
 
     def _dropped(self, raws: list[bytes]) -> None:
@@ -510,6 +518,8 @@ class RedisClient(BaseCacheClient):
         except Exception as exc:
             self._fault(node, exc, "a get")
             return None
+        if node.dead_until or self._main.dead_until:
+            self._up(node)
         return self._decode(key, encoded, data, self._note(slot, record))
 
     def _live(self, key: Key, entry: Entry | None, default: Any) -> Any:
@@ -575,6 +585,7 @@ class RedisClient(BaseCacheClient):
             except Exception as exc:
                 self._fault(self._main, exc, "a multi-get")
                 return found, states
+            self._up(self._main)
             states[0] = self._note(0, values.pop())
             found = {raw: v for raw, v in zip(usable, values, strict=True) if v is not None}
             return found, states
@@ -591,6 +602,7 @@ class RedisClient(BaseCacheClient):
                     failed.add(node)
                     self._fault(node, reply, "a multi-get")
                 continue
+            self._up(nodes[ks[0]])
             states[slot] = self._note(slot, reply.pop())
             found.update((raw, v) for raw, v in zip(ks, reply, strict=True) if v is not None)
         return found, states
@@ -700,6 +712,8 @@ class RedisClient(BaseCacheClient):
             self._fault(node, exc, "a set")
             self._writes.failed([raw])
             return
+        if node.dead_until or self._main.dead_until:
+            self._up(node)
         self._sets += 1
 
     def put(self, key: Key, value: Any, ttl: float) -> None:
@@ -772,6 +786,7 @@ class RedisClient(BaseCacheClient):
             self._fault(node, exc, "an add")
             self._writes.failed([raw])
             return False
+        self._up(node)
         if stored:
             self._sets += 1
         return bool(stored)
@@ -795,6 +810,8 @@ class RedisClient(BaseCacheClient):
         except Exception as exc:
             self._fault(node, exc, "a delete")
             self._writes.failed([raw])
+            return
+        self._up(node)
 
     def delete(self, key: Key) -> None:
         """Remove ``key``."""
@@ -827,6 +844,7 @@ class RedisClient(BaseCacheClient):
         try:
             for _ in range(_CAS_ATTEMPTS):
                 found = yield from self._read_for_update(key, raw, encoded)
+                self._up(node)
                 if found is None:
                     return False
                 record_key, tag, (value, expires) = found
@@ -873,6 +891,7 @@ class RedisClient(BaseCacheClient):
             except Exception as exc:
                 self._fault(node, exc, "an update")
                 raise CacheMissError(key) from exc
+            self._up(node)
             now = time.time()
             if found is None or found[2][1] <= now:
                 raise CacheMissError(key)
@@ -950,6 +969,7 @@ class RedisClient(BaseCacheClient):
             return False
         self._writes.cleared()
         self._records.clear()
+        self._up(self._main)
         return True
 
     def clear(self) -> None:
