@@ -512,9 +512,13 @@ class RedisClient(BaseCacheClient):
         node = self._main if self._calm() else (yield from self._node_for(raw, "a get"))
         if node is None:
             return None
-        slot = self._slot(raw)
+        if self._record_keys is None:  # (one record: the hot path, inlined)
+            slot, record_key = 0, self._record_key
+        else:
+            slot = self._slot(raw)
+            record_key = self._record_keys[slot]
         try:
-            data, record = yield (CMD, ("MGET", raw, self._record_key_of(slot)))
+            data, record = yield (CMD, ("MGET", raw, record_key))
         except Exception as exc:
             self._fault(node, exc, "a get")
             return None

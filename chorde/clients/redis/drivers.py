@@ -45,18 +45,29 @@ class _Steps(Generic[T]):
 
 
 def run(op: calls.Op[T], topology: Topology) -> T:
-    """Drive ``op`` to its end on the calling thread; return its result."""
-    client = topology.sync()
-    steps = _Steps(op)
-    for call in steps:
-        try:
-            if call[0] is _CMD:
-                steps.result = client.execute_command(*call[1])
-            else:
-                steps.result = _other(client, call, topology.is_cluster)
-        except Exception as exc:
-            steps.error = exc
-    return steps.value
+    """Drive ``op`` to its end on the calling thread; return its result.
+
+    (The hot path of every blocking call: a plain loop over the generator, where the
+    asyncio driver iterates :class:`_Steps`.)
+    """
+    execute = topology.sync().execute_command
+    try:
+        call = op.send(None)
+        while True:
+            try:
+                if call[0] is _CMD:
+                    result = execute(*call[1])
+                else:
+                    result = _other(topology.sync(), call, topology.is_cluster)
+            except Exception as exc:
+                call = op.throw(exc)
+                continue
+            call = op.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+    finally:
+        op.close()
 
 
 def _routing_key(args: tuple[Any, ...]) -> Any:
