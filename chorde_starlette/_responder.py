@@ -73,9 +73,7 @@ class _Responder:
 
     @property
     def _fwd(self) -> str:
-        if self._stale is not None:
-            return "stale"
-        return "request" if self._request.revalidates else "uri-miss"
+        return self._request.forward_reason(self._stale is not None)
 
     def _resolve(self, entry: StoredResponse | None) -> None:
         future = self._future
@@ -149,7 +147,7 @@ class _Responder:
                 self._request,
                 entry or stale,
                 hit=True,
-                fwd="stale",
+                fwd=self._fwd,
                 fwd_status=304,
                 stored=entry is not None,
             )
@@ -160,7 +158,7 @@ class _Responder:
             )
             self._state = self._DROP
             await mw._send_reply(
-                self._send, self._request, stale, hit=True, fwd="stale", fwd_status=status
+                self._send, self._request, stale, hit=True, fwd=self._fwd, fwd_status=status
             )
             return True
         return False

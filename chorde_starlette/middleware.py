@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import numbers
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -415,7 +416,8 @@ class CacheMiddleware:
         except Exception:
             if not responder.started and stale is not None and self.cache.serves_on_error(stale):
                 logger.warning("serving a stale %r: the application failed", request.key)
-                await self._send_reply(send, request, stale, hit=True, fwd="stale")
+                fwd = request.forward_reason(True)
+                await self._send_reply(send, request, stale, hit=True, fwd=fwd)
                 return
             raise
         finally:
@@ -506,6 +508,24 @@ class CacheMiddleware:
         return policy
 
 
+def _candidates(routes: Any) -> Any:
+    """The routes to match, a FastAPI app's included routers expanded into their operations
+    (FastAPI 0.137+ routes an ``include_router`` through a node that matches without naming
+    the endpoint; its ``iter_route_contexts`` lists what that node holds)."""
+    iter_route_contexts = _fastapi_route_contexts()
+    if iter_route_contexts is None:
+        return routes
+    try:
+        return list(iter_route_contexts(routes))
+    except Exception:  # not FastAPI routes after all
+        return routes
+
+
+def _fastapi_route_contexts() -> Any:
+    module = sys.modules.get("fastapi.routing")  # only an app already using FastAPI
+    return getattr(module, "iter_route_contexts", None)
+
+
 def _conditional(
     headers: Iterable[tuple[bytes, bytes]], validators: Iterable[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
@@ -516,14 +536,14 @@ def _conditional(
 
 def _resolve_endpoint(routes: Any, scope: Scope, depth: int) -> Any:
     """The endpoint (or mounted app) a full route match leads to, None when none matches."""
-    for route in routes:
+    for route in _candidates(routes):
         try:
             match, child = route.matches(scope)
         except Exception:  # a custom route failing to match is no match
             continue
         if match is not Match.FULL:
             continue
-        sub_routes = getattr(route, "routes", None)
+        sub_routes = getattr(getattr(route, "original_route", route), "routes", None)
         if sub_routes and depth < _MAX_MOUNT_DEPTH:
             found = _resolve_endpoint(sub_routes, {**scope, **child}, depth + 1)
             if found is not None:

@@ -29,7 +29,7 @@ from chorde import observe
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
 from chorde.http.answers import reply
-from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names
+from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names, vary_marker_until
 from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE, CacheRequest, FieldPairs
 from chorde.http.route import DEFAULT_ROUTE, Route, check_wait_timeout
 from chorde.http.rules import Rules
@@ -250,6 +250,7 @@ class ResponseCache:
             value = yield ("get", (*req.key, names, variant), None)
         entry = StoredResponse.from_value(value)
         if entry is None or not req.usable(entry):
+            req.vary_miss = names is not None  # the resource is stored, not this variant
             return None
         if entry.tags:  # purged since it was stored?
             keys = [tag_key(tag) for tag, _ in entry.tags]
@@ -261,17 +262,21 @@ class ResponseCache:
     def store_steps(self, req: CacheRequest, entry: StoredResponse) -> Steps:
         """Store ``entry``; one that varies goes under its variant's key.
 
-        The marker naming the varying fields lives for the route's ttl, the longest any
-        variant can, so a short-lived variant does not orphan the others.
+        The marker naming the varying fields lives as long as the longest-kept variant (and
+        in application mode at least the route's ttl): storing a short-lived variant never
+        shortens it, so it does not orphan the others.
         """
         if entry.tags:
             entry = entry._replace(tags=(yield from self._tag_revisions(entry.tags)))
         key = req.key
+        now = self.clock()
+        keep = self.rules.keep(entry, now)
         if entry.vary:
-            ttl = req.route.ttl or self.ttl
-            yield ("put", key, vary_marker(entry.vary), ttl)
+            needed = keep if self.rules.strict else max(keep, req.route.ttl or self.ttl)
+            until = max(now + needed, vary_marker_until((yield ("get", key, None))))
+            yield ("put", key, vary_marker(entry.vary, until), until - now)
             key = (*key, entry.vary, entry.variant)
-        yield ("put", key, entry.to_value(), self.rules.keep(entry, self.clock()))
+        yield ("put", key, entry.to_value(), keep)
 
     def _tag_revisions(
         self, tags: tuple[tuple[str, int], ...]
@@ -350,10 +355,10 @@ class ResponseCache:
             self.route_counters(req.route).errors += 1
             if stale is not None and self.serves_on_error(stale):
                 logger.warning("serving a stale %r: the application failed", req.key)
-                answer = self.reply(req, stale, hit=True, fwd="stale")
+                answer = self.reply(req, stale, hit=True, fwd=req.forward_reason(True))
                 return Outcome(answer, None, None, kind=STALE)
             raise
-        fwd = "stale" if stale is not None else "request" if req.revalidates else "uri-miss"
+        fwd = req.forward_reason(stale is not None)
         if stale is not None and stale.validators and rendered.status == 304:
             entry = self.rules.freshen(  # RFC 9111 section 4.3.4
                 req,

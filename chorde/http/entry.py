@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = ["StoredResponse", "vary_marker", "vary_marker_names"]
+__all__ = ["StoredResponse", "vary_marker", "vary_marker_names", "vary_marker_until"]
 
 _ENTRY_TAG = "chorde-http-3"
-_VARY_TAG = "chorde-vary-2"
+_VARY_TAG = "chorde-vary-3"
 
 
 class StoredResponse(NamedTuple):
@@ -63,15 +63,23 @@ class StoredResponse(NamedTuple):
 _ENTRY_LEN = len(StoredResponse._fields) + 1
 
 
-def vary_marker(names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """The value stored under a resource's key when its responses vary on ``names``."""
-    return (_VARY_TAG, names)
+def vary_marker(names: tuple[str, ...], until: float) -> tuple[str, tuple[str, ...], float]:
+    """The value stored under a resource's key when its responses vary on ``names``; it is
+    needed until ``until`` (wall clock), when the longest-kept variant goes."""
+    return (_VARY_TAG, names, until)
 
 
 def vary_marker_names(value: Any) -> tuple[str, ...] | None:
     """The field names of a vary marker, None when ``value`` is not one."""
-    if type(value) is tuple and len(value) == 2 and value[0] == _VARY_TAG:
+    if type(value) is tuple and len(value) == 3 and value[0] == _VARY_TAG:
         names = value[1]
         if type(names) is tuple and all(type(n) is str for n in names):
             return names
     return None
+
+
+def vary_marker_until(value: Any) -> float:
+    """Until when a vary marker is needed (0 when ``value`` is not one)."""
+    if vary_marker_names(value) is not None and isinstance(value[2], float):
+        return float(value[2])
+    return 0.0

@@ -71,6 +71,7 @@ class CacheRequest:
         "max_vary_bytes",
         "range",
         "route",
+        "vary_miss",
     )
 
     def __init__(self, route: Route, headers: Headers, max_vary_bytes: int) -> None:
@@ -86,6 +87,8 @@ class CacheRequest:
         self.authorized = False
         self.cookie_lines: list[str] = []
         self.if_none_match: str | None = None
+        #: Set by a lookup that found the resource varying but not this request's variant.
+        self.vary_miss = False
         #: The request's ``Range`` and ``If-Range`` (one line each), if any.
         self.range: str | None = None
         self.if_range: str | None = None
@@ -152,6 +155,15 @@ class CacheRequest:
         result = digest.hexdigest() if size <= self.max_vary_bytes else None
         memo[names] = result
         return result
+
+    def forward_reason(self, stale: bool) -> str:
+        """Why the cache goes forward for this request (RFC 9211 ``fwd``): the request
+        asked it to, its stored response is stale, its variant is not stored, or nothing is."""
+        if self.revalidates:
+            return "request"
+        if stale:
+            return "stale"
+        return "vary-miss" if self.vary_miss else "uri-miss"
 
     def usable(self, entry: StoredResponse) -> bool:
         """True when ``entry`` is this request's to be answered from, fresh or not: its

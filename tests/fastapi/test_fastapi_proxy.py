@@ -135,13 +135,6 @@ def test_strict_mode_ignores_the_middleware_ttl(defaults_site: Site, path: str) 
     assert len(defaults_site.log(path)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResponseCache.store_steps (chorde/http/cache.py) stores a varying resource's "
-    "vary marker for the route's ttl or the cache's (1 s on this proxy, 60 s by default), "
-    "in strict mode too, where that ttl plays no part: once it expires every variant is "
-    "orphaned and fetched again, whatever freshness the response granted",
-)
 def test_a_varying_response_keeps_its_freshness_past_the_middleware_ttl(
     defaults_site: Site, path: str
 ) -> None:
@@ -590,12 +583,6 @@ def test_cache_status_values(defaults_site: Site, path: str) -> None:
     assert cache_status(asked).startswith("edge; fwd=request; stored")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cache-Status never says fwd=vary-miss: a request for a variant not stored (of a "
-    "resource with stored variants) is reported fwd=uri-miss (chorde_starlette middleware and "
-    "chorde.http.cache.lookup_steps return None for both)",
-)
 def test_cache_status_says_vary_miss(site: Site, path: str) -> None:
     target = url(path, cc="max-age=60", vary="Accept-Language")
     site.get(target, accept_language="en")
@@ -604,12 +591,6 @@ def test_cache_status_says_vary_miss(site: Site, path: str) -> None:
     assert cache_status(other).startswith("chorde; fwd=vary-miss")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request's no-cache that forwards with a fresh stored entry is reported "
-    "fwd=stale (the entry is passed to _forward as `stale`); RFC 9211 section 2.2: "
-    "fwd=request is for a forward the request's semantics required",
-)
 def test_cache_status_says_request_for_a_no_cache_request(site: Site, path: str) -> None:
     target = url(path, cc="max-age=60")
     site.get(target)

@@ -16,7 +16,6 @@ import collections
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import fastapi.routing
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Header
@@ -162,18 +161,6 @@ async def test_the_middleware_wrapping_the_app_finds_the_marks() -> None:
         assert 0 < ttl(await twice(http, "/short/3")) <= 5
 
 
-_INCLUDED_ROUTERS_ARE_NODES = hasattr(fastapi.routing, "_IncludedRouter")
-
-
-@pytest.mark.xfail(
-    _INCLUDED_ROUTERS_ARE_NODES,
-    strict=True,
-    reason="FastAPI >= 0.137 keeps an included APIRouter as one _IncludedRouter node of "
-    "app.routes, whose matches() returns an empty child scope (no endpoint) and which has "
-    "no .routes: CacheMiddleware._policy (chorde_starlette/middleware.py) finds no mark "
-    "and applies the default policy. fastapi.routing.iter_route_contexts() (0.137.2+) "
-    "lists the effective routes, each with matches() and endpoint",
-)
 @pytest.mark.parametrize(
     "url, check",
     [

@@ -364,3 +364,30 @@ async def test_a_no_cache_response_is_revalidated_on_every_use(
         await c.get("/b")
         await c.get("/b")
     assert no_validator.calls == 2  # nothing to revalidate with: not stored
+
+
+async def test_a_short_lived_variant_never_shortens_the_vary_marker(
+    origin: Origin, clock: Clock
+) -> None:
+    origin.fields = {"cache-control": "max-age=3600", "vary": "accept-language"}
+    mw = cache(origin, clock, strict=True)
+    async with http(mw) as c:
+        await c.get("/v", headers={"accept-language": "de"})  # kept an hour
+        origin.fields["cache-control"] = "max-age=5"
+        await c.get("/v", headers={"accept-language": "fr"})  # kept 5 s
+        clock.now += 600  # past the middleware's ttl (60 s) and the short variant's life
+        long_lived = await c.get("/v", headers={"accept-language": "de"})
+        assert "hit" in status(long_lived)
+    assert origin.calls == 2
+
+
+async def test_forward_reasons_rfc_9211(origin: Origin, clock: Clock) -> None:
+    origin.fields = {"cache-control": "max-age=60", "vary": "accept-language"}
+    mw = cache(origin, clock)
+    async with http(mw) as c:
+        assert "fwd=uri-miss" in status(await c.get("/f", headers={"accept-language": "de"}))
+        assert "fwd=vary-miss" in status(await c.get("/f", headers={"accept-language": "fr"}))
+        forced = await c.get("/f", headers={"accept-language": "de", "cache-control": "no-cache"})
+        assert "fwd=request" in status(forced)  # asked for by the request, not stale
+        clock.now += 61
+        assert "fwd=stale" in status(await c.get("/f", headers={"accept-language": "de"}))
