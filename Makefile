@@ -39,7 +39,8 @@ demo: build-ext
 # The contract suite (and the in-process client's own tests) run in both builds.
 PURE_TESTS := tests/contract tests/clients/test_inproc.py tests/clients/test_inproc_namespaces.py tests/test_speedups.py
 # What runs against the installed wheel (and not again against the checkout).
-INSTALLED_TESTS := tests/contract tests/django tests/starlette $(wildcard tests/test_flask*.py tests/test_tornado*.py)
+INSTALLED_TESTS := tests/contract tests/django tests/starlette tests/fastapi tests/http \
+	$(wildcard tests/test_flask*.py tests/test_tornado*.py tests/test_adapters_by_url.py)
 WHEEL_VENV ?= .venv-wheel
 WPY := $(WHEEL_VENV)/bin/python
 WHEEL_RUN := $(WHEEL_VENV)/run
