@@ -365,11 +365,13 @@ class AsyncWriteCacheClient(ClientWrapper):
 
     def putMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
-        """Queue many writes with one ttl."""
+    ) -> list[Hashable]:
+        """Queue many writes with one ttl (none fails here: a write that fails later, in
+        the background, is logged and counted)."""
         for key, op in self._puts(items, ttl):
             self._enqueue(key, op)
             self._sets += 1
+        return []
 
     def delete(self, key: Hashable) -> None:
         """Queue a delete of ``key``."""
@@ -385,11 +387,12 @@ class AsyncWriteCacheClient(ClientWrapper):
 
     async def aputMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
+    ) -> list[Hashable]:
         """Awaitable :meth:`putMulti`."""
         for key, op in self._puts(items, ttl):
             await self._aenqueue(key, op)
             self._sets += 1
+        return []
 
     async def adelete(self, key: Hashable) -> None:
         """Awaitable :meth:`delete`."""

@@ -197,12 +197,14 @@ class BaseCacheClient(ABC):
         for key, (value, ttl) in self.getTtlMulti(keys, NONE):
             yield key, value if value is not NONE and ttl > 0 else default
 
-    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict[Key, Any], ttl: float) -> None:
-        """Store many ``(key, value)`` pairs (or a mapping) with one ttl."""
+    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict[Key, Any], ttl: float) -> list[Key]:
+        """Store many ``(key, value)`` pairs (or a mapping) with one ttl; return the keys
+        that could not be stored (a failed write of a shared backend), empty when all were."""
         if isinstance(items, dict):
             items = items.items()
         for key, value in items:
             self.put(key, value, ttl)
+        return []
 
     # ---- read-modify-write: atomic within this client; shared backends override ------
 
@@ -320,7 +322,7 @@ class BaseCacheClient(ABC):
 
     async def aputMulti(
         self, items: Iterable[tuple[Key, Any]] | dict[Key, Any], ttl: float
-    ) -> None:
+    ) -> list[Key]:
         """Awaitable :meth:`putMulti`."""
         items = list(items.items() if isinstance(items, dict) else items)
         return await self._call(self.putMulti, items, ttl)

@@ -48,9 +48,9 @@ class CappedTtlClient(ClientWrapper):
 
     def putMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
+    ) -> list[Hashable]:
         """Store many with the ttl capped."""
-        self.client.putMulti(items, min(ttl, self.max_ttl))
+        return self.client.putMulti(items, min(ttl, self.max_ttl))
 
     def add(self, key: Hashable, value: Any, ttl: float) -> bool:
         """Add with the ttl capped."""

@@ -469,18 +469,20 @@ class CoherentWrapperClient(ClientWrapper):
 
     def putMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
-        """Batch :meth:`put`: one batch per tier, one announcement."""
+    ) -> list[Hashable]:
+        """Batch :meth:`put`: one batch per tier, one announcement; return the keys the
+        shared tier could not store."""
         ttl = check_ttl(ttl)
         items = list(items.items() if isinstance(items, dict) else items)
         ekeys = [encode_key(k) for k, _ in items]
         before = self._inv_seq
-        self._shared.putMulti(items, ttl)
+        failed = self._shared.putMulti(items, ttl) or []
         for key, value in items:
             self._write_private(key, value, ttl, before)
         self._sets += len(items)
         if ekeys:
             self._announce(MessageType.INVALIDATE, ekeys)
+        return list(failed)
 
     def add(self, key: Hashable, value: Any, ttl: float) -> bool:
         """Add in the shared tier (atomic there); on success copy to L1 and announce."""

@@ -118,11 +118,12 @@ class NamespaceWrapper(ClientWrapper):
 
     def _put_multi(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> Steps[None]:
+    ) -> Steps[list[Hashable]]:
         pairs = items.items() if isinstance(items, dict) else items
         revision = yield from self._revision_steps()
         inner = [((self.namespace, revision, k), v) for k, v in pairs]
-        yield (self.client, "putMulti", (inner, ttl))
+        failed = yield (self.client, "putMulti", (inner, ttl))
+        return [key[2] for key in failed or ()]
 
     def _clear(self) -> Steps[None]:
         revision = _new_revision()
@@ -162,9 +163,9 @@ class NamespaceWrapper(ClientWrapper):
 
     def putMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
-        """Store many pairs within the namespace."""
-        run(self._put_multi(items, ttl))
+    ) -> list[Hashable]:
+        """Store many pairs within the namespace; return the keys that could not be."""
+        return run(self._put_multi(items, ttl))
 
     def add(self, key: Hashable, value: Any, ttl: float) -> bool:
         """Add within the namespace."""
@@ -229,9 +230,9 @@ class NamespaceWrapper(ClientWrapper):
 
     async def aputMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
+    ) -> list[Hashable]:
         """Awaitable :meth:`putMulti`."""
-        await arun(self._put_multi(items, ttl))
+        return await arun(self._put_multi(items, ttl))
 
     async def aadd(self, key: Hashable, value: Any, ttl: float) -> bool:
         """Awaitable :meth:`add`."""

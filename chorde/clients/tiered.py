@@ -169,11 +169,12 @@ class TieredInclusiveClient(BaseCacheClient):
 
     def _put_multi(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> Steps[None]:
+    ) -> Steps[list[Hashable]]:
         check_ttl(ttl)
         pairs = list(items.items() if isinstance(items, dict) else items)
-        yield from self._each("putMulti", pairs, ttl)
-        self._sets += len(pairs)
+        failed = (yield from self._each("putMulti", pairs, ttl))[-1] or []
+        self._sets += len(pairs) - len(failed)
+        return list(failed)  # the last tier's: the one every other tier copies
 
     def _add(self, key: Hashable, value: Any, ttl: float) -> Steps[bool]:
         check_ttl(ttl)
@@ -234,9 +235,10 @@ class TieredInclusiveClient(BaseCacheClient):
 
     def putMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
-        """Write many pairs to every tier, in batches where a tier supports them."""
-        run(self._put_multi(items, ttl))
+    ) -> list[Hashable]:
+        """Write many pairs to every tier, in batches where a tier supports them; return the
+        keys the last tier could not store."""
+        return run(self._put_multi(items, ttl))
 
     def add(self, key: Hashable, value: Any, ttl: float) -> bool:
         """Add in the last tier; when it succeeds, copy the value to the tiers above."""
@@ -316,9 +318,9 @@ class TieredInclusiveClient(BaseCacheClient):
 
     async def aputMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
-    ) -> None:
+    ) -> list[Hashable]:
         """Awaitable :meth:`putMulti`."""
-        await arun(self._put_multi(items, ttl))
+        return await arun(self._put_multi(items, ttl))
 
     async def aadd(self, key: Hashable, value: Any, ttl: float) -> bool:
         """Awaitable :meth:`add`."""

@@ -728,18 +728,21 @@ class RedisClient(BaseCacheClient):
         """Awaitable :meth:`put` (native asyncio)."""
         await _arun(self._put(key, value, ttl), self._topology)
 
-    def _put_many(self, items: Items, ttl: float) -> Op[None]:
+    def _put_many(self, items: Items, ttl: float) -> Op[list[Key]]:
         ttl = check_ttl(ttl)
         if isinstance(items, dict):
             items = items.items()
         px = self._px(ttl)
         planned: dict[bytes, bytes] = {}
+        keys: dict[bytes, Key] = {}
         for key, value in items:
             raw, encoded = self._map_key(key)
             planned[raw] = self._encode(key, encoded, value, ttl)
+            keys[raw] = key
         usable = yield from self._usable(list(planned), "a multi-set")
-        if len(usable) < len(planned):
-            self._writes.failed([raw for raw in planned if raw not in usable])
+        unreached = [raw for raw in planned if raw not in usable]
+        if unreached:
+            self._writes.failed(unreached)
         commands = []
         raws = []
         for raw, payload in planned.items():
@@ -748,7 +751,7 @@ class RedisClient(BaseCacheClient):
                 commands.append(("EVALSHA", scripts.PUT.sha, 2, raw, record_key, payload, px))
                 raws.append(raw)
         if not commands:
-            return
+            return [keys[raw] for raw in unreached]
         replies = yield from self._pipe_scripts(commands, scripts.PUT)
         failed = [(raw, r) for raw, r in zip(raws, replies, strict=True) if _failed(r)]
         self._sets += len(raws) - len(failed)
@@ -756,6 +759,7 @@ class RedisClient(BaseCacheClient):
             self._fault(usable[failed[0][0]], failed[0][1], "a multi-set")
             self._dropped([raw for raw, _ in failed[1:]])
             self._writes.failed([failed[0][0]])
+        return [keys[raw] for raw in unreached] + [keys[raw] for raw, _ in failed]
 
     def _pipe_scripts(
         self, commands: list[tuple[Any, ...]], script: scripts.Script
@@ -771,13 +775,14 @@ class RedisClient(BaseCacheClient):
                 replies[i] = answer
         return replies
 
-    def putMulti(self, items: Items, ttl: float) -> None:
-        """Store many pairs with one ttl; one round trip per node."""
-        _run(self._put_many(items, ttl), self._topology)
+    def putMulti(self, items: Items, ttl: float) -> list[Key]:
+        """Store many pairs with one ttl, one round trip per node; return the keys that
+        could not be stored (their node down or failing)."""
+        return _run(self._put_many(items, ttl), self._topology)
 
-    async def aputMulti(self, items: Items, ttl: float) -> None:
+    async def aputMulti(self, items: Items, ttl: float) -> list[Key]:
         """Awaitable :meth:`putMulti` (native asyncio)."""
-        await _arun(self._put_many(items, ttl), self._topology)
+        return await _arun(self._put_many(items, ttl), self._topology)
 
     def _add(self, key: Key, value: Any, ttl: float) -> Op[bool]:
         raw, payload, slot, px, node = yield from self._prepare(key, value, ttl, "an add")
@@ -865,14 +870,16 @@ class RedisClient(BaseCacheClient):
         return False
 
     def renew(self, key: Key, ttl: float) -> bool:
-        """Give an existing entry (stale or not) ``ttl`` more seconds; False if absent."""
+        """Keep an existing entry (stale or not) alive at least ``ttl`` seconds from now (a
+        later expiry stays); False if absent."""
         ttl = check_ttl(ttl)
-        return _run(self._rewrite(key, lambda _left: ttl, "a renew"), self._topology)
+        return _run(self._rewrite(key, lambda left: max(left, ttl), "a renew"), self._topology)
 
     async def arenew(self, key: Key, ttl: float) -> bool:
         """Awaitable :meth:`renew` (native asyncio)."""
         ttl = check_ttl(ttl)
-        return await _arun(self._rewrite(key, lambda _left: ttl, "a renew"), self._topology)
+        renewed = self._rewrite(key, lambda left: max(left, ttl), "a renew")
+        return await _arun(renewed, self._topology)
 
     def expire(self, key: Key) -> None:
         """Mark the entry stale now; ``getTtl`` still returns it for ``stale_grace`` seconds."""
