@@ -674,7 +674,7 @@ class _Core:
         refresh: bool = False,
     ) -> Any:
         """Run a claimed flight: compute, store, then resolve every waiter."""
-        started = _clock()
+        started = _clock() if refresh and self.observed else 0.0
         try:
             value = _MISS
             if self.coordinate is not None:
@@ -699,14 +699,14 @@ class _Core:
                     logger.exception(
                         "%s%s: background computation failed", self.name, reprlib.repr(args)
                     )
-                if refresh and self.observed:
+                if started:
                     self._emit(ERROR, started)
             self.flights.release(ckey, flight)
             flight.set_exception(exc)
             raise
         self.flights.release(ckey, flight)
         flight.set_result(value)
-        if refresh and self.observed:
+        if started:
             self._emit(REFRESH, started)
         return value
 
@@ -839,10 +839,10 @@ class _Core:
                 self._raise_key_error(args, kwargs, exc)
         except Exception:
             self.counters.errors += 1
-            if self.observed:
+            if started:
                 self._emit(ERROR, started)
             raise
-        if self.observed:
+        if started:
             self._emit(MISS, started)
         return value
 
@@ -1087,8 +1087,8 @@ class _Core:
         kwargs: dict[str, Any],
         recheck: float | None,
     ) -> Any:
-        started = _clock()
         refresh = run.background
+        started = _clock() if refresh and self.observed else 0.0
         try:
             if self.acoordinate is not None:
                 value = await self._acoordinated(ckey, guard, args, kwargs, recheck)
@@ -1107,13 +1107,13 @@ class _Core:
                 logger.exception(
                     "%s%s: background computation failed", self.name, reprlib.repr(args)
                 )
-            if refresh and self.observed:
+            if started:
                 self._emit(ERROR, started)
             raise
         finally:
             if self.aflights.get(ckey) is run:
                 self.aflights.pop(ckey, None)  # pop: another loop's thread may race us
-        if refresh and self.observed:
+        if started:
             self._emit(REFRESH, started)
         return value
 
@@ -1205,10 +1205,10 @@ class _Core:
                 self._raise_key_error(args, kwargs, exc)
         except Exception:
             self.counters.errors += 1
-            if self.observed:
+            if started:
                 self._emit(ERROR, started)
             raise
-        if self.observed:
+        if started:
             self._emit(MISS, started)
         return value
 
