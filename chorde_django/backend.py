@@ -297,15 +297,7 @@ class ChordeCache(BaseCache):
             for key, _ in items:
                 client.delete(key)
             return []
-        if self._stack.kind == "inproc":
-            client.putMulti(items, ttl)
-            return []
-        errors = client.stats.errors
-        client.putMulti(items, ttl)
-        if client.stats.errors == errors:
-            return []
-        # Some write failed (the client counts it and carries on): find out which.
-        return self._missing(made, client.getMulti(list(made), _MISS))
+        return [made[cast(str, key)] for key in client.putMulti(items, ttl)]
 
     def _prepare_many(
         self, data: dict[Any, Any], version: Any
@@ -318,10 +310,6 @@ class ChordeCache(BaseCache):
             made[made_key] = key
             items.append((made_key, copy_in(value)))
         return made, items
-
-    @staticmethod
-    def _missing(made: dict[str, Any], pairs: Iterable[tuple[Any, Any]]) -> list[Any]:
-        return [made[key] for key, value in pairs if value is _MISS]
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         """Remove every key."""
@@ -458,11 +446,7 @@ class ChordeCache(BaseCache):
             for key, _ in items:
                 await client.adelete(key)
             return []
-        errors = client.stats.errors
-        await client.aputMulti(items, ttl)
-        if client.stats.errors == errors:
-            return []
-        return self._missing(made, await client.agetMulti(list(made), _MISS))
+        return [made[cast(str, key)] for key in await client.aputMulti(items, ttl)]
 
     async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         """Awaitable :meth:`delete_many`."""

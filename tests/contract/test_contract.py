@@ -160,6 +160,14 @@ def test_renew(env):
     assert env.client.getTtl("k")[1] > 50
 
 
+def test_renew_only_extends(env):
+    env.client.put("k", "v", 100)
+    assert env.client.renew("k", 1)
+    env.advance(2)
+    assert env.client.get("k") == "v"  # the longer life it had is kept
+    assert env.client.getTtl("k")[1] > 50
+
+
 def test_renew_revives_expired(env):
     env.client.put("k", "v", TTL)
     env.client.expire("k")
@@ -259,8 +267,8 @@ def test_getTtlMulti(env):
 
 
 def test_putMulti(env):
-    env.client.putMulti([(1, "a"), (2, "b")], TTL)
-    env.client.putMulti({3: "c"}, TTL)
+    assert env.client.putMulti([(1, "a"), (2, "b")], TTL) == []  # the keys not stored
+    assert env.client.putMulti({3: "c"}, TTL) == []
     assert dict(env.client.getMulti([1, 2, 3])) == {1: "a", 2: "b", 3: "c"}
 
 
@@ -324,7 +332,7 @@ def test_async_methods(env):
         assert (await c.agetTtl("k"))[0] == 1
         assert await c.aadd("k", 2, TTL) is False
         assert await c.acontains("k")
-        await c.aputMulti({"a": 1, "b": 2}, TTL)
+        assert await c.aputMulti({"a": 1, "b": 2}, TTL) == []
         assert dict(await c.agetMulti(["a", "b", "z"], None)) == {"a": 1, "b": 2, "z": None}
         got = dict(await c.agetTtlMulti(["a", "z"], None))
         assert got["a"][0] == 1 and got["z"] == (None, -1.0)

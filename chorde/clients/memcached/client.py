@@ -792,12 +792,13 @@ class MemcachedClient(BaseCacheClient):
             return True
         return (yield from self._generation(server))[1] == state[1]
 
-    def _put(self, key: Key, value: Any, ttl: float) -> Op[None]:
+    def _put(self, key: Key, value: Any, ttl: float) -> Op[bool]:
+        """Store one value; whether the server stored it."""
         ttl = check_ttl(ttl)
         raw, encoded, server = self._locate(key)
         if server.down and server.missed((raw,)):
             self._errors += 1
-            return
+            return False
         state = server.state
         for _ in range(_CAS_ATTEMPTS):
             if state[2] is None:
@@ -805,7 +806,7 @@ class MemcachedClient(BaseCacheClient):
                     state = yield from self._establish(server)
                 except Exception as exc:
                     self._fault(server, exc, "a set", (raw,))
-                    return
+                    return False
             payload = self._encode(key, encoded, value, ttl, state[2])
             try:
                 if len(payload) + _GEN_SIZE <= self._page_size:  # (the hot path: no paging)
@@ -815,7 +816,7 @@ class MemcachedClient(BaseCacheClient):
                     if stored is None:
                         # The new value could not be written: the old one must not stay.
                         yield from self._delete_raw(server, raw)
-                        return
+                        return False
                     item, flags = stored
                 # The old item's flags come back in the same round trip: were it paged, its
                 # pages are deleted rather than left to age out.
@@ -826,13 +827,14 @@ class MemcachedClient(BaseCacheClient):
                 still = server.state is state or (yield from self._still(server, state))
             except Exception as exc:
                 self._fault(server, exc, "a set", (raw,))
-                return
+                return False
             pages = self._stored(raw, reply, probed_flags(probed), flags)
             if pages:
                 yield from self._drop_pages(pages)
             if still:
-                return
+                return reply == b"STORED"
             state = server.state  # written for a generation gone: again, for the new one
+        return False
 
     def put(self, key: Key, value: Any, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds; dropped (and counted) if the server is down."""
@@ -842,37 +844,52 @@ class MemcachedClient(BaseCacheClient):
         """Awaitable :meth:`put` (native asyncio)."""
         await _arun(self._put(key, value, ttl))
 
-    def _put_many(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> Op[None]:
+    def _put_many(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> Op[list[Key]]:
+        """Store many pairs; return the keys not stored."""
         ttl = check_ttl(ttl)
         if isinstance(items, dict):
             items = items.items()
         by_server: dict[Server, list[tuple[Key, bytes, bytes, Any]]] = {}
+        key_of: dict[bytes, Key] = {}
         for key, value in items:
             raw, encoded, server = self._locate(key)
             by_server.setdefault(server, []).append((key, raw, encoded, value))
+            key_of[raw] = key
+        failed: set[bytes] = set()
         for _ in range(_CAS_ATTEMPTS):
-            used = yield from self._put_by_server(by_server, ttl)
+            for batch in by_server.values():  # (written again: their last write counts)
+                failed.difference_update(raw for _, raw, _, _ in batch)
+            used = yield from self._put_by_server(by_server, ttl, failed)
             # Servers that reconnected meanwhile: written again where the generation changed.
             moved = [server for server, state in used.items() if server.state is not state]
             if not moved:
-                return
+                break
             checks = yield from _one_or_all([self._still(s, used[s]) for s in moved])
             again = {}
             for server, still in zip(moved, checks, strict=True):
                 if isinstance(still, Exception):
                     raws = [raw for _, raw, _, _ in by_server[server]]
                     self._fault(server, still, "a multi-set", raws)
+                    failed.update(raws)
                 elif not still:
                     again[server] = by_server[server]
             if not again:
-                return
+                break
             by_server = again
+        else:
+            for batch in by_server.values():  # (the generation kept moving under them)
+                failed.update(raw for _, raw, _, _ in batch)
+        return [key for raw, key in key_of.items() if raw in failed] if failed else []
 
     def _put_by_server(
-        self, by_server: dict[Server, list[tuple[Key, bytes, bytes, Any]]], ttl: float
+        self,
+        by_server: dict[Server, list[tuple[Key, bytes, bytes, Any]]],
+        ttl: float,
+        failed: set[bytes],
     ) -> Op[dict[Server, State]]:
         """Store ``(key, raw, encoded, value)`` entries, grouped by server; return the
-        generation view each server's were written for."""
+        generation view each server's were written for. The entries not stored are added
+        to ``failed``."""
         # Servers whose generation this client has not seen yet: settled first, together.
         unknown = [s for s in by_server if s.state[2] is None and not s.down]
         if unknown:
@@ -884,45 +901,54 @@ class MemcachedClient(BaseCacheClient):
                     self._fault(server, done, "a multi-set", [raw for _, raw, _, _ in batch])
         # Every value is serialized before anything is stored (a bad one raises first).
         sets = []
+        batches: list[list[bytes]] = []
         big = []
         used = {}
         for server, batch in by_server.items():
             state = server.state
             if state[2] is None:  # down, or failed just above
+                raws = dict.fromkeys(r for _, r, _, _ in batch)
+                failed.update(raws)
                 if server.down:
-                    sets.append(
-                        self._set_many(server, state, dict.fromkeys(r for _, r, _, _ in batch))
-                    )
+                    sets.append(self._set_many(server, state, raws))
+                    batches.append(list(raws))
                 continue
             payloads: dict[bytes, bytes] = {}
             for key, raw, encoded, value in batch:
                 payload = self._encode(key, encoded, value, ttl, state[2])
                 if len(payload) + _GEN_SIZE > self._page_size:
-                    big.append((key, value))
+                    big.append((key, raw, value))
                 else:
                     payloads[raw] = payload
             used[server] = state
             sets.append(self._set_many(server, state, payloads, self._exptime(ttl)))
-        yield from _one_or_all(sets)
-        for key, value in big:
-            yield from self._put(key, value, ttl)
+            batches.append(list(payloads))
+        for batch, done in zip(batches, (yield from _one_or_all(sets)), strict=True):
+            if isinstance(done, Exception):  # (faults are handled within: not expected)
+                logger.error("chorde: a multi-set failed", exc_info=done)
+                done = batch
+            failed.update(done)
+        for key, raw, value in big:
+            if not (yield from self._put(key, value, ttl)):
+                failed.add(raw)
         return used
 
     def _set_many(
         self, server: Server, state: State, payloads: dict[bytes, Any], exptime: int = 0
-    ) -> Op[None]:
-        """Store ``payloads`` (signed for ``state``) on ``server``, in one round trip."""
+    ) -> Op[list[bytes]]:
+        """Store ``payloads`` (signed for ``state``) on ``server``, in one round trip;
+        return the raw keys not stored."""
         if not payloads:
-            return
+            return []
         if server.down and server.missed(payloads):
             self._errors += len(payloads)
-            return
+            return list(payloads)
         if state[2] is None:  # (came back just now: nothing to sign for, the old must go)
             try:
                 yield from self._delete_many(server, list(payloads))
             except Exception as exc:
                 self._fault(server, exc, "a multi-set", payloads)
-            return
+            return list(payloads)
         try:
             # Each item's old flags come back in the same round trip (see put).
             request = protocol.probe_set_many(payloads, exptime, state[1])
@@ -930,21 +956,27 @@ class MemcachedClient(BaseCacheClient):
         except Exception as exc:
             self._errors += len(payloads) - 1
             self._fault(server, exc, "a multi-set", payloads)
-            return
+            return list(payloads)
         pages: list[bytes] = []
+        failed = []
         for i, raw in enumerate(payloads):
-            pages += self._stored(raw, answers[2 * i + 1], probed_flags(answers[2 * i]), 0)
+            reply = answers[2 * i + 1]
+            if reply != b"STORED":
+                failed.append(raw)
+            pages += self._stored(raw, reply, probed_flags(answers[2 * i]), 0)
         if pages:
             yield from self._drop_pages(pages)
+        return failed
 
-    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+    def putMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> list[Key]:
         """Store many pairs with one ttl; one round trip per server (big values aside), the
-        servers at the same time."""
-        _run(self._put_many(items, ttl))
+        servers at the same time. Return the keys not stored (their server down or failing,
+        logged), empty when all were."""
+        return _run(self._put_many(items, ttl))
 
-    async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> None:
+    async def aputMulti(self, items: Iterable[tuple[Key, Any]] | dict, ttl: float) -> list[Key]:
         """Awaitable :meth:`putMulti` (native asyncio)."""
-        await _arun(self._put_many(items, ttl))
+        return await _arun(self._put_many(items, ttl))
 
     def _add(self, key: Key, value: Any, ttl: float) -> Op[bool]:
         ttl = check_ttl(ttl)
@@ -1081,14 +1113,15 @@ class MemcachedClient(BaseCacheClient):
         return False
 
     def renew(self, key: Key, ttl: float) -> bool:
-        """Give an existing entry (stale or not) ``ttl`` more seconds; False if absent."""
+        """Make an existing entry (stale or not) live at least ``ttl`` more seconds (one
+        that has longer left keeps it); False if absent."""
         ttl = check_ttl(ttl)
-        return _run(self._update_expiry(key, lambda _left: ttl, "a renew"))
+        return _run(self._update_expiry(key, lambda left: max(left, ttl), "a renew"))
 
     async def arenew(self, key: Key, ttl: float) -> bool:
         """Awaitable :meth:`renew` (native asyncio)."""
         ttl = check_ttl(ttl)
-        return await _arun(self._update_expiry(key, lambda _left: ttl, "a renew"))
+        return await _arun(self._update_expiry(key, lambda left: max(left, ttl), "a renew"))
 
     def expire(self, key: Key) -> None:
         """Mark the entry stale now; ``getTtl`` still returns it for ``stale_grace`` seconds."""
