@@ -420,9 +420,10 @@ class _Core:
             if ttl == 0:
                 return 0.0
         spread = self.spread
-        if spread is None:
-            spread = ttl / 10 if math.isfinite(ttl) else 0.0
-        return ttl - random.random() * min(spread, ttl / 2) if spread else ttl
+        if self.ttl_fn is not None:  # a computed ttl: a tenth of it, or at most its half
+            spread = (ttl / 10 if math.isfinite(ttl) else 0.0) if spread is None else spread
+            spread = min(spread, ttl / 2)
+        return ttl - random.random() * spread if spread else ttl
 
     # ---- observation -----------------------------------------------------------
 
@@ -683,12 +684,16 @@ class _Core:
                 if recheck is not None:
                     # Another flight may have stored the value between our miss and our
                     # claim (and the revisions may have moved).
-                    held, ttl_left, guard = self.read(ckey, args, kwargs)
+                    if self.guarded:
+                        held, ttl_left, guard = self.read(ckey, args, kwargs)
+                    else:
+                        held, ttl_left = self.client.getTtl(ckey, _MISS)
                     if ttl_left > recheck:
                         value = held
                 if value is _MISS:
-                    epoch = self.epoch()
-                    revisions = self.revisions(guard)
+                    space = self.space
+                    epoch = space.epoch if space is not None else -1
+                    revisions = None if guard is None else self.revisions(guard)
                     value = self.fn(*args, **kwargs)
                     self.store(ckey, value, revisions, epoch)
         except BaseException as exc:
