@@ -436,13 +436,23 @@ class CacheMiddleware:
         async def sink(message: Message) -> None:
             pass  # the client was answered already, from the stale entry
 
+        counters = self.cache.route_counters(request.route)
+        counters.refreshes += 1
+        name = request.route.name or "default"
+
         async def refresh() -> None:
+            started = time.perf_counter() if observe.hooks() else 0.0
+            kind = observe.REFRESH
             try:
                 await self._forward(dict(scope), receive, sink, request, None, stale)
             except Exception:  # nobody is waiting for it: the stale entry just stays
+                counters.errors += 1
+                kind = observe.ERROR
                 logger.warning("background refresh of %r failed", request.key, exc_info=True)
             finally:
                 self._refreshing.pop(key, None)
+                if started:
+                    observe.emit(kind, name, time.perf_counter() - started, observe.ROUTE)
 
         self._refreshing[key] = asyncio.get_running_loop().create_task(refresh())
 

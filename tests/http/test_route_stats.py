@@ -120,3 +120,73 @@ def test_route_names_are_checked():
     cache = ResponseCache(InprocCacheClient(10))
     assert cache.route_counters(Route(name="a")) is cache.route_counters(Route(name="a"))
     assert cache.route_info() == {"a": CacheInfo()}
+
+
+def test_starlette_background_refresh_counts_and_events():
+    pytest.importorskip("starlette")
+    import time
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+    from starlette.testclient import TestClient
+
+    from chorde_starlette import CacheMiddleware, cache_route
+
+    renders = []
+
+    @cache_route
+    async def news(request):
+        renders.append(1)
+        cc = "max-age=10, stale-while-revalidate=600"
+        return PlainTextResponse(f"news {len(renders)}", headers={"Cache-Control": cc})
+
+    now = [1_000_000.0]
+    app = Starlette(routes=[StarletteRoute("/news", news)])
+    middleware = CacheMiddleware(app, client=InprocCacheClient(100), clock=lambda: now[0])
+    events: list[observe.Event] = []
+    name = f"{news.__module__}.{news.__qualname__}"
+    with observe.hooked(events.append), TestClient(middleware) as web:
+        assert web.get("/news").text == "news 1"
+        now[0] += 20  # stale, within stale-while-revalidate
+        assert web.get("/news").text == "news 1"
+        deadline = time.monotonic() + 5
+        while len(renders) < 2 or middleware._refreshing:
+            assert time.monotonic() < deadline, "the background refresh never ran"
+            time.sleep(0.01)
+    assert middleware.cache.route_info()[name] == CacheInfo(misses=1, stale=1, refreshes=1)
+    assert [e.kind for e in events] == ["miss", "stale", "refresh"]
+
+
+async def test_tornado_route_counters():
+    tornado_web = pytest.importorskip("tornado.web")
+    import httpx
+
+    from chorde_tornado import cache_response
+    from tests.servers import free_port
+
+    class Page(tornado_web.RequestHandler):
+        @cache_response(60)
+        def get(self) -> None:
+            self.write("page")
+
+    client = InprocCacheClient(100)
+    app = tornado_web.Application([("/page", Page)], chorde_client=client)
+    port = free_port()
+    server = app.listen(port, address="127.0.0.1")
+    events: list[observe.Event] = []
+    try:
+        with observe.hooked(events.append):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                for _ in range(3):
+                    assert (await http.get("/page")).text == "page"
+    finally:
+        server.stop()
+        await server.close_all_connections()
+    name = f"{Page.get.__module__}.{Page.get.__qualname__}"
+    assert [(e.kind, e.name, e.scope) for e in events] == [
+        ("miss", name, "route"),
+        ("hit", name, "route"),
+        ("hit", name, "route"),
+    ]
+    assert observe.snapshot()[("route", name)] == CacheInfo(hits=2, misses=1)
