@@ -5,8 +5,9 @@
 #               speedups, the contract suite as pure Python, and the contract suite, adapter
 #               and packaging tests against the wheel installed in .venv-wheel
 #               (PYTEST_ADDOPTS honoured)
-#   make chaos  the chaos suite (tests/chaos: servers killed, frozen and restarted, a faulty
-#               proxy); fails past its time budget (CHORDE_CHAOS_BUDGET, 180 s). make test runs it
+#   make chaos  the chaos suite (tests/chaos and Redis's faults: servers killed, frozen and
+#               restarted, a faulty proxy); fails past its time budget (CHORDE_CHAOS_BUDGET,
+#               180 s). make test runs it
 #   make dist   the sdist and the wheel built from it (compiled), checked with twine
 #   make bench  run the benchmarks (BENCH_ARGS="inproc --quick" to pick; installs the
 #               bench extra, matplotlib, for --plot)
@@ -41,6 +42,9 @@ PURE_TESTS := tests/contract tests/clients/test_inproc.py tests/clients/test_inp
 # What runs against the installed wheel (and not again against the checkout).
 INSTALLED_TESTS := tests/contract tests/django tests/starlette tests/fastapi tests/http \
 	$(wildcard tests/test_flask*.py tests/test_tornado*.py tests/test_adapters_by_url.py)
+# The chaos suite: memcached, the broker and the files client in tests/chaos, Redis's faults
+# beside the Redis client's other tests (their fixtures).
+CHAOS_TESTS := tests/chaos tests/redis/test_redis_faults.py
 WHEEL_VENV ?= .venv-wheel
 WPY := $(WHEEL_VENV)/bin/python
 WHEEL_RUN := $(WHEEL_VENV)/run
@@ -48,14 +52,14 @@ WHEEL_RUN := $(WHEEL_VENV)/run
 # One compile: `dist` builds the wheel, whose compiled modules the checkout then uses too.
 test: install-test memcached redis lint docs dist
 	$(VPY) -m chorde._speedups --from-wheel $$(ls dist/chorde-*.whl)
-	$(VPY) -m pytest -q $(addprefix --ignore=,$(INSTALLED_TESTS) tests/chaos)
+	$(VPY) -m pytest -q $(addprefix --ignore=,$(INSTALLED_TESTS) $(CHAOS_TESTS))
 	@$(MAKE) --no-print-directory chaos
 	CHORDE_PURE_PYTHON=1 $(VPY) -m pytest -q $(PURE_TESTS)
 	@$(MAKE) --no-print-directory test-installed
 
 # Real faults against real processes, in one pytest session that fails past its time budget.
-chaos: install-test memcached
-	$(VPY) -m pytest -q tests/chaos
+chaos: install-test memcached redis
+	$(VPY) -m pytest -q $(CHAOS_TESTS)
 
 # The sdist, and the wheel built from it as pip would; a module that does not compile fails
 # the build (CHORDE_REQUIRE_SPEEDUPS).

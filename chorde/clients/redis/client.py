@@ -120,7 +120,7 @@ class RedisClient(BaseCacheClient):
     * ``namespace``: prefix of every key; ``clear()`` clears only its namespace;
     * ``compress`` / ``compress_threshold``: zlib above that many bytes;
     * ``connect_timeout`` / ``timeout`` (0.5 s / 1 s) bound each call; ``retry_interval``
-      (5 s): how long a failed server is left alone before one caller probes it;
+      (1 s): how long a failed server is left alone before one caller probes it;
     * ``stale_grace`` (60 s): how long Redis keeps an entry past its logical expiry, for
       ``getTtl`` to return it stale;
     * ``max_value_size`` (64 MiB): the largest pickle written or read;
@@ -161,7 +161,7 @@ class RedisClient(BaseCacheClient):
         compress_threshold: int = 1024,
         connect_timeout: float = 0.5,
         timeout: float = 1.0,
-        retry_interval: float = 5.0,
+        retry_interval: float = 1.0,
         stale_grace: float = 60.0,
         max_value_size: int = 64 * 1024 * 1024,
         write_log_size: int = 10_000,
