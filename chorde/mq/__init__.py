@@ -4,12 +4,15 @@
   --bind tcp://HOST:PORT``), which relays each message to every process;
 * :class:`PeerBus` - no broker: each process binds an endpoint and subscribes to a static
   list of the others;
+* :class:`RedisBus` - no broker either: the frames travel through Redis (or Valkey) pub/sub,
+  on the server the shared tier uses already;
 * :class:`LocalBus` / :class:`LocalHub` - in-process, for a single process or tests.
 
 Messages are signed binary frames carrying encoded keys only (:mod:`chorde.mq.frames`):
 nothing received is ever unpickled. They are numbered per sender and channel, so a lost one
 is noticed (a *gap*, see :mod:`chorde.mq.bus`). :class:`BrokerBus`, :class:`PeerBus` and
-:class:`Broker` need pyzmq (``pip install 'chorde[mq]'``); the rest does not.
+:class:`Broker` need pyzmq (``pip install 'chorde[mq]'``), :class:`RedisBus` a Redis client
+(``pip install 'chorde[redis]'``); the rest needs neither.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "Message",
     "MessageType",
     "PeerBus",
+    "RedisBus",
     "Subscription",
 ]
 
@@ -37,11 +41,12 @@ _ZMQ = {
     "BrokerBus": "chorde.mq.zmqbus",
     "PeerBus": "chorde.mq.zmqbus",
     "Broker": "chorde.mq.broker",
+    "RedisBus": "chorde.mq.redisbus",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # pyzmq is imported only when a ZeroMQ class is asked for.
+    # A transport's module (and its library: pyzmq) is imported only when asked for.
     module = _ZMQ.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """A cluster member for the multi-process tests and the coherence benchmark.
 
 ``python -m tests.mq._worker CONFIG_JSON`` builds ``CoherentWrapperClient(Tiered(inproc,
-memcached), bus)`` and answers one JSON command per stdin line with one JSON line on
-stdout. Events the controller waits for (``"computing"``) are printed as lines too.
+memcached or redis), bus)`` (a broker or peers bus on pyzmq, or a Redis bus) and answers one
+JSON command per stdin line with one JSON line on stdout. Events the controller waits for
+(``"computing"``) are printed as lines too.
 """
 
 from __future__ import annotations
@@ -33,13 +34,27 @@ def emit(obj: Any) -> None:
         sys.stdout.flush()
 
 
-def make_bus(cfg: dict) -> Any:
-    """The bus named by the config: a broker or a static peer list."""
+def make_shared(cfg: dict) -> Any:
+    """The shared tier named by the config: Redis (``"redis"``: a URL) or memcached."""
+    if cfg.get("redis"):
+        from chorde.clients.urls import from_url
+
+        return from_url(cfg["redis"], checksum_key="cluster-test")
+    return MemcachedClient([cfg["memcached"]], checksum_key="cluster-test")
+
+
+def make_bus(cfg: dict, shared: Any) -> Any:
+    """The bus named by the config: a broker, a static peer list, or Redis pub/sub (on the
+    shared tier's server)."""
     # A generous timeout: a loaded test machine must not make live peers look dead.
     kw = {
         "heartbeat_interval": cfg.get("heartbeat", 0.2),
         "heartbeat_timeout": cfg.get("heartbeat_timeout", 1.5),
     }
+    if cfg.get("redis"):
+        from chorde.mq import RedisBus
+
+        return RedisBus(shared, cfg["secret"], **kw)
     if cfg.get("broker"):
         from chorde.mq import BrokerBus
 
@@ -54,9 +69,9 @@ class Worker:
 
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
-        self.bus = make_bus(cfg)
         self.l1 = InprocCacheClient(10_000)
-        self.l2 = MemcachedClient([cfg["memcached"]], checksum_key="cluster-test")
+        self.l2 = make_shared(cfg)
+        self.bus = make_bus(cfg, self.l2)
         stack = TieredInclusiveClient(self.l1, self.l2)
         options = {k: cfg[k] for k in ("timeout", "lease", "poll_interval") if k in cfg}
         self.client = CoherentWrapperClient(

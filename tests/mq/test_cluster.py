@@ -1,4 +1,5 @@
-"""Coherence across real processes: 4 workers, a broker process and memcached, on loopback."""
+"""Coherence across real processes on loopback: 4 workers, a broker process and memcached, or
+4 workers and one Redis (the shared tier and the bus); see ``conftest.BUSES``."""
 
 from __future__ import annotations
 
@@ -127,6 +128,7 @@ def test_kill_9_during_computation(cluster, tmp_path):
     assert counts["slow"] == 2, counts  # the victim's, then exactly one takeover
 
 
+@pytest.mark.parametrize("bus_kind", ["broker"])  # Redis: test_cluster_redis.py
 def test_broker_restart(cluster, broker):
     a, b, c = cluster(3)
     for m in (a, b, c):
