@@ -95,9 +95,11 @@ from chorde.tags import (
     bump_steps,
     check_tags,
     function_key,
+    generation,
     revisions_steps,
     run,
     tag_key,
+    view,
 )
 
 try:
@@ -319,6 +321,9 @@ class _Core:
         private = isinstance(client, InprocCacheClient)
         self.guarded = tags is not None or not private
         self.space = None if self.guarded else _space(client, namespace)
+        # What this process last read of the records (chorde.tags.view): a guarded hit it
+        # vouches for reads the entry alone.
+        self.view = view(client)
         # An in-process client's table of this namespace: the wrapper's hit path reads it.
         # Looked up on the class: a wrapper forwarding attributes to an in-process client it
         # wraps must not have its own reads bypassed.
@@ -461,7 +466,16 @@ class _Core:
                 raise  # unreachable
             return value, ttl_left, None
         keys = self.guards(args, kwargs)
+        revisions = self.view.current(keys)
         try:
+            if revisions is not None:  # the view vouches for the records: the entry alone
+                value, ttl_left = self.client.getTtl(ckey, _MISS)
+                if type(value) is not Stamped:
+                    return _MISS, -1.0, (keys, revisions)
+                if value.revisions == revisions:
+                    return value.value, ttl_left, (keys, revisions)
+                # Stamped otherwise: older, or newer than the view. Read the records.
+            started = generation()
             if self.batch:
                 pairs = list(self.client.getTtlMulti([ckey, *keys], _MISS))
             else:
@@ -470,7 +484,9 @@ class _Core:
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
             raise  # unreachable
-        return _verified(pairs, keys)
+        found = _verified(pairs, keys)
+        self.view.note(keys, found[2][1], started)
+        return found
 
     async def aread(
         self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -481,6 +497,14 @@ class _Core:
                 value, ttl_left = await self.client.agetTtl(ckey, _MISS)
                 return value, ttl_left, None
             keys = self.guards(args, kwargs)
+            revisions = self.view.current(keys)
+            if revisions is not None:  # as in read()
+                value, ttl_left = await self.client.agetTtl(ckey, _MISS)
+                if type(value) is not Stamped:
+                    return _MISS, -1.0, (keys, revisions)
+                if value.revisions == revisions:
+                    return value.value, ttl_left, (keys, revisions)
+            started = generation()
             if self.batch:
                 pairs = await self.client.agetTtlMulti([ckey, *keys], _MISS)
             else:
@@ -489,7 +513,9 @@ class _Core:
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
             raise  # unreachable
-        return _verified(pairs, keys)
+        found = _verified(pairs, keys)
+        self.view.note(keys, found[2][1], started)
+        return found
 
     def revisions(self, guard: Any) -> tuple[int, ...] | None:
         """The revisions to stamp a new entry with (records made where missing)."""
@@ -498,9 +524,11 @@ class _Core:
         keys, revisions = guard
         if None not in revisions:
             return revisions  # type: ignore[no-any-return]  # a tuple of ints, from _verified
+        started = generation()
         result: tuple[int, ...] = run(
             self.client, revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
         )
+        self.view.note(keys, result, started)
         return result
 
     async def arevisions(self, guard: Any) -> tuple[int, ...] | None:
@@ -511,7 +539,9 @@ class _Core:
         if None not in revisions:
             return revisions  # type: ignore[no-any-return]  # a tuple of ints, from _verified
         steps = revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
+        started = generation()
         result: tuple[int, ...] = await arun(self.client, steps)
+        self.view.note(keys, result, started)
         return result
 
     # ---- writes ----------------------------------------------------------------
