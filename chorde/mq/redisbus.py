@@ -358,6 +358,10 @@ class RedisBus(Bus):
             if publishing is not None:
                 self._publishing = publishing
             up = self._subscribed and self._publishing
+            if subscribed and not self._publishing:
+                # Subscribed again after a failed publish: try publishing now (a heartbeat)
+                # rather than at the next interval.
+                self._queue(MessageType.HEARTBEAT, _BEAT, ())
             if up == self._transport_up:
                 return
             logger.info(
