@@ -6,25 +6,44 @@ Clients live in :mod:`chorde.clients`, the ``@cached`` decorator in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from chorde import _speedups
 
 # Before any other chorde module is imported: the hot modules then come from their compiled
 # builds when those exist and are current (see chorde._speedups).
 _speedups.install()
 
+# 1.x's names for what a chorde Future raises when cancelled, or when ``result(timeout)``
+# runs out of time (concurrent.futures.TimeoutError is the builtin since Python 3.11).
+from concurrent.futures import CancelledError, TimeoutError  # noqa: E402
+
+from chorde import _legacy  # noqa: E402
 from chorde.errors import CacheMissError, ChordeError, ConfigurationError  # noqa: E402
 from chorde.sentinel import NONE  # noqa: E402
+
+# A chorde 1.x module that is gone raises on import, naming what replaced it.
+_legacy.install()
 
 __all__ = [
     "NONE",
     "CacheMissError",
+    "CancelledError",
     "ChordeError",
     "ConfigurationError",
+    "TimeoutError",
     "__version__",
     "speedups_enabled",
 ]
 
 __version__ = "2.0.0.dev0"
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        return _legacy.attribute(__name__, name)
 
 
 def speedups_enabled() -> bool:

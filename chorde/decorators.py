@@ -68,9 +68,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Hashable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from chorde import _compute, observe
+from chorde import _compute, _legacy, observe
 from chorde._cached_types import (
     AsyncCachedFunction,
     BackgroundAsyncCachedFunction,
@@ -155,7 +155,11 @@ def _threshold(ttl: float | None, async_ttl: Any) -> float:
     if async_ttl is None:
         return 0.0
     if isinstance(async_ttl, bool) or not isinstance(async_ttl, int | float):
-        raise TypeError(f"async_ttl must be a number of seconds or None, got {async_ttl!r}")
+        hint = " (a key function goes by keyword: key=; chorde 1.x took it third)"
+        raise TypeError(
+            f"async_ttl must be a number of seconds or None, got {async_ttl!r}"
+            + (hint if callable(async_ttl) else "")
+        )
     if async_ttl == 0:
         return 0.0
     if ttl is None:
@@ -166,12 +170,13 @@ def _threshold(ttl: float | None, async_ttl: Any) -> float:
             )
         return float(async_ttl)
     threshold = ttl + async_ttl if async_ttl < 0 else float(async_ttl)
-    if not 0 < threshold < ttl:
+    if not 0 < threshold <= math.inf:
         raise ValueError(
-            f"async_ttl={async_ttl!r} must be None, 0, or strictly between -ttl and ttl "
-            f"(ttl={ttl!r})"
+            f"async_ttl={async_ttl!r} must be None, 0, a number of seconds left, or more "
+            f"than -ttl (ttl={ttl!r})"
         )
-    return threshold
+    # async_ttl >= ttl (chorde 1.x took it too): every hit refreshes in the background.
+    return min(threshold, ttl)
 
 
 def _spread(ttl: float | None, ttl_spread: Any) -> float | None:
@@ -1774,6 +1779,7 @@ def cached(
     tags: Any = None,
     condition: Callable[[Any], Any] | None = None,
     stale_if_error: float | None = None,
+    **legacy: Any,
 ) -> CachedDecorator:
     """Cache a function's results in ``client``; see the module docstring for the variants.
 
@@ -1807,6 +1813,8 @@ def cached(
     clients that serialize keys when the arguments are str/bytes/numbers/None/tuples.
     ``f.cache_key(*args, **kwargs)`` returns it.
     """
+    if legacy:  # chorde 1.x's options: each refused, naming what replaced it
+        _legacy.options("cached", legacy)
     missing = [m for m in _CLIENT_METHODS if not callable(getattr(client, m, None))]
     if missing:
         raise TypeError(f"client must be a chorde cache client, {client!r} lacks {missing}")
@@ -1854,9 +1862,21 @@ def cached(
         wrapper.namespace = ns
         wrapper.cache_key = lambda *args, **kwargs: core.key(args, kwargs)
         wrapper._chorde_core = core
+        wrapper.clear = wrapper.invalidate_all  # 1.x's name for it
+        for attr, removed in _legacy.DECORATED_GONE.items():  # 1.x's on_value, on_promote
+            setattr(wrapper, attr, _legacy.removed_call(f"{ns}.{attr}", removed))
         if _in_class_body(fn):
             return _CachedMethod(wrapper, core, variant_cls)
         return wrapper
 
     # decorate keeps each function's parameters and result type: see CachedDecorator.
     return cast(CachedDecorator, decorate)
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

@@ -12,6 +12,7 @@ __all__ = [
     "ChordeError",
     "ConfigurationError",
     "MissingDependencyError",
+    "RemovedNameError",
     "require",
     "requires_extra",
 ]
@@ -34,6 +35,10 @@ class ConfigurationError(ChordeError, ValueError):
 
 class MissingDependencyError(ChordeError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
+
+
+class RemovedNameError(ChordeError, ImportError):
+    """A chorde 1.x module or name that is gone; the message names what replaced it."""
 
 
 @contextlib.contextmanager

@@ -187,7 +187,8 @@ def _client_class(alias: str, kind: str) -> type:
 
 
 def _constructor_arguments(cls: type) -> tuple[set[str], bool]:
-    """Keyword arguments ``cls(...)`` takes, following ``**options`` passed to a base class."""
+    """Keyword arguments ``cls(...)`` takes, following ``**options`` passed to a base class
+    (``**legacy`` takes only chorde 1.x's names: it does not)."""
     named: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -195,7 +196,7 @@ def _constructor_arguments(cls: type) -> tuple[set[str], bool]:
             continue
         params = list(inspect.signature(init).parameters.values())[1:]
         named |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
+        if not any(p.kind is p.VAR_KEYWORD and p.name != "legacy" for p in params):
             return named, False
     return named, True
 

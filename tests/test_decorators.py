@@ -817,10 +817,16 @@ def test_bad_ttl(client, ttl, exc):
         cached(client, ttl=ttl)
 
 
-@pytest.mark.parametrize("async_ttl", [300, 301, -300, -400])
+@pytest.mark.parametrize("async_ttl", [-300, -400, float("nan")])
 def test_bad_async_ttl(client, async_ttl):
     with pytest.raises(ValueError, match="async_ttl"):
         cached(client, ttl=300, async_ttl=async_ttl)
+
+
+def test_a_key_function_given_third_is_named():
+    # chorde 1.x's cached(client, ttl, key): the third positional is async_ttl now
+    with pytest.raises(TypeError, match="key="):
+        cached(InprocCacheClient(10), 300, lambda x: x)
 
 
 def test_bad_options(client):

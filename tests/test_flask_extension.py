@@ -924,7 +924,7 @@ def test_memoize_bad_arguments_fail_at_decoration():
     with pytest.raises(ValueError, match="ttl"):
         ext.memoize(ttl=0)
     with pytest.raises(ValueError, match="async_ttl"):
-        ext.memoize(ttl=10, async_ttl=20)
+        ext.memoize(ttl=10, async_ttl=-20)
     with pytest.raises(TypeError):
         ext.memoize(ttl=10)("not a function")
 

@@ -134,7 +134,7 @@ def test_inproc_client_signature_reads_like_python():
     from chorde.clients.inproc import InprocCacheClient
 
     sig = inspect.signature(InprocCacheClient)
-    assert list(sig.parameters) == ["size", "store", "clock"]
+    assert list(sig.parameters) == ["size", "store", "clock", "legacy"]  # legacy: 1.x names
     assert "Return the live value" in (InprocCacheClient.get.__doc__ or "")
     assert not (InprocCacheClient.get.__doc__ or "").startswith("_InprocClient")
 

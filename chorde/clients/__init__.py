@@ -17,4 +17,6 @@ def __getattr__(name: str) -> Any:
         from chorde.clients import urls
 
         return getattr(urls, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from chorde import _legacy  # chorde 1.x's names here: what replaced them
+
+    return _legacy.attribute(__name__, name)

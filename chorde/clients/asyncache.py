@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chorde.clients.base import (
     BaseCacheClient,
@@ -616,3 +616,12 @@ def makeFutureWrapper(future_class: type[F]) -> Callable[[concurrent.futures.Fut
         return dest
 
     return wrap
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

@@ -26,7 +26,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.sentinel import NONE
@@ -417,10 +417,10 @@ class ClientWrapper(BaseCacheClient):
         return self.client.stats
 
 
-def __getattr__(name: str) -> Any:
-    # The seed exposes NamespaceWrapper here; it lives in its own module.
-    if name == "NamespaceWrapper":
-        from chorde.clients.namespace import NamespaceWrapper
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
 
-        return NamespaceWrapper
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

@@ -51,7 +51,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chorde.clients.base import BaseCacheClient, CacheStats, ClientWrapper, check_ttl
 from chorde.clients.tiered import TieredInclusiveClient, _fall_through_multi
@@ -785,3 +785,12 @@ class CoherentWrapperClient(ClientWrapper):
             f"<CoherentWrapperClient channel={self.channel!r} bus={self.bus!r} "
             f"usable={self._usable}>"
         )
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chorde.clients.base import check_ttl
 from chorde.clients.memcached import MemcachedClient, ServerSpec, parse_server
-from chorde.errors import ChordeError
+from chorde.errors import ChordeError, ConfigurationError
 
 __all__ = [
     "ClusterConfig",
@@ -132,6 +132,13 @@ class ElastiCacheClient(MemcachedClient):
         poll_interval: float = 60.0,
         **options: Any,
     ) -> None:
+        if isinstance(config_endpoint, list):  # chorde 1.x took a list of addresses
+            if len(config_endpoint) != 1:
+                raise ConfigurationError(
+                    "ElastiCacheClient takes one cluster's configuration endpoint, got "
+                    f"{config_endpoint!r}: make one client per cluster"
+                )
+            config_endpoint = config_endpoint[0]
         self.config_endpoint = parse_server(config_endpoint)
         self.poll_interval = float(check_ttl(poll_interval, "poll_interval"))
         if self.poll_interval <= 0:
@@ -164,3 +171,12 @@ class ElastiCacheClient(MemcachedClient):
         logger.info("chorde: ElastiCache cluster config version %d: %d nodes", version, len(nodes))
         self.config_version = version
         return nodes, self.poll_interval
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

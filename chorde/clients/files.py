@@ -104,7 +104,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from chorde.clients import _filestore as fs
 from chorde.clients.base import BaseCacheClient, CacheStats, Key, check_capacity, check_ttl
@@ -211,7 +211,12 @@ class FilesCacheClient(BaseCacheClient):
         sweep_interval: float = 600.0,
         file_mode: int = 0o600,
         clock: Callable[[], float] = time.time,
+        **legacy: Any,
     ) -> None:
+        if legacy or isinstance(path, int):  # 1.x's (size, basepath) order, or its options
+            from chorde import _legacy
+
+            path, size, file_mode = _legacy.files_arguments(path, size, file_mode, legacy)
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a directory path, got {path!r}")
         path = os.fspath(path)
@@ -680,3 +685,12 @@ class FilesCacheClient(BaseCacheClient):
 
 def _rebuild(config: dict[str, Any]) -> FilesCacheClient:
     return FilesCacheClient(**config)
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from chorde.clients.base import (
     BaseCacheClient,
@@ -1196,7 +1196,12 @@ class InprocCacheClient(_InprocClient, BaseCacheClient):
         store: str | type[BaseStore] | BaseStore | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        **legacy: Any,
     ) -> None:
+        if legacy:  # 1.x's store_class/store_args/store_kwargs
+            from chorde import _legacy
+
+            store = _legacy.store_options(check_capacity(size), legacy, store)
         _InprocClient.__init__(self, size, store, clock=clock)
 
 
@@ -1210,3 +1215,12 @@ if _COMPILED:
 
 # A private "no value" marker, so the multi-gets can pass a default that is never a real value.
 _MISS: Any = object()
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

@@ -37,8 +37,17 @@ class NamespaceWrapper(ClientWrapper):
     """
 
     def __init__(
-        self, namespace: Hashable, client: BaseCacheClient, *, revision_refresh: float = 1.0
+        self,
+        namespace: Hashable,
+        client: BaseCacheClient,
+        *,
+        revision_refresh: float = 1.0,
+        **legacy: Any,
     ) -> None:
+        if legacy:  # chorde 1.x's revmark_ttl: refused, naming what replaced it
+            from chorde import _legacy
+
+            _legacy.options("NamespaceWrapper", legacy)
         super().__init__(client)
         try:
             hash(namespace)

@@ -98,7 +98,11 @@ class TieredInclusiveClient(BaseCacheClient):
     are those of the last tier, which holds every entry the others hold.
     """
 
-    def __init__(self, *clients: BaseCacheClient) -> None:
+    def __init__(self, *clients: BaseCacheClient, **legacy: Any) -> None:
+        if legacy:  # chorde 1.x's ttl_fractions: refused, naming what replaced it
+            from chorde import _legacy
+
+            _legacy.options("TieredInclusiveClient", legacy)
         if not clients:
             raise ConfigurationError("TieredInclusiveClient needs at least one client")
         for i, client in enumerate(clients):

@@ -205,7 +205,8 @@ def _kind_of(param: inspect.Parameter) -> type | str:
 
 
 def _keyword_parameters(target: Callable[..., Any]) -> dict[str, type | str]:
-    """Keyword parameters of ``target``, following ``**options`` passed to a base class."""
+    """Keyword parameters of ``target``, following ``**options`` passed to a base class
+    (a ``**legacy`` catch-all takes chorde 1.x's names only, see chorde._legacy: not those)."""
     found: dict[str, type | str] = {}
     if isinstance(target, type):
         chain = [k.__dict__["__init__"] for k in target.__mro__ if "__init__" in k.__dict__]
@@ -223,7 +224,7 @@ def _keyword_parameters(target: Callable[..., Any]) -> dict[str, type | str]:
             if p.name == "self" or p.kind is p.VAR_POSITIONAL:
                 continue
             if p.kind is p.VAR_KEYWORD:
-                open_ended = True
+                open_ended = p.name != "legacy"
                 continue
             found.setdefault(p.name, _kind_of(p))
         if not open_ended:

@@ -86,8 +86,19 @@ Layers (each module one job; nothing but the standard library underneath)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from chorde.clients.memcached.client import MemcachedClient
 from chorde.clients.memcached.servers import DEFAULT_PORT, ServerSpec, parse_server
 from chorde.clients.memcached.servers import logger as logger  # every module's, one name
 
 __all__ = ["DEFAULT_PORT", "MemcachedClient", "ServerSpec", "parse_server"]
+
+
+if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+
+    def __getattr__(name: str) -> Any:
+        # chorde 1.x's names here: what replaced them (see chorde._legacy).
+        from chorde import _legacy
+
+        return _legacy.attribute(__name__, name)

@@ -142,6 +142,13 @@ class MemcachedClient(BaseCacheClient):
     * ``max_item_size``: the servers' item size limit (memcached ``-I``, default 1 MiB);
       bigger values are paged.
     * ``stale_grace``: seconds stale entries stay readable by ``getTtl`` (default 60).
+    * ``lease_ttl`` (default 10 s): leases (:mod:`chorde.leases`): ``@cached`` computes a
+      missing or stale entry once per cluster, the other callers waiting for its value; a
+      winner that dies or hangs delays them by at most this (whole seconds, at least 1). 0
+      turns leases off (each process then computes on its own).
+    * ``meta``: whether the servers speak memcached's meta commands (1.6+): None (default)
+      asks each server once (``mn``); False never sends them (leases are then ``add``-ed
+      lease keys, as on servers without them); True skips the question.
     * ``dns``: resolve host names with dnspython and follow their changes (default True when
       dnspython is installed); ``resolver`` a ``dns.resolver.Resolver`` or ``nameservers``
       (``["10.0.0.2", "127.0.0.1:5353"]``) to use; ``dns_min_interval`` /
@@ -172,7 +179,17 @@ class MemcachedClient(BaseCacheClient):
         dns_min_interval: float = 1.0,
         dns_max_interval: float = 300.0,
         points_per_node: int = 160,
+        lease_ttl: float = 10.0,
+        meta: bool | None = None,
+        **legacy: Any,
     ) -> None:
+        if legacy:  # chorde 1.x's options: renamed ones mapped, the rest refused by name
+            from chorde import _legacy
+
+            renamed = _legacy.options("MemcachedClient", legacy)
+            max_item_size = renamed.get("max_item_size", max_item_size)
+            timeout = renamed.get("timeout", timeout)
+            retry_interval = renamed.get("retry_interval", retry_interval)
         if not checksum_key:
             raise ConfigurationError(
                 "MemcachedClient needs a checksum_key: values are pickled, and unpickling "
@@ -201,6 +218,11 @@ class MemcachedClient(BaseCacheClient):
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ConfigurationError(f"{name} must be an int >= 0, got {count!r}")
         check_capacity(pool_size, "pool_size")
+        lease_ttl = check_ttl(lease_ttl, "lease_ttl")
+        if not lease_ttl < math.inf:
+            raise ConfigurationError(f"lease_ttl must be finite (0: no leases), got {lease_ttl!r}")
+        if meta is not None and not isinstance(meta, bool):
+            raise ConfigurationError(f"meta must be None, True or False, got {meta!r}")
         if not (isinstance(max_item_size, int) and max_item_size > 4 * _ITEM_OVERHEAD):
             raise ConfigurationError(
                 f"max_item_size must be an int above {4 * _ITEM_OVERHEAD}, got {max_item_size!r}"
@@ -229,6 +251,10 @@ class MemcachedClient(BaseCacheClient):
         self.timeout = float(timeout)
         self.retry_interval = float(retry_interval)
         self.stale_grace = float(stale_grace)
+        #: Seconds a lease lasts (0: no leases); memcached counts whole seconds.
+        self.lease_ttl = float(lease_ttl)
+        self._lease_seconds = max(1, math.ceil(lease_ttl))
+        self._meta = meta
         self.max_item_size = max_item_size
         self._page_size = max_item_size - _ITEM_OVERHEAD
         self._internal_prefix = (namespace + "~").encode()
@@ -792,8 +818,9 @@ class MemcachedClient(BaseCacheClient):
             return True
         return (yield from self._generation(server))[1] == state[1]
 
-    def _put(self, key: Key, value: Any, ttl: float) -> Op[bool]:
-        """Store one value; whether the server stored it."""
+    def _put(self, key: Key, value: Any, ttl: float, release: bytes | None = None) -> Op[bool]:
+        """Store one value; whether the server stored it. ``release``: a lease key deleted
+        in the same round trip (a text-protocol lease, see :meth:`_lease_read`)."""
         ttl = check_ttl(ttl)
         raw, encoded, server = self._locate(key)
         if server.down and server.missed((raw,)):
@@ -822,7 +849,11 @@ class MemcachedClient(BaseCacheClient):
                 # pages are deleted rather than left to age out.
                 exptime = self._exptime(ttl)
                 request = probe(raw) + store(b"set", raw, flags, exptime, (state[1], item))
-                probed, reply = yield (IO, server, request, lines(2))
+                if release is None:
+                    probed, reply = yield (IO, server, request, lines(2))
+                else:
+                    request += protocol.delete(release)
+                    probed, reply, _ = yield (IO, server, request, lines(3))
                 check(reply)
                 still = server.state is state or (yield from self._still(server, state))
             except Exception as exc:
@@ -1279,6 +1310,154 @@ class MemcachedClient(BaseCacheClient):
     async def apurge(self, timeout: float = 0) -> None:
         """Awaitable :meth:`purge` (native asyncio)."""
         await _arun(self._purge(timeout))
+
+
+    # ---- leases (see chorde.leases) ---------------------------------------------------------
+    #
+    # With meta commands (memcached 1.6+) a lease is the server's win token on the entry's own
+    # item: ``mg ... N<lease>`` makes a missing entry an empty placeholder living ``lease``
+    # seconds and gives its first reader the token (``W``), later readers seeing ``Z``; an
+    # entry held but not acceptable is marked stale (``md I C<cas> T<lease>``: if it did not
+    # change since it was read, and for ``lease`` more seconds at most), after which the first
+    # reader wins. A value stored replaces the item and so ends the lease; a lease whose winner
+    # died ends with the item (the placeholder, or the marked entry), so the next reader wins.
+    # Plain reads stay on text ``get``, which neither takes nor shows tokens.
+    #
+    # Without meta commands the lease is a key of its own beside the entry (on its server):
+    # ``add``-ed for ``lease`` seconds, deleted in the round trip that stores the value.
+
+    def _speaks_meta(self, server: Server) -> Op[bool]:
+        """Whether to use meta commands with ``server`` (asked once: ``mn``)."""
+        if self._meta is not None:
+            return self._meta
+        meta = server.meta
+        if meta is None:
+            answer = yield (IO, server, protocol.META_NOOP, Version())  # (writes nothing)
+            meta = server.meta = answer == b"MN"
+            if not meta:
+                self._log.warning(
+                    "chorde: memcached %s has no meta commands (%r to mn): its leases are "
+                    "lease keys (text protocol)",
+                    server.name,
+                    answer[:40],
+                    kind=f"no meta {server.name}",
+                )
+        return meta
+
+    def _lease_key(self, raw: bytes) -> bytes:
+        """The key of ``raw``'s lease on a server without meta commands (on ``raw``'s server)."""
+        lease = self._internal_prefix + b"lease." + raw
+        if len(lease) > 250:
+            lease = self._internal_prefix + b"lease#" + hashlib.sha256(raw).hexdigest().encode()
+        return lease
+
+    def _lease_read(self, key: Key, accept: Callable[[Any, float], bool]) -> Op[LeaseRead]:
+        raw, encoded, server = self._locate(key)
+        if server.down:
+            self._errors += 1
+            return LeaseRead(UNAVAILABLE)
+        try:
+            if (yield from self._speaks_meta(server)):
+                try:
+                    return (yield from self._meta_lease(key, raw, encoded, server, accept))
+                except protocol.UnknownCommand:  # no longer a server with meta commands
+                    if self._meta is not None:
+                        raise
+                    server.meta = False
+            return (yield from self._text_lease(key, raw, encoded, server, accept))
+        except Exception as exc:
+            self._fault(server, exc, "a lease read", (raw,))
+            return LeaseRead(UNAVAILABLE)
+
+    def _held(
+        self, key: Key, encoded: bytes, data: bytes | None, state: State
+    ) -> Op[tuple[Any, float]]:
+        """``(value, ttl_left)`` of an item's data (``NONE``, -1.0 when it holds none)."""
+        entry = self._decode(key, encoded, data, state) if data else None
+        if entry is None:
+            return NONE, -1.0
+        value, expires = entry
+        if type(value) is PageManifest:
+            value = yield from self._read_pages(key, encoded, value, state[2])
+            if value is NONE:
+                return NONE, -1.0
+        return value, expires - time.time()
+
+    def _generation_of(self, server: Server, record: bytes | None) -> Op[State]:
+        """The generation view after a read that brought ``record``."""
+        state = server.state
+        if record != state[0] and not self._note_record(server, record):
+            yield from self._establish(server)  # (nothing read before it is of it)
+            return UNKNOWN_STATE
+        return server.state
+
+    def _meta_lease(
+        self,
+        key: Key,
+        raw: bytes,
+        encoded: bytes,
+        server: Server,
+        accept: Callable[[Any, float], bool],
+    ) -> Op[LeaseRead]:
+        """A lease read with meta commands (see above): one round trip unless the entry held
+        is to be marked stale first."""
+        seconds = self._lease_seconds
+        gen_read = protocol.meta_get(self._gen_key, b"v")
+        request = protocol.meta_get(raw, b"v c t f N%d" % seconds) + gen_read
+        before: tuple[int, bytes] | None = None  # (ttl, flags) of an entry before we marked it
+        for _ in range(_CAS_ATTEMPTS):
+            got, record = yield (IO, server, request, Replies(META, META))
+            state = yield from self._generation_of(server, record[1])
+            code, data, flags = got
+            if code == b"EN":  # gone since it was marked: read again, vivifying
+                request = protocol.meta_get(raw, b"v c t f N%d" % seconds) + gen_read
+                continue
+            if code != b"VA":
+                raise protocol.BadReply(f"unexpected reply {code!r} to a lease read")
+            found = protocol.meta_flags(flags)
+            cas = int(found.get(b"c") or 0)
+            value, ttl_left = yield from self._held(key, encoded, data, state)
+            held = (int(found.get(b"t") or 0), found.get(b"f") or b"0")
+            marked, before = before, None
+            if value is not NONE and accept(value, ttl_left):
+                if b"W" in found:  # won on an entry we keep after all: the token goes back
+                    restore = marked or held
+                    yield from self._restore(server, raw, cas, data or b"", restore)
+                return LeaseRead(HIT, value, ttl_left)
+            token = (raw, cas, data or b"", marked or held)
+            if b"W" in found:
+                return LeaseRead(WON, value, ttl_left, token)
+            if b"Z" in found:
+                return LeaseRead(BUSY, value, ttl_left)
+            # Held, not acceptable, no token out: mark it stale if it is still what we read,
+            # and read it again in the same round trip (the first reader after the mark wins).
+            mark = protocol.meta_delete(raw, b"I C%d T%d" % (cas, seconds))
+            request = mark + protocol.meta_get(raw, b"v c t f") + gen_read
+            answer, got, record = yield (IO, server, request, Replies(META, META, META))
+            if answer[0] == b"HD":
+                before = held
+            state = yield from self._generation_of(server, record[1])
+            request = protocol.meta_get(raw, b"v c t f N%d" % seconds) + gen_read
+            # (the read after the mark is interpreted by the next round)
+            pending = (got, record)
+            got, record = pending
+            if got[0] == b"EN":
+                continue
+            # Re-enter the loop with the reply already in hand.
+            found = protocol.meta_flags(got[2])
+            cas = int(found.get(b"c") or 0)
+            value, ttl_left = yield from self._held(key, encoded, got[1], state)
+            held = (int(found.get(b"t") or 0), found.get(b"f") or b"0")
+            if value is not NONE and accept(value, ttl_left):
+                if b"W" in found:
+                    yield from self._restore(server, raw, cas, got[1] or b"", before or held)
+                return LeaseRead(HIT, value, ttl_left)
+            if b"W" in found:
+                return LeaseRead(WON, value, ttl_left, (raw, cas, got[1] or b"", before or held))
+            if b"Z" in found:
+                return LeaseRead(BUSY, value, ttl_left)
+            before = None
+        return LeaseRead(UNAVAILABLE)
 
     # ---- recovery -----------------------------------------------------------------------
 
