@@ -5,14 +5,19 @@
   a ``CoherentWrapperClient`` on a ``BrokerBus`` (broker thread in this process, bus I/O
   thread running). Every call is an L1 hit: the ratio is the coherence overhead of the hit
   path (target: within 1.2x).
-* ``invalidation p50`` / ``p99``: 4 worker processes and a broker process on loopback; one
-  worker deletes keys one by one (2 ms apart), the 3 others record when each invalidation
-  has been applied (their L1 copy dropped). The figure is that delay, send to applied, in
-  ns (target: p99 under 10 ms), over every key and every receiving worker.
+* ``invalidation p50`` / ``p99``: 4 worker processes on loopback; one worker deletes keys
+  one by one (2 ms apart), the 3 others record when each invalidation has been applied
+  (their L1 copy dropped). The figure is that delay, delete to applied, in ns (target: p99
+  under 10 ms), over every key and every receiving worker. Measured over both buses in the
+  same run, in alternating rounds (so a busy stretch of the machine falls on both):
+  ``chorde coherent``, the pyzmq ``BrokerBus`` through a broker process with memcached as
+  the shared tier, and ``chorde coherent redis``, the ``RedisBus`` on the Redis server that
+  is the shared tier (no other process).
 
-Needs pyzmq and memcached (``MEMCACHED_BIN`` or on ``PATH``); without memcached the shared
-tier of the hit-path figures is an in-process client (hits never reach it anyway) and the
-propagation figures are skipped.
+Needs pyzmq, memcached (``MEMCACHED_BIN`` or on ``PATH``) and ``redis-server`` (for the
+Redis bus); without memcached the shared tier of the hit-path figures is an in-process
+client (hits never reach it anyway) and the broker's propagation figures are skipped;
+without redis-server, the Redis bus's.
 """
 
 from __future__ import annotations
@@ -114,22 +119,32 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def _propagation(quick: bool, server: Any) -> list[Result]:
-    from tests.mq._cluster import BrokerProcess, start_members
-    from tests.servers import free_port
+#: The two buses whose invalidation delay is measured: implementation name, how.
+_BROKER = "chorde coherent"
+_REDIS = "chorde coherent redis"
+_HOW = {
+    _BROKER: "4 processes via a broker process (pyzmq), memcached",
+    _REDIS: "4 processes via Redis pub/sub (RedisBus), Redis the shared tier",
+}
+#: Alternating rounds per bus.
+_ROUNDS = 2
 
-    n = 100 if quick else 1000
-    keys = [f"b{i}" for i in range(n)]
-    broker = BrokerProcess(free_port()).start()
+
+def _deliveries(servers: dict[str, Any], keys: list[str]) -> tuple[list[float], int]:
+    """One round: 4 workers on ``servers``; one deletes ``keys`` one by one, the others
+    report when each invalidation was applied. Returns (delays in s, deliveries missing)."""
+    from tests.mq._cluster import start_members
+
     cfg = {
-        "memcached": server.address,
-        "broker": broker.endpoint,
+        **servers,
         "secret": "bench",
         "heartbeat": 1.0,
         "heartbeat_timeout": 3.5,
         "log": "/dev/null",
     }
     members = []
+    delays: list[float] = []
+    lost = 0
     try:
         members = start_members([cfg] * 4)
         writer, *readers = members
@@ -143,8 +158,6 @@ def _propagation(quick: bool, server: Any) -> list[Result]:
             r.call("get_many", keys=keys)
         watches = [(r, r.send("watch", keys=keys, timeout=60)) for r in readers]
         sent = writer.call("delete_paced", keys=keys, pause=0.002, timeout=120)["sent"]
-        delays = []
-        lost = 0
         for r, cid in watches:
             reply = r.result(cid, timeout=90)
             lost += len(reply["in_l1"])
@@ -156,20 +169,49 @@ def _propagation(quick: bool, server: Any) -> list[Result]:
     finally:
         for m in members:
             m.stop()
-        broker.stop()
-    delays.sort()
-    note = f"{len(delays)} deliveries, {lost} missing; 4 processes via a broker process"
+    return delays, lost
+
+
+def _propagation(quick: bool, memcached: Any, redis: Any) -> list[Result]:
+    """Invalidation delay over each bus whose servers are there, rounds alternating."""
+    from tests.mq._cluster import BrokerProcess
+    from tests.servers import free_port
+
+    n = 100 if quick else 1000
+    buses: dict[str, dict[str, Any]] = {}
+    broker = None
+    if memcached is not None:
+        broker = BrokerProcess(free_port()).start()
+        buses[_BROKER] = {"memcached": memcached.address, "broker": broker.endpoint}
+    if redis is not None:
+        buses[_REDIS] = {"redis": redis.url}
+    delays: dict[str, list[float]] = {name: [] for name in buses}
+    lost = dict.fromkeys(buses, 0)
+    try:
+        for round_ in range(_ROUNDS):
+            for name, servers in buses.items():
+                keys = [f"b{round_}-{i}" for i in range(n // _ROUNDS)]
+                got, missing = _deliveries(servers, keys)
+                delays[name] += got
+                lost[name] += missing
+    finally:
+        if broker is not None:
+            broker.stop()
     out = []
-    for label, q in (("invalidation p50", 0.5), ("invalidation p99", 0.99)):
-        ns = _percentile(delays, q) * 1e9 if delays else None
-        out.append(Result(_BENCH, label, "chorde coherent", ns, note=note, ops=len(delays)))
-    if delays:
-        print(
-            f"  coherence: invalidation delay p50 {_percentile(delays, 0.5) * 1e3:.2f} ms, "
-            f"p99 {_percentile(delays, 0.99) * 1e3:.2f} ms, max {delays[-1] * 1e3:.2f} ms, "
-            f"mean {statistics.fmean(delays) * 1e3:.2f} ms ({note})",
-            file=sys.stderr,
-        )
+    for name, values in delays.items():
+        values.sort()
+        note = f"{len(values)} deliveries, {lost[name]} missing; {_HOW[name]}"
+        for label, q in (("invalidation p50", 0.5), ("invalidation p99", 0.99)):
+            ns = _percentile(values, q) * 1e9 if values else None
+            out.append(Result(_BENCH, label, name, ns, note=note, ops=len(values)))
+        if values:
+            print(
+                f"  coherence: {name}: invalidation delay p50 "
+                f"{_percentile(values, 0.5) * 1e3:.2f} ms, "
+                f"p99 {_percentile(values, 0.99) * 1e3:.2f} ms, max {values[-1] * 1e3:.2f} ms, "
+                f"mean {statistics.fmean(values) * 1e3:.2f} ms ({note})",
+                file=sys.stderr,
+            )
     return out
 
 
@@ -180,21 +222,36 @@ def run(quick: bool) -> list[Result]:
     except ImportError as exc:
         print(f"  coherence: skipped ({exc})", file=sys.stderr)
         return []
+    from tests.redis_servers import RedisServer, find_redis
     from tests.servers import MemcachedServer, find_memcached
 
     server = MemcachedServer().start() if find_memcached() else None
+    redis = RedisServer().start() if find_redis() else None
     try:
         results = _hit_path(quick, server)
         if server is None:
-            print("  coherence: propagation skipped (memcached not found)", file=sys.stderr)
-        else:
-            results += _propagation(quick, server)
+            print("  coherence: broker propagation skipped (memcached not found)", file=sys.stderr)
+        if redis is None:
+            print(
+                "  coherence: Redis propagation skipped (redis-server not found)", file=sys.stderr
+            )
+        results += _propagation(quick, server, redis)
     finally:
         if server is not None:
             server.stop()
+        if redis is not None:
+            redis.stop()
     by = {(r.operation, r.implementation): r.ns_per_op for r in results}
     for op in ("cached hit", "getTtl hit"):
         plain, coherent = by.get((op, "chorde tiered")), by.get((op, "chorde coherent"))
         if plain and coherent:
             print(f"  coherence: {op} overhead {coherent / plain:.2f}x", file=sys.stderr)
+    for op in ("invalidation p50", "invalidation p99"):
+        zmq_ns, redis_ns = by.get((op, _BROKER)), by.get((op, _REDIS))
+        if zmq_ns and redis_ns:
+            print(
+                f"  coherence: {op} over Redis {redis_ns / 1e6:.2f} ms vs pyzmq broker "
+                f"{zmq_ns / 1e6:.2f} ms: {redis_ns / zmq_ns:.2f}x",
+                file=sys.stderr,
+            )
     return results
