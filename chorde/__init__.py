@@ -14,10 +14,6 @@ from chorde import _speedups
 # builds when those exist and are current (see chorde._speedups).
 _speedups.install()
 
-# 1.x's names for what a chorde Future raises when cancelled, or when ``result(timeout)``
-# runs out of time (concurrent.futures.TimeoutError is the builtin since Python 3.11).
-from concurrent.futures import CancelledError, TimeoutError  # noqa: E402
-
 from chorde import _legacy  # noqa: E402
 from chorde.errors import CacheMissError, ChordeError, ConfigurationError  # noqa: E402
 from chorde.sentinel import NONE  # noqa: E402
@@ -39,7 +35,11 @@ __all__ = [
 __version__ = "2.0.0.dev0"
 
 
-if not TYPE_CHECKING:  # (type checkers keep flagging unknown names)
+if TYPE_CHECKING:
+    # 1.x's names for what a chorde Future raises (resolved on first use, see below).
+    from concurrent.futures import CancelledError as CancelledError
+    from concurrent.futures import TimeoutError as TimeoutError
+else:  # (type checkers keep flagging unknown names)
 
     def __getattr__(name: str) -> Any:
         # chorde 1.x's names here: what replaced them (see chorde._legacy).

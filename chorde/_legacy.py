@@ -14,7 +14,6 @@ is gone raise with its replacement.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import math
 import sys
 import warnings
@@ -78,14 +77,20 @@ def _attr(module: str, name: str) -> _Alias:
     return lambda: getattr(importlib.import_module(module), name)
 
 
+#: What a chorde Future raises when ``result(timeout)`` runs out of time (the builtin, as
+#: concurrent.futures.TimeoutError is since Python 3.11) or when it was cancelled.
+_ERRORS: dict[str, tuple[_Alias, str]] = {
+    "TimeoutError": (lambda: TimeoutError, ""),
+    "CancelledError": (_attr("concurrent.futures", "CancelledError"), ""),
+}
+
 #: Names that resolve, per module: name -> (what it resolves to, deprecation note or "").
 ALIASES: dict[str, dict[str, tuple[_Alias, str]]] = {
     "chorde.clients.base": {
         "SyncAdapter": (_identity_adapter("SyncAdapter"), ""),
         "ReadWriteSyncAdapter": (_identity_adapter("ReadWriteSyncAdapter"), ""),
         "FOREVER": (lambda: math.inf, ""),
-        "TimeoutError": (lambda: TimeoutError, ""),
-        "CancelledError": (_attr("concurrent.futures", "CancelledError"), ""),
+        **_ERRORS,
         "CacheMissError": (_attr("chorde.errors", "CacheMissError"), ""),
         "NONE": (_attr("chorde.sentinel", "NONE"), ""),
         "NamespaceWrapper": (_attr("chorde.clients.namespace", "NamespaceWrapper"), ""),
@@ -133,12 +138,12 @@ for _package in ("chorde", "chorde.clients"):
     _names["ReadWriteSyncAdapter"] = ALIASES["chorde.clients.base"]["ReadWriteSyncAdapter"]
     _names["FastMemcachedClient"] = ALIASES["chorde.clients.memcached"]["FastMemcachedClient"]
 ALIASES["chorde"]["LRUCache"] = _moved("chorde.clients.inproc", "LRUCache", "Cache")
+ALIASES["chorde"].update(_ERRORS)
 ALIASES["chorde.clients"].update(
     {
         "NONE": (_attr("chorde.sentinel", "NONE"), ""),
         "CacheMissError": (_attr("chorde.errors", "CacheMissError"), ""),
-        "TimeoutError": (lambda: TimeoutError, ""),
-        "CancelledError": (_attr("concurrent.futures", "CancelledError"), ""),
+        **_ERRORS,
     }
 )
 
@@ -388,8 +393,9 @@ def files_arguments(
     return path, size, file_mode
 
 
-class _RemovedModules(importlib.abc.MetaPathFinder):
-    """Makes importing a 1.x module that is gone raise with its replacement."""
+class _RemovedModules:
+    """Makes importing a 1.x module that is gone raise with its replacement (a meta path
+    finder; importlib.abc is not imported for it, to keep ``import chorde`` cheap)."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
         replacement = MODULES.get(fullname)
