@@ -234,6 +234,10 @@ RENAMED: dict[str, dict[str, str]] = {
     "InprocCacheClient": {},
     "NamespaceWrapper": {},
     "TieredInclusiveClient": {},
+    "AsyncWriteCacheClient": {
+        "writer_queue_size": "queue_size",
+        "writer_workers": "writer_threads",
+    },
     "cached": {},
 }
 
@@ -277,6 +281,13 @@ REFUSED: dict[str, dict[str, str]] = {
         "sync_purge": "the client sweeps itself every sweep_interval; purge() sweeps now",
     },
     "InprocCacheClient": {},
+    "AsyncWriteCacheClient": {
+        "overflow": "a full queue writes through in the caller's thread (backpressure), "
+        "never dropping a write",
+        "threadpool": "writer_threads= starts the client's own writers",
+        "writer_threadpool": "writer_threads= starts the client's own writers",
+        "defer_threadpool": _EXECUTOR,
+    },
     "TieredInclusiveClient": {
         "ttl_fractions": "wrap a tier in chorde.clients.capped.CappedTtlClient(client, "
         "max_ttl) to bound how long it keeps what it is given",
@@ -375,6 +386,19 @@ def store_options(size: int, legacy: Mapping[str, Any], store: Any) -> Any:
     if store is not None:
         raise TypeError("InprocCacheClient() got both store= and its 1.x form store_class=")
     return store_class(size, *store_args, **store_kwargs)
+
+
+def write_behind_options(positional: Sequence[Any], legacy: Mapping[str, Any]) -> dict[str, Any]:
+    """``AsyncWriteCacheClient``'s options: 1.x's renamed ones mapped; positional options
+    refused (1.x's order was ``writer_queue_size, writer_workers``, an earlier one of this
+    generation's the reverse: a number could be read either way)."""
+    if positional:
+        raise TypeError(
+            f"AsyncWriteCacheClient takes its options by keyword, got {tuple(positional)!r} "
+            "after the client: AsyncWriteCacheClient(client, writer_threads=..., "
+            f"queue_size=...) {_GUIDE}"
+        )
+    return options("AsyncWriteCacheClient", legacy, 4)
 
 
 def files_arguments(

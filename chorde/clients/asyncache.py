@@ -91,11 +91,18 @@ class AsyncWriteCacheClient(ClientWrapper):
     def __init__(
         self,
         client: BaseCacheClient,
-        *,
+        *positional: Any,
         writer_threads: int = 1,
         queue_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        **legacy: Any,
     ) -> None:
+        if positional or legacy:  # chorde 1.x's (client, writer_queue_size, writer_workers)
+            from chorde import _legacy
+
+            renamed = _legacy.write_behind_options(positional, legacy)
+            writer_threads = renamed.get("writer_threads", writer_threads)
+            queue_size = renamed.get("queue_size", queue_size)
         if not isinstance(client, BaseCacheClient):
             raise TypeError(f"client must be a chorde BaseCacheClient, got {client!r}")
         super().__init__(client)

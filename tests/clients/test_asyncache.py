@@ -302,8 +302,16 @@ def test_a_put_that_expired_in_the_queue_is_stored_stale_like_a_direct_put(backe
 
 def test_writer_options_are_keywords(backend):
     # chorde 1.x took (client, queue_size, workers): positional numbers are refused.
-    with pytest.raises(TypeError):
-        AsyncWriteCacheClient(backend, 100, 1)  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"by keyword.*writer_threads=\.\.\., queue_size="):
+        AsyncWriteCacheClient(backend, 100, 1)
+    with pytest.warns(DeprecationWarning, match="writer_queue_size=...\\) is spelled queue_size="):
+        renamed = AsyncWriteCacheClient(backend, writer_queue_size=7, writer_workers=2)
+    try:
+        assert (renamed._queue_size, renamed._writers) == (7, 2)
+    finally:
+        renamed.close()
+    with pytest.raises(TypeError, match=r"no option 'overflow'.*backpressure"):
+        AsyncWriteCacheClient(backend, overflow=True)
 
 
 def test_bad_arguments(backend):
