@@ -3,8 +3,8 @@
 ``RedisBus(l2, secret="...")`` where ``l2`` is the
 :class:`~chorde.clients.redis.RedisClient` of the shared tier (or a Redis URL, or a
 redis-py / valkey-py client object). Redis plays the broker's part: every process
-``SUBSCRIBE``\\s to one Redis channel (``redis_channel``) and ``PUBLISH``\\es its frames
-there, and Redis relays each frame to every subscriber, the sender included. The frames,
+subscribes to one Redis pub/sub channel (``redis_channel``) and publishes its frames there,
+and Redis relays each frame to every subscriber, the sender included. The frames,
 their numbering, heartbeats, gaps and the ``synced`` state are those of every bus
 (:mod:`chorde.mq.bus`, :mod:`chorde.mq.frames`): signed, keys only, nothing unpickled.
 
@@ -24,18 +24,21 @@ What a fault does:
   ``synced`` at once, and subscribes again every 0.1-1 s; once subscribed it sends a
   heartbeat at once, and when that comes back it is synced (coherent clients drop their
   L1, since whatever was published meanwhile never reached it);
-* a ``PUBLISH`` fails or times out (Redis frozen, a link losing bytes): not synced at once
-  either, until a publish succeeds again and its heartbeat comes back; with nothing to
-  publish, a missed heartbeat (two intervals) says it;
+* a ``PUBLISH`` fails or times out (Redis frozen, a link losing bytes; a heartbeat goes
+  out every interval, so this is noticed within an interval and a timeout): not synced
+  either, until a publish succeeds again and its heartbeat comes back; a heartbeat that
+  does not come back within two intervals unsyncs it too;
 * Redis disconnects a subscriber that reads too slowly (``client-output-buffer-limit
-  pubsub``): a reconnection, as above.
+  pubsub``): a reconnection, as above;
+* nothing of its own comes back through the subscription for ``heartbeat_timeout`` (a
+  connection dead without a word): it is given up and made again, as above.
 
 Timeouts are the client's: a :class:`~chorde.clients.redis.RedisClient`'s
 ``connect_timeout`` and ``timeout`` (0.5 s, 1 s), so no publish waits longer on a hung
 server. A client object of your own should have a ``socket_timeout`` for the same reason.
 
 Redis pub/sub channels are server-wide (not per database): clusters that share a Redis use
-different ``redis_channel``\\s. A Redis Cluster relays a ``PUBLISH`` to every node, so a
+a ``redis_channel`` each. A Redis Cluster relays a ``PUBLISH`` to every node, so a
 cluster client works as well (each process subscribes on one node).
 """
 
@@ -237,6 +240,7 @@ class RedisBus(Bus):
 
     def _listen(self) -> None:
         pubsub: Any = None
+        since = 0.0  # when the current subscription was made
         pause = _RECONNECT[0]
         next_beat = 0.0
         try:
@@ -250,12 +254,20 @@ class RedisBus(Bus):
                 elif self.synced and now - self._last_echo > self.missed_after:
                     with self._state:
                         self._tick()
+                silent = now - max(since, self._last_echo)
+                if pubsub is not None and silent > self.heartbeat_timeout:
+                    # Nothing of ours came back for that long: the connection may be dead
+                    # without a word (a silent network failure, a stream gone astray),
+                    # which only a new one can tell.
+                    self._drop(pubsub, "no heartbeat came back through it")
+                    pubsub = None
                 if pubsub is None:
                     pubsub = self._subscribe()
                     if pubsub is None:
                         self._sleep(min(pause, next_beat - time.monotonic()))
                         pause = min(pause * 2, _RECONNECT[1])
                         continue
+                    since = time.monotonic()
                     pause = _RECONNECT[0]
                 wake_at = next_beat
                 if self.synced:
@@ -264,22 +276,25 @@ class RedisBus(Bus):
                 try:
                     self._read(pubsub, wait)
                 except Exception as exc:
-                    if not self.closed:
-                        self._log.warning(
-                            "bus %s: the subscription to %s failed: %s: %s",
-                            self.peer_id.hex(),
-                            self.where,
-                            type(exc).__name__,
-                            exc,
-                        )
-                    self._set_link(subscribed=False)
-                    _close_quietly(pubsub)
+                    self._drop(pubsub, f"{type(exc).__name__}: {exc}")
                     pubsub = None
         except Exception:
             logger.exception("bus %s: subscriber thread failed", self.peer_id.hex())
         finally:
             if pubsub is not None:
                 _close_quietly(pubsub)
+
+    def _drop(self, pubsub: Any, reason: str) -> None:
+        """Give a subscription up (a new one is made next)."""
+        if not self.closed:
+            self._log.warning(
+                "bus %s: the subscription to %s failed (%s): subscribing again",
+                self.peer_id.hex(),
+                self.where,
+                reason,
+            )
+        self._set_link(subscribed=False)
+        _close_quietly(pubsub)
 
     def _subscribe(self) -> Any:
         """A new subscription (its confirmation arrives as a message), or None."""

@@ -238,6 +238,44 @@ def test_a_resubscription_by_the_client_library_counts_as_a_reconnection(server,
     assert wait_until(lambda: ra.events[-1:] == ["synced"], 5)
 
 
+def test_a_subscription_gone_silent_is_made_again(server, buses):
+    """A connection dead without a word (nothing refused, nothing reset: a stream that
+    stopped) is given up once nothing came back through it for heartbeat_timeout."""
+    import redis
+
+    real = redis.Redis(host=server.host, port=server.port, socket_timeout=1.0)
+    made: list[Any] = []
+
+    class Silenced:
+        """The first subscription swallows everything that arrives after its confirmation."""
+
+        def __init__(self, pubsub: Any, silent: bool) -> None:
+            self._pubsub, self._silent = pubsub, silent
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._pubsub, name)
+
+        def get_message(self, timeout: float = 0.0) -> Any:
+            reply = self._pubsub.get_message(timeout=timeout)
+            if self._silent and reply is not None and reply.get("type") == "message":
+                return None
+            return reply
+
+    class Client:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def pubsub(self) -> Any:
+            made.append(Silenced(real.pubsub(), silent=not made))
+            return made[-1]
+
+    bus = buses(Client(), heartbeat_interval=0.1, heartbeat_timeout=0.5)
+    rec = Recorder(bus)
+    assert bus.wait_synced(10)  # on the second subscription, the first having gone silent
+    assert len(made) >= 2 and "synced" in rec.events
+    real.close()
+
+
 def test_close_says_goodbye_and_closes_only_what_it_made(server, buses):
     values = _client(server)
     a, b, c = buses(values), buses(server.url), buses(server.url)
