@@ -88,6 +88,7 @@ from chorde.clients.inproc import InprocCacheClient
 from chorde.errors import CacheMissError
 from chorde.futures import Future, chain, completed, failed
 from chorde.keys import encode_key
+from chorde.leases import HELD, WON, Computed, aleased_call, leased_call, offered
 from chorde.observe import ERROR, FUNCTION, HIT, MISS, REFRESH, STALE, CacheInfo
 from chorde.tags import (
     Stamped,
@@ -309,6 +310,9 @@ class _Core:
         # A coherent client coordinates computations across processes (once per cluster).
         self.coordinate = getattr(client, "compute_once", None)
         self.acoordinate = getattr(client, "acompute_once", None)
+        # A client handing out leases (chorde.leases) computes once per cluster by itself,
+        # with no broker: its leases win over a coherent client's claims.
+        self.leases = client if offered(client) else None
         self.counters = observe.Counters()
         #: The hits counted by the wrapper's own hit path (set by _make_wrapper).
         self.fast_hits: Callable[[], float] = lambda: 0.0
@@ -713,7 +717,9 @@ class _Core:
         started = _clock() if refresh and self.observed else 0.0
         try:
             value = _MISS
-            if self.coordinate is not None:
+            if self.leases is not None:
+                value = self._leased(ckey, flight, guard, args, kwargs, recheck)
+            elif self.coordinate is not None:
                 value = self._coordinated(ckey, guard, args, kwargs, recheck)
             else:
                 if recheck is not None:
@@ -789,6 +795,57 @@ class _Core:
             recheck = None if attempt == 0 else recheck
         value = self.fn(*args, **kwargs)
         self.store(ckey, value, revisions)
+        return value
+
+    def _lease_terms(
+        self, revisions: tuple[int, ...] | None, recheck: float | None
+    ) -> tuple[Callable[[Any, float], bool], Callable[[Any], bool]]:
+        """``(accept, usable)`` for a leased computation: an entry held is the answer when
+        it has more than ``recheck`` seconds left and carries ``revisions`` (a guarded
+        function's, records made where missing, so every process expects the same); a stale
+        one may be served when it carries them."""
+        fresh = 0.0 if recheck is None else recheck
+        if revisions is None:
+            return (lambda value, ttl: ttl > fresh), (lambda value: True)
+
+        def usable(value: Any) -> bool:
+            return type(value) is Stamped and value.revisions == revisions
+
+        return (lambda value, ttl: ttl > fresh and usable(value)), usable
+
+    def _leased(
+        self,
+        ckey: Hashable,
+        flight: Flight,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float | None,
+    ) -> Any:
+        """Compute once per cluster with the client's leases (:mod:`chorde.leases`): one
+        caller computes, the others wait for its value, or take the stale one held when
+        this is a background refresh (``recheck`` None: a forced one)."""
+        assert self.leases is not None
+        revisions = self.revisions(guard)
+        accept, usable = self._lease_terms(revisions, recheck)
+
+        def compute() -> Computed:
+            value = self.fn(*args, **kwargs)
+            stored = value if revisions is None else Stamped(value, revisions)
+            return value, stored, self.store_ttl(value)
+
+        outcome, value = leased_call(
+            self.leases,
+            ckey,
+            compute,
+            accept,
+            serve_stale=lambda held: flight.background and usable(held),
+            force=recheck is None,
+        )
+        if outcome == WON:
+            self.counters.claims += 1
+        elif guard is not None and outcome in HELD:
+            value = value.value  # (held, as stored: stamped)
         return value
 
     def _coordinated_ttl(self) -> float:
@@ -1130,7 +1187,9 @@ class _Core:
         refresh = run.background
         started = _clock() if refresh and self.observed else 0.0
         try:
-            if self.acoordinate is not None:
+            if self.leases is not None:
+                value = await self._aleased(ckey, run, guard, args, kwargs, recheck)
+            elif self.acoordinate is not None:
                 value = await self._acoordinated(ckey, guard, args, kwargs, recheck)
             else:
                 if recheck is not None:
@@ -1195,6 +1254,39 @@ class _Core:
             recheck = None if attempt == 0 else recheck
         value = await self.fn(*args, **kwargs)
         await self.astore(ckey, value, revisions)
+        return value
+
+    async def _aleased(
+        self,
+        ckey: Hashable,
+        run: _ARun,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float | None,
+    ) -> Any:
+        """Awaitable :meth:`_leased`."""
+        assert self.leases is not None
+        revisions = await self.arevisions(guard)
+        accept, usable = self._lease_terms(revisions, recheck)
+
+        async def compute() -> Computed:
+            value = await self.fn(*args, **kwargs)
+            stored = value if revisions is None else Stamped(value, revisions)
+            return value, stored, self.store_ttl(value)
+
+        outcome, value = await aleased_call(
+            self.leases,
+            ckey,
+            compute,
+            accept,
+            serve_stale=lambda held: run.background and usable(held),
+            force=recheck is None,
+        )
+        if outcome == WON:
+            self.counters.claims += 1
+        elif guard is not None and outcome in HELD:
+            value = value.value
         return value
 
     def arefresh_bg(

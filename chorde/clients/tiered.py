@@ -8,6 +8,7 @@ from typing import Any
 from chorde.clients.base import BaseCacheClient, CacheStats, check_ttl
 from chorde.clients.steps import Steps, arun, run
 from chorde.errors import CacheMissError, ConfigurationError
+from chorde.leases import HIT, LeaseRead, offered
 from chorde.sentinel import NONE
 
 __all__ = ["TieredInclusiveClient"]
@@ -359,6 +360,54 @@ class TieredInclusiveClient(BaseCacheClient):
     async def aclose(self) -> None:
         """Awaitable :meth:`close`."""
         await arun(self._each("close"))
+
+    # ---- leases (chorde.leases): the last tier's, a hit copied above ----------------------
+
+    @property
+    def lease_ttl(self) -> float:
+        """The last tier's lease ttl; 0 when it hands out no leases."""
+        last = self.clients[-1]
+        return float(last.lease_ttl) if offered(last) else 0.0  # type: ignore[attr-defined]
+
+    def _lease_read(self, key: Hashable, accept: Callable[[Any, float], bool]) -> Steps[LeaseRead]:
+        *upper, last = self.clients
+        read: LeaseRead = yield (last, "lease_read", (key, accept))
+        if read.state == HIT and read.ttl > 0:
+            for client in upper:
+                yield (client, "put", (key, read.value, read.ttl))
+        return read
+
+    def _lease_put(self, key: Hashable, value: Any, ttl: float, token: Any) -> Steps[None]:
+        check_ttl(ttl)
+        *upper, last = self.clients
+        yield (last, "lease_put", (key, value, ttl, token))
+        for client in upper:
+            yield (client, "put", (key, value, ttl))
+        self._sets += 1
+
+    def lease_read(self, key: Hashable, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """The last tier's lease read; a hit is copied into the tiers above."""
+        return run(self._lease_read(key, accept))
+
+    async def alease_read(self, key: Hashable, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """Awaitable :meth:`lease_read`."""
+        return await arun(self._lease_read(key, accept))
+
+    def lease_put(self, key: Hashable, value: Any, ttl: float, token: Any) -> None:
+        """Store a leased computation's value: the last tier's lease ends, every tier has it."""
+        run(self._lease_put(key, value, ttl, token))
+
+    async def alease_put(self, key: Hashable, value: Any, ttl: float, token: Any) -> None:
+        """Awaitable :meth:`lease_put`."""
+        await arun(self._lease_put(key, value, ttl, token))
+
+    def lease_release(self, key: Hashable, token: Any) -> None:
+        """Give a lease of the last tier back."""
+        self.clients[-1].lease_release(key, token)  # type: ignore[attr-defined]
+
+    async def alease_release(self, key: Hashable, token: Any) -> None:
+        """Awaitable :meth:`lease_release`."""
+        await self.clients[-1].alease_release(key, token)  # type: ignore[attr-defined]
 
     # ---- sizes and counters ----------------------------------------------------------------
 

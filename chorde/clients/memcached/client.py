@@ -9,6 +9,7 @@ what the client stores and how.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -25,12 +26,18 @@ from chorde.clients.memcached.aio import run as _arun
 from chorde.clients.memcached.blocking import run as _run
 from chorde.clients.memcached.calls import BATCH, CALL, IO, PARALLEL, SLEEP, Op
 from chorde.clients.memcached.protocol import (
+    LINE,
+    META,
     STATS_REQUEST,
+    VALUES,
     CasValues,
     Line,
+    Meta,
+    Replies,
     ReplyError,
     Stats,
     Values,
+    Version,
     check,
     lines,
     old_pages,
@@ -51,6 +58,7 @@ from chorde.clients.memcached.servers import (
 )
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.keys import memcache_key
+from chorde.leases import BUSY, HIT, UNAVAILABLE, WON, LeaseRead
 from chorde.sentinel import NONE
 from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
 
@@ -1311,7 +1319,6 @@ class MemcachedClient(BaseCacheClient):
         """Awaitable :meth:`purge` (native asyncio)."""
         await _arun(self._purge(timeout))
 
-
     # ---- leases (see chorde.leases) ---------------------------------------------------------
     #
     # With meta commands (memcached 1.6+) a lease is the server's win token on the entry's own
@@ -1399,65 +1406,140 @@ class MemcachedClient(BaseCacheClient):
         server: Server,
         accept: Callable[[Any, float], bool],
     ) -> Op[LeaseRead]:
-        """A lease read with meta commands (see above): one round trip unless the entry held
-        is to be marked stale first."""
+        """A lease read with meta commands (see above): one round trip, and one more when the
+        entry held is to be marked stale first."""
         seconds = self._lease_seconds
+        vivifying = protocol.meta_get(raw, b"v c t f N%d" % seconds)
         gen_read = protocol.meta_get(self._gen_key, b"v")
-        request = protocol.meta_get(raw, b"v c t f N%d" % seconds) + gen_read
-        before: tuple[int, bytes] | None = None  # (ttl, flags) of an entry before we marked it
+        request, reply = vivifying + gen_read, Replies(META, META)
+        before: tuple[int, bytes] | None = None  # (ttl, flags) of the entry we mark
         for _ in range(_CAS_ATTEMPTS):
-            got, record = yield (IO, server, request, Replies(META, META))
+            answers = yield (IO, server, request, reply)
+            if len(answers) == 3:  # a mark, then a read
+                mark, got, record = answers
+                marked = before if mark[0] == b"HD" else None
+            else:
+                got, record = answers
+                marked = None
             state = yield from self._generation_of(server, record[1])
             code, data, flags = got
-            if code == b"EN":  # gone since it was marked: read again, vivifying
-                request = protocol.meta_get(raw, b"v c t f N%d" % seconds) + gen_read
-                continue
             if code != b"VA":
-                raise protocol.BadReply(f"unexpected reply {code!r} to a lease read")
+                if code != b"EN":
+                    raise protocol.BadReply(f"unexpected reply {code!r} to a lease read")
+                request, reply = vivifying + gen_read, Replies(META, META)  # gone meanwhile
+                continue
             found = protocol.meta_flags(flags)
             cas = int(found.get(b"c") or 0)
             value, ttl_left = yield from self._held(key, encoded, data, state)
-            held = (int(found.get(b"t") or 0), found.get(b"f") or b"0")
-            marked, before = before, None
+            # What the entry is restored with if its token goes back: as it was before a mark.
+            kept = marked or (int(found.get(b"t") or 0), found.get(b"f") or b"0")
             if value is not NONE and accept(value, ttl_left):
                 if b"W" in found:  # won on an entry we keep after all: the token goes back
-                    restore = marked or held
-                    yield from self._restore(server, raw, cas, data or b"", restore)
-                return LeaseRead(HIT, value, ttl_left)
-            token = (raw, cas, data or b"", marked or held)
-            if b"W" in found:
-                return LeaseRead(WON, value, ttl_left, token)
-            if b"Z" in found:
-                return LeaseRead(BUSY, value, ttl_left)
-            # Held, not acceptable, no token out: mark it stale if it is still what we read,
-            # and read it again in the same round trip (the first reader after the mark wins).
-            mark = protocol.meta_delete(raw, b"I C%d T%d" % (cas, seconds))
-            request = mark + protocol.meta_get(raw, b"v c t f") + gen_read
-            answer, got, record = yield (IO, server, request, Replies(META, META, META))
-            if answer[0] == b"HD":
-                before = held
-            state = yield from self._generation_of(server, record[1])
-            request = protocol.meta_get(raw, b"v c t f N%d" % seconds) + gen_read
-            # (the read after the mark is interpreted by the next round)
-            pending = (got, record)
-            got, record = pending
-            if got[0] == b"EN":
-                continue
-            # Re-enter the loop with the reply already in hand.
-            found = protocol.meta_flags(got[2])
-            cas = int(found.get(b"c") or 0)
-            value, ttl_left = yield from self._held(key, encoded, got[1], state)
-            held = (int(found.get(b"t") or 0), found.get(b"f") or b"0")
-            if value is not NONE and accept(value, ttl_left):
-                if b"W" in found:
-                    yield from self._restore(server, raw, cas, got[1] or b"", before or held)
+                    yield from self._restore(server, raw, cas, data or b"", kept)
                 return LeaseRead(HIT, value, ttl_left)
             if b"W" in found:
-                return LeaseRead(WON, value, ttl_left, (raw, cas, got[1] or b"", before or held))
+                return LeaseRead(WON, value, ttl_left, (raw, cas, data or b"", kept))
             if b"Z" in found:
                 return LeaseRead(BUSY, value, ttl_left)
-            before = None
+            # Held, not acceptable, no token out: mark it stale if it is what we read, for
+            # ``seconds`` at most, and read it again (the first reader after the mark wins).
+            before = kept
+            mark_request = protocol.meta_delete(raw, b"I C%d T%d" % (cas, seconds))
+            request = mark_request + protocol.meta_get(raw, b"v c t f") + gen_read
+            reply = Replies(META, META, META)
         return LeaseRead(UNAVAILABLE)
+
+    def _restore(
+        self, server: Server, raw: bytes, cas: int, data: bytes, kept: tuple[int, bytes]
+    ) -> Op[None]:
+        """Give a token back by rewriting the item as it was (if its cas is still ``cas``):
+        the token and a stale mark go with the rewrite, the next reader may win."""
+        if not data:  # a placeholder: gone, the next reader vivifies another
+            yield (IO, server, protocol.meta_delete(raw, b"C%d" % cas), Meta())
+            return
+        ttl, flags = kept
+        seconds = 0 if ttl < 0 else max(ttl, 1)  # (-1: no expiry)
+        request = protocol.meta_set(raw, (data,), b"C%d T%d F%s" % (cas, seconds, flags))
+        yield (IO, server, request, Meta())
+
+    def _text_lease(
+        self,
+        key: Key,
+        raw: bytes,
+        encoded: bytes,
+        server: Server,
+        accept: Callable[[Any, float], bool],
+    ) -> Op[LeaseRead]:
+        """A lease read without meta commands: the entry and its lease key in one ``get``;
+        when the entry is not acceptable and nobody holds the lease, an ``add`` of it with
+        the entry read again."""
+        gen_key = self._gen_key
+        lease = self._lease_key(raw)
+        found = yield (IO, server, protocol.get([raw, gen_key, lease]), Values())
+        state = yield from self._generation_of(server, found.get(gen_key))
+        value, ttl_left = yield from self._held(key, encoded, found.get(raw), state)
+        if value is not NONE and accept(value, ttl_left):
+            return LeaseRead(HIT, value, ttl_left)
+        if lease in found:
+            return LeaseRead(BUSY, value, ttl_left)
+        take = store(b"add", lease, 0, self._lease_seconds, (os.urandom(8).hex().encode(),))
+        stored, found = yield (
+            IO,
+            server,
+            take + protocol.get([raw, gen_key]),
+            Replies(LINE, VALUES),
+        )
+        state = yield from self._generation_of(server, found.get(gen_key))
+        value, ttl_left = yield from self._held(key, encoded, found.get(raw), state)
+        won = store_result(stored)
+        if value is not NONE and accept(value, ttl_left):
+            if won:
+                yield (IO, server, protocol.delete(lease), Line())
+            return LeaseRead(HIT, value, ttl_left)
+        return LeaseRead(WON if won else BUSY, value, ttl_left, lease if won else None)
+
+    def lease_read(self, key: Key, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """Read ``key``; unless ``accept(value, ttl_left)`` likes the value held, take its
+        lease if nobody holds it (see :mod:`chorde.leases`)."""
+        return _run(self._lease_read(key, accept))
+
+    async def alease_read(self, key: Key, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """Awaitable :meth:`lease_read` (native asyncio)."""
+        return await _arun(self._lease_read(key, accept))
+
+    def _lease_put(self, key: Key, value: Any, ttl: float, token: Any) -> Op[bool]:
+        # A value replaces a meta lease's item (which ends it); a lease key goes with it.
+        return (yield from self._put(key, value, ttl, token if type(token) is bytes else None))
+
+    def lease_put(self, key: Key, value: Any, ttl: float, token: Any) -> None:
+        """Store the value computed under the lease ``token`` (from :meth:`lease_read`),
+        which ends the lease."""
+        _run(self._lease_put(key, value, ttl, token))
+
+    async def alease_put(self, key: Key, value: Any, ttl: float, token: Any) -> None:
+        """Awaitable :meth:`lease_put` (native asyncio)."""
+        await _arun(self._lease_put(key, value, ttl, token))
+
+    def _lease_release(self, key: Key, token: Any) -> Op[None]:
+        raw, _, server = self._locate(key)
+        if server.down:
+            return  # (the lease lapses by itself)
+        try:
+            if type(token) is bytes:
+                yield (IO, server, protocol.delete(token), Line())
+            else:
+                yield from self._restore(server, *token)
+        except Exception as exc:
+            self._fault(server, exc, "a lease release", (raw,))
+
+    def lease_release(self, key: Key, token: Any) -> None:
+        """Give the lease ``token`` back, storing nothing: the entry stays as it was and the
+        next reader may take the lease at once."""
+        _run(self._lease_release(key, token))
+
+    async def alease_release(self, key: Key, token: Any) -> None:
+        """Awaitable :meth:`lease_release` (native asyncio)."""
+        await _arun(self._lease_release(key, token))
 
     # ---- recovery -----------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 Pure code: nothing here touches a socket, a clock or a server. The transports
 (:mod:`.blocking`, :mod:`.aio`) send what the encoders return and feed what they receive to
 a :class:`Reply`, the one reply parser, which takes the bytes in whatever pieces they come.
-The commands and replies are those of memcached's ``doc/protocol.txt`` (text protocol),
-plus the meta get ``mg <key> f`` (memcached 1.6+) used as a flags-only probe.
+The commands and replies are those of memcached's ``doc/protocol.txt``: the text protocol,
+which every server speaks, and the meta commands of memcached 1.6+ (``mg``, ``ms``, ``md``,
+``mn``): a flags-only probe (``mg <key> f``, which an old server answers with ``ERROR``), and
+the win tokens the client's leases are made of (see "Meta commands" below).
 
 The operations of the client are generators that yield *calls* (see "Calls" below) and get
 their results sent back; :func:`chorde.clients.memcached.blocking.run` and
@@ -22,6 +24,8 @@ from chorde.errors import ChordeError
 
 __all__ = [
     "LINE",
+    "META",
+    "META_NOOP",
     "STATS",
     "STATS_REQUEST",
     "VALUES",
@@ -32,6 +36,7 @@ __all__ = [
     "ClientError",
     "ConnectionClosed",
     "Line",
+    "Meta",
     "Replies",
     "Reply",
     "ReplyError",
@@ -47,6 +52,10 @@ __all__ = [
     "get",
     "gets",
     "lines",
+    "meta_delete",
+    "meta_flags",
+    "meta_get",
+    "meta_set",
     "old_pages",
     "plan_pages",
     "probe",
@@ -68,10 +77,19 @@ STATS = 2
 #: One reply line without its CRLF, as it is: :func:`check`, :func:`store_result` and
 #: :func:`probed_flags` read it (a probe's answer may be ``ERROR`` from an old server).
 LINE = 3
+#: A meta command's reply: ``(code, value, flags)``, where ``code`` is its two letters
+#: (``VA``, ``HD``, ``EN``, ``NF``, ``NS``, ``EX``, ``MN``), ``value`` the data block of a
+#: ``VA`` (None otherwise) and ``flags`` the return flags as they came (``b"c12 t30 W"``,
+#: see :func:`meta_flags`); an error line there raises.
+META = 4
 
 STATS_REQUEST = b"stats\r\n"
 #: ``version``: one :data:`LINE` (``VERSION <version>``); what a probe asks, see :class:`Version`.
 VERSION_REQUEST = b"version\r\n"
+#: ``mn``: a server with meta commands answers ``MN`` (one :data:`LINE`), an older one ``ERROR``.
+META_NOOP = b"mn\r\n"
+#: The status codes of meta replies without a value (protocol.txt, "Meta Commands").
+_META_CODES = frozenset((b"HD", b"EN", b"NF", b"NS", b"EX", b"MN"))
 
 # VALUE <key> <flags> <bytes> [<cas unique>] (protocol.txt, "Retrieval command").
 _VALUE = re.compile(rb"VALUE (\S+) \d+ (\d+)(?: (\d+))?\r\n")
@@ -233,6 +251,46 @@ def probe_set_many(items: dict[bytes, bytes], exptime: int, gen: bytes) -> bytes
     )
 
 
+# ---- meta commands ---------------------------------------------------------------------
+#
+# memcached 1.6+ (protocol.txt, "Meta Commands"). What the client uses them for:
+#
+# * ``mg <key> v c t f N<ttl>``: the value with its cas, remaining ttl and client flags; a
+#   miss *vivifies* an empty item for ``ttl`` seconds and hands its reader a win token
+#   (``W``), every later reader seeing ``Z`` (a token is out) until the item is replaced
+#   (``ms``, ``set``) or expires. The first ``mg`` of an item marked stale (``X``) wins too.
+# * ``md <key> I C<cas> T<ttl>``: mark an item stale (``X``) if its cas is still ``cas``,
+#   clearing a token sent for it and giving it ``ttl`` more seconds: the next ``mg`` wins.
+# * ``ms <key> <size> C<cas> T<ttl> F<flags>``: a store if the cas still matches (``HD``,
+#   ``EX`` otherwise, ``NF`` when gone); it clears any token.
+#
+# Text ``get``/``gets`` neither take tokens nor show them: reads that need no lease stay on
+# the text protocol, which every server speaks.
+
+
+def meta_get(key: bytes, flags: bytes) -> bytes:
+    """``mg <key> <flags>``: one :data:`META` reply."""
+    return b"mg " + key + b" " + flags + b"\r\n"
+
+
+def meta_set(key: bytes, value: Sequence[bytes | memoryview], flags: bytes) -> bytes:
+    """``ms <key> <size> <flags>`` and its data block (the ``value`` parts joined): one
+    :data:`META` reply (``HD`` stored, ``NS`` not stored, ``EX`` cas mismatch, ``NF`` gone)."""
+    size = sum(map(len, value))
+    return b"".join((b"ms %s %d %s\r\n" % (key, size, flags), *value, b"\r\n"))
+
+
+def meta_delete(key: bytes, flags: bytes = b"") -> bytes:
+    """``md <key> <flags>``: one :data:`META` reply (``HD``, ``NF`` gone, ``EX`` cas mismatch)."""
+    return b"md " + key + (b" " + flags if flags else b"") + b"\r\n"
+
+
+def meta_flags(flags: bytes) -> dict[bytes, bytes]:
+    """The return flags of a meta reply: ``b"c12 t30 W"`` -> ``{b"c": b"12", b"t": b"30",
+    b"W": b""}``."""
+    return {token[:1]: token[1:] for token in flags.split()}
+
+
 # ---- pages -----------------------------------------------------------------------------
 
 
@@ -374,6 +432,30 @@ class Reply:
                         raise BadReply(f"no cas unique in {data[pos:start]!r}")
                     pos = end + 2
                 self._acc = None
+            elif kind == META:
+                # VA <size> <flags>*\r\n<data>\r\n, or <code> <flags>*\r\n.
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    return self._wait(data, pos, len(data) - pos + 1)
+                if data.startswith(b"VA ", pos):
+                    gap = data.find(b" ", pos + 3, eol)
+                    size_end = eol if gap < 0 else gap
+                    try:
+                        size = int(data[pos + 3 : size_end])
+                    except ValueError:
+                        raise BadReply(f"unexpected reply {data[pos:eol][:64]!r}") from None
+                    end = eol + 2 + size
+                    if len(data) < end + 2:
+                        return self._wait(data, pos, end + 2 - pos)
+                    flags = b"" if gap < 0 else data[gap + 1 : eol]
+                    value = (b"VA", data[eol + 2 : end], flags)
+                    pos = end + 2
+                else:
+                    code = data[pos : pos + 2]
+                    if code not in _META_CODES or (eol - pos != 2 and data[pos + 2] != 32):  # b' '
+                        raise error_of(data[pos:eol])
+                    value = (code, None, data[pos + 3 : eol])
+                    pos = eol + 2
             else:
                 pos = self._stats(data, pos)
                 if pos < 0:
@@ -450,6 +532,12 @@ class Version(Line):
     """The reply to ``version``: its line (a request that writes nothing)."""
 
     writes = False
+
+
+class Meta(Reply):
+    """The reply to one meta command: ``(code, value, flags)`` (see :data:`META`)."""
+
+    _kinds = (META,)
 
 
 class Stats(Reply):

@@ -215,6 +215,7 @@ class Server:
         "down",
         "host",
         "log",
+        "meta",
         "name",
         "pool_size",
         "port",
@@ -270,6 +271,8 @@ class Server:
         #: When the newest generation record trusted here was made: an older one showing up
         #: later (replayed) is not trusted.
         self.seen = 0.0
+        #: Whether the server speaks the meta commands: None until a client asked it (``mn``).
+        self.meta: bool | None = None
 
     # ---- connections -------------------------------------------------------------------
 
@@ -385,8 +388,12 @@ class Server:
 
     def connected(self) -> None:
         """A connection to the server was opened: it may have restarted since the client last
-        read its generation record, so the record is read again before it is relied on."""
+        read its generation record, so the record is read again before it is relied on (and
+        a server that had no meta commands is asked again: it may have been upgraded; one
+        that had them and lost them answers ``ERROR``, which the client notes)."""
         self.state = UNKNOWN_STATE
+        if self.meta is False:
+            self.meta = None
 
     def orphan(self, sock: socket.socket, reply: Reply) -> None:
         """Keep the socket of a write that timed out until the server has answered it (see
