@@ -90,12 +90,13 @@ def _signal(proc: subprocess.Popen | None, sig: int) -> None:
 
 
 class Member:
-    """One worker process (``tests.mq._worker``) and its command channel."""
+    """One worker process (``tests.mq._worker``, or the module ``worker`` speaking the same
+    lines) and its command channel."""
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict, worker: str = "tests.mq._worker") -> None:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.mq._worker", json.dumps(cfg)],
+            [sys.executable, "-m", worker, json.dumps(cfg)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -216,9 +217,11 @@ class Member:
         self._stderr.close()
 
 
-def start_members(configs: list[dict], timeout: float = 30.0) -> list[Member]:
+def start_members(
+    configs: list[dict], timeout: float = 30.0, worker: str = "tests.mq._worker"
+) -> list[Member]:
     """Start the workers in parallel and wait until each is ready (killing all on failure)."""
-    members = [Member(cfg) for cfg in configs]
+    members = [Member(cfg, worker) for cfg in configs]
     try:
         for m in members:
             m.wait_ready(timeout)
