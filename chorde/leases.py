@@ -138,12 +138,12 @@ def wait_steps(
     Returns ``(outcome, last read)``: :data:`HIT` (an acceptable value turned up),
     :data:`WON` (compute, then store with the read's token), :data:`STALE` (another caller
     computes and ``serve_stale(value)`` allows the value held), or :data:`ALONE` (compute
-    without a lease: none could be had, or none came within ``3 * lease_ttl`` seconds).
+    without a lease: none could be had, or no value came within ``3 * lease_ttl`` seconds).
     ``force``: take the lease whatever is held (a forced refresh); once another caller's
     computation was waited for, its result will do.
     """
     read: LeaseRead = yield (READ, _never if force else accept)
-    patience = time.monotonic() + _PATIENCE_LEASES * lease_ttl + 1.0
+    patience = time.monotonic() + _PATIENCE_LEASES * lease_ttl
     pause = _FIRST_PAUSE
     longest = min(_MAX_PAUSE, lease_ttl / 10)
     while True:
@@ -158,7 +158,7 @@ def wait_steps(
             logger.warning(
                 "chorde: waited %.3g s for another process's computation of a key (%s "
                 "lease ttls, each handing the lease on when it lapses); computing it here",
-                _PATIENCE_LEASES * lease_ttl + 1.0,
+                _PATIENCE_LEASES * lease_ttl,
                 _PATIENCE_LEASES,
             )
             return ALONE, read
