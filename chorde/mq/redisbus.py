@@ -161,6 +161,12 @@ class RedisBus(Bus):
         if callable(getattr(redis, "redis_client", None)):
             return redis.redis_client, repr(redis)
         if callable(getattr(redis, "pubsub", None)) and callable(getattr(redis, "publish", None)):
+            encoder = getattr(redis, "get_encoder", None)
+            if callable(encoder) and getattr(encoder(), "decode_responses", False):
+                raise ConfigurationError(
+                    "redis must be a client with decode_responses=False: the bus's frames "
+                    f"are binary, got {redis!r}"
+                )
             return (lambda: redis), type(redis).__name__
         raise ConfigurationError(
             "redis must be a RedisClient, a Redis URL or a redis-py/valkey-py client object, "
