@@ -205,6 +205,41 @@ def test_unknown_names_stay_attribute_errors():
             module.no_such_name  # noqa: B018
 
 
+def test_tiered_reads_take_1x_ttl_skip_and_promote_callback():
+    import asyncio
+
+    from chorde.clients.tiered import TieredInclusiveClient
+
+    l1, l2 = InprocCacheClient(10), InprocCacheClient(10)
+    tiered = TieredInclusiveClient(l1, l2)
+    l1.put("k", "old", 5)  # about to expire up here...
+    l2.put("k", "new", 100)  # ...fresher below
+    promoted = []
+
+    def told(*event):
+        promoted.append(event)
+
+    assert tiered.get("k") == "old"  # plain read: the first live entry
+    assert tiered.getTtl("k", ttl_skip=10, promote_callback=told)[0] == "new"
+    assert [(k, v) for k, v, _ in promoted] == [("k", "new")] and promoted[0][2] > 90
+    assert l1.get("k") == "new"  # promoted
+    l1.put("a", 1, 5)
+    l2.put("a", 2, 100)
+    l1.put("b", 3, 5)  # nothing fresher below: a miss for getMulti, itself for getTtlMulti
+    assert dict(tiered.getMulti(["a", "b"], None, ttl_skip=10)) == {"a": 2, "b": None}
+    assert dict(tiered.getTtlMulti(["b"], None, ttl_skip=10))["b"][0] == 3
+    l1.put("c", "old", 5)
+    l2.put("c", "new", 100)
+    del promoted[:]
+
+    async def awaited():
+        got = await tiered.agetMulti(["c"], None, ttl_skip=10, promote_callback=told)
+        return got, await tiered.aget("c", ttl_skip=10)
+
+    assert asyncio.run(awaited()) == ([("c", "new")], "new")
+    assert [(k, v) for k, v, _ in promoted] == [("c", "new")]
+
+
 def test_tiered_ttl_fractions_refused():
     from chorde.clients.tiered import TieredInclusiveClient
 

@@ -21,15 +21,21 @@ _Promote = Callable[[int, list[tuple[Hashable, Any, float]]], None]
 _PromoteSteps = Callable[[int, list[tuple[Hashable, Any, float]]], Steps[None]]
 
 Found = tuple[Any, float]
+#: chorde 1.x's ``promote_callback(key, value, ttl)``: told of each promoted entry.
+_Promoted = Callable[[Hashable, Any, float], Any]
 
 
 def _fall_through_multi_steps(
-    tiers: Sequence[BaseCacheClient], keys: list[Hashable], default: Any, promote: _PromoteSteps
+    tiers: Sequence[BaseCacheClient],
+    keys: list[Hashable],
+    default: Any,
+    promote: _PromoteSteps,
+    ttl_skip: float = 0.0,
 ) -> Steps[tuple[list[tuple[Hashable, Found]], int]]:
     """Look ``keys`` up through ``tiers``, each asked only for the keys the ones above missed.
 
-    A live hit is promoted into the tiers above its own with ``promote``; otherwise the
-    freshest stale entry found wins.
+    A live hit (more than ``ttl_skip`` seconds left) is promoted into the tiers above its
+    own with ``promote``; otherwise the freshest entry found wins.
 
     Returns the ``(key, (value, ttl))`` answer of every key (misses give ``(default, -1.0)``)
     and how many of them are live hits.
@@ -42,7 +48,7 @@ def _fall_through_multi_steps(
         missing = []
         live: list[tuple[Hashable, Any, float]] = []
         for key, (value, ttl) in (yield (tier, "getTtlMulti", (remaining, _MISS))):
-            if value is not _MISS and ttl > 0:
+            if value is not _MISS and ttl > ttl_skip:
                 found[key] = (value, ttl)
                 live.append((key, value, ttl))
                 continue
@@ -53,7 +59,7 @@ def _fall_through_multi_steps(
             yield from promote(i, live)
         remaining = missing
     answer = [(key, found.get(key, (default, -1.0))) for key in keys]
-    return answer, sum(1 for _, (_, ttl) in answer if ttl > 0)
+    return answer, sum(1 for _, (_, ttl) in answer if ttl > ttl_skip)
 
 
 def _fall_through_multi(
@@ -127,17 +133,26 @@ class TieredInclusiveClient(BaseCacheClient):
             for key, value, ttl in hits:
                 yield (upper, "put", (key, value, ttl))
 
-    def _find(self, key: Hashable, first: Found) -> Steps[Found]:
-        """The freshest ``(value, ttl)`` below the first tier, whose answer was ``first``."""
+    def _find(
+        self,
+        key: Hashable,
+        first: Found,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
+    ) -> Steps[Found]:
+        """The freshest ``(value, ttl)`` below the first tier, whose answer was ``first``:
+        the first with more than ``ttl_skip`` seconds left, promoted, else the freshest."""
         stale = first if first[0] is not _MISS else None
         clients = self.clients
         for i in range(1, len(clients)):
             value, ttl = yield (clients[i], "getTtl", (key, _MISS))
             if value is _MISS:
                 continue
-            if ttl > 0:
+            if ttl > ttl_skip:
                 for upper in clients[:i]:
                     yield (upper, "put", (key, value, ttl))
+                if promote_callback is not None:
+                    promote_callback(key, value, ttl)
                 self._hits += 1
                 return value, ttl
             if stale is None or ttl > stale[1]:
@@ -145,9 +160,23 @@ class TieredInclusiveClient(BaseCacheClient):
         self._misses += 1
         return stale if stale is not None else (_MISS, -1.0)
 
-    def _multi(self, keys: Iterable[Hashable], default: Any) -> Steps[list[tuple[Hashable, Found]]]:
+    def _multi(
+        self,
+        keys: Iterable[Hashable],
+        default: Any,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
+    ) -> Steps[list[tuple[Hashable, Found]]]:
+        promote = self._promote
+        if promote_callback is not None:
+
+            def promote(i: int, hits: list[tuple[Hashable, Any, float]]) -> Steps[None]:
+                yield from self._promote(i, hits)
+                for key, value, ttl in hits:
+                    promote_callback(key, value, ttl)
+
         answer, hits = yield from _fall_through_multi_steps(
-            self.clients, list(keys), default, self._promote
+            self.clients, list(keys), default, promote, ttl_skip
         )
         self._hits += hits
         self._misses += len(answer) - hits
@@ -208,27 +237,68 @@ class TieredInclusiveClient(BaseCacheClient):
 
     # ---- blocking ------------------------------------------------------------------------
 
-    def getTtl(self, key: Hashable, default: Any = NONE) -> Found:
-        """Return ``(value, ttl_left)`` from the freshest tier; a stale entry if only that."""
+    def getTtl(
+        self,
+        key: Hashable,
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
+    ) -> Found:
+        """Return ``(value, ttl_left)`` from the freshest tier; a stale entry if only that.
+
+        chorde 1.x's keywords: ``ttl_skip`` passes over entries with that many seconds
+        left or fewer to the tiers below (the freshest is returned if none has more);
+        ``promote_callback(key, value, ttl)`` is told of an entry copied into upper tiers.
+        """
         found = self.clients[0].getTtl(key, _MISS)  # the L1 hit: no generator
-        if found[1] > 0:
+        if found[1] > ttl_skip:
             self._hits += 1
             return found
-        return _answer(key, run(self._find(key, found)), default)
+        return _answer(key, run(self._find(key, found, ttl_skip, promote_callback)), default)
 
-    def get(self, key: Hashable, default: Any = NONE) -> Any:
-        """Return the live value from the first tier that has it."""
+    def get(
+        self,
+        key: Hashable,
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
+    ) -> Any:
+        """Return the live value from the first tier that has it (1.x's keywords: see
+        :meth:`getTtl`)."""
         found = self.clients[0].getTtl(key, _MISS)
-        if found[1] > 0:
+        if found[1] > ttl_skip:
             self._hits += 1
             return found[0]
-        return _live(key, run(self._find(key, found)), default)
+        return _live(key, run(self._find(key, found, ttl_skip, promote_callback)), default)
 
     def getTtlMulti(
-        self, keys: Iterable[Hashable], default: Any = NONE
+        self,
+        keys: Iterable[Hashable],
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
     ) -> Iterator[tuple[Hashable, Found]]:
-        """Batch lookup: each tier is asked only for the keys the tiers above it missed."""
-        yield from run(self._multi(keys, default))
+        """Batch lookup: each tier is asked only for the keys the tiers above it missed
+        (1.x's keywords: see :meth:`getTtl`)."""
+        yield from run(self._multi(keys, default, ttl_skip, promote_callback))
+
+    def getMulti(
+        self,
+        keys: Iterable[Hashable],
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
+    ) -> Iterator[tuple[Hashable, Any]]:
+        """Batch :meth:`get`: ``(key, value)`` pairs, ``default`` for a miss (1.x's
+        keywords: see :meth:`getTtl`; an entry with ``ttl_skip`` seconds left or fewer is
+        a miss here, as in 1.x)."""
+        answer = run(self._multi(keys, NONE, ttl_skip, promote_callback))
+        for key, (value, ttl) in answer:
+            yield key, value if ttl > max(ttl_skip, 0.0) else default
 
     def contains(self, key: Hashable, ttl: float | None = None) -> bool:
         """True if any tier has a live entry (with more than ``ttl`` left, if given)."""
@@ -284,34 +354,61 @@ class TieredInclusiveClient(BaseCacheClient):
 
     # ---- awaitable: each tier's own awaitables, never an executor of ours ----------------
 
-    async def agetTtl(self, key: Hashable, default: Any = NONE) -> Found:
+    async def agetTtl(
+        self,
+        key: Hashable,
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
+    ) -> Found:
         """Awaitable :meth:`getTtl`."""
         found = await self.clients[0].agetTtl(key, _MISS)
-        if found[1] > 0:
+        if found[1] > ttl_skip:
             self._hits += 1
             return found
-        return _answer(key, await arun(self._find(key, found)), default)
+        found = await arun(self._find(key, found, ttl_skip, promote_callback))
+        return _answer(key, found, default)
 
-    async def aget(self, key: Hashable, default: Any = NONE) -> Any:
+    async def aget(
+        self,
+        key: Hashable,
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
+    ) -> Any:
         """Awaitable :meth:`get`."""
         found = await self.clients[0].agetTtl(key, _MISS)
-        if found[1] > 0:
+        if found[1] > ttl_skip:
             self._hits += 1
             return found[0]
-        return _live(key, await arun(self._find(key, found)), default)
+        found = await arun(self._find(key, found, ttl_skip, promote_callback))
+        return _live(key, found, default)
 
     async def agetTtlMulti(
-        self, keys: Iterable[Hashable], default: Any = NONE
+        self,
+        keys: Iterable[Hashable],
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
     ) -> list[tuple[Hashable, Found]]:
         """Awaitable :meth:`getTtlMulti`."""
-        return await arun(self._multi(keys, default))
+        return await arun(self._multi(keys, default, ttl_skip, promote_callback))
 
     async def agetMulti(
-        self, keys: Iterable[Hashable], default: Any = NONE
+        self,
+        keys: Iterable[Hashable],
+        default: Any = NONE,
+        *,
+        ttl_skip: float = 0.0,
+        promote_callback: _Promoted | None = None,
     ) -> list[tuple[Hashable, Any]]:
         """Awaitable :meth:`getMulti`."""
-        answer = await arun(self._multi(keys, NONE))
-        return [(key, value if ttl > 0 else default) for key, (value, ttl) in answer]
+        answer = await arun(self._multi(keys, NONE, ttl_skip, promote_callback))
+        live = max(ttl_skip, 0.0)
+        return [(key, value if ttl > live else default) for key, (value, ttl) in answer]
 
     async def acontains(self, key: Hashable, ttl: float | None = None) -> bool:
         """Awaitable :meth:`contains`."""
