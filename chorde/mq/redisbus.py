@@ -213,9 +213,14 @@ class RedisBus(Bus):
                     return
                 continue
             batch = [out.popleft() for _ in range(min(len(out), _BATCH))]
-            self._flush(batch)
+            if not self._flush(batch) and self.closed:
+                # Closing, and Redis is not taking anything: the rest would fail as slowly.
+                self.dropped += len(out)
+                out.clear()
+                return
 
-    def _flush(self, batch: list[bytes]) -> None:
+    def _flush(self, batch: list[bytes]) -> bool:
+        """Publish ``batch`` in one round trip; False when it failed (all of it dropped)."""
         try:
             client = self._source()
             if _is_cluster(client):
@@ -237,10 +242,11 @@ class RedisBus(Bus):
                 exc,
             )
             self._set_link(publishing=False)
-            return
+            return False
         self.sent += len(batch)
         if not self._publishing:
             self._set_link(publishing=True)
+        return True
 
     # ---- the subscriber thread ---------------------------------------------------------
 
