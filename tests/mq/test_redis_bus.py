@@ -231,6 +231,22 @@ def test_a_full_queue_drops_frames_and_counts_them(server, buses):
     values.close()
 
 
+def test_closing_while_redis_takes_nothing_leaves_no_thread_behind(server, buses):
+    values = _client(server, timeout=1.0)
+    a = buses(values)
+    assert a.wait_synced(10)
+    server.suspend()
+    try:
+        for i in range(6000):  # a dozen batches, each of which would wait out its timeout
+            a.publish(INV, "ch", [b"k%d" % i])
+        a.close()
+        assert not a._publisher.is_alive() and not a._subscriber.is_alive()
+        assert a.dropped >= 5000
+    finally:
+        server.resume()
+    values.close()
+
+
 def test_a_resubscription_by_the_client_library_counts_as_a_reconnection(server, buses):
     """A client object that reconnects and subscribes again by itself (redis-py's retries)
     hides the outage: the second confirmation says it, and the bus resyncs."""
