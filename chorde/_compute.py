@@ -10,6 +10,7 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Coroutine, Hashable
+from threading import get_ident
 from typing import Any, TypeVar
 
 from chorde.futures import Future
@@ -17,6 +18,7 @@ from chorde.futures import Future
 __all__ = [
     "Flight",
     "Flights",
+    "Pending",
     "default_executor",
     "in_worker",
     "run_as_worker",
@@ -38,45 +40,122 @@ class Flight(Future[Any]):
     runner: Callable[[], Any] | None = None
 
 
-class Flights:
-    """A per-key registry of in-flight computations (thread-safe)."""
+#: A flight begun by :meth:`Flights.begin`: ``[owner thread ident, *waiters]``. No
+#: :class:`Flight` is made unless a second caller comes: each waiter appends its own, which
+#: the owner resolves when it ends (after appending :data:`_DONE`).
+Pending = list[Any]
+_DONE: Any = object()
+#: Keys whose flight ended lately, kept to tell a new owner whether to read the cache again.
+_ENDED_MAX = 1024
 
-    __slots__ = ("_flights", "_lock")
+
+class Flights:
+    """A per-key registry of in-flight computations (thread-safe, lock-free: each entry is
+    set with ``dict.setdefault``, atomic, and never replaced but by its owner's removal).
+
+    Two kinds of entries: a :class:`Flight` made by :meth:`claim` (background refreshes,
+    whose runner any thread may take), and the lighter pending list of :meth:`begin`, for a
+    caller computing in its own thread, which makes a Future only for callers that wait.
+    """
+
+    __slots__ = ("_ended", "_flights", "_lock")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._flights: dict[Hashable, Flight | Pending] = {}
+        self._ended: dict[Hashable, None] = {}
 
-        self._flights: dict[Hashable, Flight] = {}
+    def begin(self, key: Hashable) -> Pending | Flight | None:
+        """Start computing ``key`` in this thread unless some thread already is.
+
+        Returns the caller's own pending flight (a list: end it with :meth:`end`), or the
+        :class:`Flight` to wait for, or None when the flight found ended just now (its value
+        is to be read again).
+        """
+        mine = [get_ident()]
+        found = self._flights.setdefault(key, mine)
+        if found is mine:
+            return mine
+        if type(found) is list:
+            return _join(found)
+        return found  # type: ignore[return-value]  # (a Flight)
+
+    def end(
+        self, key: Hashable, pending: Pending, value: Any = None, exc: BaseException | None = None
+    ) -> None:
+        """End the caller's flight of ``key`` (:meth:`begin`): every waiter gets ``value``, or
+        ``exc`` when given."""
+        flights = self._flights
+        if flights.get(key) is pending:
+            del flights[key]
+        self._note_end(key)
+        pending.append(_DONE)
+        if len(pending) > 2:
+            for waiter in pending[1:]:
+                if waiter is _DONE:
+                    break
+                if exc is None:
+                    waiter.set_result(value)
+                else:
+                    waiter.set_exception(exc)
+
+    def ended_lately(self, key: Hashable) -> bool:
+        """Whether a flight of ``key`` ended lately (after the caller's read of the cache,
+        perhaps): a new owner then reads it again rather than compute a second time."""
+        return key in self._ended
+
+    def _note_end(self, key: Hashable) -> None:
+        ended = self._ended
+        if len(ended) >= _ENDED_MAX:
+            ended.clear()
+        ended[key] = None
 
     def claim(self, key: Hashable) -> tuple[Flight, bool]:
         """Return ``(flight, True)`` for a new flight the caller must run, else the running one."""
-        with self._lock:
-            flight = self._flights.get(key)
-            if flight is not None:
-                return flight, False
-            flight = self._flights[key] = Flight()
-            return flight, True
+        while True:
+            flight = Flight()
+            found = self._flights.setdefault(key, flight)
+            if found is flight:
+                return flight, True
+            if type(found) is not list:
+                return found, False  # type: ignore[return-value]  # (a Flight)
+            joined = _join(found)
+            if joined is not None:
+                return joined, False
+            # (the pending flight ended meanwhile: claim again)
 
     def get(self, key: Hashable) -> Flight | None:
-        """The flight running for ``key``, if any."""
-        return self._flights.get(key)
+        """The :class:`Flight` running for ``key``, if any (a pending one is not)."""
+        found = self._flights.get(key)
+        return found if type(found) is Flight else None
 
     def take(self, flight: Flight) -> bool:
         """Become the thread running ``flight``; False if some thread already is."""
         with self._lock:
             if flight.owner is not None:
                 return False
-            flight.owner = threading.get_ident()
+            flight.owner = get_ident()
             return True
 
     def release(self, key: Hashable, flight: Flight) -> None:
         """Forget ``flight`` (done or abandoned) so the next caller starts a new one."""
-        with self._lock:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
+        flights = self._flights
+        if flights.get(key) is flight:
+            del flights[key]
+            self._note_end(key)
 
     def __len__(self) -> int:
         return len(self._flights)
+
+
+def _join(pending: Pending) -> Flight | None:
+    """A :class:`Flight` resolved when the pending flight ends; None if it ended already."""
+    flight = Flight()
+    flight.owner = pending[0]
+    pending.append(flight)
+    if _DONE in pending and pending.index(_DONE) < pending.index(flight):
+        return None  # (its owner resolved those before _DONE only)
+    return flight
 
 
 _lock = threading.Lock()

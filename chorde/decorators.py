@@ -82,7 +82,7 @@ from chorde._cached_types import (
     FutureAsyncCachedFunction,
     FutureCachedFunction,
 )
-from chorde._compute import Flight, Flights, set_default_executor
+from chorde._compute import Flight, Flights, Pending, set_default_executor
 from chorde.clients.base import BaseCacheClient, check_ttl
 from chorde.clients.inproc import InprocCacheClient
 from chorde.errors import CacheMissError
@@ -133,6 +133,8 @@ _PLAIN, _BG, _FUTURE = 0, 1, 2
 _MISS: Any = object()
 _CLIENT_METHODS = ("getTtl", "put", "delete", "expire", "agetTtl", "aput", "adelete", "aexpire")
 _clock = time.perf_counter
+# Lone misses that found a flight just ending before one computes or waits (see compute_once).
+_BEGIN_ATTEMPTS = 8
 # The ttl a coherent client's compute-once stores a result with when the real one comes from
 # ``ttl(result)``: short, and replaced by the real one as soon as the result is known.
 _PROVISIONAL_TTL = 1.0
@@ -694,26 +696,44 @@ class _Core:
     def compute_once(
         self, ckey: Hashable, guard: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """Compute in this thread, or wait for the thread already computing this key."""
-        flight, owner = self.flights.claim(ckey)
-        if not owner:
-            flight.background = False
-            self.counters.coalesced += 1
-            return self._wait(flight)
-        flight.owner = threading.get_ident()
-        return self._fly(ckey, flight, guard, args, kwargs, 0.0)
+        """Compute in this thread, or wait for the thread already computing this key.
+
+        The flight is a pending list until a second caller comes (see
+        :meth:`Flights.begin`): a lone miss makes no Future.
+        """
+        flights = self.flights
+        for _ in range(_BEGIN_ATTEMPTS):
+            flight = flights.begin(ckey)
+            if type(flight) is list:
+                return self._fly(ckey, flight, guard, args, kwargs, 0.0)
+            if flight is not None:
+                flight.background = False
+                self.counters.coalesced += 1
+                return self._wait(flight)
+            # The flight found ended just now: its value is there to read.
+            if self.guarded:
+                value, ttl_left, guard = self.read(ckey, args, kwargs)
+            else:
+                value, ttl_left = self.client.getTtl(ckey, _MISS)
+            if ttl_left > 0:
+                return value
+        flight, _ = flights.claim(ckey)  # (flights keep ending under us: wait or run one)
+        if flight.owner is None and flights.take(flight):
+            return self._fly(ckey, flight, guard, args, kwargs, 0.0)
+        return self._wait(flight)
 
     def _fly(
         self,
         ckey: Hashable,
-        flight: Flight,
+        flight: Flight | Pending,
         guard: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         recheck: float | None,
         refresh: bool = False,
     ) -> Any:
-        """Run a claimed flight: compute, store, then resolve every waiter."""
+        """Run a claimed flight (a :class:`Flight`, or the pending list of a lone miss):
+        compute, store, then resolve every waiter."""
         started = _clock() if refresh and self.observed else 0.0
         try:
             value = _MISS
@@ -722,7 +742,9 @@ class _Core:
             elif self.coordinate is not None:
                 value = self._coordinated(ckey, guard, args, kwargs, recheck)
             else:
-                if recheck is not None:
+                if recheck is not None and (
+                    type(flight) is not list or self.flights.ended_lately(ckey)
+                ):
                     # Another flight may have stored the value between our miss and our
                     # claim (and the revisions may have moved).
                     if self.guarded:
@@ -740,18 +762,24 @@ class _Core:
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self.counters.errors += 1
-                if flight.background:
+                if type(flight) is not list and flight.background:
                     # Logged before waiters wake: nobody asked for this result.
                     logger.exception(
                         "%s%s: background computation failed", self.name, reprlib.repr(args)
                     )
                 if started:
                     self._emit(ERROR, started)
-            self.flights.release(ckey, flight)
-            flight.set_exception(exc)
+            if type(flight) is list:
+                self.flights.end(ckey, flight, None, exc)
+            else:
+                self.flights.release(ckey, flight)
+                flight.set_exception(exc)
             raise
-        self.flights.release(ckey, flight)
-        flight.set_result(value)
+        if type(flight) is list:
+            self.flights.end(ckey, flight, value)
+        else:
+            self.flights.release(ckey, flight)
+            flight.set_result(value)
         if started:
             self._emit(REFRESH, started)
         return value
@@ -816,7 +844,7 @@ class _Core:
     def _leased(
         self,
         ckey: Hashable,
-        flight: Flight,
+        flight: Flight | Pending,
         guard: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -834,13 +862,12 @@ class _Core:
             stored = value if revisions is None else Stamped(value, revisions)
             return value, stored, self.store_ttl(value)
 
+        serve_stale = None
+        if type(flight) is Flight:
+            background = flight  # (a refresh nobody waits for, until someone does)
+            serve_stale = lambda held: background.background and usable(held)  # noqa: E731
         outcome, value = leased_call(
-            self.leases,
-            ckey,
-            compute,
-            accept,
-            serve_stale=lambda held: flight.background and usable(held),
-            force=recheck is None,
+            self.leases, ckey, compute, accept, serve_stale=serve_stale, force=recheck is None
         )
         if outcome == WON:
             self.counters.claims += 1

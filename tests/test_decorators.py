@@ -289,6 +289,8 @@ def test_exception_reaches_every_waiter(client):
 def _waiters(fn):
     """How many threads wait on the (single) flight of fn (CPython's Condition internals)."""
     [flight] = fn._chorde_core.flights._flights.values()
+    if type(flight) is list:  # a lone miss's pending flight: a Future per waiter
+        return sum(len(f._condition._waiters) for f in flight[1:] if hasattr(f, "_condition"))
     return len(flight._condition._waiters)
 
 
