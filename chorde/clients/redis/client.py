@@ -28,6 +28,7 @@ from chorde.clients.redis.health import Node, WriteLog, answered, logger
 from chorde.clients.redis.topology import Topology
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.keys import encode_key, key_digest
+from chorde.leases import BUSY, HIT, UNAVAILABLE, WON, LeaseRead
 from chorde.sentinel import NONE
 from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
 
@@ -130,7 +131,10 @@ class RedisClient(BaseCacheClient):
       read (a plain ``SET``); past it, a put is a script that reads it again. A clear by
       another client within that time may lose this client's writes (misses, never older
       values); 0 makes every put a script;
-    * ``max_connections``: bound of each connection pool.
+    * ``max_connections``: bound of each connection pool;
+    * ``lease_ttl`` (10 s): leases (:mod:`chorde.leases`): ``@cached`` computes a missing or
+      stale entry once across every client, the others waiting for its value; a winner
+      that dies or hangs delays them by at most this. 0 turns leases off.
     """
 
     blocking = True
@@ -167,6 +171,7 @@ class RedisClient(BaseCacheClient):
         write_log_size: int = 10_000,
         generation_check: float = 1.0,
         max_connections: int | None = None,
+        lease_ttl: float = 10.0,
     ) -> None:
         if not checksum_key:
             raise ConfigurationError(
@@ -181,8 +186,11 @@ class RedisClient(BaseCacheClient):
             ("retry_interval", retry_interval),
             ("stale_grace", stale_grace),
             ("generation_check", generation_check),
+            ("lease_ttl", lease_ttl),
         ):
             check_ttl(val, name)
+        if not lease_ttl < math.inf:
+            raise ConfigurationError(f"lease_ttl must be finite (0: no leases), got {lease_ttl!r}")
         if not isinstance(namespace, str) or "{" in namespace or "}" in namespace:
             raise ConfigurationError(
                 f"namespace must be a str without braces (a cluster hash tag), got {namespace!r}"
@@ -204,6 +212,8 @@ class RedisClient(BaseCacheClient):
         self.retry_interval = float(retry_interval)
         self.stale_grace = float(stale_grace)
         self.generation_check = float(generation_check)
+        #: Seconds a lease lasts (0: no leases).
+        self.lease_ttl = float(lease_ttl)
         self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
         self._hits = self._misses = self._sets = self._errors = 0
         self._key_memo: dict[str, tuple[bytes, bytes]] = {}
@@ -241,6 +251,7 @@ class RedisClient(BaseCacheClient):
         self._prefix = prefix
         internal = namespace.encode() + b"~"
         self._record_key = internal + b"gen"
+        self._lease_prefix = internal + b"lease"
         self._record_keys: list[bytes] | None = None
         if self._is_cluster:
             self._record_keys = [internal + b"gen{" + tag + b"}" for tag in _tags()]
@@ -1013,6 +1024,98 @@ class RedisClient(BaseCacheClient):
     async def apurge(self, timeout: float = 0) -> None:
         """Awaitable :meth:`purge` (native asyncio)."""
         await _arun(self._purge(timeout), self._topology)
+
+    # ---- leases (see chorde.leases): a key of its own beside the entry, SET NX PX ----------------
+
+    def _lease_key(self, raw: bytes, slot: int) -> bytes:
+        """The key of ``raw``'s lease: in a Cluster, tagged with ``raw``'s slot (scripts reach
+        one slot)."""
+        if self._record_keys is None:
+            return self._lease_prefix + b"." + raw
+        return self._lease_prefix + b"{" + _tags()[slot] + b"}." + raw
+
+    def _lease_read(self, key: Key, accept: Callable[[Any, float], bool]) -> Op[LeaseRead]:
+        raw, encoded = self._map_key(key)
+        node = yield from self._node_for(raw, "a lease read")
+        if node is None:
+            return LeaseRead(UNAVAILABLE)
+        slot = self._slot(raw)
+        keys = (raw, self._record_key_of(slot), self._lease_key(raw, slot))
+        try:
+            data, record, holder = yield (CMD, ("MGET", *keys))
+            value, ttl_left = self._held(key, encoded, data, slot, record)
+            if value is not NONE and accept(value, ttl_left):
+                self._up(node)
+                return LeaseRead(HIT, value, ttl_left)
+            if holder is not None:
+                self._up(node)
+                return LeaseRead(BUSY, value, ttl_left)
+            token = os.urandom(8).hex()
+            px = max(1, int(self.lease_ttl * 1000))
+            data, record, won = yield from self._script(scripts.LEASE, keys, token, px)
+            value, ttl_left = self._held(key, encoded, data, slot, record)
+            if won and value is not NONE and accept(value, ttl_left):
+                yield from self._script(scripts.RELEASE, keys[2:], token)  # stored meanwhile
+                won = 0
+        except Exception as exc:
+            self._fault(node, exc, "a lease read")
+            return LeaseRead(UNAVAILABLE)
+        self._up(node)
+        if won:
+            return LeaseRead(WON, value, ttl_left, token)
+        if value is not NONE and accept(value, ttl_left):
+            return LeaseRead(HIT, value, ttl_left)
+        return LeaseRead(BUSY, value, ttl_left)
+
+    def _held(
+        self, key: Key, encoded: bytes, data: bytes | None, slot: int, record: bytes | None
+    ) -> tuple[Any, float]:
+        """``(value, ttl_left)`` of what a read found, ``(NONE, -1.0)`` for nothing valid."""
+        entry = self._decode(key, encoded, data, self._note(slot, record))
+        if entry is None:
+            return NONE, -1.0
+        return entry[0], entry[1] - time.time()
+
+    def lease_read(self, key: Key, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """Read ``key``; unless ``accept(value, ttl_left)`` likes the value held, take its
+        lease if nobody holds it (see :mod:`chorde.leases`)."""
+        return _run(self._lease_read(key, accept), self._topology)
+
+    async def alease_read(self, key: Key, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """Awaitable :meth:`lease_read` (native asyncio)."""
+        return await _arun(self._lease_read(key, accept), self._topology)
+
+    def _lease_release(self, key: Key, token: Any) -> Op[None]:
+        raw, _ = self._map_key(key)
+        node = yield from self._node_for(raw, "a lease release")
+        if node is None:
+            return  # (it lapses by itself)
+        lease = self._lease_key(raw, self._slot(raw))
+        try:
+            yield from self._script(scripts.RELEASE, (lease,), token)
+        except Exception as exc:
+            self._fault(node, exc, "a lease release")
+
+    def _lease_put(self, key: Key, value: Any, ttl: float, token: Any) -> Op[None]:
+        yield from self._put(key, value, ttl)
+        yield from self._lease_release(key, token)
+
+    def lease_put(self, key: Key, value: Any, ttl: float, token: Any) -> None:
+        """Store the value computed under the lease ``token`` (from :meth:`lease_read`) and
+        end the lease."""
+        _run(self._lease_put(key, value, ttl, token), self._topology)
+
+    async def alease_put(self, key: Key, value: Any, ttl: float, token: Any) -> None:
+        """Awaitable :meth:`lease_put` (native asyncio)."""
+        await _arun(self._lease_put(key, value, ttl, token), self._topology)
+
+    def lease_release(self, key: Key, token: Any) -> None:
+        """Give the lease ``token`` back, storing nothing: the next reader may take it."""
+        _run(self._lease_release(key, token), self._topology)
+
+    async def alease_release(self, key: Key, token: Any) -> None:
+        """Awaitable :meth:`lease_release` (native asyncio)."""
+        await _arun(self._lease_release(key, token), self._topology)
 
     # ---- introspection ------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-__all__ = ["ADD", "CAS", "HORIZON", "PUT", "Script"]
+__all__ = ["ADD", "CAS", "HORIZON", "LEASE", "PUT", "RELEASE", "Script"]
 
 # The payload's expiry: after the generation (8) and the serializer's magic (2), version (1),
 # flags (1), key id (4) and key length (4), a big-endian double; Lua strings count from 1.
@@ -83,6 +83,28 @@ if string.sub(cur, -32) ~= ARGV[3] then
 end
 store(ARGV[1])
 return 1
+""",
+)
+
+#: ``LEASE data record lease`` ``token px``: take the lease (``SET NX PX``: its holder's
+#: token, lapsing by itself) and read the entry and the record again, in one command:
+#: ``[data, record, 1 when taken]`` (see :mod:`chorde.leases`).
+LEASE = Script(
+    "lease",
+    """
+local won = redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2])
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), won and 1 or 0}
+""",
+)
+
+#: ``RELEASE lease`` ``token``: delete the lease if ``token`` still holds it; 1 when deleted.
+RELEASE = Script(
+    "release",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """,
 )
 
