@@ -458,14 +458,12 @@ class CoherentWrapperClient(ClientWrapper):
                 tier.delete(key)
 
     def put(self, key: Hashable, value: Any, ttl: float) -> None:
-        """Write the shared tier, then L1, then tell the other processes to drop ``key``."""
-        ttl = check_ttl(ttl)
-        ekey = encode_key(key)
-        before = self._inv_seq
-        self._shared.put(key, value, ttl)
-        self._write_private(key, value, ttl, before)
-        self._sets += 1
-        self._announce(MessageType.INVALIDATE, [ekey])
+        """Write the shared tier, then L1, then tell the other processes to drop ``key``.
+
+        A value the shared tier could not store (its server down) is not kept in L1
+        either: this process would serve what no other process can see.
+        """
+        self.putMulti([(key, value)], ttl)
 
     def putMulti(
         self, items: Iterable[tuple[Hashable, Any]] | dict[Hashable, Any], ttl: float
@@ -477,9 +475,14 @@ class CoherentWrapperClient(ClientWrapper):
         ekeys = [encode_key(k) for k, _ in items]
         before = self._inv_seq
         failed = self._shared.putMulti(items, ttl) or []
+        lost = set(failed)
         for key, value in items:
-            self._write_private(key, value, ttl, before)
-        self._sets += len(items)
+            if key in lost:  # not in the shared tier: no copy here either
+                for tier in self._private:
+                    tier.delete(key)
+            else:
+                self._write_private(key, value, ttl, before)
+        self._sets += len(items) - len(lost)
         if ekeys:
             self._announce(MessageType.INVALIDATE, ekeys)
         return list(failed)

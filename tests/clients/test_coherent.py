@@ -203,6 +203,26 @@ def test_not_tiered_client_is_the_shared_tier():
 # ---- degraded mode -----------------------------------------------------------------------
 
 
+def test_a_write_the_shared_tier_lost_leaves_no_private_copy(memcached):
+    from chorde.clients.memcached import MemcachedClient
+
+    shared = MemcachedClient([memcached.address], "secret", timeout=0.3, retry_interval=60)
+    l1 = InprocCacheClient(100)
+    client = CoherentWrapperClient(TieredInclusiveClient(l1, shared), LocalBus(LocalHub()))
+    try:
+        client.put("kept", "v", TTL)
+        assert l1.get("kept") == "v"
+        memcached.stop()
+        client.put("lost", "v", TTL)  # memcached is down: nobody else could read it
+        assert l1.get("lost", None) is None
+        client.put("kept", "w", TTL)  # an old copy goes too
+        assert l1.get("kept", None) is None
+        assert client.putMulti({"a": 1, "b": 2}, TTL) == ["a", "b"]
+        assert l1.get("a", None) is None and client.get("a", None) is None
+    finally:
+        client.close()
+
+
 def test_bus_down_reads_bypass_l1_and_lost_writes_drop_the_others_copies(trio):
     a, b, c = trio.clients
     a.put("k", 1, TTL)
