@@ -42,8 +42,9 @@ PURE_TESTS := tests/contract tests/clients/test_inproc.py tests/clients/test_inp
 # What runs against the installed wheel (and not again against the checkout).
 INSTALLED_TESTS := tests/contract tests/django tests/starlette tests/fastapi tests/http \
 	$(wildcard tests/test_flask*.py tests/test_tornado*.py tests/test_adapters_by_url.py)
-# The chaos suite: memcached, the broker and the files client in tests/chaos, Redis's faults
-# beside the Redis client's other tests (their fixtures).
+# The chaos suite: memcached, the broker, the Redis bus and the files client in tests/chaos
+# (its time budget counts those), Redis's faults beside the Redis client's other tests (their
+# fixtures; about 10 s).
 CHAOS_TESTS := tests/chaos tests/redis/test_redis_faults.py
 WHEEL_VENV ?= .venv-wheel
 WPY := $(WHEEL_VENV)/bin/python
