@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["declare", "double"]
+__all__ = ["compiled", "declare", "double"]
 
+compiled = False
 double = float
 
 

@@ -57,6 +57,7 @@ from chorde.clients.base import BaseCacheClient, CacheStats, ClientWrapper, chec
 from chorde.clients.tiered import TieredInclusiveClient, _fall_through_multi
 from chorde.errors import CacheMissError, ConfigurationError
 from chorde.keys import decode_key, encode_key
+from chorde.leases import HIT, LeaseRead, offered
 from chorde.mq.bus import Bus
 from chorde.mq.frames import Message, MessageType
 from chorde.sentinel import NONE
@@ -528,6 +529,61 @@ class CoherentWrapperClient(ClientWrapper):
         self._shared.clear()
         self._drop_private()
         self._announce(MessageType.CLEAR, [])
+
+    # ---- leases (chorde.leases): the shared tier's, when it hands them out -----------------
+    #
+    # Then @cached computes once per cluster with them (no claims, no bus needed for it),
+    # and the bus does what only it can: drop the other processes' L1 copies.
+
+    @property
+    def lease_ttl(self) -> float:
+        """The shared tier's lease ttl; 0 when it hands out no leases."""
+        shared = self._shared
+        return float(shared.lease_ttl) if offered(shared) else 0.0  # type: ignore[attr-defined]
+
+    def lease_read(self, key: Hashable, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """The shared tier's lease read; a hit is copied into L1."""
+        before = self._inv_seq
+        read: LeaseRead = self._shared.lease_read(key, accept)  # type: ignore[attr-defined]
+        if read.state == HIT and read.ttl > 0 and self._usable:
+            self._promote(self._private, key, read.value, read.ttl, before)
+        return read
+
+    async def alease_read(self, key: Hashable, accept: Callable[[Any, float], bool]) -> LeaseRead:
+        """Awaitable :meth:`lease_read`."""
+        before = self._inv_seq
+        read: LeaseRead = await self._shared.alease_read(key, accept)  # type: ignore[attr-defined]
+        if read.state == HIT and read.ttl > 0 and self._usable:
+            self._promote(self._private, key, read.value, read.ttl, before)
+        return read
+
+    def _leased_put(self, key: Hashable, value: Any, ttl: float, before: int) -> None:
+        self._write_private(key, value, ttl, before)
+        self._sets += 1
+        self._announce(MessageType.INVALIDATE, [encode_key(key)])
+
+    def lease_put(self, key: Hashable, value: Any, ttl: float, token: Any) -> None:
+        """Store a leased computation's value in the shared tier (ending the lease), then L1,
+        then tell the other processes to drop ``key``."""
+        ttl = check_ttl(ttl)
+        before = self._inv_seq
+        self._shared.lease_put(key, value, ttl, token)  # type: ignore[attr-defined]
+        self._leased_put(key, value, ttl, before)
+
+    async def alease_put(self, key: Hashable, value: Any, ttl: float, token: Any) -> None:
+        """Awaitable :meth:`lease_put`."""
+        ttl = check_ttl(ttl)
+        before = self._inv_seq
+        await self._shared.alease_put(key, value, ttl, token)  # type: ignore[attr-defined]
+        self._leased_put(key, value, ttl, before)
+
+    def lease_release(self, key: Hashable, token: Any) -> None:
+        """Give a lease of the shared tier back."""
+        self._shared.lease_release(key, token)  # type: ignore[attr-defined]
+
+    async def alease_release(self, key: Hashable, token: Any) -> None:
+        """Awaitable :meth:`lease_release`."""
+        await self._shared.alease_release(key, token)  # type: ignore[attr-defined]
 
     # ---- compute once per cluster ---------------------------------------------------------
 

@@ -22,29 +22,62 @@ cdef extern from *:
 cimport cython
 
 cdef bint _COMPILED
+# The slot constants of _Links: C numbers.
+cdef int _CHUNK_BITS
+cdef Py_ssize_t _CHUNK
+cdef Py_ssize_t _CHUNK_MASK
+cdef Py_ssize_t _ROOT
+cdef Py_ssize_t _UNLINKED
+cdef Py_ssize_t _MAX_SLOTS
 
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+
+
+cdef inline int* _grow_ints(int* array, Py_ssize_t count) except NULL:
+    """``array`` (or NULL) with room for ``count`` C ints."""
+    cdef int* grown = <int*>PyMem_Realloc(array, count * sizeof(int))
+    if grown == NULL:
+        raise MemoryError()
+    return grown
+
+
+cdef inline void _free_ints(int* array) noexcept:
+    PyMem_Free(array)
+
+
+# A node holds no Python reference (its key, value and links are its store's, at its
+# slot), so it need not be tracked by the garbage collector: 32 bytes, not 80.
 @cython.final
+@cython.no_gc
 @cython.freelist(256)
 cdef class _Node:
-    cdef public dict owner
-    cdef public object key
-    cdef public object value
+    cdef public int slot
     cdef public double expires
-    cdef public _Node prev
-    cdef public _Node next
 
 
-cdef _Node _new_node(dict owner, object key, object value, double expires)
+cdef _Node _new_node(int slot, double expires)
 cdef object _subkey(object key)
 cdef object _rest_key(object rest)
 
 
 @cython.final
+@cython.boundscheck(False)  # slot numbers are in range by construction
+@cython.wraparound(False)
 cdef class _Links:
     cdef public dict nodes
     cdef public dict spaces
+    cdef public list space_tables
+    cdef public dict space_ids
+    cdef public list chunks
+    cdef int* links
+    cdef int* slot_space
+    cdef public Py_ssize_t slots
+    cdef public Py_ssize_t space_room
+    cdef public Py_ssize_t top
+    cdef public Py_ssize_t free
+    cdef public Py_ssize_t head
+    cdef public Py_ssize_t tail
     cdef public Py_ssize_t size
-    cdef public _Node root
     cdef public Py_ssize_t capacity
     cdef public bint touch_on_read
     cdef public Py_ssize_t evictions
@@ -53,24 +86,42 @@ cdef class _Links:
     cdef object _release
 
     cdef dict _table(self, object key)
-    @cython.locals(prev=_Node, nxt=_Node)
-    cdef void _unlink(self, _Node node) noexcept
-    @cython.locals(after=_Node)
-    cdef void _link_after(self, _Node anchor, _Node node) noexcept
-    cdef void _push(self, _Node node) noexcept
-    cdef void _touch(self, _Node node) noexcept
-    cdef int _read_touch(self, _Node node) except -1
+    @cython.locals(number=int)
+    cdef dict _owner(self, Py_ssize_t slot)
+    cdef inline object _key(self, Py_ssize_t slot)
+    cdef inline object _value(self, Py_ssize_t slot)
+    cdef int _set_key(self, Py_ssize_t slot, object key) except -1
+    @cython.locals(chunk=list, i=Py_ssize_t)
+    cdef object _set_value(self, Py_ssize_t slot, object value)
+    @cython.locals(links="int*", prev=Py_ssize_t, nxt=Py_ssize_t)
+    cdef int _unlink(self, Py_ssize_t slot) noexcept
+    @cython.locals(links="int*", head=Py_ssize_t)
+    cdef int _push(self, Py_ssize_t slot) noexcept
+    cdef int _touch(self, Py_ssize_t slot) noexcept
+    @cython.locals(slot=Py_ssize_t)
+    cdef Py_ssize_t _alloc(self) except -1
+    cdef int _grow(self, Py_ssize_t slots) except -1
+    @cython.locals(old=Py_ssize_t, slot=Py_ssize_t)
+    cdef int _grow_space(self, Py_ssize_t slots) except -1
+    @cython.locals(chunk=list, i=Py_ssize_t)
+    cdef int _free_slot(self, Py_ssize_t slot) except -1
     cpdef object live(self, object key, double now, object miss)
     @cython.locals(node=_Node)
     cpdef object live_in(self, dict table, object key, double now, object miss)
+    @cython.locals(slot=Py_ssize_t)
+    cdef object _live_node(self, _Node node, object miss)
     @cython.locals(node=_Node)
     cpdef tuple entry(self, object key, double now)
+    @cython.locals(slot=Py_ssize_t, expires=double)
+    cdef tuple _entry_node(self, _Node node, double now, object key)
     @cython.locals(node=_Node)
     cpdef tuple peek(self, object key)
-    @cython.locals(old=_Node)
+    @cython.locals(slot=Py_ssize_t)
+    cdef tuple _peek_node(self, _Node node, object key)
+    @cython.locals(old=_Node, slot=Py_ssize_t, previous=object)
     cpdef put(self, object key, object value, double expires)
-    @cython.locals(victim=_Node)
-    cdef int _put_locked(self, dict table, object key, _Node node, _Node old) except -1
+    @cython.locals(slot=Py_ssize_t, chunk=list, i=Py_ssize_t, node=_Node, victim=_Node)
+    cdef int _insert(self, dict table, object key, object value, double expires) except -1
 
 
 cdef class _InprocClient:

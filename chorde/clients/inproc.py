@@ -37,12 +37,13 @@ from chorde.sentinel import NONE
 
 try:
     import cython  # type: ignore[import-untyped]  # Cython ships no type information
-except ImportError:  # pure Python, Cython not installed
-    _COMPILED = False
-else:
-    # True only in the compiled build (chorde._speedups), where ``_c_monotonic`` (declared in
-    # inproc.pxd) reads CLOCK_MONOTONIC, the clock of time.monotonic, without a Python call.
-    _COMPILED = cython.compiled
+except ImportError:  # pure Python, Cython not installed: cython.compiled is False
+    from chorde import _cython_shim as cython
+
+# True only in the compiled build (chorde._speedups), where ``_c_monotonic`` (declared in
+# inproc.pxd) reads CLOCK_MONOTONIC, the clock of time.monotonic, without a Python call.
+# Code under ``if cython.compiled:`` (a constant to Cython) is the compiled build's alone.
+_COMPILED = cython.compiled
 
 _MONOTONIC = time.monotonic
 
@@ -234,38 +235,31 @@ class OrderedLRU(BaseStore):
         return len(self._data)
 
 
+# Slots: an entry's place in its store's chunks and link array (see _Links), and markers.
+_CHUNK_BITS = 12
+_CHUNK = 1 << _CHUNK_BITS  # slots per chunk
+_CHUNK_MASK = _CHUNK - 1
+_ROOT = -1  # the end of the recency list (and of the free list)
+_UNLINKED = -2  # the slot of a node dropped (a reader that still holds it reads a miss)
+#: Slots of a store, at most: links are C ints in the compiled build.
+_MAX_SLOTS = 2**30
+
+
 class _Node:
-    """One entry of :class:`LinkedLRU`: a link of its recency list; ``next is None`` once
-    unlinked.
+    """One entry of :class:`LinkedLRU`: its slot (``_UNLINKED`` once dropped) and expiry.
+    Its key, value and links are its store's, at its slot: compiled, a node holds no
+    Python reference, so it is a 32-byte object the garbage collector need not track."""
 
-    A lock-free reader must see ``value`` and ``expires`` from the same write: compiled,
-    an overwrite changes both with no Python code in between (atomic under the GIL); in
-    pure Python a write links a new node instead.
-    """
+    __slots__ = ("expires", "slot")
 
-    __slots__ = ("expires", "key", "next", "owner", "prev", "value")
-
-    owner: dict[Hashable, _Node]
-    key: Hashable
-    value: Any
+    slot: int
     expires: float
-    # Typed as linked, the state list surgery relies on; None marks an unlinked node, which
-    # only _touch tests for.
-    prev: _Node
-    next: _Node
-
-    def __init__(self) -> None:
-        self.prev = self.next = None  # type: ignore[assignment]  # unlinked: see above
 
 
-def _new_node(owner: dict[Hashable, _Node], key: Hashable, value: Any, expires: float) -> _Node:
-    """A node held by ``owner`` (the main table or a namespace's) under ``key``."""
+def _new_node(slot: int, expires: float) -> _Node:
     node = _Node.__new__(_Node)
-    node.owner = owner
-    node.key = key
-    node.value = value
+    node.slot = slot
     node.expires = expires
-    node.prev = node.next = None  # type: ignore[assignment]  # unlinked: see _Node
     return node
 
 
@@ -298,36 +292,63 @@ def _rest_key(rest: tuple[Hashable, ...]) -> Hashable:
 
 
 class _Links:
-    """The state of :class:`LinkedLRU`: tables of nodes and their one circular recency list
-    (``root.next`` the most recently used). Writers hold ``lock``.
+    """The state of :class:`LinkedLRU`: tables of nodes, the slots holding their keys,
+    values and links, and one recency list through the slots (``head`` the most recently
+    used, ``tail`` the least). Writers hold ``lock``.
+
+    Memory: an entry is a dict slot (key -> node), a node (32 bytes compiled: a C int and a
+    C double, no Python reference, so not tracked by the garbage collector), two items of a
+    chunk list (key and value) and two C ints of links (prev, next): about 98 bytes at a
+    million entries, where ``lru.LRU`` (no expiry) takes 90. Keys and values are in lists,
+    which the collector sees, so a value that refers back to its cache still makes a
+    collectable cycle. Chunks are added one at a time and the link array doubles, up to
+    the capacity; freed slots (a free list through the links) are reused.
 
     Keys live in the main table ``nodes``, except those routed to a namespace's table:
     once :meth:`space` has made a table for ``ns``, every key ``(ns, *rest)`` (a tuple of
     two or more whose head equals ``ns``) is held there under :func:`_subkey`, so that a
-    cached function can look up its bare arguments, as ``functools.lru_cache`` does. The
-    routing is invisible to the API: the same keys find the same entries, and all the tables
-    share the list and the capacity.
+    cached function can look up its bare arguments, as ``functools.lru_cache`` does (the
+    table of a slot's entry is then noted per slot, ``slot_space``). The routing is
+    invisible to the API: the same keys find the same entries, and all the tables share the
+    list and the capacity.
 
     Compiled (``inproc.pxd`` makes this a C type), a read is one dict lookup and a relink
-    that runs no Python code: the GIL makes it atomic, so reads take no lock. Pure Python
-    has no such guarantee, so there reads relink under the lock.
+    of C ints that runs no Python code: the GIL makes it atomic, so reads take no lock.
+    Pure Python has no such guarantee, so there reads relink under the lock.
     """
 
     def __init__(self, capacity: int, touch_on_read: bool) -> None:
         self.nodes: dict[Hashable, _Node] = {}
         self.spaces: dict[str, dict[Hashable, _Node]] = {}
-        self.size = 0  # nodes in all the tables
-        root = _Node()
-        root.prev = root.next = root
-        self.root = root
+        self.space_tables: list[dict[Hashable, _Node]] = []  # by number
+        # Chunks of _CHUNK slots, each slot two items: key, value (None when free).
+        self.chunks: list[list[Any]] = []
+        # prev and next of each slot (compiled: a C array), and the table number of each
+        # slot's entry (-1: the main table; made with the first namespace table).
+        if not cython.compiled:
+            self.links: Any = []
+            self.slot_space: Any = []
+        self.slots = 0  # slots the link array has room for
+        self.space_room = 0  # slots slot_space has room for
+        self.space_ids: dict[int, int] = {}  # id(namespace table) -> its number
+        self.top = 0  # slots ever used
+        self.free = _ROOT  # the first free slot, the others chained by their next link
+        self.head = _ROOT
+        self.tail = _ROOT
+        self.size = 0  # entries in all the tables
         self.capacity = capacity
         self.touch_on_read = touch_on_read
         self.evictions = 0
-        # Reentrant: in pure Python a read locks, and a key's Python __hash__ or __eq__,
-        # run by a writer, may read this cache from the writer's own thread.
+        # Reentrant: a key's Python __hash__ or __eq__, run by a writer (or by a pure
+        # Python reader), may read this cache from the same thread.
         self.lock = threading.RLock()
         self._acquire = self.lock.acquire
         self._release = self.lock.release
+
+    def __dealloc__(self) -> None:  # (compiled only: the C arrays)
+        if cython.compiled:
+            _free_ints(self.links)  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
+            _free_ints(self.slot_space)  # type: ignore[name-defined]  # noqa: F821
 
     # -- routing ----------------------------------------------------------------------
 
@@ -341,6 +362,14 @@ class _Links:
                 return table
         return self.nodes
 
+    def _owner(self, slot: int) -> dict[Hashable, _Node]:
+        """The table holding the entry of ``slot``."""
+        if self.space_tables:
+            number: int = self.slot_space[slot]
+            if number >= 0:
+                return self.space_tables[number]
+        return self.nodes
+
     def space(self, namespace: str) -> dict[Hashable, _Node]:
         """The table of ``namespace``, made on first use: entries already held under keys
         ``(namespace, ...)`` move into it, keeping their place in the recency list."""
@@ -349,56 +378,137 @@ class _Links:
             if table is not None:
                 return table
             table = {}
+            number = len(self.space_tables)
+            if not number:
+                self._grow_space(self.slots)
+            self.space_tables.append(table)
+            self.space_ids[id(table)] = number
             main = self.nodes
             moved = []
             for key, node in list(main.items()):
                 if isinstance(key, tuple) and len(key) > 1 and _same_head(key[0], namespace):
-                    moved.append(node)
-            for old in moved:
-                # A new node in the old one's place: a reader that found the old one in the
-                # main table still reads a consistent (unlinked, so never moved) node.
-                anchor = old.prev
-                self._unlink(old)
-                node = _new_node(table, _subkey(old.key), old.value, old.expires)
-                self._link_after(anchor, node)
-                table[node.key] = node
+                    moved.append((key, node))
+            for key, node in moved:
+                # The same node, now under its subkey: a reader that found it in the main
+                # table still reads its slot.
+                sub = _subkey(key)
+                slot = node.slot
+                self._set_key(slot, sub)
+                self.slot_space[slot] = number
+                table[sub] = node
             self.spaces[namespace] = table  # from here on such keys route to the table
-            for old in moved:
-                del main[old.key]
+            for key, _ in moved:
+                del main[key]
             return table
 
-    # -- list surgery; callers hold the lock (writers) or the GIL alone (compiled reads) --
+    # -- slots and links; callers hold the lock (writers) or the GIL alone (compiled reads)
 
-    def _unlink(self, node: _Node) -> None:
-        prev = node.prev
-        nxt = node.next
-        prev.next = nxt
-        nxt.prev = prev
-        node.prev = node.next = None  # type: ignore[assignment]  # unlinked: see _Node
+    def _key(self, slot: int) -> Any:
+        return self.chunks[slot >> _CHUNK_BITS][(slot & _CHUNK_MASK) * 2]
 
-    def _link_after(self, anchor: _Node, node: _Node) -> None:
-        after = anchor.next
-        node.prev = anchor
-        node.next = after
-        after.prev = node
-        anchor.next = node
+    def _value(self, slot: int) -> Any:
+        return self.chunks[slot >> _CHUNK_BITS][(slot & _CHUNK_MASK) * 2 + 1]
 
-    def _push(self, node: _Node) -> None:
-        self._link_after(self.root, node)
+    def _set_key(self, slot: int, key: Any) -> int:
+        self.chunks[slot >> _CHUNK_BITS][(slot & _CHUNK_MASK) * 2] = key
+        return 0
 
-    def _touch(self, node: _Node) -> None:
-        # Only a node still linked moves: a writer may have replaced or dropped it since
-        # the reader found it, and an unlinked node must stay out of the list.
-        if node.next is not None and node.prev is not self.root:
-            self._unlink(node)
-            self._push(node)
+    def _set_value(self, slot: int, value: Any) -> Any:
+        """Store ``value`` in ``slot``; return the value it replaces."""
+        chunk = self.chunks[slot >> _CHUNK_BITS]
+        i = (slot & _CHUNK_MASK) * 2 + 1
+        previous = chunk[i]
+        chunk[i] = value
+        return previous
 
-    def _read_touch(self, node: _Node) -> None:
-        if _COMPILED:
-            self._touch(node)
+    def _unlink(self, slot: int) -> int:
+        links = self.links
+        prev = links[2 * slot]
+        nxt = links[2 * slot + 1]
+        if prev == _ROOT:
+            self.head = nxt
         else:
-            with self.lock:
-                self._touch(node)
+            links[2 * prev + 1] = nxt
+        if nxt == _ROOT:
+            self.tail = prev
+        else:
+            links[2 * nxt] = prev
+        return 0
+
+    def _push(self, slot: int) -> int:
+        """Link an unlinked ``slot`` as the most recently used."""
+        links = self.links
+        head = self.head
+        links[2 * slot] = _ROOT
+        links[2 * slot + 1] = head
+        if head == _ROOT:
+            self.tail = slot
+        else:
+            links[2 * head] = slot
+        self.head = slot
+        return 0
+
+    def _touch(self, slot: int) -> int:
+        """Make a linked ``slot`` the most recently used."""
+        if self.head != slot:
+            self._unlink(slot)
+            self._push(slot)
+        return 0
+
+    def _alloc(self) -> int:
+        """A free slot: one freed before, else a new one (room made as needed)."""
+        slot = self.free
+        if slot != _ROOT:
+            self.free = self.links[2 * slot + 1]
+            return slot
+        slot = self.top
+        if slot == _MAX_SLOTS:
+            raise MemoryError(f"an in-process cache holds at most {_MAX_SLOTS} entries")
+        if slot == self.slots:
+            self._grow(min(max(2 * slot, 8), self.capacity, _MAX_SLOTS))
+        if slot == len(self.chunks) << _CHUNK_BITS:
+            # A chunk at a time, never more than the capacity needs: no big list is ever
+            # copied (no pause, no freed block left behind in the heap).
+            self.chunks.append([None] * (2 * min(_CHUNK, self.capacity - slot)))
+        self.top = slot + 1
+        return slot
+
+    def _grow(self, slots: int) -> int:
+        """Room in the link arrays for ``slots`` slots."""
+        if cython.compiled:
+            self.links = _grow_ints(self.links, 2 * slots)  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
+        else:
+            self.links.extend([_ROOT] * (2 * (slots - self.slots)))
+        if self.space_tables:
+            self._grow_space(slots)
+        self.slots = slots
+        return 0
+
+    def _grow_space(self, slots: int) -> int:
+        """Room in ``slot_space`` for ``slots`` slots (the new ones: -1)."""
+        old = self.space_room
+        if cython.compiled:
+            self.slot_space = _grow_ints(self.slot_space, slots)  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
+            for slot in range(old, slots):
+                self.slot_space[slot] = -1
+        else:
+            self.slot_space.extend([-1] * (slots - old))
+        self.space_room = slots
+        return 0
+
+    def _free_slot(self, slot: int) -> int:
+        """Empty an unlinked slot (the caller keeps its key and value referenced until it
+        is done: dropping them may run Python code) and put it on the free list."""
+        chunk = self.chunks[slot >> _CHUNK_BITS]
+        i = (slot & _CHUNK_MASK) * 2
+        chunk[i] = None
+        chunk[i + 1] = None
+        if self.space_tables:
+            self.slot_space[slot] = -1
+        self.links[2 * slot] = _UNLINKED
+        self.links[2 * slot + 1] = self.free
+        self.free = slot
+        return 0
 
     # -- reads ----------------------------------------------------------------------
 
@@ -415,9 +525,19 @@ class _Links:
         node = table.get(key)
         if node is None or not node.expires > now:
             return miss
-        if self.touch_on_read:
-            self._read_touch(node)
-        return node.value
+        if cython.compiled:
+            return self._live_node(node, miss)
+        with self.lock:
+            return self._live_node(node, miss)
+
+    def _live_node(self, node: _Node, miss: Any) -> Any:
+        slot = node.slot
+        if slot < 0:  # dropped since the lookup
+            return miss
+        if self.touch_on_read and self.head != slot:
+            self._unlink(slot)
+            self._push(slot)
+        return self._value(slot)
 
     def entry(self, key: Hashable, now: float) -> Entry:
         """``(value, expires)`` of ``key``, marked used if live at ``now``; KeyError if absent."""
@@ -425,9 +545,19 @@ class _Links:
         node = table.get(key if table is self.nodes else _subkey(key))
         if node is None:
             raise KeyError(key)
-        if self.touch_on_read and node.expires > now:
-            self._read_touch(node)
-        return (node.value, node.expires)
+        if cython.compiled:
+            return self._entry_node(node, now, key)
+        with self.lock:
+            return self._entry_node(node, now, key)
+
+    def _entry_node(self, node: _Node, now: float, key: Hashable) -> Entry:
+        slot = node.slot
+        if slot < 0:
+            raise KeyError(key)
+        expires = node.expires
+        if self.touch_on_read and expires > now:
+            self._touch(slot)
+        return (self._value(slot), expires)
 
     def peek(self, key: Hashable) -> Entry:
         """``(value, expires)`` of ``key`` without marking it used; KeyError if absent."""
@@ -435,7 +565,16 @@ class _Links:
         node = table.get(key if table is self.nodes else _subkey(key))
         if node is None:
             raise KeyError(key)
-        return (node.value, node.expires)
+        if cython.compiled:
+            return self._peek_node(node, key)
+        with self.lock:
+            return self._peek_node(node, key)
+
+    def _peek_node(self, node: _Node, key: Hashable) -> Entry:
+        slot = node.slot
+        if slot < 0:
+            raise KeyError(key)
+        return (self._value(slot), node.expires)
 
     # -- writes ---------------------------------------------------------------------
 
@@ -447,36 +586,48 @@ class _Links:
             if table is not self.nodes:
                 key = _subkey(key)
             old = table.get(key)  # may run the key's Python __eq__: nothing changed yet
-            if old is not None and _COMPILED:
+            if old is not None:
                 # In place: no Python code runs between the two writes (the old value is
-                # still referenced here, so dropping it cannot run a __del__ in between).
-                previous = old.value  # noqa: F841 (kept alive until the writes are done)
-                old.value = value
+                # still referenced here, so dropping it from its chunk cannot run a
+                # __del__ in between).
+                slot = old.slot
+                previous = self._set_value(slot, value)  # noqa: F841 (kept alive until done)
                 old.expires = expires
-                self._touch(old)
+                self._touch(slot)
                 return
-            self._put_locked(table, key, _new_node(table, key, value, expires), old)
+            self._insert(table, key, value, expires)
         finally:
             self._release()
 
-    def _put_locked(
-        self, table: dict[Hashable, _Node], key: Hashable, node: _Node, old: _Node | None
-    ) -> None:
-        # The lookup of ``old`` (the caller's) may have run the key's Python __eq__, letting
-        # readers run; from here on no Python code runs until the table is written.
-        if old is not None:
-            self._unlink(old)
-        else:
-            if self.size >= self.capacity:
-                # Evict before inserting, so a reader of len() never sees capacity + 1.
-                victim = self.root.prev
-                self._unlink(victim)
-                del victim.owner[victim.key]
-                self.size -= 1
-                self.evictions += 1
-            self.size += 1
-        self._push(node)
+    def _insert(
+        self, table: dict[Hashable, _Node], key: Hashable, value: Any, expires: float
+    ) -> int:
+        """Store a new entry (lock held); ``key`` is not in ``table``."""
+        victim_key = victim_value = victim = None
+        if self.size >= self.capacity:
+            # Evict before inserting, so a reader of len() never sees capacity + 1.
+            slot = self.tail
+            victim_key = self._key(slot)
+            victim_value = self._value(slot)
+            victim = self._owner(slot).pop(victim_key)  # may run Python code: all still held
+            self._unlink(slot)
+            victim.slot = _UNLINKED
+            self._free_slot(slot)
+            self.size -= 1
+            self.evictions += 1
+        slot = self._alloc()
+        chunk = self.chunks[slot >> _CHUNK_BITS]
+        i = (slot & _CHUNK_MASK) * 2
+        chunk[i] = key
+        chunk[i + 1] = value
+        if self.space_tables:  # (a reused slot may still name another table)
+            self.slot_space[slot] = -1 if table is self.nodes else self.space_ids[id(table)]
+        node = _new_node(slot, expires)
+        self._push(slot)
+        self.size += 1
         table[key] = node
+        del victim_key, victim_value, victim  # dropped once the store is whole again
+        return 0
 
     def add(self, key: Hashable, value: Any, expires: float, now: float) -> bool:
         """Store only if ``key`` is absent or expired at ``now``; return whether stored."""
@@ -485,9 +636,15 @@ class _Links:
             if table is not self.nodes:
                 key = _subkey(key)
             old = table.get(key)
-            if old is not None and old.expires > now:
-                return False
-            self._put_locked(table, key, _new_node(table, key, value, expires), old)
+            if old is not None:
+                if old.expires > now:
+                    return False
+                slot = old.slot
+                previous = self._set_value(slot, value)  # noqa: F841 (as in put)
+                old.expires = expires
+                self._touch(slot)
+                return True
+            self._insert(table, key, value, expires)
             return True
 
     def set_expiry(self, key: Hashable, expires: float, direction: int) -> bool:
@@ -499,13 +656,8 @@ class _Links:
             old = table.get(key)
             if old is None:
                 return False
-            if not _moves(old.expires, expires, direction):
-                return True
-            anchor = old.prev
-            self._unlink(old)
-            node = _new_node(table, old.key, old.value, expires)
-            self._link_after(anchor, node)
-            table[key] = node
+            if _moves(old.expires, expires, direction):
+                old.expires = expires
             return True
 
     def pop(self, key: Hashable) -> None:
@@ -515,66 +667,79 @@ class _Links:
             table = self._table(key)
             if table is not self.nodes:
                 key = _subkey(key)
-            node = table.get(key)
+            node = table.pop(key, None)  # may run Python code: all still held
             if node is not None:
-                self._unlink(node)
-                del table[key]
+                slot = node.slot
+                held_key = self._key(slot)
+                value = self._value(slot)
+                self._unlink(slot)
+                node.slot = _UNLINKED
+                self._free_slot(slot)
                 self.size -= 1
+                del held_key, value
 
-    def _detach_all(self) -> list[_Node]:
-        """Unlink every node, oldest first, and return them (the tables still hold them)."""
-        root = self.root
-        out: list[_Node] = []
-        node = root.prev
-        while node is not root:
-            out.append(node)
-            node = node.prev
-        for node in out:
-            node.prev = node.next = None  # type: ignore[assignment]  # unlinked: see _Node
-        root.prev = root.next = root
+    def _slots_from_tail(self) -> list[int]:
+        """The linked slots, least recently used first."""
+        out: list[int] = []
+        slot = self.tail
+        links = self.links
+        while slot != _ROOT:
+            out.append(slot)
+            slot = links[2 * slot]
         return out
+
+    def _tables(self) -> list[dict[Hashable, _Node]]:
+        return [self.nodes, *self.space_tables]
 
     def clear(self) -> None:
         """Remove everything (namespace tables stay, empty: cached functions hold them)."""
         with self.lock:
-            self._detach_all()
-            self.nodes.clear()
-            for table in self.spaces.values():
-                table.clear()
+            for table in self._tables():
+                for node in table.values():
+                    node.slot = _UNLINKED
+            chunks = self.chunks
+            self.chunks = []
+            self.head = self.tail = self.free = _ROOT
+            self.top = 0
             self.size = 0
+            for table in self._tables():
+                table.clear()
+            del chunks
 
     def purge(self, cutoff: float) -> int:
         """Remove entries that expired before ``cutoff``; return how many."""
         with self.lock:
-            dead: list[_Node] = []
-            root = self.root
-            node = root.next
-            while node is not root:
-                if node.expires < cutoff:
-                    dead.append(node)
-                node = node.next
-            for node in dead:
-                self._unlink(node)
-            for node in dead:
-                del node.owner[node.key]
+            dead = [
+                (table, key)
+                for table in self._tables()
+                for key, node in table.items()
+                if node.expires < cutoff
+            ]
+            held = []
+            for table, key in dead:
+                node = table.pop(key)
+                slot = node.slot
+                held.append((self._key(slot), self._value(slot)))
+                self._unlink(slot)
+                node.slot = _UNLINKED
+                self._free_slot(slot)
             self.size -= len(dead)
+            del held
         return len(dead)
 
     def items(self) -> list[tuple[Hashable, Entry]]:
         """A snapshot of the entries (under their full keys), least recently used first."""
         with self.lock:
-            heads = {id(table): namespace for namespace, table in self.spaces.items()}
-            main = self.nodes
-            root = self.root
+            heads = {id(table): name for name, table in self.spaces.items()}
             out: list[tuple[Hashable, Entry]] = []
-            node = root.prev
-            while node is not root:
-                key = node.key
-                if node.owner is not main:
-                    head = heads[id(node.owner)]
+            for slot in self._slots_from_tail():
+                table = self._owner(slot)
+                key = self._key(slot)
+                node = table[key]
+                if table is not self.nodes:
+                    head = heads[id(table)]
                     key = (head, *key) if isinstance(key, tuple) else (head, key)
-                out.append((key, (node.value, node.expires)))
-                node = node.prev
+                out.append((key, (self._value(slot), node.expires)))
             return out
 
 
