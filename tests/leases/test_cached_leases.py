@@ -303,3 +303,36 @@ def test_a_waiter_gives_up_after_three_lease_ttls():
     with pytest.raises(StopIteration) as stop:
         steps.send(LeaseRead(UNAVAILABLE))
     assert stop.value.value[0] == ALONE
+
+
+def test_leases_and_coherence_compose(memcached):
+    """A coherent client over a stack whose shared tier hands out leases: @cached computes
+    once per cluster with the leases (no claim, no bus needed for it), and the bus still
+    drops the other processes' L1 copies of a new value."""
+    from chorde.clients.coherent import CoherentWrapperClient
+    from chorde.mq import LocalBus, LocalHub
+
+    hub = LocalHub()
+    namespace = f"cl{next(_names)}"
+    members = []
+    for _ in range(3):
+        l1 = InprocCacheClient(100)
+        shared = MemcachedClient([memcached.address], checksum_key="k", namespace=namespace)
+        members.append(
+            (l1, CoherentWrapperClient(TieredInclusiveClient(l1, shared), LocalBus(hub)))
+        )
+    try:
+        assert all(offered(c) and c.lease_ttl == 10.0 for _, c in members)
+        compute = Computation()
+        fns = _decorate([c for _, c in members], compute)
+        results, errors = _call_all(fns, (1,))
+        assert not errors and set(results) == {"1:1"} and compute.runs == 1
+        assert sum(f.cache_info().claims for f in fns) == 1
+        key = fns[0].cache_key(1)
+        assert all(l1.getTtl(key, None)[0] is not None for l1, _ in members)  # in each L1
+        fns[0].expire(1)  # announced: the other L1 copies go
+        assert all(l1.getTtl(key, (None, -1))[1] <= 0 for l1, _ in members)
+        assert fns[1](1) == "1:2" and fns[2](1) == "1:2" and compute.runs == 2
+    finally:
+        for _, c in members:
+            c.close()
