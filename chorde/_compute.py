@@ -76,9 +76,9 @@ class Flights:
         found = self._flights.setdefault(key, mine)
         if found is mine:
             return mine
-        if type(found) is list:
+        if isinstance(found, list):
             return _join(found)
-        return found  # type: ignore[return-value]  # (a Flight)
+        return found
 
     def end(
         self, key: Hashable, pending: Pending, value: Any = None, exc: BaseException | None = None

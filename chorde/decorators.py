@@ -704,7 +704,7 @@ class _Core:
         flights = self.flights
         for _ in range(_BEGIN_ATTEMPTS):
             flight = flights.begin(ckey)
-            if type(flight) is list:
+            if isinstance(flight, list):
                 return self._fly(ckey, flight, guard, args, kwargs, 0.0)
             if flight is not None:
                 flight.background = False
@@ -743,7 +743,7 @@ class _Core:
                 value = self._coordinated(ckey, guard, args, kwargs, recheck)
             else:
                 if recheck is not None and (
-                    type(flight) is not list or self.flights.ended_lately(ckey)
+                    not isinstance(flight, list) or self.flights.ended_lately(ckey)
                 ):
                     # Another flight may have stored the value between our miss and our
                     # claim (and the revisions may have moved).
@@ -762,20 +762,20 @@ class _Core:
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self.counters.errors += 1
-                if type(flight) is not list and flight.background:
+                if not isinstance(flight, list) and flight.background:
                     # Logged before waiters wake: nobody asked for this result.
                     logger.exception(
                         "%s%s: background computation failed", self.name, reprlib.repr(args)
                     )
                 if started:
                     self._emit(ERROR, started)
-            if type(flight) is list:
+            if isinstance(flight, list):
                 self.flights.end(ckey, flight, None, exc)
             else:
                 self.flights.release(ckey, flight)
                 flight.set_exception(exc)
             raise
-        if type(flight) is list:
+        if isinstance(flight, list):
             self.flights.end(ckey, flight, value)
         else:
             self.flights.release(ckey, flight)
