@@ -461,11 +461,11 @@ def goals(results: Sequence[Result]) -> list[str]:
 
 def run(quick: bool) -> list[Result]:
     """Measure the configurations above; see the module docstring."""
+    configs = _selected(quick)
     wrk = shutil.which("wrk")
     if wrk is None:
         print("apps: skipped: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return []
-    configs = _selected(quick)
     rounds, seconds = (_QUICK_ROUNDS, _QUICK_SECONDS) if quick else (_ROUNDS, _SECONDS)
     started = time.monotonic()
     needed = {c.server for c in configs if c.server is not None}
