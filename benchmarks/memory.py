@@ -235,7 +235,6 @@ def run(quick: bool) -> list[Result]:
                     operation,
                     name,
                     per_entry,
-                    api="bytes per entry held, not ns",
                     ops=n,
                     note=", ".join(notes),
                     extra=extra,

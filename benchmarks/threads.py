@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import random
+import statistics
 import sys
 import threading
 import time
@@ -46,7 +47,7 @@ THREADS = (1, 2, 4, 8)
 #: Operations per run, over all threads.
 FULL_OPS = 400_000
 QUICK_OPS = 16_000
-FULL_ROUNDS = 5
+FULL_ROUNDS = 7
 QUICK_ROUNDS = 1
 PUT_EVERY = 10  # one put in ten operations
 _SEED = 20240504
@@ -147,8 +148,9 @@ def _one_run(
     objects: tuple[Any, Any, Any],
     sequences: Sequence[tuple[list[int], list[bool]]],
     value: Any,
-) -> float:
-    """ops/s of one run: every thread works through its sequence, started together."""
+) -> tuple[float, float]:
+    """ops/s of one run, over wall time and over the process's CPU time: every thread works
+    through its sequence, started together."""
     work = impl.work
     assert work is not None
     barrier = threading.Barrier(len(sequences) + 1)
@@ -168,15 +170,16 @@ def _one_run(
     for t in threads:
         t.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for t in threads:
         t.join(_JOIN_TIMEOUT_S)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     if errors:
         raise RuntimeError(f"{impl.case} {impl.name}: a thread failed: {errors[0]!r}")
     if any(t.is_alive() for t in threads):
         raise RuntimeError(f"{impl.case} {impl.name}: threads still running after the bound")
-    return sum(len(keys) for keys, _ in sequences) / elapsed
+    ops = sum(len(keys) for keys, _ in sequences)
+    return ops / elapsed, ops / max(cpu, 1e-9)
 
 
 def run(quick: bool) -> list[Result]:
@@ -197,33 +200,66 @@ def run(quick: bool) -> list[Result]:
     sequences = {n: _sequences(n, total) for n in THREADS}
     runs = [(impl, objects, n) for impl, objects in impls for n in THREADS]
     rates: dict[tuple[str, str, int], list[float]] = {}
+    cpu_rates: dict[tuple[str, str, int], list[float]] = {}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for round_ in range(rounds):
             shift = round_ % len(runs)
             for impl, objects, n in runs[shift:] + runs[:shift]:
-                rate = _one_run(impl, objects, sequences[n], value)
+                rate, cpu_rate = _one_run(impl, objects, sequences[n], value)
                 rates.setdefault((impl.case, impl.name, n), []).append(rate)
+                cpu_rates.setdefault((impl.case, impl.name, n), []).append(cpu_rate)
             gc.collect()
     finally:
         if gc_was_enabled:
             gc.enable()
+    return _results(impls, sequences, rates, cpu_rates)
 
+
+def _same_round(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Ratios a/b of the runs of one round each (neighbours in time: steadier than best/best)."""
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
+def _results(
+    impls: Sequence[tuple[_Impl, Any]],
+    sequences: dict[int, list[tuple[list[int], list[bool]]]],
+    rates: dict[tuple[str, str, int], list[float]],
+    cpu_rates: dict[tuple[str, str, int], list[float]],
+) -> list[Result]:
     results: list[Result] = []
     for impl, _ in impls:
-        one = max(rates[impl.case, impl.name, 1])
         for n in THREADS:
             samples = rates[impl.case, impl.name, n]
             best = max(samples)
-            note = f"{best:,.0f} ops/s, range {min(samples):,.0f}-{best:,.0f} ({len(samples)} runs)"
-            extra: dict[str, Any] = {"ops_per_s": samples, "threads": n}
+            notes = [
+                f"{best:,.0f} ops/s (range {min(samples):,.0f}-{best:,.0f} over {len(samples)}"
+                f" runs; per CPU-second best {max(cpu_rates[impl.case, impl.name, n]):,.0f})"
+            ]
+            extra: dict[str, Any] = {
+                "threads": n,
+                "ops_per_s": samples,
+                "ops_per_cpu_s": cpu_rates[impl.case, impl.name, n],
+            }
             if n == THREADS[-1]:
-                scale = best / one
+                one = rates[impl.case, impl.name, 1]
+                scale, paired = best / max(one), _same_round(samples, one)
                 extra["scaling_vs_1_thread"] = scale
-                note += f"; {n} threads / 1 thread: {scale:.2f}x"
+                extra["scaling_same_round"] = paired
+                notes.append(
+                    f"{n} threads / 1 thread: {scale:.2f}x best/best, same-round median"
+                    f" {statistics.median(paired):.2f}x (range {min(paired):.2f}-{max(paired):.2f})"
+                )
                 if impl.name == _CHORDE:
-                    note += f" (goal >= 0.83x: {'met' if scale >= 0.83 else 'SHORT'})"
+                    notes.append(f"goal >= 0.83x: {'met' if scale >= 0.83 else 'SHORT'}")
+            if impl.name != _CHORDE and (impl.case, _CHORDE, n) in rates:
+                paired = _same_round(rates[impl.case, _CHORDE, n], samples)
+                extra["chorde_over_peer_same_round"] = paired
+                notes.append(
+                    f"chorde / this: same-round median {statistics.median(paired):.1f}x"
+                    f" (range {min(paired):.1f}-{max(paired):.1f}; goal >= 10x)"
+                )
             label = f"{n} thread" + ("s" if n > 1 else "")
             results.append(
                 Result(
@@ -235,7 +271,7 @@ def run(quick: bool) -> list[Result]:
                     ops=sum(len(keys) for keys, _ in sequences[n]),
                     loops=1,
                     repeats=len(samples),
-                    note=note,
+                    note="; ".join(notes),
                     extra=extra,
                 )
             )
