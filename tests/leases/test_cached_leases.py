@@ -139,6 +139,31 @@ def test_background_refresh_serves_the_stale_value_once_per_cluster(processes):
     assert sum(f.cache_info().refreshes for f in fns) == 3  # each tried, one computed
 
 
+def test_expire_keeps_serving_while_the_next_reader_recomputes(processes):
+    """``fn.expire``: invalidation that keeps serving. The next plain call (here in process
+    0) takes the lease and recomputes; meanwhile ``.bg()`` callers in the other processes
+    are served the old value at once (their own refreshes find the lease taken and end) and
+    a plain call elsewhere waits for the new value: one computation in all."""
+    compute = Computation(delay=0.5)
+    fns = _decorate(processes(3), compute)
+    assert fns[0](1) == "1:1"
+    fns[1].expire(1)
+    got: dict[str, str] = {}
+    recomputing = threading.Thread(target=lambda: got.update(next_reader=fns[0](1)))
+    recomputing.start()
+    assert wait_until(lambda: compute.runs == 2, WAIT)  # the next reader computes
+    waiting = threading.Thread(target=lambda: got.update(waiter=fns[2](1)))
+    waiting.start()
+    assert fns[1].bg()(1) == "1:1" and fns[2].bg()(1) == "1:1"  # the old value, meanwhile
+    recomputing.join(WAIT)
+    waiting.join(WAIT)
+    assert got == {"next_reader": "1:2", "waiter": "1:2"}
+    assert fns[1].bg()(1) == "1:2" and fns[1](1) == "1:2"
+    time.sleep(0.2)  # (a refresh that wrongly went on would have started by now)
+    assert compute.runs == 2
+    assert sum(f.cache_info().claims for f in fns) == 2  # the first call's, the recompute's
+
+
 def test_a_failed_computation_lets_the_next_caller_win_at_once(processes):
     """The winner's computation fails: its lease goes back, so a waiter elsewhere computes
     at once rather than when the (here 60 s) lease would lapse."""

@@ -151,9 +151,10 @@ class MemcachedClient(BaseCacheClient):
       bigger values are paged.
     * ``stale_grace``: seconds stale entries stay readable by ``getTtl`` (default 60).
     * ``lease_ttl`` (default 10 s): leases (:mod:`chorde.leases`): ``@cached`` computes a
-      missing or stale entry once per cluster, the other callers waiting for its value; a
-      winner that dies or hangs delays them by at most this (whole seconds, at least 1). 0
-      turns leases off (each process then computes on its own).
+      missing or stale entry once per cluster, the other callers waiting for its value; the
+      winner keeps its lease for at least this long, and one that dies or hangs delays them
+      by at most this rounded up to whole seconds, plus one (memcached's clock ticks whole
+      seconds). 0 turns leases off (each process then computes on its own).
     * ``meta``: whether the servers speak memcached's meta commands (1.6+): None (default)
       asks each server once (``mn``); False never sends them (leases are then ``add``-ed
       lease keys, as on servers without them); True skips the question.
@@ -259,9 +260,12 @@ class MemcachedClient(BaseCacheClient):
         self.timeout = float(timeout)
         self.retry_interval = float(retry_interval)
         self.stale_grace = float(stale_grace)
-        #: Seconds a lease lasts (0: no leases); memcached counts whole seconds.
+        #: Seconds a lease lasts at least (0: no leases).
         self.lease_ttl = float(lease_ttl)
-        self._lease_seconds = max(1, math.ceil(lease_ttl))
+        # memcached's clock ticks whole seconds, so an item given N seconds lives between N-1
+        # and N: one second more lets a winner keep its lease for all of lease_ttl (a dead
+        # winner's lease lapses within ceil(lease_ttl) + 1 s).
+        self._lease_seconds = math.ceil(lease_ttl) + 1
         self._meta = meta
         self.max_item_size = max_item_size
         self._page_size = max_item_size - _ITEM_OVERHEAD
