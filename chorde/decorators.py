@@ -618,6 +618,22 @@ class _Core:
         self._emit(kind, started)
         return value
 
+    def plain_miss(self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A miss of the wrapper without refresh window: counted and computed; with hooks
+        installed, an event timed from here (its lookup was timed by the wrapper's timed_get).
+        """
+        self.counters.misses += 1
+        if not self.observed:
+            return self.compute_once(ckey, None, args, kwargs)
+        started = _clock()
+        try:
+            value = self.compute_once(ckey, None, args, kwargs)
+        except Exception:
+            self._emit(ERROR, started)
+            raise
+        self._emit(MISS, started)
+        return value
+
     def _call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], stale_ok: bool
     ) -> tuple[Any, str]:
@@ -1658,7 +1674,8 @@ class _CachedMethod:
 def _make_wrapper(core: _Core) -> Callable[..., Any]:
     # The hit path is inlined here with everything bound to locals: no locks, no attribute
     # lookups on the core, one client call. Hits are counted in a C double when compiled
-    # (a float otherwise: CPython recycles floats, but allocates ints above 256).
+    # (a float otherwise: CPython recycles floats, but allocates ints above 256), adding
+    # 1.0: float + float is specialized by CPython, float + int is not.
     hits = cython.declare(cython.double, 0.0)
     head = core.head
     kw_head = core.kw_head
@@ -1684,18 +1701,36 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
             except TypeError:  # the full path raises it, naming the argument
                 value = _MISS
             if value is not _MISS:
-                hits += 1
+                hits += 1.0
                 emit(HIT, name, _clock() - started)
                 return value
         return timed_call(args, kwargs, False, started)
 
+    get = client.get
+
+    def timed_get(ckey: Hashable, default: Any) -> Any:
+        # The lookup of the plain wrapper below while hooks are installed: a hit is an event
+        # timed around it (a miss is timed by _Core.plain_miss), a failure an error event.
+        started = _clock()
+        try:
+            value = get(ckey, default)
+        except Exception:
+            emit(ERROR, name, _clock() - started)
+            raise
+        if value is not default:
+            emit(HIT, name, _clock() - started)
+        return value
+
     # None with no hook installed; else the timed path.
     observe_call: Any = observed if core.observed else None
+    # The plain wrapper's lookup: hooks are checked when they come and go, not per hit.
+    lookup: Any = timed_get if core.observed else get
 
     def rebind(**changes: Any) -> None:
-        nonlocal observe_call, head, kw_head
+        nonlocal observe_call, lookup, head, kw_head
         if "observed" in changes:
             observe_call = observed if changes["observed"] else None
+            lookup = timed_get if changes["observed"] else get
         if "head" in changes:
             head = changes["head"]
         if "kw_head" in changes:
@@ -1726,7 +1761,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
             except TypeError as exc:
                 raise_key_error(args, kwargs, exc)
             if ttl_left > threshold:
-                hits += 1
+                hits += 1.0
                 return value
             return slow(ckey, value, ttl_left, args, kwargs, False)
 
@@ -1742,7 +1777,7 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
                 except TypeError as exc:
                     raise_key_error(args, kwargs, exc)
                 if value is not _MISS:
-                    hits += 1
+                    hits += 1.0
                     return value
             # No table, a miss, a refresh due, keyword arguments or none at all.
             ckey = (kw_head, args, tuple(sorted(kwargs.items()))) if kwargs else head + args
@@ -1751,31 +1786,28 @@ def _make_wrapper(core: _Core) -> Callable[..., Any]:
             except TypeError as exc:
                 raise_key_error(args, kwargs, exc)
             if ttl_left > threshold:
-                hits += 1
+                hits += 1.0
                 return value
             return slow(ckey, value, ttl_left, args, kwargs, False)
 
     else:
         # No refresh window: a plain call only needs a live value, which get() answers
-        # more cheaply than getTtl(); anything else is computed now.
-        get = client.get
-        counters = core.counters
-        compute_once = core.compute_once
+        # more cheaply than getTtl(); anything else is computed now. No hook check on a hit:
+        # with hooks installed, lookup is timed_get (see rebind). What the wrapper's closure
+        # holds is copied into every call's frame: the miss path is one method.
+        miss = core.plain_miss
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             nonlocal hits
-            if observe_call is not None:
-                return observe_call(args, kwargs)
             ckey = (kw_head, args, tuple(sorted(kwargs.items()))) if kwargs else head + args
             try:
-                value = get(ckey, _MISS)
+                value = lookup(ckey, _MISS)
             except TypeError as exc:
                 raise_key_error(args, kwargs, exc)
             if value is not _MISS:
-                hits += 1
+                hits += 1.0
                 return value
-            counters.misses += 1
-            return compute_once(ckey, None, args, kwargs)
+            return miss(ckey, args, kwargs)
 
     return wrapper
 
@@ -1818,7 +1850,7 @@ def _make_async_wrapper(core: _Core) -> Callable[..., Any]:
         except TypeError as exc:
             raise_key_error(args, kwargs, exc)
         if ttl_left > threshold:
-            hits += 1
+            hits += 1.0
             return value
         return await aslow(ckey, value, ttl_left, args, kwargs, False)
 
