@@ -5,11 +5,13 @@ function on memcached and answers one JSON command per stdin line with one JSON 
 stdout (the protocol of :class:`tests.mq._cluster.Member`). ``CONFIG_JSON`` keys:
 
 * ``memcached``: ``host:port``; ``log``: a file each computation appends a line to;
-* ``mode``: ``leases`` (``@cached`` on a ``MemcachedClient``: leases), ``neither`` (the same
-  with ``lease_ttl=0``: compute once per process), ``broker`` (``@cached`` on a
+* ``mode``: ``leases`` (``@cached`` on a ``MemcachedClient``: leases), ``leases_bg`` (the
+  same called through ``.bg()``: the stale value served while one caller refreshes),
+  ``neither`` (``lease_ttl=0``: compute once per process), ``broker`` (``@cached`` on a
   ``CoherentWrapperClient`` over a pyzmq ``BrokerBus``, ``broker`` the endpoint, the
-  memcached without leases), ``django`` (Django's ``PyMemcacheCache``, ``get_or_set``) or
-  ``flask`` (Flask-Caching's memcached backend, ``@cache.memoize``);
+  memcached without leases), ``django`` (Django's ``PyMemcacheCache`` as
+  ``django.core.cache.cache``, ``get_or_set``) or ``flask`` (Flask-Caching's memcached
+  backend, ``@cache.memoize``);
 * ``namespace``, ``lease_ttl`` (2 s), ``ttl`` (60 s), ``tiered`` (an in-process L1 in
   front), ``meta`` (the client's option).
 
@@ -97,6 +99,10 @@ class Worker:
     def _leases(self) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
         return self._chorde(self._memcached(float(self.cfg.get("lease_ttl", 2.0))))
 
+    def _leases_bg(self) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
+        fn, expire = self._leases()
+        return fn.bg(), expire  # type: ignore[attr-defined]
+
     def _neither(self) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
         return self._chorde(self._memcached(0))
 
@@ -114,11 +120,20 @@ class Worker:
     def _django(self) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
         from django.conf import settings
 
-        if not settings.configured:
-            settings.configure()
-        from django.core.cache.backends.memcached import PyMemcacheCache
+        # As a Django project has it: django.core.cache.cache, one backend object (and
+        # pymemcache connection) per thread; a single PyMemcacheCache shared by the threads
+        # would interleave their requests on one socket.
+        settings.configure(
+            CACHES={
+                "default": {
+                    "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+                    "LOCATION": self.cfg["memcached"],
+                    "KEY_PREFIX": self.cfg.get("namespace", "stampede"),
+                }
+            }
+        )
+        from django.core.cache import cache
 
-        cache = PyMemcacheCache(self.cfg["memcached"], {"KEY_PREFIX": self.cfg.get("namespace")})
         ttl = int(self.ttl)
 
         def call(key: str) -> Any:

@@ -42,6 +42,28 @@ def test_200_callers_one_computation(cluster, tmp_path, stack, held):
     assert computations(tmp_path / "computed.log")["k"] - before == 1
 
 
+def test_expired_then_bg_serves_the_old_value_while_one_process_refreshes(cluster, tmp_path):
+    """``fn.expire`` then 200 ``.bg()`` callers in 4 processes: every caller is served the
+    old value, and the function runs once in the cluster (in the background)."""
+    members = cluster(PROCESSES, lease_ttl=LEASE, mode="leases_bg")
+    old = members[0].call("call", key="k")["value"]
+    members[0].call("expire", key="k")
+    results = stampede(members, "k", THREADS, delay=0.3)
+    assert len(results) == PROCESSES * THREADS
+    assert _one_value(results) == old
+    log = tmp_path / "computed.log"
+    deadline = time.monotonic() + 10
+    while computations(log)["k"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fresh = members[1].call("call", key="k")["value"]
+    deadline = time.monotonic() + 10
+    while fresh == old and time.monotonic() < deadline:  # (the refresh takes 0.3 s)
+        time.sleep(0.05)
+        fresh = members[1].call("call", key="k")["value"]
+    assert fresh != old
+    assert computations(log)["k"] == 2  # the first call, one refresh
+
+
 def test_the_winner_killed_is_taken_over_within_the_lease(cluster, tmp_path):
     """SIGKILL the process computing: its lease lapses on the server, one other process
     takes over, and every caller left gets the takeover's value."""
