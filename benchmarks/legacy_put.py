@@ -10,7 +10,8 @@ cannot, the table says why instead of a figure.
 The 1.0.11 figures are timed in a child process running that venv's Python, with this
 package's own timing core (``harness.py`` loaded from its file) and the same statements,
 keys and settings as ours; ours are timed in this process. The two processes can run at
-different speeds (another process on a core, a frequency change), so each times
+different speeds (another process on a core, a frequency change), so both time with their
+thread's CPU time (a stretch when another process has the core is not counted) and each times
 ``c.get(k)`` on a plain ``dict`` of the same keys too, and 1.0.11's figures are shown scaled
 by ``dict_get_ours / dict_get_theirs``: the table's ratio is then
 ``(theirs / dict_get_theirs) / (ours / dict_get_ours)``, >1 when ours is faster. Goal
@@ -140,6 +141,7 @@ _MEASURE = textwrap.dedent(
         harness = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = harness
         spec.loader.exec_module(harness)
+        harness.set_cpu_clock(True)
         from chorde.clients import inproc
         from chorde.clients.inproc import InprocCacheClient
 
