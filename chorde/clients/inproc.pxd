@@ -31,6 +31,16 @@ cdef Py_ssize_t _UNLINKED
 cdef Py_ssize_t _MAX_SLOTS
 
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.pythread cimport (
+    NOWAIT_LOCK,
+    WAIT_LOCK,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_get_thread_ident,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
 
 
 cdef inline int* _grow_ints(int* array, Py_ssize_t count) except NULL:
@@ -81,10 +91,13 @@ cdef class _Links:
     cdef public Py_ssize_t capacity
     cdef public bint touch_on_read
     cdef public Py_ssize_t evictions
-    cdef public object lock
-    cdef object _acquire
-    cdef object _release
+    cdef object lock  # (pure Python's; compiled, the C lock below)
+    cdef PyThread_type_lock _wlock
+    cdef unsigned long _lock_owner
+    cdef Py_ssize_t _lock_depth
 
+    cdef int _lock(self) except -1
+    cdef int _unlock(self) noexcept
     cdef dict _table(self, object key)
     @cython.locals(number=int)
     cdef dict _owner(self, Py_ssize_t slot)
@@ -122,6 +135,40 @@ cdef class _Links:
     cpdef put(self, object key, object value, double expires)
     @cython.locals(slot=Py_ssize_t, chunk=list, i=Py_ssize_t, node=_Node, victim=_Node)
     cdef int _insert(self, dict table, object key, object value, double expires) except -1
+
+
+# The write lock of _Links: reentrant, taken with no Python call; a wait releases the GIL.
+cdef inline int _new_lock(_Links links) except -1:
+    links._wlock = PyThread_allocate_lock()
+    if links._wlock == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef inline void _free_lock(_Links links) noexcept:
+    if links._wlock != NULL:
+        PyThread_free_lock(links._wlock)
+        links._wlock = NULL
+
+
+cdef inline int _lock_links(_Links links) except -1:
+    cdef unsigned long me = PyThread_get_thread_ident()
+    if links._lock_depth and links._lock_owner == me:
+        links._lock_depth += 1
+        return 0
+    if not PyThread_acquire_lock(links._wlock, NOWAIT_LOCK):
+        with nogil:
+            PyThread_acquire_lock(links._wlock, WAIT_LOCK)
+    links._lock_owner = me
+    links._lock_depth = 1
+    return 0
+
+
+cdef inline void _unlock_links(_Links links) noexcept:
+    links._lock_depth -= 1
+    if links._lock_depth == 0:
+        links._lock_owner = 0
+        PyThread_release_lock(links._wlock)
 
 
 cdef class _InprocClient:

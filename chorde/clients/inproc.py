@@ -339,16 +339,35 @@ class _Links:
         self.capacity = capacity
         self.touch_on_read = touch_on_read
         self.evictions = 0
-        # Reentrant: a key's Python __hash__ or __eq__, run by a writer (or by a pure
-        # Python reader), may read this cache from the same thread.
-        self.lock = threading.RLock()
-        self._acquire = self.lock.acquire
-        self._release = self.lock.release
+        # The write lock, reentrant: a key's Python __hash__ or __eq__, run by a writer
+        # (or by a pure Python reader), may use this cache from the same thread. Compiled,
+        # a C lock taken without a Python call (a wait releases the GIL).
+        if cython.compiled:
+            _new_lock(self)  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
+        else:
+            self.lock = threading.RLock()
 
-    def __dealloc__(self) -> None:  # (compiled only: the C arrays)
+    def __dealloc__(self) -> None:  # (compiled only: the C arrays and lock)
         if cython.compiled:
             _free_ints(self.links)  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
             _free_ints(self.slot_space)  # type: ignore[name-defined]  # noqa: F821
+            _free_lock(self)  # type: ignore[name-defined]  # noqa: F821
+
+    def _lock(self) -> int:
+        """Take the write lock."""
+        if cython.compiled:
+            _lock_links(self)  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
+        else:
+            self.lock.acquire()
+        return 0
+
+    def _unlock(self) -> int:
+        """Release the write lock."""
+        if cython.compiled:
+            _unlock_links(self)  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
+        else:
+            self.lock.release()
+        return 0
 
     # -- routing ----------------------------------------------------------------------
 
@@ -373,7 +392,8 @@ class _Links:
     def space(self, namespace: str) -> dict[Hashable, _Node]:
         """The table of ``namespace``, made on first use: entries already held under keys
         ``(namespace, ...)`` move into it, keeping their place in the recency list."""
-        with self.lock:
+        self._lock()
+        try:
             table = self.spaces.get(namespace)
             if table is not None:
                 return table
@@ -400,6 +420,8 @@ class _Links:
             for key, _ in moved:
                 del main[key]
             return table
+        finally:
+            self._unlock()
 
     # -- slots and links; callers hold the lock (writers) or the GIL alone (compiled reads)
 
@@ -527,8 +549,11 @@ class _Links:
             return miss
         if cython.compiled:
             return self._live_node(node, miss)
-        with self.lock:
+        self._lock()
+        try:
             return self._live_node(node, miss)
+        finally:
+            self._unlock()
 
     def _live_node(self, node: _Node, miss: Any) -> Any:
         slot = node.slot
@@ -547,8 +572,11 @@ class _Links:
             raise KeyError(key)
         if cython.compiled:
             return self._entry_node(node, now, key)
-        with self.lock:
+        self._lock()
+        try:
             return self._entry_node(node, now, key)
+        finally:
+            self._unlock()
 
     def _entry_node(self, node: _Node, now: float, key: Hashable) -> Entry:
         slot = node.slot
@@ -567,8 +595,11 @@ class _Links:
             raise KeyError(key)
         if cython.compiled:
             return self._peek_node(node, key)
-        with self.lock:
+        self._lock()
+        try:
             return self._peek_node(node, key)
+        finally:
+            self._unlock()
 
     def _peek_node(self, node: _Node, key: Hashable) -> Entry:
         slot = node.slot
@@ -580,7 +611,7 @@ class _Links:
 
     def put(self, key: Hashable, value: Any, expires: float) -> None:
         """Store an entry (the most recently used), evicting the least recently used if full."""
-        self._acquire()  # not `with`: its __exit__ call costs as much as both
+        self._lock()
         try:
             table = self._table(key)
             if table is not self.nodes:
@@ -597,7 +628,7 @@ class _Links:
                 return
             self._insert(table, key, value, expires)
         finally:
-            self._release()
+            self._unlock()
 
     def _insert(
         self, table: dict[Hashable, _Node], key: Hashable, value: Any, expires: float
@@ -631,7 +662,8 @@ class _Links:
 
     def add(self, key: Hashable, value: Any, expires: float, now: float) -> bool:
         """Store only if ``key`` is absent or expired at ``now``; return whether stored."""
-        with self.lock:
+        self._lock()
+        try:
             table = self._table(key)
             if table is not self.nodes:
                 key = _subkey(key)
@@ -646,10 +678,13 @@ class _Links:
                 return True
             self._insert(table, key, value, expires)
             return True
+        finally:
+            self._unlock()
 
     def set_expiry(self, key: Hashable, expires: float, direction: int) -> bool:
         """Give an existing entry a new expiry, keeping its place; return whether it existed."""
-        with self.lock:
+        self._lock()
+        try:
             table = self._table(key)
             if table is not self.nodes:
                 key = _subkey(key)
@@ -659,11 +694,14 @@ class _Links:
             if _moves(old.expires, expires, direction):
                 old.expires = expires
             return True
+        finally:
+            self._unlock()
 
     def pop(self, key: Hashable) -> None:
         """Remove ``key`` if present."""
         hash(key)  # unhashable keys fail here, outside the lock
-        with self.lock:
+        self._lock()
+        try:
             table = self._table(key)
             if table is not self.nodes:
                 key = _subkey(key)
@@ -677,6 +715,8 @@ class _Links:
                 self._free_slot(slot)
                 self.size -= 1
                 del held_key, value
+        finally:
+            self._unlock()
 
     def _slots_from_tail(self) -> list[int]:
         """The linked slots, least recently used first."""
@@ -693,7 +733,8 @@ class _Links:
 
     def clear(self) -> None:
         """Remove everything (namespace tables stay, empty: cached functions hold them)."""
-        with self.lock:
+        self._lock()
+        try:
             for table in self._tables():
                 for node in table.values():
                     node.slot = _UNLINKED
@@ -705,10 +746,13 @@ class _Links:
             for table in self._tables():
                 table.clear()
             del chunks
+        finally:
+            self._unlock()
 
     def purge(self, cutoff: float) -> int:
         """Remove entries that expired before ``cutoff``; return how many."""
-        with self.lock:
+        self._lock()
+        try:
             dead = [
                 (table, key)
                 for table in self._tables()
@@ -725,11 +769,14 @@ class _Links:
                 self._free_slot(slot)
             self.size -= len(dead)
             del held
+        finally:
+            self._unlock()
         return len(dead)
 
     def items(self) -> list[tuple[Hashable, Entry]]:
         """A snapshot of the entries (under their full keys), least recently used first."""
-        with self.lock:
+        self._lock()
+        try:
             heads = {id(table): name for name, table in self.spaces.items()}
             out: list[tuple[Hashable, Entry]] = []
             for slot in self._slots_from_tail():
@@ -741,6 +788,8 @@ class _Links:
                     key = (head, *key) if isinstance(key, tuple) else (head, key)
                 out.append((key, (self._value(slot), node.expires)))
             return out
+        finally:
+            self._unlock()
 
 
 def _same_head(head: Any, namespace: str) -> bool:
