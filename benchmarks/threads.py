@@ -15,8 +15,13 @@ fixed number of operations in all (split evenly over the threads, so every threa
 the same work) started together from a barrier, and its figure is the total over the wall
 time from the barrier to the last thread's end. Runs take turns (every implementation and
 thread count once per round, the order rotating) and the best round is the figure; the
-notes give the range over rounds. On a 2-core machine shared with other work the ranges are
-wide: the ratios in one round are steadier than the absolute figures.
+notes give the median and range over rounds, and each run's rate over the process's CPU time
+(a stretch when another process had the core is not counted). On a 2-core machine shared
+with other work the ranges are wide: the ratios within one round are steadier than the
+absolute figures. Some of cachetools' runs with 2 or more threads are several times slower
+than its others while chorde's runs of the same round are not (most likely a thread
+preempted while holding the lock, the others queueing behind it): its medians and ranges
+show how often, its best figure leaves that out.
 
 The table shows ns per operation of the aggregate rate (1e9 / ops/s) with the ratio
 cachetools / chorde (>1: chorde is faster); the notes of each 8-thread row give the
@@ -234,8 +239,9 @@ def _results(
             samples = rates[impl.case, impl.name, n]
             best = max(samples)
             notes = [
-                f"{best:,.0f} ops/s (range {min(samples):,.0f}-{best:,.0f} over {len(samples)}"
-                f" runs; per CPU-second best {max(cpu_rates[impl.case, impl.name, n]):,.0f})"
+                f"{best:,.0f} ops/s (median {statistics.median(samples):,.0f}, range"
+                f" {min(samples):,.0f}-{best:,.0f} over {len(samples)} runs; per CPU-second"
+                f" best {max(cpu_rates[impl.case, impl.name, n]):,.0f})"
             ]
             extra: dict[str, Any] = {
                 "threads": n,
