@@ -164,6 +164,20 @@ def test_expire_keeps_serving_while_the_next_reader_recomputes(processes):
     assert sum(f.cache_info().claims for f in fns) == 2  # the first call's, the recompute's
 
 
+def test_the_async_ttl_window_refreshes_once_per_cluster(processes):
+    """Calls in the ``async_ttl`` window are answered with the value held, and the refresh
+    each process starts takes the lease or ends: one refresh between the processes."""
+    compute = Computation(delay=0.5)
+    fns = _decorate(processes(3, lease_ttl=2.0), compute, ttl=4, async_ttl=3, ttl_spread=False)
+    assert [f(1) for f in fns] == ["1:1"] * 3
+    time.sleep(1.3)  # into the window: under 3 s left
+    assert [f(1) for f in fns for _ in range(3)] == ["1:1"] * 9
+    assert wait_until(lambda: fns[2](1) == "1:2", WAIT)
+    time.sleep(0.2)  # (a second refresh would have started by now)
+    assert compute.runs == 2
+    assert sum(f.cache_info().refreshes for f in fns) >= 3  # each process tried, one ran
+
+
 def test_a_failed_computation_lets_the_next_caller_win_at_once(processes):
     """The winner's computation fails: its lease goes back, so a waiter elsewhere computes
     at once rather than when the (here 60 s) lease would lapse."""
