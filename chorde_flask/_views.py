@@ -74,14 +74,16 @@ def cache_request(
     cache: ResponseCache, route: Route, target: Hashable = None, namespace: Hashable = NAMESPACE
 ) -> CacheRequest:
     """The current Flask request as the cache sees it."""
+    # One context lookup instead of one per attribute: half this function's cost on a hit.
+    req = request._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
     return cache.request(
-        method=request.method,
-        scheme=request.scheme,
+        method=req.method,
+        scheme=req.scheme,
         # Werkzeug and gunicorn join repeated Host lines with a comma: the policy refuses it.
-        hosts=[request.host],
-        path=request.root_path + request.path,
-        query=request.query_string.decode("latin-1"),
-        headers=_environ_fields(request.environ),
+        hosts=[req.host],
+        path=req.root_path + req.path,
+        query=req.query_string.decode("latin-1"),
+        headers=_environ_fields(req.environ),
         route=route,
         namespace=namespace,
         target=target,
@@ -128,7 +130,7 @@ def _response(reply: Reply) -> Response:
     )
     # The body given to the constructor set Content-Length: a HEAD's is the GET's length.
     length = [v for k, v in headers if k == "content-length"]
-    if length:
+    if length and length[0] != str(len(reply.body)):  # (a GET's is right already)
         response.headers["Content-Length"] = length[0]
     return response
 
