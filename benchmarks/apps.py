@@ -7,10 +7,15 @@ an hour; a miss costs its view 10 ms) served on 127.0.0.1:
 * Django 5.2 under gunicorn (2 sync workers), ``cache_page``: chorde's ``ChordeCache``
   (in-process, memcached, tiered, Redis) against LocMemCache, PyMemcacheCache,
   PyLibMCCache, Django's RedisCache and django-redis;
-* Flask under gunicorn (2 sync workers): ``@chorde.cached`` (chorde_flask) against
-  Flask-Caching's ``@cache.cached`` (SimpleCache, MemcachedCache, RedisCache);
-* FastAPI under uvicorn (one process): chorde's ASGI ``CacheMiddleware`` against cashews'
-  and fastapi-cache2's decorators on the same endpoint (in-memory and Redis).
+* Flask under gunicorn (2 sync workers): ``@chorde.cached`` (chorde_flask: in-process,
+  memcached, tiered, Redis) against Flask-Caching's ``@cache.cached`` (SimpleCache,
+  MemcachedCache, which picks pylibmc when installed, and RedisCache);
+* FastAPI under uvicorn (one process): chorde's ASGI ``CacheMiddleware`` (in-process,
+  memcached, tiered, Redis) against cashews' and fastapi-cache2's decorators on the same
+  endpoint (in-memory and Redis).
+
+The WSGI servers use sync workers, as gunicorn does by default: each request comes on a new
+connection (they do not keep connections alive), which is most of their CPU per request.
 
 memcached and redis-server run as real processes on free loopback ports. Every server is
 started once and primed (its page fetched and checked, then a short untimed ``wrk`` run so
