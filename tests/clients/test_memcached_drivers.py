@@ -258,3 +258,61 @@ def test_a_dripped_reply_within_the_timeout_is_read_whole():
         conn.close()
     finally:
         server.close()
+
+
+class _AnswersOnce:
+    """A loopback server that answers the first request of a connection (``STORED``), then
+    reads and never answers again: a server that hangs between two requests."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(5)
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"STORED\r\n")
+                self.stop.wait(10)  # (bounded) the second request is read, never answered
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.orphans: list[socket.socket] = []
+
+    def orphan(self, sock, reply) -> None:
+        self.orphans.append(sock)
+
+    def connected(self) -> None:
+        pass
+
+
+def test_a_request_on_an_open_connection_times_out_as_a_timeout():
+    """The one-request fast path (an open connection, a small request) waits at rest for
+    its reply, bounded by the kernel on Linux: the wait that runs out is a TimeoutError, so
+    the write is handed to the owner (it may still be applied) and not retried."""
+    server = _AnswersOnce()
+    owner = _Owner()
+    try:
+        conn = blocking.Connection(server.address, 1.0, 0.3, owner=owner)
+        request = b"set k 0 60 1\r\nx\r\n"
+        assert conn.request(request, Line(), time.monotonic() + 0.3) == b"STORED"
+        sock = conn.sock
+        assert sock is not None
+        assert sock.gettimeout() == (None if blocking._KERNEL_TIMEOUTS else 0.3)  # at rest
+        with pytest.raises(TimeoutError):
+            conn.request(request, Line(), time.monotonic() + 0.3)
+        assert conn.sock is None and owner.orphans == [sock]
+        sock.close()
+    finally:
+        server.close()
