@@ -31,7 +31,7 @@ ratio to ``lru.LRU``. Goal (issue 27): the default store within 1.1x of ``lru.LR
 
 Figures are bytes per entry (in the ``ns_per_op`` field of the results; the table header
 says ns/op for every benchmark). Memory does not depend on the machine's load: one child
-per figure is enough. ``--quick`` uses 200,000 entries.
+per figure is enough. ``--quick`` uses 200,000 entries and RSS only.
 """
 
 from __future__ import annotations
@@ -47,7 +47,15 @@ from typing import Any
 
 from benchmarks.harness import Result
 
-__all__ = ["FULL_ENTRIES", "IMPLEMENTATIONS", "METHODS", "QUICK_ENTRIES", "TARGET", "run"]
+__all__ = [
+    "FULL_ENTRIES",
+    "IMPLEMENTATIONS",
+    "METHODS",
+    "QUICK_ENTRIES",
+    "QUICK_METHODS",
+    "TARGET",
+    "run",
+]
 
 FULL_ENTRIES = 1_000_000
 QUICK_ENTRIES = 200_000
@@ -60,6 +68,8 @@ _CHILD_TIMEOUT_S = 600
 _ROOT = Path(__file__).resolve().parent.parent
 #: Methods: (operation name, child's method argument).
 METHODS = (("bytes/entry (RSS)", "rss"), ("bytes/entry (tracemalloc)", "tracemalloc"))
+#: --quick measures RSS only (tracemalloc slows the fill down several times).
+QUICK_METHODS = METHODS[:1]
 
 
 # -- the child: one implementation, one method, one fresh process ---------------------------
@@ -196,10 +206,11 @@ def _measure(name: str, n: int, method: str) -> dict[str, Any]:
 def run(quick: bool) -> list[Result]:
     """Measure every implementation both ways; see the module docstring."""
     n = QUICK_ENTRIES if quick else FULL_ENTRIES
+    methods = QUICK_METHODS if quick else METHODS
     figures: dict[tuple[str, str], dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     for name in IMPLEMENTATIONS:
-        for operation, method in METHODS:
+        for operation, method in methods:
             if name in skipped:
                 break
             try:
@@ -208,7 +219,7 @@ def run(quick: bool) -> list[Result]:
                 skipped[name] = str(exc)
                 print(f"  memory: {name} skipped ({exc})", file=sys.stderr)
     results: list[Result] = []
-    for operation, _method in METHODS:
+    for operation, _method in methods:
         ref = figures.get((operation, _REFERENCE))
         ref_per_entry = ref["bytes"] / ref["held"] if ref and ref["held"] else None
         for name in IMPLEMENTATIONS:

@@ -27,6 +27,7 @@ def _cells(results: list[Result]) -> dict[tuple[str, str], Result]:
 def test_memory_measures_every_implementation_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     n = 20_000  # ~2 MB per cache: enough for the RSS delta to be well above a page
     monkeypatch.setattr(memory, "QUICK_ENTRIES", n)
+    monkeypatch.setattr(memory, "QUICK_METHODS", memory.METHODS)  # both ways, as a full run
     results = memory.run(quick=True)
     cells = _cells(results)
     assert {r.benchmark for r in results} == {"memory"}
