@@ -158,6 +158,8 @@ class _Run:
     p99_ns: list[float] = field(default_factory=list)
     cpu_ns: list[float] = field(default_factory=list)
     cache_cpu_ns: list[float] = field(default_factory=list)
+    #: The round each figure of ``rps``/``p99_ns``/``cpu_ns`` comes from.
+    round_ids: list[int] = field(default_factory=list)
     misses: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -238,7 +240,7 @@ def _misses(log: Path) -> int:
         return 0
 
 
-def _one_round(wrk: str, run: _Run, seconds: int, cache_pid: int | None) -> None:
+def _one_round(wrk: str, run: _Run, seconds: int, cache_pid: int | None, round_id: int) -> None:
     pids = _process_tree(run.server.pid or 0)
     before, misses = _cpu_seconds(pids), _misses(run.miss_log)
     cache_before = _cpu_seconds([cache_pid]) if cache_pid else 0.0
@@ -249,6 +251,7 @@ def _one_round(wrk: str, run: _Run, seconds: int, cache_pid: int | None) -> None
     if report["errors"]:
         run.errors.append(f"{report['errors']} errors")
     if report["requests"]:
+        run.round_ids.append(round_id)
         run.rps.append(report["rps"])
         run.p99_ns.append(report["p99_ns"])
         run.cpu_ns.append(cpu * 1e9 / report["requests"])
@@ -374,8 +377,23 @@ def _start(configs: Sequence[Config], caches: dict[str, Any], tmp: Path, wrk: st
 # -- results ----------------------------------------------------------------------------------
 
 
+def _same_round_ratios(peer: _Run, ours: _Run) -> tuple[float, float] | None:
+    """Medians over the rounds both ran of (chorde req/s / peer req/s, peer CPU / chorde CPU):
+    each ratio compares runs seconds apart, so load drifting during the run cancels out."""
+    mine = dict(zip(ours.round_ids, zip(ours.rps, ours.cpu_ns, strict=True), strict=True))
+    pairs = [
+        (mine[i][0] / rps, cpu / mine[i][1])
+        for i, rps, cpu in zip(peer.round_ids, peer.rps, peer.cpu_ns, strict=True)
+        if i in mine and rps and mine[i][1]
+    ]
+    if not pairs:
+        return None
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+
 def _results(runs: Sequence[_Run], seconds: int) -> list[Result]:
     out: list[Result] = []
+    chorde = {run.config.row: run for run in runs if run.config.column == "chorde"}
     for bench, attr in (("apps", "rps"), ("apps-cpu", "cpu_ns"), ("apps-p99", "p99_ns")):
         for run in runs:
             if not run.rps:
@@ -397,11 +415,22 @@ def _results(runs: Sequence[_Run], seconds: int) -> list[Result]:
             }
             if run.cache_cpu_ns:
                 extra["cache_server_cpu_us_per_req"] = statistics.median(run.cache_cpu_ns) / 1e3
+            ours = chorde.get(run.config.row)
+            paired = None if ours is None or ours is run else _same_round_ratios(run, ours)
+            if paired is not None:
+                extra["chorde_rps_ratio_same_round"] = paired[0]
+                extra["chorde_cpu_ratio_same_round"] = paired[1]
             note = (
                 f"{rps:,.0f} req/s, p99 {p99 / 1e6:.2f} ms, server CPU {cpu / 1e3:.0f} us/req "
                 f"(median of {len(run.rps)}; {run.config.impl}; view runs {run.misses}"
                 + (f"; {', '.join(run.errors)}" if run.errors else "")
                 + ")"
+                + (
+                    f"; same-round medians: chorde req/s {paired[0]:.2f}x this, "
+                    f"this CPU {paired[1]:.2f}x chorde's"
+                    if paired
+                    else ""
+                )
             )
             out.append(
                 Result(
@@ -423,6 +452,14 @@ def goals(results: Sequence[Result]) -> list[str]:
     rows = [r for r in results if r.benchmark == "apps" and r.ns_per_op]
     rps = {(r.operation, r.extra["config"]): r.extra["req_per_s"] for r in rows}
     cpu = {(r.operation, r.extra["config"]): r.extra["server_cpu_us_per_req"] for r in rows}
+    paired = {
+        (r.operation, r.extra["config"]): (
+            r.extra["chorde_rps_ratio_same_round"],
+            r.extra["chorde_cpu_ratio_same_round"],
+        )
+        for r in rows
+        if "chorde_rps_ratio_same_round" in r.extra
+    }
     lines: list[str] = []
     for row in dict.fromkeys(r.operation for r in rows):
         ours = [k for k in rps if k[0] == row and ":chorde" in k[1]]
@@ -431,9 +468,12 @@ def goals(results: Sequence[Result]) -> list[str]:
             continue
         best = max(peers, key=rps.__getitem__)
         leanest = min(peers, key=cpu.__getitem__)
+        same = ""
+        if best in paired and leanest in paired:
+            same = f"; same-round medians {paired[best][0]:.2f}x, {paired[leanest][1]:.2f}x"
         lines.append(
             f"{row}: req/s {rps[ours[0]] / rps[best]:.2f}x best peer ({best[1]}), "
-            f"CPU/req {cpu[leanest] / cpu[ours[0]]:.2f}x leanest peer ({leanest[1]}) "
+            f"CPU/req {cpu[leanest] / cpu[ours[0]]:.2f}x leanest peer ({leanest[1]}){same} "
             "(goal: both >= 1)"
         )
     for framework in dict.fromkeys(r.operation.split(",")[0] for r in rows):
@@ -481,6 +521,8 @@ def run(quick: bool) -> list[Result]:
         for name in needed - set(caches):
             print(f"apps: {name} is not installed: its configurations are skipped", file=sys.stderr)
         runs = _start(configs, caches, Path(tmp), wrk)
+        # A row's contenders run back to back in each round, so they see the same load.
+        order = sorted(runs, key=lambda r: [c.row for c in CONFIGS].index(r.config.row))
         try:
             pids = {name: server.pid for name, server in caches.items()}
             round_s = len(runs) * (seconds + 0.3)
@@ -489,9 +531,9 @@ def run(quick: bool) -> list[Result]:
                     print(f"apps: time budget spent after {i} rounds", file=sys.stderr)
                     break
                 # Configurations take turns; each round starts one further along the list.
-                for j in range(len(runs)):
-                    run_ = runs[(i + j) % len(runs)]
-                    _one_round(wrk, run_, seconds, pids.get(run_.config.server or ""))
+                for j in range(len(order)):
+                    run_ = order[(i + j) % len(order)]
+                    _one_round(wrk, run_, seconds, pids.get(run_.config.server or ""), i)
         finally:
             for run_ in runs:
                 run_.server.stop()
