@@ -75,6 +75,12 @@ _unpickle: Final = pickle.loads
 # Up to this size a bytes payload is verified and unpickled from copied slices: cheaper than
 # memoryviews (pickle.loads of a view costs more than copying a small body).
 _FAST_MAX: Final = 4096
+# Payloads up to this size that verified are remembered (at most _VERIFIED_MAX of them, the
+# lot forgotten when full: 2 MiB at the most), so that reading the same bytes again skips
+# the HMAC, which costs more than unpickling a small value (hashlib's OpenSSL contexts are
+# copied and freed four times per HMAC): byte for byte the payload once verified.
+_VERIFIED_SIZE: Final = 1024
+_VERIFIED_MAX: Final = 2048
 
 # Compressing a large incompressible value (random bytes, JPEG, already-compressed data)
 # costs tens of milliseconds per MiB for nothing, so bodies over _PROBE_MIN are first probed
@@ -179,6 +185,7 @@ class Serializer:
         "_keys",
         "_max_size",
         "_signer",
+        "_verified",
         "_verify_keys",
     )
 
@@ -216,6 +223,9 @@ class Serializer:
             if all(key != known for _, known in pairs):
                 pairs.append((hmac.digest(key, _KEY_ID_MESSAGE, "sha256")[:4], key))
         self._bound: dict[bytes, Serializer] = {}
+        # Payloads verified lately -> (by which serializer, offset, key, body start, expires);
+        # shared with the bound serializers (an entry names the one that verified it).
+        self._verified: dict[bytes, tuple[Serializer, int, bytes, int, float]] = {}
         self._install_keys(pairs)
 
     def _install_keys(self, pairs: list[tuple[bytes, bytes]]) -> None:
@@ -253,6 +263,7 @@ class Serializer:
             bound._compress_threshold = self._compress_threshold
             bound._max_size = self._max_size
             bound._bound = {}
+            bound._verified = self._verified
             message = _CONTEXT_MESSAGE + context
             bound._install_keys(
                 [(key_id, hmac.digest(key, message, "sha256")) for key_id, key in self._keys]
@@ -333,8 +344,18 @@ class Serializer:
         # memoryview. Anything else, including every invalid payload, takes the full path
         # (_loads), which checks the same things and says what is wrong.
         if type(data) is bytes and type(offset) is int and offset >= 0:
-            signed_end = len(data) - _TAG_SIZE
+            size = len(data)
+            signed_end = size - _TAG_SIZE
             if _HEADER_SIZE <= signed_end - offset <= _FAST_MAX:
+                # These very bytes verified before, by this serializer, for this key.
+                seen = self._verified.get(data) if size <= _VERIFIED_SIZE else None
+                if seen is not None and seen[0] is self and seen[1] == offset and seen[2] == key:
+                    try:
+                        return _unpickle(data[seen[3] : signed_end]), seen[4]
+                    except Exception as exc:
+                        raise InvalidPayload(
+                            f"unpickling failed: {type(exc).__name__}: {exc}"
+                        ) from None
                 prefix, key_id, key_len, expires, raw_len = _unpack_fast_header(data, offset)
                 body_start = offset + _HEADER_SIZE + key_len
                 pairs = self._fast_keys.get(key_id)
@@ -353,6 +374,11 @@ class Serializer:
                         outer.update(inner.digest())
                         if _compare_digest(outer.digest(), data[signed_end:]):
                             # Authentic: unpickled here, once, whatever happens.
+                            if size <= _VERIFIED_SIZE:
+                                verified = self._verified
+                                if len(verified) >= _VERIFIED_MAX:
+                                    verified.clear()
+                                verified[data] = (self, offset, key, body_start, expires)
                             try:
                                 return _unpickle(data[body_start:signed_end]), expires
                             except Exception as exc:
