@@ -31,6 +31,7 @@ cdef Py_ssize_t _UNLINKED
 cdef Py_ssize_t _MAX_SLOTS
 
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport Py_REFCNT
 from cpython.pythread cimport (
     NOWAIT_LOCK,
     WAIT_LOCK,
@@ -59,12 +60,12 @@ cdef inline void _free_ints(int* array) noexcept:
 # slot), so it need not be tracked by the garbage collector: 32 bytes, not 80.
 @cython.final
 @cython.no_gc
-@cython.freelist(256)
 cdef class _Node:
     cdef public int slot
     cdef public double expires
 
 
+@cython.locals(node=_Node)
 cdef _Node _new_node(int slot, double expires)
 cdef object _subkey(object key)
 cdef object _rest_key(object rest)
@@ -135,6 +136,11 @@ cdef class _Links:
     cpdef put(self, object key, object value, double expires)
     @cython.locals(slot=Py_ssize_t, chunk=list, i=Py_ssize_t, node=_Node, victim=_Node)
     cdef int _insert(self, dict table, object key, object value, double expires) except -1
+
+
+# Whether ``node`` is referenced only by the caller's one variable (an argument is borrowed).
+cdef inline bint _sole_ref(_Node node) noexcept:
+    return Py_REFCNT(node) == 1
 
 
 # The write lock of _Links: reentrant, taken with no Python call; a wait releases the GIL.

@@ -636,27 +636,37 @@ class _Links:
         """Store a new entry (lock held); ``key`` is not in ``table``."""
         victim_key = victim_value = victim = None
         if self.size >= self.capacity:
-            # Evict before inserting, so a reader of len() never sees capacity + 1.
+            # Evict before inserting, so a reader of len() never sees capacity + 1. The
+            # evicted slot takes the new entry at once (it never visits the free list).
             slot = self.tail
-            victim_key = self._key(slot)
-            victim_value = self._value(slot)
+            chunk = self.chunks[slot >> _CHUNK_BITS]
+            i = (slot & _CHUNK_MASK) * 2
+            victim_key = chunk[i]
+            victim_value = chunk[i + 1]
             victim = self._owner(slot).pop(victim_key)  # may run Python code: all still held
             self._unlink(slot)
             victim.slot = _UNLINKED
-            self._free_slot(slot)
-            self.size -= 1
             self.evictions += 1
-        slot = self._alloc()
-        chunk = self.chunks[slot >> _CHUNK_BITS]
-        i = (slot & _CHUNK_MASK) * 2
+        else:
+            slot = self._alloc()
+            chunk = self.chunks[slot >> _CHUNK_BITS]
+            i = (slot & _CHUNK_MASK) * 2
         chunk[i] = key
         chunk[i + 1] = value
         if self.space_tables:  # (a reused slot may still name another table)
             self.slot_space[slot] = -1 if table is self.nodes else self.space_ids[id(table)]
-        node = _new_node(slot, expires)
+        if cython.compiled and victim is not None and _sole_ref(victim):  # type: ignore[name-defined]  # noqa: F821 (inproc.pxd)
+            # Nobody else holds the evicted node (no reader between its lookup and its
+            # read): it becomes the new entry's, saving an allocation and a free.
+            node = victim
+            node.slot = slot
+            node.expires = expires
+        else:
+            node = _new_node(slot, expires)
         self._push(slot)
-        self.size += 1
         table[key] = node
+        if victim is None:
+            self.size += 1
         del victim_key, victim_value, victim  # dropped once the store is whole again
         return 0
 

@@ -111,3 +111,22 @@ def test_a_dropped_entry_is_never_read_through_a_node_held_before():
     assert links.live_in(table, "k", 0.0, "MISS") == "MISS"
     with pytest.raises(KeyError):
         links.entry("k", 0.0)
+
+
+def test_an_evicted_entry_is_never_read_through_a_node_held_before():
+    # Eviction hands the victim's slot (and, compiled, its node when nobody else holds it)
+    # to the new entry: a node a reader still holds must read a miss, never the new value.
+    store = LinkedLRU(2)
+    store.set("a", ("va", 1e9), 0)
+    store.set("b", ("vb", 1e9), 0)
+    links = store._links
+    held = links.nodes["a"]
+    store.set("c", ("vc", 1e9), 0)  # evicts "a": its slot now holds "c"
+    assert "a" not in links.nodes
+    assert links.live_in({"a": held}, "a", 0.0, "MISS") == "MISS"
+    assert links.nodes["c"] is not held
+    for n in range(100):  # evictions whose nodes nobody holds: recycled when compiled
+        store.set(n, (n, 1e9), 0)
+    assert len(store) == 2 and store._links.evictions == 101
+    assert [k for k, _ in store.items()] == [98, 99]
+    assert store.lookup(99) == (99, 1e9) and store.lookup(98) == (98, 1e9)
