@@ -24,7 +24,9 @@ each worker holds it); then the configurations take turns round after round, eac
 reports them (``--latency``), and the app server's CPU per request (utime + stime of the
 server process and its workers from ``/proc/<pid>/stat``, before and after). Figures are
 medians over the rounds. Each view run is logged to a file: the notes say how many runs
-(misses) a configuration had during the timed rounds (0 expected).
+(misses) a configuration had during the timed rounds (0 expected), and how many operations
+per request its cache server did (memcached: keys read or written, from ``stats``; Redis:
+commands, from ``INFO commandstats``), with that server's CPU per request in the JSON.
 
 Tables (rows: framework and backend, columns: implementations; ratio = peer / chorde, so
 >1 means chorde is better for all three): ``apps`` holds wall ns per request (1e9 / req/s),
@@ -75,6 +77,8 @@ _WARMUP_SECONDS = 1
 _BUDGET_S = 450.0
 _QUICK = ("fastapi:chorde-inproc", "fastapi:cashews-memory")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: What the cache-server operation counts are, per server.
+_OPS = {"memcached": "keys", "redis": "commands"}
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ class _Run:
     p99_ns: list[float] = field(default_factory=list)
     cpu_ns: list[float] = field(default_factory=list)
     cache_cpu_ns: list[float] = field(default_factory=list)
+    #: Cache-server operations per request (memcached: keys read or written; Redis: commands).
+    cache_ops: list[float] = field(default_factory=list)
     #: The round each figure of ``rps``/``p99_ns``/``cpu_ns`` comes from.
     round_ids: list[int] = field(default_factory=list)
     misses: int = 0
@@ -240,13 +246,32 @@ def _misses(log: Path) -> int:
         return 0
 
 
-def _one_round(wrk: str, run: _Run, seconds: int, cache_pid: int | None, round_id: int) -> None:
+def _cache_ops(cache: Any) -> int:
+    """Operations a cache server has done so far: memcached's keys got, set and touched;
+    Redis's commands (the INFO asking included)."""
+    if hasattr(cache, "stats"):
+        stats = cache.stats()
+        return sum(int(stats.get(name, 0)) for name in ("cmd_get", "cmd_set", "cmd_touch"))
+    info = cache.call("INFO", "commandstats").decode()
+    return sum(
+        int(line.split("calls=", 1)[1].split(",", 1)[0])
+        for line in info.splitlines()
+        if line.startswith("cmdstat_")
+    )
+
+
+def _one_round(wrk: str, run: _Run, seconds: int, cache: Any, round_id: int) -> None:
+    """One timed wrk run of ``run``'s page; ``cache`` is its cache server (or None)."""
     pids = _process_tree(run.server.pid or 0)
+    cache_pid = cache.pid if cache is not None else None
+    ops_before = _cache_ops(cache) if cache is not None else 0
     before, misses = _cpu_seconds(pids), _misses(run.miss_log)
     cache_before = _cpu_seconds([cache_pid]) if cache_pid else 0.0
     report = _wrk(wrk, f"{run.server.url}/page", seconds)
     cpu = _cpu_seconds(pids) - before
     cache_cpu = _cpu_seconds([cache_pid]) - cache_before if cache_pid else 0.0
+    # (Redis counts the INFO that read the first figure in the second: one less.)
+    ops = _cache_ops(cache) - ops_before - (0 if hasattr(cache, "stats") else 1) if cache else 0
     run.misses += _misses(run.miss_log) - misses
     if report["errors"]:
         run.errors.append(f"{report['errors']} errors")
@@ -257,6 +282,7 @@ def _one_round(wrk: str, run: _Run, seconds: int, cache_pid: int | None, round_i
         run.cpu_ns.append(cpu * 1e9 / report["requests"])
         if cache_pid:
             run.cache_cpu_ns.append(cache_cpu * 1e9 / report["requests"])
+            run.cache_ops.append(ops / report["requests"])
 
 
 # -- servers ----------------------------------------------------------------------------------
@@ -415,6 +441,7 @@ def _results(runs: Sequence[_Run], seconds: int) -> list[Result]:
             }
             if run.cache_cpu_ns:
                 extra["cache_server_cpu_us_per_req"] = statistics.median(run.cache_cpu_ns) / 1e3
+                extra["cache_ops_per_req"] = statistics.median(run.cache_ops)
             ours = chorde.get(run.config.row)
             paired = None if ours is None or ours is run else _same_round_ratios(run, ours)
             if paired is not None:
@@ -423,6 +450,12 @@ def _results(runs: Sequence[_Run], seconds: int) -> list[Result]:
             note = (
                 f"{rps:,.0f} req/s, p99 {p99 / 1e6:.2f} ms, server CPU {cpu / 1e3:.0f} us/req "
                 f"(median of {len(run.rps)}; {run.config.impl}; view runs {run.misses}"
+                + (
+                    f"; {run.config.server} {_OPS[run.config.server or '']}"
+                    f"/req {statistics.median(run.cache_ops):.2f}"
+                    if run.cache_ops
+                    else ""
+                )
                 + (f"; {', '.join(run.errors)}" if run.errors else "")
                 + ")"
                 + (
@@ -524,7 +557,6 @@ def run(quick: bool) -> list[Result]:
         # A row's contenders run back to back in each round, so they see the same load.
         order = sorted(runs, key=lambda r: [c.row for c in CONFIGS].index(r.config.row))
         try:
-            pids = {name: server.pid for name, server in caches.items()}
             round_s = len(runs) * (seconds + 0.3)
             for i in range(rounds):
                 if i and time.monotonic() - started + round_s > _BUDGET_S:
@@ -533,7 +565,7 @@ def run(quick: bool) -> list[Result]:
                 # Configurations take turns; each round starts one further along the list.
                 for j in range(len(order)):
                     run_ = order[(i + j) % len(order)]
-                    _one_round(wrk, run_, seconds, pids.get(run_.config.server or ""), i)
+                    _one_round(wrk, run_, seconds, caches.get(run_.config.server or ""), i)
         finally:
             for run_ in runs:
                 run_.server.stop()
