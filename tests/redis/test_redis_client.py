@@ -285,3 +285,18 @@ def test_the_redis_py_clients_underneath_are_reachable(redis_server, redis_clien
         return given.redis_aclient()
 
     assert asyncio.run(no_twin()) is None
+
+
+def test_an_empty_multi_get_asks_the_server_nothing(redis_server, redis_client):
+    def mgets():
+        stats = raw_client(redis_server).info("commandstats")
+        return stats.get("cmdstat_mget", {}).get("calls", 0)
+
+    redis_client.put("k", 1, TTL)
+    before = mgets()
+    assert list(redis_client.getMulti([])) == []
+    assert list(redis_client.getTtlMulti([], None)) == []
+    assert asyncio.run(redis_client.agetMulti([])) == []
+    assert mgets() == before
+    assert dict(redis_client.getMulti(["k", "k", "z"], None)) == {"k": 1, "z": None}
+    assert mgets() == before + 1

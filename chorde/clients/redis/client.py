@@ -590,10 +590,16 @@ class RedisClient(BaseCacheClient):
         node (one MGET outside a cluster, one per slot in it)."""
         found: dict[bytes, bytes] = {}
         states: dict[int, Any] = {}
-        nodes = yield from self._usable(raws, "a multi-get")
-        if not nodes:
+        if not raws:
             return found, states
-        usable = list(nodes)
+        if self._calm():  # (one server, up, owing nothing: every key asked as it is)
+            nodes: dict[bytes, Node] = {}
+            usable = raws
+        else:
+            nodes = yield from self._usable(raws, "a multi-get")
+            if not nodes:
+                return found, states
+            usable = list(nodes)
         if not self._is_cluster:
             try:
                 values = yield (CMD, ("MGET", *usable, self._record_key))
@@ -645,7 +651,9 @@ class RedisClient(BaseCacheClient):
         self, keys: Iterable[Key], default: Any, with_ttl: bool
     ) -> Op[list[tuple[Key, Any]]]:
         keys = list(keys)
-        mapped = [self._map_key(key) for key in keys]
+        memo, map_key = self._key_memo, self._map_key
+        # (str keys seen lately straight from the memo: no call per key)
+        mapped = [(memo.get(key) if type(key) is str else None) or map_key(key) for key in keys]
         found, states = yield from self._fetch_many([raw for raw, _ in mapped])
         now = time.time()
         miss = (default, -1.0) if with_ttl else default
