@@ -146,6 +146,10 @@ class ResponseCache:
         #: What the cache makes of a request: :meth:`Rules.request`.
         self.request = self.rules.request
         self._routes: dict[str, Counters] = {}
+        # Awaited reads in flight, by (key, writes, loop): the futures of the callers that
+        # came while one was under way (see _aread). ``_writes`` counts writes begun here.
+        self._reads: dict[tuple[Hashable, int, asyncio.AbstractEventLoop], list[Any]] = {}
+        self._writes = 0
         observe.register(self)
 
     def url_key(self, url: str, *, namespace: Hashable = "", route: Route = DEFAULT_ROUTE) -> Any:
@@ -587,7 +591,11 @@ class ResponseCache:
                 step = steps.send(value) if error is None else steps.throw(error)
                 value, error = None, None
                 kind = step[0]
-                if kind in _CLIENT_STEPS:
+                if kind == "get":
+                    value = await self._aread(step[1])
+                elif kind in _CLIENT_STEPS:
+                    if kind in _WRITE_STEPS:
+                        self._writes += 1
                     value = await self._acall(kind, *step[1:])
                 elif kind == "wait":
                     value = await self._await(step[1], step[2])
@@ -600,6 +608,33 @@ class ResponseCache:
             return stop.value
         finally:
             steps.close()
+
+    async def _aread(self, key: Hashable) -> Any:
+        """``aget(key)``, shared: a caller that comes while a read of ``key`` begun after
+        this process's last write through this cache is under way (on the same event loop)
+        gets that read's answer instead of making its own round trip. A hot page's
+        concurrent hits then cost the server one read, not one each."""
+        tag = (key, self._writes, asyncio.get_running_loop())
+        reads = self._reads
+        waiters = reads.get(tag)
+        if waiters is not None:
+            mine = tag[2].create_future()
+            waiters.append(mine)
+            value = await mine
+            if value is not _AGAIN:
+                return value
+            return await self._acall("get", key, None)  # (the read shared was cancelled)
+        reads[tag] = waiters = []
+        value = _AGAIN
+        try:
+            value = await self._acall("get", key, None)
+            return value
+        finally:
+            if reads.get(tag) is waiters:
+                del reads[tag]
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(value)
 
     async def _acall(self, name: str, *args: Any) -> Any:
         try:
@@ -628,6 +663,11 @@ _CLIENT_STEPS = {
     "delete": "invalidation",
 }
 
+
+#: The steps that change what reads answer: a read begun before one is not shared after it.
+_WRITE_STEPS = frozenset({"put", "add", "delete"})
+#: What waiters of a shared read get when it was cancelled: read again.
+_AGAIN: Any = object()
 
 _clock = time.perf_counter
 
