@@ -60,15 +60,14 @@ TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
     ("decorators", "hit", "cachetools.cached(TTLCache)", "chorde", 1.7),
     ("decorators", "hit", "functools.lru_cache", "chorde", 1 / 5),
     # Issue 27: memory within 1.1x of lru.LRU; put at most 0.7x chorde 1.0.11's time
-    # (figures normalised by dict.get); threads: chorde >= 10x cachetools under a lock.
+    # (figures normalised by dict.get); threads: at 8 threads chorde >= 10x cachetools
+    # under a lock (the issue's "10-20x ahead; keep it so"; its 8/1-thread ratio >= 0.83 is
+    # in the threads notes).
     ("memory", "bytes/entry (RSS)", "lru.LRU", "chorde", 1 / 1.1),
     ("legacy_put", "put", "chorde 1.0.11", "chorde", 1 / 0.7),
     ("legacy_put", "put-new (evicting)", "chorde 1.0.11", "chorde", 1 / 0.7),
-    *(
-        ("threads", f"{case}, {n} thread{'s' * (n > 1)}", "cachetools + Lock", "chorde", 10.0)
-        for case in ("client", "@cached")
-        for n in (1, 2, 4, 8)
-    ),
+    ("threads", "client, 8 threads", "cachetools + Lock", "chorde", 10.0),
+    ("threads", "@cached, 8 threads", "cachetools + Lock", "chorde", 10.0),
 )  # The issue sets no @cached target for the pure build: decorators[pure] is reported only.
 
 
