@@ -147,7 +147,8 @@ class ResponseCache:
         self.request = self.rules.request
         self._routes: dict[str, Counters] = {}
         # Awaited reads in flight, by (key, writes, loop): the futures of the callers that
-        # came while one was under way (see _aread). ``_writes`` counts writes begun here.
+        # came while one was under way (see _aread). ``_writes`` counts writes begun here,
+        # by either driver.
         self._reads: dict[tuple[Hashable, int, asyncio.AbstractEventLoop], list[Any]] = {}
         self._writes = 0
         observe.register(self)
@@ -516,6 +517,8 @@ class ResponseCache:
                 value, error = None, None
                 kind = step[0]
                 if kind in _CLIENT_STEPS:
+                    if kind in _WRITE_STEPS:  # (awaited reads begun before are not shared)
+                        self._writes += 1
                     value = self._call(kind, *step[1:])
                 elif kind == "wait":
                     value = self._wait(step[1], step[2])

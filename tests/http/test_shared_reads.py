@@ -59,6 +59,24 @@ def test_a_read_begun_before_a_write_is_not_shared_after_it():
     assert client.reads == [req.key, req.key]
 
 
+def test_a_write_through_the_blocking_driver_ends_sharing_too():
+    # A purge from a worker thread (a sync endpoint) while an awaited read is in flight:
+    # a lookup after it returns must not be given the read begun before it.
+    client = _SlowReads()
+    cache = ResponseCache(client)
+    req = _request(cache)
+
+    async def main():
+        first = asyncio.create_task(cache.alookup(req))
+        await asyncio.sleep(0.01)
+        await asyncio.to_thread(cache.delete, req.key)
+        after = asyncio.create_task(cache.alookup(req))
+        return await asyncio.gather(first, after)
+
+    assert asyncio.run(main()) == [None, None]
+    assert client.reads == [req.key, req.key]
+
+
 def test_a_cancelled_read_is_not_passed_on():
     client = _SlowReads()
     cache = ResponseCache(client)
