@@ -42,9 +42,11 @@ from typing import Any
 from chorde.errors import ConfigurationError
 from chorde.mq.frames import (
     FRAME_VERSION,
+    Frames,
     InvalidFrame,
     Message,
     MessageType,
+    UnsupportedVersion,
     decode_summary,
     encode_summary,
 )
@@ -250,6 +252,26 @@ class Bus:
         raise NotImplementedError
 
     # ---- receiving (for subclasses) ------------------------------------------------------
+
+    def _decoded(self, frames: Frames, log: Any, frame: bytes) -> Message | None:
+        """The message a transport received in ``frame``, or None (counted as rejected and
+        logged through ``log``) when ``frames`` cannot read it."""
+        try:
+            return frames.decode(frame)
+        except UnsupportedVersion as exc:
+            self.rejected += 1
+            log.warning(
+                "bus %s cannot read a newer peer's frames (%s): upgrade this process",
+                self.peer_id.hex(),
+                exc,
+            )
+            if exc.sender not in self._received:
+                # A trusted peer we cannot read may have invalidated anything.
+                self._gap(None, f"unreadable frame from peer {exc.sender.hex()}")
+        except InvalidFrame as exc:
+            self.rejected += 1
+            log.warning("bus %s dropped a frame: %s", self.peer_id.hex(), exc)
+        return None
 
     def _deliver(self, msg: Message) -> None:
         """Account for a message received from the transport, and dispatch it."""

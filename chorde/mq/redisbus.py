@@ -57,10 +57,8 @@ from chorde.mq.bus import _BEAT, Bus
 from chorde.mq.frames import (
     FRAME_VERSION,
     Frames,
-    InvalidFrame,
     Message,
     MessageType,
-    UnsupportedVersion,
 )
 from chorde.serialization import RateLimitedLog
 
@@ -348,24 +346,9 @@ class RedisBus(Bus):
         if not isinstance(frame, bytes):
             self.rejected += 1
             return
-        try:
-            msg = self._frames.decode(frame)
-        except UnsupportedVersion as exc:
-            self.rejected += 1
-            self._log.warning(
-                "bus %s cannot read a newer peer's frames (%s): upgrade this process",
-                self.peer_id.hex(),
-                exc,
-            )
-            if exc.sender not in self._received:
-                # A trusted peer we cannot read may have invalidated anything.
-                self._gap(None, f"unreadable frame from peer {exc.sender.hex()}")
-            return
-        except InvalidFrame as exc:
-            self.rejected += 1
-            self._log.warning("bus %s dropped a frame: %s", self.peer_id.hex(), exc)
-            return
-        self._deliver(msg)
+        msg = self._decoded(self._frames, self._log, frame)
+        if msg is not None:
+            self._deliver(msg)
 
     def _deliver(self, msg: Message) -> None:
         # Under the state lock: the publisher thread may find the transport down meanwhile.

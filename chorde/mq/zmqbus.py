@@ -34,9 +34,7 @@ from chorde.mq.frames import (
     FRAME_VERSION,
     MAX_FRAME,
     Frames,
-    InvalidFrame,
     MessageType,
-    UnsupportedVersion,
 )
 from chorde.serialization import RateLimitedLog
 
@@ -261,22 +259,8 @@ class _ZmqBus(Bus):
                 frame = sock.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 return
-            try:
-                msg = self._frames.decode(frame)
-            except UnsupportedVersion as exc:
-                self.rejected += 1
-                self._log.warning(
-                    "bus %s cannot read a newer peer's frames (%s): upgrade this process",
-                    self.peer_id.hex(),
-                    exc,
-                )
-                if exc.sender not in self._received:
-                    # A trusted peer we cannot read may have invalidated anything.
-                    self._gap(None, f"unreadable frame from peer {exc.sender.hex()}")
-                continue
-            except InvalidFrame as exc:
-                self.rejected += 1
-                self._log.warning("bus %s dropped a frame: %s", self.peer_id.hex(), exc)
+            msg = self._decoded(self._frames, self._log, frame)
+            if msg is None:
                 continue
             if msg.version < FRAME_VERSION and msg.sender not in self._received:
                 if time.monotonic() >= self._compat_until:
