@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import io
 import threading
@@ -35,11 +36,18 @@ from chorde.http import (
 from chorde_flask._options import holds
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from chorde_flask import Chorde
 
 __all__: list[str] = []  # internal module
 
 NAMESPACE = "chorde_flask.view"
+
+
+def _app() -> Flask:
+    """The app behind ``current_app`` (one context lookup)."""
+    return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]  # a LocalProxy
 
 
 def _session_state() -> tuple[bool, bool]:
@@ -53,18 +61,22 @@ def _session_state() -> tuple[bool, bool]:
     return bool(getattr(current, "accessed", False)), bool(getattr(current, "modified", False))
 
 
+@functools.lru_cache(maxsize=256)
+def _environ_key(name: str) -> str:
+    """The WSGI environ key of request field ``name`` (PEP 3333)."""
+    key = name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
 def _environ_fields(environ: dict[str, Any]) -> Callable[[str], list[str]]:
-    """Look request fields up in the WSGI environ (PEP 3333 names), one key each.
+    """Look request fields up in the WSGI environ, one key each.
 
     The server has joined repeated lines with commas; a request's other fields (a hostile
     client may send thousands) are never read.
     """
 
     def values(name: str) -> list[str]:
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        value = environ.get(key)
+        value = environ.get(_environ_key(name))
         return [value] if value is not None else []
 
     return values
@@ -123,15 +135,21 @@ def url_request(cache: ResponseCache, url: str) -> CacheRequest:
     return req
 
 
-def _response(reply: Reply) -> Response:
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in reply.headers]
-    response: Response = current_app.response_class(
-        reply.body, status=reply.status, headers=headers
-    )
-    # The body given to the constructor set Content-Length: a HEAD's is the GET's length.
-    length = [v for k, v in headers if k == "content-length"]
-    if length and length[0] != str(len(reply.body)):  # (a GET's is right already)
-        response.headers["Content-Length"] = length[0]
+def _response(reply: Reply, response_class: type[Response]) -> Response:
+    """The answer to send from what the cache replied (a hit, or a render stored and
+    answered like one)."""
+    headers = []
+    length = None
+    for name, value in reply.headers:
+        if name == b"content-length":
+            length = value
+        else:
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    body = reply.body
+    # The body sets Content-Length; a HEAD's (empty body) is the stored GET's length.
+    response = response_class(body, status=reply.status, headers=headers)
+    if length is not None and length != b"%d" % len(body):
+        response.headers["Content-Length"] = length.decode("latin-1")
     return response
 
 
@@ -187,6 +205,7 @@ class ViewCache:
 
     def _answer(
         self,
+        app: Flask,
         cache: ResponseCache,
         outcome: Outcome,
         args: tuple[Any, ...],
@@ -195,7 +214,7 @@ class ViewCache:
         if outcome.refresh is not None:
             self._refresh_later(cache, outcome.refresh, args, kwargs)
         if outcome.reply is not None:  # a hit, or a stored render answered like one
-            return _response(outcome.reply)
+            return _response(outcome.reply, app.response_class)
         assert outcome.rendered is not None
         response = outcome.rendered.native
         if cache.rules.tag_field is not None:
@@ -227,7 +246,7 @@ class ViewCache:
         kwargs: dict[str, Any],
     ) -> None:
         """Refresh ``stale`` on a thread of its own, replaying this request (RFC 5861)."""
-        app = current_app._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
+        app = _app()
         environ = dict(request.environ)
         environ["wsgi.input"] = io.BytesIO(b"")
         environ["CONTENT_LENGTH"] = "0"
@@ -246,25 +265,28 @@ class ViewCache:
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if holds(self.unless, self.view, args, kwargs):
             return self.view(*args, **kwargs)
-        cache = self.ext._state().views
+        app = _app()
+        cache = self.ext._state(app).views
         req = self._request(cache)
         if req.bypass is not None:
             return self.view(*args, **kwargs)
         if holds(self.forced_update, self.view, args, kwargs):
             cache.delete(req.key)  # rendered and stored anew
-        return self._answer(cache, cache.serve(req, self._render(args, kwargs)), args, kwargs)
+        outcome = cache.serve(req, self._render(args, kwargs))
+        return self._answer(app, cache, outcome, args, kwargs)
 
     async def acall(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if holds(self.unless, self.view, args, kwargs):
             return await self.view(*args, **kwargs)
-        cache = self.ext._state().views
+        app = _app()
+        cache = self.ext._state(app).views
         req = self._request(cache)
         if req.bypass is not None:
             return await self.view(*args, **kwargs)
         if holds(self.forced_update, self.view, args, kwargs):
             await cache.adelete(req.key)
         outcome = await cache.aserve(req, self._arender(args, kwargs))
-        return self._answer(cache, outcome, args, kwargs)
+        return self._answer(app, cache, outcome, args, kwargs)
 
 
 _OWN_CONDITIONS: tuple[str, ...] = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH")
