@@ -55,7 +55,8 @@ _PURE_TIMEOUT_S = 1800
 TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
     ("inproc", "get-hit", "cachetools.TTLCache", "chorde", 4.0),
     ("inproc", "put", "cachetools.TTLCache", "chorde", 3.0),
-    ("inproc[pure]", "get-hit", "cachetools.TTLCache", "chorde", 2.0),
+    # Issue 27 withdrew issue 12's 2.0x for the pure build's get hit: 1.5x.
+    ("inproc[pure]", "get-hit", "cachetools.TTLCache", "chorde", 1.5),
     ("inproc[pure]", "put", "cachetools.TTLCache", "chorde", 2.0),
     ("decorators", "hit", "cachetools.cached(TTLCache)", "chorde", 1.7),
     ("decorators", "hit", "functools.lru_cache", "chorde", 1 / 5),

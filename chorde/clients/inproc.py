@@ -1164,7 +1164,9 @@ class _InprocClient:
         # The C clock only where it is time.monotonic's (Linux; elsewhere it returns -1).
         self._c_clock = _COMPILED and clock is _MONOTONIC and _c_monotonic() > 0  # noqa: F821
         # A float: CPython recycles float objects but allocates every int above 256, so
-        # counting a hit in a float is the cheaper step in pure Python (exact to 2**53).
+        # counting a hit in a float is the cheaper step in pure Python (exact to 2**53): an
+        # int made the pure build's get hit 6% slower (195 ns against 183, 3 interleaved
+        # runs on 2026-12-04; 1.73x cachetools.TTLCache instead of 1.84x).
         self._hits = 0.0
         self._misses = 0
         self._sets = 0
