@@ -6,11 +6,22 @@ RFC 9111 section 5.1 (Age), RFC 9110 sections 13.1.2 (If-None-Match), 13.1.5 (If
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from chorde.http.entry import StoredResponse
 from chorde.http.fields import byte_range, if_none_match_matches
 from chorde.http.request import CacheRequest
 
-__all__ = ["reply"]
+__all__ = ["Reply", "reply"]
+
+
+class Reply(NamedTuple):
+    """An answer the cache gives itself: status, headers (lower-case bytes), body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
 
 # RFC 9110 section 15.4.5: what a 304 carries of the 200 it stands for.
 _NOT_MODIFIED_FIELDS = frozenset(
@@ -18,9 +29,7 @@ _NOT_MODIFIED_FIELDS = frozenset(
 )
 
 
-def reply(
-    req: CacheRequest, entry: StoredResponse, now: float, *, hit: bool
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def reply(req: CacheRequest, entry: StoredResponse, now: float, *, hit: bool) -> Reply:
     """The status, headers and body answering ``req`` from ``entry``.
 
     A hit carries ``Age`` (RFC 9111 section 5.1), and so does a fresh answer that came
@@ -37,10 +46,10 @@ def reply(
         and if_none_match_matches(req.if_none_match, entry.etag.decode("latin-1"))
     ):
         kept = [(k, v) for k, v in headers if k in _NOT_MODIFIED_FIELDS]
-        return 304, kept, b""
+        return Reply(304, kept, b"")
     if req.range is not None and entry.status == 200 and _if_range_holds(req, entry):
         return _partial(req, entry, headers)
-    return entry.status, headers, b"" if req.head else entry.body
+    return Reply(entry.status, headers, b"" if req.head else entry.body)
 
 
 def _if_range_holds(req: CacheRequest, entry: StoredResponse) -> bool:
@@ -56,9 +65,7 @@ def _if_range_holds(req: CacheRequest, entry: StoredResponse) -> bool:
     return len(modified) == 1 and modified[0].decode("latin-1").strip() == condition
 
 
-def _partial(
-    req: CacheRequest, entry: StoredResponse, headers: list[tuple[bytes, bytes]]
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _partial(req: CacheRequest, entry: StoredResponse, headers: list[tuple[bytes, bytes]]) -> Reply:
     """A single byte range of a stored full response: 206, or 416 when unsatisfiable
     (RFC 9110 sections 14.2, 15.3.7); any other Range form gets the whole body."""
     assert req.range is not None
@@ -67,11 +74,11 @@ def _partial(
     span = byte_range(req.range, length)
     rest = [(k, v) for k, v in headers if k not in (b"content-length", b"content-range")]
     if span is None:
-        return entry.status, headers, b"" if req.head else body
+        return Reply(entry.status, headers, b"" if req.head else body)
     if span is False:
         rest.append((b"content-range", b"bytes */%d" % length))
-        return 416, [*rest, (b"content-length", b"0")], b""
+        return Reply(416, [*rest, (b"content-length", b"0")], b"")
     first, last = span
     rest.append((b"content-range", b"bytes %d-%d/%d" % (first, last, length)))
     rest.append((b"content-length", b"%d" % (last - first + 1)))
-    return 206, rest, b"" if req.head else body[first : last + 1]
+    return Reply(206, rest, b"" if req.head else body[first : last + 1])

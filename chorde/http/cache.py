@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from chorde import observe
 from chorde._compute import Flight, Flights
 from chorde.clients.base import BaseCacheClient
-from chorde.http.answers import reply
+from chorde.http.answers import Reply, reply
 from chorde.http.entry import StoredResponse, vary_marker, vary_marker_names, vary_marker_until
 from chorde.http.request import FRESH, STALE_WHILE_REVALIDATE, CacheRequest, FieldPairs
 from chorde.http.route import DEFAULT_ROUTE, Route, check_wait_timeout
@@ -43,14 +43,6 @@ logger = logging.getLogger("chorde.http")
 
 Step = tuple[Any, ...]
 Steps = Generator[Step, Any, Any]
-
-
-class Reply(NamedTuple):
-    """An answer the cache gives itself: status, headers (lower-case bytes), body."""
-
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
 
 
 class Rendered(NamedTuple):
@@ -95,6 +87,9 @@ class Outcome(NamedTuple):
         return self.rendered is None and self.reply is not None
 
 
+# A fresh hit's Outcome past its reply, built without NamedTuple's keyword handling.
+_HIT_FIELDS = (None, None, None, False, None, HIT)
+_new = tuple.__new__
 _GATEWAY_TIMEOUT = Reply(504, [(b"content-length", b"0")], b"")
 
 #: An adapter's render step: ``render(conditions)`` calls the application with
@@ -206,13 +201,14 @@ class ResponseCache:
         """The answer to ``req`` from ``entry`` (Age on hits, 304 when If-None-Match matches,
         a byte range when asked for), with its ``Cache-Status`` when the option is on:
         ``fwd`` says why the cache went forward when it did."""
-        status, headers, body = reply(req, entry, self.clock(), hit=hit)
-        field = self.status_field(
-            req, entry, hit=hit and fwd is None, fwd=fwd, fwd_status=fwd_status, stored=stored
-        )
-        if field is not None:
-            headers.append(field)
-        return Reply(status, headers, body)
+        answer = reply(req, entry, self.clock(), hit=hit)
+        if self.cache_status is not None:  # (asked first: the field is off by default)
+            field = self.status_field(
+                req, entry, hit=hit and fwd is None, fwd=fwd, fwd_status=fwd_status, stored=stored
+            )
+            if field is not None:
+                answer.headers.append(field)
+        return answer
 
     def status_field(
         self,
@@ -305,9 +301,6 @@ class ResponseCache:
         cache's) for the first one's render, and are answered from it when the policy lets
         it answer them; otherwise each renders its own.
         """
-        wait_timeout = req.route.wait_timeout
-        if wait_timeout is None:
-            wait_timeout = self.wait_timeout
         if req.bypass is not None:
             rendered = yield ("render", ())
             return Outcome(None, rendered, None, own=True)
@@ -315,12 +308,15 @@ class ResponseCache:
         if stale is not None:
             verdict = req.freshness(stale, self.clock())
             if verdict == FRESH:
-                return Outcome(self.reply(req, stale, hit=True), None, None, kind=HIT)
+                return _new(Outcome, (self.reply(req, stale, hit=True), *_HIT_FIELDS))
             if verdict == STALE_WHILE_REVALIDATE:  # RFC 5861 section 3
                 answer = self.reply(req, stale, hit=True)
                 return Outcome(answer, None, None, refresh=stale, kind=STALE)
         if req.only_if_cached:  # RFC 9111 section 5.2.1.7
             return Outcome(_GATEWAY_TIMEOUT, None, None, kind=MISS)
+        wait_timeout = req.route.wait_timeout
+        if wait_timeout is None:
+            wait_timeout = self.wait_timeout
         flight: Flight | None = None
         if wait_timeout > 0 and self.coalesces(req):
             flight_key = (req.key, req.variant(req.route.keyed_on))
@@ -449,7 +445,7 @@ class ResponseCache:
         call it; an adapter running a flow of its own calls it once per request."""
         if kind is None:
             return
-        counters = self.route_counters(req.route)
+        counters = self._routes.get(req.route.name or "default") or self.route_counters(req.route)
         if kind == HIT:
             counters.hits += 1
         elif kind == STALE:
@@ -509,36 +505,43 @@ class ResponseCache:
         self._drive(self.purge_tags_steps(tags), None)
 
     def _drive(self, steps: Steps, render: Render | None) -> Any:
-        value: Any = None
-        error: BaseException | None = None
+        send = steps.send
         try:
+            step = send(None)
             while True:
-                step = steps.send(value) if error is None else steps.throw(error)
-                value, error = None, None
                 kind = step[0]
-                if kind in _CLIENT_STEPS:
+                if kind == "get":
+                    step = send(self._call(step))
+                elif kind in _CLIENT_STEPS:
                     if kind in _WRITE_STEPS:  # (awaited reads begun before are not shared)
                         self._writes += 1
-                    value = self._call(kind, *step[1:])
+                    step = send(self._call(step))
                 elif kind == "wait":
-                    value = self._wait(step[1], step[2])
+                    step = send(self._wait(step[1], step[2]))
                 else:  # render: the application's own errors go back through the flow
                     try:
-                        value = render(step[1])  # type: ignore[misc]  # a flow that renders has one
+                        rendered = render(step[1])  # type: ignore[misc]  # a flow that renders has one
                     except BaseException as exc:
                         error = exc
+                    else:
+                        step = send(rendered)
+                        continue
+                    step = steps.throw(error)
         except StopIteration as stop:
             return stop.value
-        finally:
-            steps.close()
+        except BaseException:
+            steps.close()  # (a flow that raised or returned is closed already)
+            raise
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, step: Step) -> Any:
+        name = step[0]
         try:
-            return _listed(getattr(self.client, name)(*args))
+            value = getattr(self.client, name)(*step[1:])
         except Exception:  # a broken cache must not break the response
             what = _CLIENT_STEPS[name]
-            logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
+            logger.warning("cache %s failed for %r", what, step[1], exc_info=True)
             return None
+        return _listed(value) if name == "getMulti" else value
 
     def _wait(self, flight: Flight, timeout: float) -> StoredResponse | None:
         if flight.owner == threading.get_ident():
@@ -587,30 +590,33 @@ class ResponseCache:
         await self._adrive(self.purge_tags_steps(tags), None)
 
     async def _adrive(self, steps: Steps, render: ARender | None) -> Any:
-        value: Any = None
-        error: BaseException | None = None
+        send = steps.send
         try:
+            step = send(None)
             while True:
-                step = steps.send(value) if error is None else steps.throw(error)
-                value, error = None, None
                 kind = step[0]
                 if kind == "get":
-                    value = await self._aread(step[1])
+                    step = send(await self._aread(step[1]))
                 elif kind in _CLIENT_STEPS:
                     if kind in _WRITE_STEPS:
                         self._writes += 1
-                    value = await self._acall(kind, *step[1:])
+                    step = send(await self._acall(step))
                 elif kind == "wait":
-                    value = await self._await(step[1], step[2])
+                    step = send(await self._await(step[1], step[2]))
                 else:
                     try:
-                        value = await render(step[1])  # type: ignore[misc]  # a flow that renders has one
+                        rendered = await render(step[1])  # type: ignore[misc]  # a flow that renders has one
                     except BaseException as exc:
                         error = exc
+                    else:
+                        step = send(rendered)
+                        continue
+                    step = steps.throw(error)
         except StopIteration as stop:
             return stop.value
-        finally:
+        except BaseException:
             steps.close()
+            raise
 
     async def _aread(self, key: Hashable) -> Any:
         """``aget(key)``, shared: a caller that comes while a read of ``key`` begun after
@@ -626,11 +632,11 @@ class ResponseCache:
             value = await mine
             if value is not _AGAIN:
                 return value
-            return await self._acall("get", key, None)  # (the read shared was cancelled)
+            return await self._acall(("get", key, None))  # (the read shared was cancelled)
         reads[tag] = waiters = []
         value = _AGAIN
         try:
-            value = await self._acall("get", key, None)
+            value = await self._acall(("get", key, None))
             return value
         finally:
             if reads.get(tag) is waiters:
@@ -639,12 +645,13 @@ class ResponseCache:
                 if not waiter.done():
                     waiter.set_result(value)
 
-    async def _acall(self, name: str, *args: Any) -> Any:
+    async def _acall(self, step: Step) -> Any:
+        name = step[0]
         try:
-            return await getattr(self.client, "a" + name)(*args)
+            return await getattr(self.client, "a" + name)(*step[1:])
         except Exception:  # a broken cache must not break the response
             what = _CLIENT_STEPS[name]
-            logger.warning("cache %s failed for %r", what, args[0], exc_info=True)
+            logger.warning("cache %s failed for %r", what, step[1], exc_info=True)
             return None
 
     async def _await(self, flight: Flight, timeout: float) -> StoredResponse | None:

@@ -56,11 +56,12 @@ class StoredResponse(NamedTuple):
     def from_value(cls, value: Any) -> StoredResponse | None:
         """The entry a client returned, or None for anything else (a miss)."""
         if type(value) is tuple and len(value) == _ENTRY_LEN and value[0] == _ENTRY_TAG:
-            return cls._make(value[1:])
+            return _new(cls, value[1:])  # (the length is checked: _make would check it again)
         return None
 
 
 _ENTRY_LEN = len(StoredResponse._fields) + 1
+_new = tuple.__new__
 
 
 def vary_marker(names: tuple[str, ...], until: float) -> tuple[str, tuple[str, ...], float]:

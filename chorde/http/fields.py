@@ -9,6 +9,7 @@ bytes, RFC 9110 section 5.5). Nothing here raises on malformed input.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import re
 import time
@@ -243,9 +244,12 @@ def normalise_host(values: Sequence[str]) -> str | None:
     Two Host lines (which some servers pass through, others join with a comma) are
     rejected: the application may render from one while a cache keys on the other.
     """
-    if len(values) != 1:
-        return None
-    host = values[0].strip().lower()
+    return _host(values[0]) if len(values) == 1 else None
+
+
+@functools.lru_cache(maxsize=256)  # a site has few: each is checked once, not per request
+def _host(value: str) -> str | None:
+    host = value.strip().lower()
     return host if _HOST.fullmatch(host) else None
 
 

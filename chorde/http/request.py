@@ -85,7 +85,7 @@ class CacheRequest:
         self.head = False
         self.cc: CacheControl = EMPTY_CACHE_CONTROL
         self.authorized = False
-        self.cookie_lines: list[str] = []
+        self.cookie_lines: Sequence[str] = ()
         self.if_none_match: str | None = None
         #: Set by a lookup that found the resource varying but not this request's variant.
         self.vary_miss = False
@@ -186,7 +186,7 @@ class CacheRequest:
         age = now - entry.stored_at
         left = entry.lifetime - age
         cc = self.cc
-        if cc:
+        if cc is not EMPTY_CACHE_CONTROL and cc:  # (most requests have none: no len() call)
             if self.revalidates:
                 return STALE
             max_age = cc.seconds("max-age")

@@ -248,17 +248,24 @@ class Rules:
             req.bypass = f"method {method}"
             return req
         req.head = method == "HEAD"
-        found = collect(headers, _REQUEST_FIELDS if hosts is not None else _HOST_FIELDS)
+        # A lookup reads each field where the framework indexes them; pairs are read once.
+        lines = (
+            headers
+            if callable(headers)
+            else collect(
+                headers, _REQUEST_FIELDS if hosts is not None else _HOST_FIELDS
+            ).__getitem__
+        )
         if hosts is None:
-            hosts = found["host"]
+            hosts = lines("host")
         host = normalise_host(hosts)
         if host is None:
             req.bypass = f"Host {list(hosts)!r} is absent, repeated or malformed"
             return req
-        if not self.host_allowed(host):
+        if self._exact_hosts is not None and not self.host_allowed(host):
             req.bypass = f"Host {host!r} is not an allowed host"
             return req
-        cc_lines = found["cache-control"]
+        cc_lines = lines("cache-control")
         if cc_lines:
             cc = parse_cache_control(cc_lines)
             if cc is None:
@@ -268,13 +275,15 @@ class Rules:
                 req.bypass = "the request says no-store"
                 return req
             req.cc = cc
-        req.authorized = bool(found["authorization"])
-        req.cookie_lines = found["cookie"]
-        inm = found["if-none-match"]
+        req.authorized = bool(lines("authorization"))
+        req.cookie_lines = lines("cookie")
+        inm = lines("if-none-match")
         req.if_none_match = ", ".join(inm) if inm else None
-        if len(found["range"]) == 1:
-            req.range = found["range"][0]
-            req.if_range = found["if-range"][0] if len(found["if-range"]) == 1 else None
+        ranges = lines("range")
+        if len(ranges) == 1:
+            req.range = ranges[0]
+            if_range = lines("if-range")
+            req.if_range = if_range[0] if len(if_range) == 1 else None
         if target is None:
             target = (path, normalise_query(query) if route.query else "")
         # HEAD is answered from the GET entry (RFC 9110 section 9.3.2): the key says GET.
