@@ -16,7 +16,7 @@ __all__ = ["AWAIT", "CMD", "INFO", "NODE", "PIPE", "REFRESH", "SLEEP", "Op"]
 
 T = TypeVar("T")
 
-#: ``(CMD, args)``: one command, ``client.execute_command(*args)``; its reply comes back.
+#: ``(CMD, args)``: one command (:attr:`.Topology.execute`); its reply comes back.
 CMD = "cmd"
 #: ``(PIPE, [args, ...])``: commands sent together (one round trip per node, no
 #: transaction); a list of their replies comes back, where a failed one is its exception

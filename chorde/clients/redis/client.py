@@ -553,7 +553,7 @@ class RedisClient(BaseCacheClient):
         raw, encoded = self._map_key(key)
         main = self._main
         try:
-            data, record = self._topology.sync().execute_command("MGET", raw, self._record_key)
+            data, record = self._topology.execute("MGET", raw, self._record_key)
         except Exception as exc:
             self._fault(main, exc, "a get")
             return None

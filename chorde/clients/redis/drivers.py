@@ -50,7 +50,7 @@ def run(op: calls.Op[T], topology: Topology) -> T:
     (The hot path of every blocking call: a plain loop over the generator, where the
     asyncio driver iterates :class:`_Steps`.)
     """
-    execute = topology.sync().execute_command
+    execute = topology.execute
     try:
         call = op.send(None)
         while True:

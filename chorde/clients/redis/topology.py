@@ -11,6 +11,12 @@ The builders (:func:`standalone`, :func:`sentinel`, :func:`cluster`, :func:`give
 the fault handling relies on: connect and read timeouts, no retries inside redis-py (the
 client decides what a failure means, and a retry would double a hung server's wait), no
 ``CLIENT SETINFO`` round trips on connect, RESP2.
+
+Commands (:attr:`Topology.execute`): on one server of our own making (no ``max_connections``)
+they skip ``execute_command`` and go over connections of the client's own pool that this
+client keeps checked out between calls (:class:`_Direct`): redis-py's per-call checkout,
+retry wrapper and bookkeeping cost more than the rest of a get. Elsewhere (a Sentinel's
+master, a Cluster, a client object given) ``execute_command`` sends them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
@@ -72,13 +80,17 @@ class Topology:
         is_cluster: bool,
         name: str,
         owned: bool = True,
+        direct: bool = False,
     ) -> None:
         self._make_sync = make_sync
         self._make_async = make_async
         self.is_cluster = is_cluster
         self.name = name
         self._owned = owned
+        self._direct = direct
         self._sync: Any = None
+        #: ``execute(*args)``: one command on the blocking client; its (parsed) reply.
+        self.execute: Callable[..., Any] = _Connect(self)
         self._lock = threading.Lock()
         # Event loop -> (its asyncio client, the guard that closes it at the loop's end).
         self._loops: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
@@ -95,9 +107,11 @@ class Topology:
         if client is None:
             with self._lock:
                 if self._sync is None:
-                    self._sync = self._make_sync()
-                    if isinstance(self._sync, tuple):
-                        self._sync = _Closing(*self._sync)
+                    made = self._make_sync()
+                    if isinstance(made, tuple):
+                        made = _Closing(*made)
+                    self.execute = _Direct(made) if self._direct else made.execute_command
+                    self._sync = made
                 client = self._sync
         return client
 
@@ -141,6 +155,7 @@ class Topology:
         self.closed = True
         with self._lock:
             client, self._sync = self._sync, None
+            self.execute = _Connect(self)
             loops, self._loops = dict(self._loops), {}
         if client is not None and self._owned:
             with contextlib.suppress(Exception):
@@ -161,6 +176,94 @@ class Topology:
         if entry is not None:
             await entry[1].aclose()  # (its guard closes it)
         self.close()
+
+
+class _Connect:
+    """:attr:`Topology.execute` until the blocking client is made: makes it, then sends."""
+
+    __slots__ = ("_topology",)
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = weakref.ref(topology)  # (the topology holds this: no cycle)
+
+    def __call__(self, *args: Any) -> Any:
+        topology = self._topology()
+        assert topology is not None
+        topology.sync()
+        return topology.execute(*args)
+
+
+# Every _Direct, to forget its connections in a forked child (they are the parent's).
+_directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
+
+
+class _Direct:
+    """Commands of a ``redis.Redis`` sent over connections of its own pool, kept checked out
+    between calls (the pool counts them in use).
+
+    A call takes an idle connection (else one from the pool) and keeps it after a reply;
+    as the pool does on a checkout, an idle one with something to read (the server closed
+    it) is reconnected first. A call that raises gives its connection back to the pool (it
+    disconnected itself, unless the server answered with an error), which checks it again
+    before its next use. Replies go through the client's response callbacks, as with
+    ``execute_command``; only redis-py's retries (we have none) and its per-command
+    bookkeeping (observability events) are skipped. Used when the pool is unbounded:
+    connections kept here would otherwise count against ``max_connections``.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_checkout", "_client", "_idle", "_release")
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        pool = client.connection_pool
+        params = inspect.signature(pool.get_connection).parameters
+        named = params.get("command_name")
+        if named is not None and named.default is inspect.Parameter.empty:  # (redis-py < 5.3)
+            self._checkout: Callable[[], Any] = lambda: pool.get_connection("")
+        else:
+            self._checkout = pool.get_connection
+        self._release = pool.release
+        self._idle: list[Any] = []  # (pop and append are atomic: no lock)
+        self._callbacks: dict[Any, Any] = {}
+        _directs.add(self)
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self._checkout()  # (checked by the pool)
+        else:
+            try:
+                stale = conn.can_read()
+            except Exception:  # (closed by the server)
+                stale = True
+            if stale:
+                conn.disconnect()  # (sending reconnects it)
+        try:
+            conn.send_command(*args)
+            reply = conn.read_response()
+        except BaseException:
+            self._release(conn)  # (the pool checks it again before its next use)
+            raise
+        self._idle.append(conn)
+        name = args[0]
+        try:
+            callback = self._callbacks[name]
+        except KeyError:
+            callback = self._callbacks[name] = self._client.response_callbacks.get(name)
+        return reply if callback is None else callback(reply)
+
+    def forget(self) -> None:
+        self._idle = []
+
+
+def _forget_connections() -> None:
+    for direct in list(_directs):
+        direct.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections)
 
 
 class _Closing:
@@ -242,7 +345,8 @@ def standalone(name: str, **options: Any) -> Topology:
     def make_async() -> Any:
         return redis.asyncio.Redis(**_common(options, True, redis.asyncio.Redis))
 
-    return Topology(make_sync, make_async, is_cluster=False, name=name)
+    direct = options.get("max_connections") is None
+    return Topology(make_sync, make_async, is_cluster=False, name=name, direct=direct)
 
 
 def sentinel(

@@ -1,0 +1,94 @@
+"""The connections a RedisClient keeps between calls (one server, unbounded pool): what the
+server closed meanwhile is replaced without a miss, threads never share one, a forked child
+opens its own, and a bounded pool (``max_connections``) still serves every operation."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from chorde.clients.redis import RedisClient
+from tests.servers import wait_until
+
+TTL = 300
+SECRET = "redis-test-secret"
+
+
+def raw_client(server):
+    import redis
+
+    return redis.Redis(host=server.host, port=server.port)
+
+
+def _clients(raw) -> int:
+    return int(raw.info("clients")["connected_clients"])
+
+
+def test_connections_the_server_closed_while_idle_are_replaced_without_a_miss(
+    redis_server, redis_client
+):
+    raw = raw_client(redis_server)
+    redis_client.put("k", "v", TTL)
+    assert redis_client.get("k") == "v"  # (its connection now waits for the next call)
+    # The server drops every connection but this one (a restart, an idle timeout ...).
+    assert raw.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert wait_until(lambda: _clients(raw) == 1, 5)
+    assert redis_client.get("k") == "v"
+    redis_client.put("k", "w", TTL)
+    assert redis_client.get("k") == "w"
+    assert redis_client.stats.errors == 0
+
+
+def test_threads_never_share_a_connection(redis_client):
+    failures: list[str] = []
+
+    def work(n: int) -> None:
+        for i in range(200):
+            key = f"t{n}"
+            redis_client.put(key, (n, i), TTL)
+            if redis_client.get(key, None) != (n, i):
+                failures.append(f"thread {n}, round {i}")
+                return
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not failures
+    assert redis_client.stats.errors == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_connections_of_its_own(redis_client):
+    redis_client.put("k", "v", TTL)
+    execute = redis_client._topology.execute
+    parent_id = execute("CLIENT", "ID")
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest
+        ok = False
+        try:
+            ok = execute("CLIENT", "ID") != parent_id and redis_client.get("k") == "v"
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert execute("CLIENT", "ID") == parent_id  # (the parent's connection, untouched)
+    assert redis_client.get("k") == "v"
+
+
+def test_a_bounded_pool_serves_every_operation(redis_server):
+    c = RedisClient(redis_server.address, checksum_key=SECRET, max_connections=1)
+    try:
+        c.put("a", 1, TTL)
+        assert c.get("a") == 1
+        assert c.putMulti({"b": 2, "c": 3}, TTL) == []  # (a pipeline: the pool's connection)
+        assert dict(c.getMulti(["a", "b", "c"])) == {"a": 1, "b": 2, "c": 3}
+        c.purge()
+        c.clear()
+        assert c.get("a", None) is None
+        assert c.stats.errors == 0
+    finally:
+        c.close()
