@@ -67,7 +67,7 @@ import reprlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Generator, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from chorde import _compute, _legacy, observe
@@ -85,6 +85,7 @@ from chorde._cached_types import (
 from chorde._compute import Flight, Flights, Pending, set_default_executor
 from chorde.clients.base import BaseCacheClient, check_ttl
 from chorde.clients.inproc import InprocCacheClient
+from chorde.clients.steps import Steps, arun, run
 from chorde.errors import CacheMissError
 from chorde.futures import Future, chain, completed, failed
 from chorde.keys import encode_key
@@ -92,13 +93,12 @@ from chorde.leases import HELD, WON, Computed, aleased_call, leased_call, offere
 from chorde.observe import ERROR, FUNCTION, HIT, MISS, REFRESH, STALE, CacheInfo
 from chorde.tags import (
     Stamped,
-    arun,
+    Step,
     bump_steps,
     check_tags,
     function_key,
     generation,
     revisions_steps,
-    run,
     tag_key,
     view,
 )
@@ -459,6 +459,24 @@ class _Core:
     def _emit(self, kind: str, started: float) -> None:
         observe.emit(kind, self.name, _clock() - started)
 
+    # ---- edges: what the blocking and the asyncio drivers do differently -------------
+    #
+    # Each operation below is written once, as a generator of steps (chorde.clients.steps):
+    # it yields ``(client, name, args)`` calls, which the blocking driver makes with
+    # ``client.name(...)`` and the asyncio one with ``await client.aname(...)``. What really
+    # differs between the two (running the function, starting and joining a computation:
+    # executor and Futures, or tasks on the running loop) is a pair of edge methods of the
+    # core, ``name``/``aname``, yielded as steps too. Their results come back in 1-tuples:
+    # the blocking driver turns an iterator a call returns into a list.
+
+    def call_fn(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any]:
+        """Run the function (the edge of a step ``(core, "call_fn", (args, kwargs))``)."""
+        return (self.fn(*args, **kwargs),)
+
+    async def acall_fn(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any]:
+        """Await the coroutine function."""
+        return (await self.fn(*args, **kwargs),)
+
     # ---- reads -----------------------------------------------------------------
 
     def read(
@@ -468,24 +486,22 @@ class _Core:
 
         ``guard`` is None for unguarded functions, else ``(record keys, revisions read)``:
         an entry stamped with other revisions than the records' is a miss (never stale).
+
+        :meth:`_read` with blocking calls, made here rather than by driving its steps: this
+        is a guarded function's hit path and the misses' rechecks (driving steps made a
+        tagged function's in-process hit 2.8 us -> 3.8 us).
         """
-        if not self.guarded:
-            try:
-                value, ttl_left = self.client.getTtl(ckey, _MISS)
-            except TypeError as exc:
-                self._raise_key_error(args, kwargs, exc)
-                raise  # unreachable
-            return value, ttl_left, None
-        keys = self.guards(args, kwargs)
-        revisions = self.view.current(keys)
+        keys = self.guards(args, kwargs) if self.guarded else ()
         try:
-            if revisions is not None:  # the view vouches for the records: the entry alone
+            if not keys:
                 value, ttl_left = self.client.getTtl(ckey, _MISS)
-                if type(value) is not Stamped:
-                    return _MISS, -1.0, (keys, revisions)
-                if value.revisions == revisions:
-                    return value.value, ttl_left, (keys, revisions)
-                # Stamped otherwise: older, or newer than the view. Read the records.
+                return value, ttl_left, None
+            revisions = self.view.current(keys)
+            if revisions is not None:
+                value, ttl_left = self.client.getTtl(ckey, _MISS)
+                found = _vouched(value, ttl_left, keys, revisions)
+                if found is not None:
+                    return found
             started = generation()
             if self.batch:
                 pairs = list(self.client.getTtlMulti([ckey, *keys], _MISS))
@@ -503,24 +519,31 @@ class _Core:
         self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, float, Any]:
         """Awaitable :meth:`read`."""
+        return await arun(self._read(ckey, args, kwargs))
+
+    def _read(
+        self, ckey: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Steps[tuple[Any, float, Any]]:
+        """:meth:`read` as steps."""
+        client = self.client
+        keys = self.guards(args, kwargs) if self.guarded else ()
         try:
-            if not self.guarded:
-                value, ttl_left = await self.client.agetTtl(ckey, _MISS)
+            if not keys:
+                value, ttl_left = yield (client, "getTtl", (ckey, _MISS))
                 return value, ttl_left, None
-            keys = self.guards(args, kwargs)
             revisions = self.view.current(keys)
-            if revisions is not None:  # as in read()
-                value, ttl_left = await self.client.agetTtl(ckey, _MISS)
-                if type(value) is not Stamped:
-                    return _MISS, -1.0, (keys, revisions)
-                if value.revisions == revisions:
-                    return value.value, ttl_left, (keys, revisions)
+            if revisions is not None:
+                value, ttl_left = yield (client, "getTtl", (ckey, _MISS))
+                found = _vouched(value, ttl_left, keys, revisions)
+                if found is not None:
+                    return found
             started = generation()
             if self.batch:
-                pairs = await self.client.agetTtlMulti([ckey, *keys], _MISS)
+                pairs = yield (client, "getTtlMulti", ([ckey, *keys], _MISS))
             else:
-                agetTtl = self.client.agetTtl
-                pairs = [(k, await agetTtl(k, _MISS)) for k in (ckey, *keys)]
+                pairs = []
+                for k in (ckey, *keys):
+                    pairs.append((k, (yield (client, "getTtl", (k, _MISS)))))
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
             raise  # unreachable
@@ -530,28 +553,24 @@ class _Core:
 
     def revisions(self, guard: Any) -> tuple[int, ...] | None:
         """The revisions to stamp a new entry with (records made where missing)."""
-        if guard is None:
-            return None
-        keys, revisions = guard
-        if None not in revisions:
-            return revisions  # type: ignore[no-any-return]  # a tuple of ints, from _verified
-        started = generation()
-        result: tuple[int, ...] = run(
-            self.client, revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
-        )
-        self.view.note(keys, result, started)
-        return result
+        if guard is None or None not in guard[1]:  # (the miss path: no steps to drive)
+            return None if guard is None else guard[1]
+        return run(self._revisions(guard))
 
     async def arevisions(self, guard: Any) -> tuple[int, ...] | None:
         """Awaitable :meth:`revisions`."""
+        return await arun(self._revisions(guard))
+
+    def _revisions(self, guard: Any) -> Steps[tuple[int, ...] | None]:
         if guard is None:
             return None
         keys, revisions = guard
         if None not in revisions:
             return revisions  # type: ignore[no-any-return]  # a tuple of ints, from _verified
-        steps = revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
         started = generation()
-        result: tuple[int, ...] = await arun(self.client, steps)
+        result: tuple[int, ...] = yield from _on(
+            self.client, revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
+        )
         self.view.note(keys, result, started)
         return result
 
@@ -562,7 +581,11 @@ class _Core:
     ) -> None:
         """Put a computed value as the policy says (ttl with jitter, condition, stamp); a
         failing client is logged, not raised. ``epoch``: the space's when the computation
-        started (an invalidation since then drops what is stored)."""
+        started (an invalidation since then drops what is stored).
+
+        :meth:`_store` with blocking calls, made here rather than by driving its steps: this
+        is the miss path (driving steps made a lone in-process miss 2.2 us -> 3.1 us).
+        """
         ttl = self.store_ttl(value)
         if not ttl > 0:
             return
@@ -580,16 +603,23 @@ class _Core:
         self, ckey: Hashable, value: Any, revisions: tuple[int, ...] | None, epoch: int = -1
     ) -> None:
         """Awaitable :meth:`store`."""
+        await arun(self._store(ckey, value, revisions, epoch))
+
+    def _store(
+        self, ckey: Hashable, value: Any, revisions: tuple[int, ...] | None, epoch: int = -1
+    ) -> Steps[None]:
         ttl = self.store_ttl(value)
         if not ttl > 0:
             return
         try:
-            await self.client.aput(
-                ckey, value if revisions is None else Stamped(value, revisions), ttl
+            yield (
+                self.client,
+                "put",
+                (ckey, value if revisions is None else Stamped(value, revisions), ttl),
             )
             space = self.space
             if space is not None and epoch >= 0 and space.epoch != epoch:
-                await self.client.adelete(ckey)
+                yield (self.client, "delete", (ckey,))
         except TypeError:
             raise
         except Exception:
@@ -944,37 +974,68 @@ class _Core:
         """The live cached value, or CacheMissError; never computes."""
         ckey = self.key(args, kwargs)
         value, ttl_left, _ = self.read(ckey, args, kwargs)
-        if ttl_left > 0:
-            return value
-        raise CacheMissError(ckey)
+        return _peeked(ckey, value, ttl_left)
+
+    async def apeek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Awaitable :meth:`peek`."""
+        ckey = self.key(args, kwargs)
+        value, ttl_left, _ = await self.aread(ckey, args, kwargs)
+        return _peeked(ckey, value, ttl_left)
 
     def lazy(self, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool) -> Any:
         """The cached value or CacheMissError, never waiting; ``compute``: start it on a miss."""
         ckey = self.key(args, kwargs)
-        value, ttl_left, guard = self.read(ckey, args, kwargs)
+        found = self.read(ckey, args, kwargs)
+        return self._lazy(ckey, found, args, kwargs, compute, self.refresh_bg)
+
+    async def alazy(self, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool) -> Any:
+        """Awaitable :meth:`lazy`; background work runs as tasks on the running loop."""
+        ckey = self.key(args, kwargs)
+        found = await self.aread(ckey, args, kwargs)
+        return self._lazy(ckey, found, args, kwargs, compute, self.arefresh_bg)
+
+    def _lazy(
+        self,
+        ckey: Hashable,
+        found: tuple[Any, float, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        compute: bool,
+        refresh_bg: Callable[[Hashable, Any, tuple[Any, ...], dict[str, Any]], Any],
+    ) -> Any:
+        """:meth:`lazy` once the entry is read; ``refresh_bg`` starts a background
+        computation (on the pool, or as a task on the running loop)."""
+        value, ttl_left, guard = found
         if ttl_left > self.threshold:
             return value
         if ttl_left > 0 or (compute and value is not _MISS):
-            self.refresh_bg(ckey, guard, args, kwargs)
+            refresh_bg(ckey, guard, args, kwargs)
             return value
         if compute:
-            self.refresh_bg(ckey, guard, args, kwargs)
+            refresh_bg(ckey, guard, args, kwargs)
         raise CacheMissError(ckey)
 
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Recompute now, store (as the policy says) and return: a forced update."""
+        return run(self._refresh(args, kwargs))
+
+    async def arefresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Awaitable :meth:`refresh`."""
+        return await arun(self._refresh(args, kwargs))
+
+    def _refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps[Any]:
         started = _clock() if self.observed else 0.0
         ckey = self.key(args, kwargs)
         self.counters.misses += 1
         try:
             guard = None
             if self.guarded:
-                guard = self.read(ckey, args, kwargs)[2]
+                guard = (yield from self._read(ckey, args, kwargs))[2]
             epoch = self.epoch()
-            revisions = self.revisions(guard)
-            value = self.fn(*args, **kwargs)
+            revisions = yield from self._revisions(guard)
+            (value,) = yield (self, "call_fn", (args, kwargs))
             try:
-                self.store(ckey, value, revisions, epoch)
+                yield from self._store(ckey, value, revisions, epoch)
             except TypeError as exc:
                 self._raise_key_error(args, kwargs, exc)
         except Exception:
@@ -999,52 +1060,113 @@ class _Core:
 
     def forced_bg(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """``.bg().forced()(...)``: what is held, at once, while a refresh is forced."""
+        return run(self._forced_bg(args, kwargs))
+
+    async def aforced_bg(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Awaitable :meth:`forced_bg`: the refresh runs as a task on the running loop."""
+        return await arun(self._forced_bg(args, kwargs))
+
+    def _forced_bg(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps[Any]:
         ckey = self.key(args, kwargs)
-        value, _, guard = self.read(ckey, args, kwargs)
-        flight = self.refresh_bg(
-            ckey, guard, args, kwargs, background=value is not _MISS, force=True
-        )
-        if value is not _MISS:
+        value, _, guard = yield from self._read(ckey, args, kwargs)
+        held = value is not _MISS
+        (flight,) = yield (self, "force", (ckey, guard, args, kwargs, held))
+        if held:
             return value
         self.counters.misses += 1
-        return self._wait(flight)
+        (value,) = yield (self, "join", (flight,))
+        return value
+
+    def force(
+        self,
+        ckey: Hashable,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        background: bool,
+    ) -> tuple[Flight]:
+        """Edge: a forced computation on the pool (joined by :meth:`join`)."""
+        return (self.refresh_bg(ckey, guard, args, kwargs, background=background, force=True),)
+
+    async def aforce(
+        self,
+        ckey: Hashable,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        background: bool,
+    ) -> tuple[_ARun]:
+        """Edge: a forced computation as a task on the running loop, unless one runs."""
+        loop = asyncio.get_running_loop()
+        run = self.aflights.get(ckey)
+        if run is None or run.task.get_loop() is not loop or run.task.done():
+            if background:
+                self.counters.refreshes += 1
+            run = self._astart(ckey, guard, args, kwargs, None, background, loop)
+        return (run,)
+
+    def join(self, flight: Flight) -> tuple[Any]:
+        """Edge: wait for a computation's value."""
+        return (self._wait(flight),)
+
+    async def ajoin(self, run: _ARun) -> tuple[Any]:
+        """Edge: await a computation's value (a cancelled caller leaves it running)."""
+        return (await asyncio.shield(run.task),)
 
     def put(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
         """Store an explicit value for these arguments (its ttl as the policy says)."""
+        run(self._put(args, kwargs, value))
+
+    async def aput(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+        """Awaitable :meth:`put`."""
+        await arun(self._put(args, kwargs, value))
+
+    def _put(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> Steps[None]:
         ckey = self.key(args, kwargs)
         try:
-            guard = self.read(ckey, args, kwargs)[2] if self.guarded else None
-            self.store(ckey, value, self.revisions(guard))
+            guard = None
+            if self.guarded:
+                guard = (yield from self._read(ckey, args, kwargs))[2]
+            revisions = yield from self._revisions(guard)
+            yield from self._store(ckey, value, revisions)
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
     def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Delete the entry for these arguments."""
-        try:
-            self.client.delete(self.key(args, kwargs))
-        except TypeError as exc:
-            self._raise_key_error(args, kwargs, exc)
+        run(self._drop("delete", args, kwargs))
+
+    async def ainvalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Awaitable :meth:`invalidate`."""
+        await arun(self._drop("delete", args, kwargs))
 
     def expire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Mark the entry stale: plain calls recompute, ``.bg()`` serves it while refreshing."""
+        run(self._drop("expire", args, kwargs))
+
+    async def aexpire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Awaitable :meth:`expire`."""
+        await arun(self._drop("expire", args, kwargs))
+
+    def _drop(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps[None]:
+        """``delete`` or ``expire`` the entry for these arguments."""
         try:
-            self.client.expire(self.key(args, kwargs))
+            yield (self.client, name, (self.key(args, kwargs),))
         except TypeError as exc:
             self._raise_key_error(args, kwargs, exc)
 
     def invalidate_all(self) -> None:
         """Drop every result of the function (of its namespace, on its client)."""
-        space = self.space
-        if space is None:
-            run(self.client, bump_steps([self.fn_key]))
-            return
-        _invalidate_space(self.client, self.namespace, space, self.table)
+        run(self._invalidate_all())
 
     async def ainvalidate_all(self) -> None:
         """Awaitable :meth:`invalidate_all`."""
+        await arun(self._invalidate_all())
+
+    def _invalidate_all(self) -> Steps[None]:
         space = self.space
         if space is None:
-            await arun(self.client, bump_steps([self.fn_key]))
+            yield from _on(self.client, bump_steps([self.fn_key]))
             return
         _invalidate_space(self.client, self.namespace, space, self.table)
 
@@ -1343,87 +1465,39 @@ class _Core:
         self.counters.refreshes += 1
         return self._astart(ckey, guard, args, kwargs, self.threshold, True, loop).task
 
-    async def apeek(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Awaitable :meth:`peek`."""
-        ckey = self.key(args, kwargs)
-        value, ttl_left, _ = await self.aread(ckey, args, kwargs)
-        if ttl_left > 0:
-            return value
-        raise CacheMissError(ckey)
 
-    async def alazy(self, args: tuple[Any, ...], kwargs: dict[str, Any], compute: bool) -> Any:
-        """Awaitable :meth:`lazy`; background work runs as tasks on the running loop."""
-        ckey = self.key(args, kwargs)
-        value, ttl_left, guard = await self.aread(ckey, args, kwargs)
-        if ttl_left > self.threshold:
-            return value
-        if ttl_left > 0 or (compute and value is not _MISS):
-            self.arefresh_bg(ckey, guard, args, kwargs)
-            return value
-        if compute:
-            self.arefresh_bg(ckey, guard, args, kwargs)
-        raise CacheMissError(ckey)
-
-    async def arefresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Awaitable :meth:`refresh`."""
-        started = _clock() if self.observed else 0.0
-        ckey = self.key(args, kwargs)
-        self.counters.misses += 1
-        try:
-            guard = (await self.aread(ckey, args, kwargs))[2] if self.guarded else None
-            epoch = self.epoch()
-            revisions = await self.arevisions(guard)
-            value = await self.fn(*args, **kwargs)
+def _on(client: BaseCacheClient, steps: Generator[Step, Any, T]) -> Steps[T]:
+    """:mod:`chorde.tags` steps (``(name, *args)``, one client) as steps of ``client``."""
+    value: Any = None
+    try:
+        while True:
             try:
-                await self.astore(ckey, value, revisions, epoch)
-            except TypeError as exc:
-                self._raise_key_error(args, kwargs, exc)
-        except Exception:
-            self.counters.errors += 1
-            if started:
-                self._emit(ERROR, started)
-            raise
-        if started:
-            self._emit(MISS, started)
+                name, *args = steps.send(value)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            value = yield (client, name, tuple(args))
+    finally:
+        steps.close()
+
+
+def _peeked(ckey: Hashable, value: Any, ttl_left: float) -> Any:
+    """:meth:`_Core.peek` once the entry is read."""
+    if ttl_left > 0:
         return value
+    raise CacheMissError(ckey)
 
-    async def aforced_bg(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Awaitable :meth:`forced_bg`: the refresh runs as a task on the running loop."""
-        ckey = self.key(args, kwargs)
-        value, _, guard = await self.aread(ckey, args, kwargs)
-        loop = asyncio.get_running_loop()
-        run = self.aflights.get(ckey)
-        if run is None or run.task.get_loop() is not loop or run.task.done():
-            if value is not _MISS:
-                self.counters.refreshes += 1
-            run = self._astart(ckey, guard, args, kwargs, None, value is not _MISS, loop)
-        if value is not _MISS:
-            return value
-        self.counters.misses += 1
-        return await asyncio.shield(run.task)
 
-    async def aput(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
-        """Awaitable :meth:`put`."""
-        ckey = self.key(args, kwargs)
-        try:
-            guard = (await self.aread(ckey, args, kwargs))[2] if self.guarded else None
-            await self.astore(ckey, value, await self.arevisions(guard))
-        except TypeError as exc:
-            self._raise_key_error(args, kwargs, exc)
-
-    async def ainvalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Awaitable :meth:`invalidate`."""
-        try:
-            await self.client.adelete(self.key(args, kwargs))
-        except TypeError as exc:
-            self._raise_key_error(args, kwargs, exc)
-
-    async def aexpire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Awaitable :meth:`expire`."""
-        try:
-            await self.client.aexpire(self.key(args, kwargs))
-        except TypeError as exc:
-            self._raise_key_error(args, kwargs, exc)
+def _vouched(
+    value: Any, ttl_left: float, keys: tuple[Hashable, ...], revisions: tuple[int, ...]
+) -> tuple[Any, float, Any] | None:
+    """A guarded read's answer from the entry alone, the view vouching for ``revisions``;
+    None: the entry is stamped otherwise (older, or newer than the view): read the records."""
+    if type(value) is not Stamped:
+        return _MISS, -1.0, (keys, revisions)
+    if value.revisions == revisions:
+        return value.value, ttl_left, (keys, revisions)
+    return None
 
 
 def _verified(
