@@ -52,6 +52,22 @@ def test_long_keys_become_digests_and_still_round_trip(redis_server, redis_clien
     assert len(keys) == 1 and len(keys[0]) < 60
 
 
+def test_equal_tuple_keys_of_other_types_stay_apart(redis_client):
+    # ("k", 1), ("k", 1.0) and ("k", True) are equal (one dict key) but encode apart; tuples
+    # of str (remembered once mapped) and their str-subclass twins encode alike.
+    keys = [("k", 1), ("k", 1.0), ("k", True), ("k", "1"), ("k", ("1",)), ("k", (1,))]
+    for _ in range(2):  # (the second round maps from the memo)
+        for i, key in enumerate(keys):
+            redis_client.put(key, i, TTL)
+        assert [redis_client.get(key) for key in keys] == list(range(len(keys)))
+
+    class Name(str):
+        pass
+
+    assert redis_client.get(("k", Name("1"))) == 3
+    assert dict(redis_client.getMulti([("k", 1.0), ("k", "1")])) == {("k", 1.0): 1, ("k", "1"): 3}
+
+
 def test_hostile_truncated_foreign_and_oversized_values_are_misses(redis_server, redis_client):
     r = raw_client(redis_server)
     evil = pickle.dumps(Exception("would run"))

@@ -84,6 +84,16 @@ def _tags() -> list[bytes]:
     return _slot_tags
 
 
+def _of_str(key: Any) -> bool:
+    """Whether ``key`` holds only str and tuples of them: what it equals encodes as it does
+    (an int key may equal a float or a bool, which encode differently)."""
+    for item in key:
+        kind = type(item)
+        if kind is not str and (kind is not tuple or not _of_str(item)):
+            return False
+    return True
+
+
 def _ttl(ttl: Any) -> float:
     """:func:`~chorde.clients.base.check_ttl`, with the common cases first."""
     kind = type(ttl)
@@ -216,7 +226,7 @@ class RedisClient(BaseCacheClient):
         self.lease_ttl = float(lease_ttl)
         self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
         self._hits = self._misses = self._sets = self._errors = 0
-        self._key_memo: dict[str, tuple[bytes, bytes]] = {}
+        self._key_memo: dict[Key, tuple[bytes, bytes]] = {}
 
         options: dict[str, Any] = {
             "socket_connect_timeout": float(connect_timeout),
@@ -309,8 +319,11 @@ class RedisClient(BaseCacheClient):
     # ---- keys, records, payloads --------------------------------------------------------------
 
     def _map_key(self, key: Key) -> tuple[bytes, bytes]:
-        """``(Redis key, encoded key)``; str keys are memoized."""
-        if type(key) is str:
+        """``(Redis key, encoded key)``; str keys and tuples of str (the HTTP cache's) are
+        memoized."""
+        kind = type(key)
+        memoized = kind is str or (kind is tuple and _of_str(key))
+        if memoized:
             mapped = self._key_memo.get(key)
             if mapped is not None:
                 return mapped
@@ -319,7 +332,7 @@ class RedisClient(BaseCacheClient):
             raw = self._prefix + encoded
         else:  # (encoded keys never start with "#")
             raw = self._prefix + b"#" + key_digest(encoded).encode("ascii")
-        if type(key) is str:
+        if memoized:
             memo = self._key_memo
             if len(memo) >= _KEY_MEMO_SIZE:
                 memo.clear()
