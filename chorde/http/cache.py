@@ -4,8 +4,10 @@ Each flow is a generator that yields what it needs done (``("get", key)``,
 ``("put", key, value, ttl)``, ``("wait", flight)``, ``("render",)``) and is driven either by
 the blocking driver (:meth:`ResponseCache.serve`, for WSGI views) or by the asyncio driver
 (:meth:`ResponseCache.aserve`, for coroutine views and ASGI), so the policy and the order of
-cache operations exist once. Cache faults never reach the response: a failing client is
-logged and treated as a miss.
+cache operations exist once. The lookup and serve flows go on from their first read (the
+request's key) in plain code that returns the result when no more cache calls are needed:
+the drivers make that read themselves, so a hit runs no generator. Cache faults never reach
+the response: a failing client is logged and treated as a miss.
 
 Every route counts how its requests were answered (:meth:`ResponseCache.route_info`, and
 :func:`chorde.observe.snapshot` for exporters), and the hooks of :mod:`chorde.observe` get
@@ -86,6 +88,10 @@ class Outcome(NamedTuple):
         """True when the cache answered without rendering."""
         return self.rendered is None and self.reply is not None
 
+
+#: Steps that look an entry up / answer a request.
+Looking = Generator[Step, Any, StoredResponse | None]
+Serving = Generator[Step, Any, Outcome]
 
 # A fresh hit's Outcome past its reply, built without NamedTuple's keyword handling.
 _HIT_FIELDS = (None, None, None, False, None, HIT)
@@ -238,26 +244,53 @@ class ResponseCache:
         return (FIELD, value)
 
     # ---- the flows (generators) ------------------------------------------------------
+    #
+    # The flows that begin by reading the request's key (lookup, serve) go on from the value
+    # read in plain code, which returns the result when it needs no more cache calls (a hit)
+    # or else the steps that go on. The drivers make that first read themselves, so a hit
+    # runs no generator; lookup_steps and serve_steps are the same flows as steps throughout.
 
     def lookup_steps(self, req: CacheRequest) -> Generator[Step, Any, StoredResponse | None]:
         """The stored entry that is ``req``'s, fresh or stale (see
         :meth:`CacheRequest.freshness`), or None."""
-        value = yield ("get", req.key, None)
+        found = self._found(req, (yield ("get", req.key, None)))
+        if found is None or isinstance(found, StoredResponse):
+            return found
+        return (yield from found)
+
+    def _found(self, req: CacheRequest, value: Any) -> StoredResponse | Looking | None:
+        """What ``value``, read under ``req.key``, holds for ``req``: its entry, None, or
+        the steps that find it (the variant a vary marker points to, a tagged entry's tags)."""
         names = vary_marker_names(value)
         if names is not None:
-            variant = req.variant(names)
-            if variant is None:
-                return None
-            value = yield ("get", (*req.key, names, variant), None)
+            return self._variant_steps(req, names)
+        return self._usable(req, value, False)
+
+    def _variant_steps(self, req: CacheRequest, names: tuple[str, ...]) -> Looking:
+        variant = req.variant(names)
+        if variant is None:
+            return None
+        found = self._usable(req, (yield ("get", (*req.key, names, variant), None)), True)
+        if found is None or isinstance(found, StoredResponse):
+            return found
+        return (yield from found)
+
+    def _usable(
+        self, req: CacheRequest, value: Any, varies: bool
+    ) -> StoredResponse | Looking | None:
+        """The entry in ``value`` if it is ``req``'s to answer from (then unless one of its
+        tags was purged since it was stored: the steps that check)."""
         entry = StoredResponse.from_value(value)
         if entry is None or not req.usable(entry):
-            req.vary_miss = names is not None  # the resource is stored, not this variant
+            req.vary_miss = varies  # the resource is stored, not this variant
             return None
-        if entry.tags:  # purged since it was stored?
-            keys = [tag_key(tag) for tag, _ in entry.tags]
-            current = dict((yield ("getMulti", keys, None)) or ())
-            if any(current.get(tag_key(tag)) != rev for tag, rev in entry.tags):
-                return None
+        return self._unpurged_steps(entry) if entry.tags else entry
+
+    def _unpurged_steps(self, entry: StoredResponse) -> Looking:
+        keys = [tag_key(tag) for tag, _ in entry.tags]
+        current = dict((yield ("getMulti", keys, None)) or ())
+        if any(current.get(tag_key(tag)) != rev for tag, rev in entry.tags):
+            return None
         return entry
 
     def store_steps(self, req: CacheRequest, entry: StoredResponse) -> Steps:
@@ -294,7 +327,7 @@ class ResponseCache:
         ``@cached`` results tagged so too (:func:`chorde.tags.invalidate_tags`)."""
         yield from bump_steps(tag_key(tag) for tag in check_tags(tags))
 
-    def serve_steps(self, req: CacheRequest) -> Generator[Step, Any, Outcome]:
+    def serve_steps(self, req: CacheRequest) -> Serving:
         """Answer ``req``: from the cache, from a concurrent render, or by rendering.
 
         Concurrent misses of one variant wait up to the route's ``wait_timeout`` (else the
@@ -302,9 +335,29 @@ class ResponseCache:
         it answer them; otherwise each renders its own.
         """
         if req.bypass is not None:
-            rendered = yield ("render", ())
-            return Outcome(None, rendered, None, own=True)
-        stale = yield from self.lookup_steps(req)
+            return (yield from _bypass_steps())
+        answer = self._serve_found(req, (yield ("get", req.key, None)))
+        if isinstance(answer, Outcome):
+            return answer
+        return (yield from answer)
+
+    def _serve_found(self, req: CacheRequest, value: Any) -> Outcome | Serving:
+        """Go on answering ``req`` from ``value``, read under its key: the answer when the
+        entry found gives it with no more cache calls, else the steps that go on."""
+        stale = self._found(req, value)
+        if stale is None or isinstance(stale, StoredResponse):
+            return self._answer(req, stale)
+        return self._looked_up_steps(req, stale)
+
+    def _looked_up_steps(self, req: CacheRequest, looking: Looking) -> Serving:
+        answer = self._answer(req, (yield from looking))
+        if isinstance(answer, Outcome):
+            return answer
+        return (yield from answer)
+
+    def _answer(self, req: CacheRequest, stale: StoredResponse | None) -> Outcome | Serving:
+        """The answer from ``req``'s stored entry, if it gives one now (fresh, or stale while
+        it is refreshed), else the steps that go forward."""
         if stale is not None:
             verdict = req.freshness(stale, self.clock())
             if verdict == FRESH:
@@ -312,6 +365,11 @@ class ResponseCache:
             if verdict == STALE_WHILE_REVALIDATE:  # RFC 5861 section 3
                 answer = self.reply(req, stale, hit=True)
                 return Outcome(answer, None, None, refresh=stale, kind=STALE)
+        return self._forward_steps(req, stale)
+
+    def _forward_steps(self, req: CacheRequest, stale: StoredResponse | None) -> Serving:
+        """Answer ``req``, which its stored entry (if any) does not answer as it is: 504 when
+        it asks only for the cache, else from a concurrent render, or by rendering."""
         if req.only_if_cached:  # RFC 9111 section 5.2.1.7
             return Outcome(_GATEWAY_TIMEOUT, None, None, kind=MISS)
         wait_timeout = req.route.wait_timeout
@@ -474,7 +532,11 @@ class ResponseCache:
         (with ``conditions``, the cache's validators, in place of the request's own)."""
         started = _clock() if observe.hooks() else 0.0
         try:
-            result: Outcome = self._drive(self.serve_steps(req), render)
+            if req.bypass is None:  # serve_steps' first read, made here (see the flows)
+                answer = self._serve_found(req, self._call(("get", req.key, None)))
+            else:
+                answer = _bypass_steps()
+            result = answer if isinstance(answer, Outcome) else self._drive(answer, render)
         except Exception:
             self._failed(req, started)
             raise
@@ -489,7 +551,10 @@ class ResponseCache:
 
     def lookup(self, req: CacheRequest) -> StoredResponse | None:
         """Run :meth:`lookup_steps` with blocking cache calls."""
-        result: StoredResponse | None = self._drive(self.lookup_steps(req), None)
+        found = self._found(req, self._call(("get", req.key, None)))
+        if found is None or isinstance(found, StoredResponse):
+            return found
+        result: StoredResponse | None = self._drive(found, None)
         return result
 
     def store(self, req: CacheRequest, entry: StoredResponse) -> None:
@@ -559,7 +624,14 @@ class ResponseCache:
         renders."""
         started = _clock() if observe.hooks() else 0.0
         try:
-            result: Outcome = await self._adrive(self.serve_steps(req), render)
+            if req.bypass is None:  # serve_steps' first read, made here (see the flows)
+                answer = self._serve_found(req, await self._aread(req.key))
+            else:
+                answer = _bypass_steps()
+            if isinstance(answer, Outcome):
+                result = answer
+            else:
+                result = await self._adrive(answer, render)
         except Exception:
             self._failed(req, started)
             raise
@@ -574,7 +646,10 @@ class ResponseCache:
 
     async def alookup(self, req: CacheRequest) -> StoredResponse | None:
         """Run :meth:`lookup_steps` with the client's awaitables."""
-        result: StoredResponse | None = await self._adrive(self.lookup_steps(req), None)
+        found = self._found(req, await self._aread(req.key))
+        if found is None or isinstance(found, StoredResponse):
+            return found
+        result: StoredResponse | None = await self._adrive(found, None)
         return result
 
     async def astore(self, req: CacheRequest, entry: StoredResponse) -> None:
@@ -684,6 +759,12 @@ _clock = time.perf_counter
 
 def _listed(value: Any) -> Any:
     return list(value) if isinstance(value, Iterator) else value
+
+
+def _bypass_steps() -> Serving:
+    """A request the cache may not answer: the application renders it."""
+    rendered = yield ("render", ())
+    return Outcome(None, rendered, None, own=True)
 
 
 def _delete_steps(key: Hashable) -> Steps:
