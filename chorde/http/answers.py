@@ -29,6 +29,9 @@ _NOT_MODIFIED_FIELDS = frozenset(
 )
 
 
+_new = tuple.__new__  # a NamedTuple built without its __new__'s Python frame
+
+
 def reply(req: CacheRequest, entry: StoredResponse, now: float, *, hit: bool) -> Reply:
     """The status, headers and body answering ``req`` from ``entry``.
 
@@ -49,7 +52,7 @@ def reply(req: CacheRequest, entry: StoredResponse, now: float, *, hit: bool) ->
         return Reply(304, kept, b"")
     if req.range is not None and entry.status == 200 and _if_range_holds(req, entry):
         return _partial(req, entry, headers)
-    return Reply(entry.status, headers, b"" if req.head else entry.body)
+    return _new(Reply, (entry.status, headers, b"" if req.head else entry.body))  # (a hit)
 
 
 def _if_range_holds(req: CacheRequest, entry: StoredResponse) -> bool:

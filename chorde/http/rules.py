@@ -285,7 +285,7 @@ class Rules:
             if_range = lines("if-range")
             req.if_range = if_range[0] if len(if_range) == 1 else None
         if target is None:
-            target = (path, normalise_query(query) if route.query else "")
+            target = (path, normalise_query(query) if query and route.query else "")
         # HEAD is answered from the GET entry (RFC 9110 section 9.3.2): the key says GET.
         req.key = ("chorde.http", namespace, "GET", scheme.lower(), host, target)
         if route.keyed_on and req.variant(route.keyed_on) is None:
