@@ -784,9 +784,9 @@ class _Core:
         try:
             value = _MISS
             if self.leases is not None:
-                value = self._leased(ckey, flight, guard, args, kwargs, recheck)
+                value = run(self._leased(ckey, flight, guard, args, kwargs, recheck))
             elif self.coordinate is not None:
-                value = self._coordinated(ckey, guard, args, kwargs, recheck)
+                value = run(self._coordinated(ckey, guard, args, kwargs, recheck))
             else:
                 if recheck is not None and (
                     not isinstance(flight, list) or self.flights.ended_lately(ckey)
@@ -837,39 +837,75 @@ class _Core:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         recheck: float | None,
-    ) -> Any:
+    ) -> Steps[Any]:
         """Compute once per cluster with the coherent client's ``compute_once``."""
-        assert self.coordinate is not None
-        revisions = self.revisions(guard)
+        revisions = yield from self._revisions(guard)
         ran: list[Any] = []
-
-        def compute() -> Any:
-            value = self.fn(*args, **kwargs)
-            ttl = self.store_ttl(value)
-            ran.append(ttl)
-            if not ttl > 0:
-                raise _NotStored(value)
-            return value if revisions is None else Stamped(value, revisions)
-
         for attempt in range(2):
             try:
-                got = self.coordinate(ckey, compute, self._coordinated_ttl(), recheck)
+                call = (ckey, revisions, ran, args, kwargs, recheck)
+                (got,) = yield (self, "coordinate_call", call)
             except _NotStored as not_stored:
                 self.counters.claims += 1
                 return not_stored.value
             if ran:
                 self.counters.claims += 1
                 if self.ttl_fn is not None:
-                    self.store(ckey, got.value if revisions is not None else got, revisions)
+                    stored = got.value if revisions is not None else got
+                    yield from self._store(ckey, stored, revisions)
             if revisions is None:
                 return got
             if type(got) is Stamped and got.revisions == revisions:
                 return got.value
             # Another process's result, stamped before an invalidation: compute anew.
             recheck = None if attempt == 0 else recheck
-        value = self.fn(*args, **kwargs)
-        self.store(ckey, value, revisions)
+        (value,) = yield (self, "call_fn", (args, kwargs))
+        yield from self._store(ckey, value, revisions)
         return value
+
+    def coordinate_call(
+        self,
+        ckey: Hashable,
+        revisions: tuple[int, ...] | None,
+        ran: list[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float | None,
+    ) -> tuple[Any]:
+        """Edge: the coherent client's ``compute_once``, computing with the function."""
+        assert self.coordinate is not None
+
+        def compute() -> Any:
+            return self._coordinated_entry(self.fn(*args, **kwargs), revisions, ran)
+
+        return (self.coordinate(ckey, compute, self._coordinated_ttl(), recheck),)
+
+    async def acoordinate_call(
+        self,
+        ckey: Hashable,
+        revisions: tuple[int, ...] | None,
+        ran: list[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recheck: float | None,
+    ) -> tuple[Any]:
+        """Edge: the coherent client's ``acompute_once``, awaiting the function."""
+        assert self.acoordinate is not None
+
+        async def compute() -> Any:
+            return self._coordinated_entry(await self.fn(*args, **kwargs), revisions, ran)
+
+        return (await self.acoordinate(ckey, compute, self._coordinated_ttl(), recheck),)
+
+    def _coordinated_entry(
+        self, value: Any, revisions: tuple[int, ...] | None, ran: list[Any]
+    ) -> Any:
+        """What a coordinated computation stores for ``value`` (noted in ``ran``)."""
+        ttl = self.store_ttl(value)
+        ran.append(ttl)
+        if not ttl > 0:
+            raise _NotStored(value)
+        return value if revisions is None else Stamped(value, revisions)
 
     def _lease_terms(
         self, revisions: tuple[int, ...] | None, recheck: float | None
@@ -890,36 +926,72 @@ class _Core:
     def _leased(
         self,
         ckey: Hashable,
-        flight: Flight | Pending,
+        flight: Flight | Pending | _ARun,
         guard: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         recheck: float | None,
-    ) -> Any:
+    ) -> Steps[Any]:
         """Compute once per cluster with the client's leases (:mod:`chorde.leases`): one
         caller computes, the others wait for its value, or take the stale one held when
         this is a background refresh (``recheck`` None: a forced one)."""
-        assert self.leases is not None
-        revisions = self.revisions(guard)
+        revisions = yield from self._revisions(guard)
         accept, usable = self._lease_terms(revisions, recheck)
-
-        def compute() -> Computed:
-            value = self.fn(*args, **kwargs)
-            stored = value if revisions is None else Stamped(value, revisions)
-            return value, stored, self.store_ttl(value)
-
         serve_stale = None
-        if type(flight) is Flight:
+        if not isinstance(flight, list):
             background = flight  # (a refresh nobody waits for, until someone does)
             serve_stale = lambda held: background.background and usable(held)  # noqa: E731
-        outcome, value = leased_call(
-            self.leases, ckey, compute, accept, serve_stale=serve_stale, force=recheck is None
-        )
+        call = (ckey, revisions, accept, serve_stale, recheck is None, args, kwargs)
+        outcome, value = yield (self, "lease_call", call)
         if outcome == WON:
             self.counters.claims += 1
         elif guard is not None and outcome in HELD:
             value = value.value  # (held, as stored: stamped)
         return value
+
+    def lease_call(
+        self,
+        ckey: Hashable,
+        revisions: tuple[int, ...] | None,
+        accept: Callable[[Any, float], bool],
+        serve_stale: Callable[[Any], bool] | None,
+        force: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[str, Any]:
+        """Edge: :func:`chorde.leases.leased_call`, computing with the function."""
+
+        def compute() -> Computed:
+            return self._computed(self.fn(*args, **kwargs), revisions)
+
+        return leased_call(self.leases, ckey, compute, accept, serve_stale=serve_stale, force=force)
+
+    async def alease_call(
+        self,
+        ckey: Hashable,
+        revisions: tuple[int, ...] | None,
+        accept: Callable[[Any, float], bool],
+        serve_stale: Callable[[Any], bool] | None,
+        force: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[str, Any]:
+        """Edge: :func:`chorde.leases.aleased_call`, awaiting the function."""
+
+        async def compute() -> Computed:
+            return self._computed(await self.fn(*args, **kwargs), revisions)
+
+        return await aleased_call(
+            self.leases, ckey, compute, accept, serve_stale=serve_stale, force=force
+        )
+
+    def _computed(self, value: Any, revisions: tuple[int, ...] | None) -> Computed:
+        """A leased computation's ``(value, stored, ttl)``."""
+        return (
+            value,
+            value if revisions is None else Stamped(value, revisions),
+            self.store_ttl(value),
+        )
 
     def _coordinated_ttl(self) -> float:
         return _PROVISIONAL_TTL if self.ttl_fn is not None else self.store_ttl(None)
@@ -1353,9 +1425,9 @@ class _Core:
         started = _clock() if refresh and self.observed else 0.0
         try:
             if self.leases is not None:
-                value = await self._aleased(ckey, run, guard, args, kwargs, recheck)
+                value = await arun(self._leased(ckey, run, guard, args, kwargs, recheck))
             elif self.acoordinate is not None:
-                value = await self._acoordinated(ckey, guard, args, kwargs, recheck)
+                value = await arun(self._coordinated(ckey, guard, args, kwargs, recheck))
             else:
                 if recheck is not None:
                     held, ttl_left, guard = await self.aread(ckey, args, kwargs)
@@ -1379,79 +1451,6 @@ class _Core:
                 self.aflights.pop(ckey, None)  # pop: another loop's thread may race us
         if started:
             self._emit(REFRESH, started)
-        return value
-
-    async def _acoordinated(
-        self,
-        ckey: Hashable,
-        guard: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        recheck: float | None,
-    ) -> Any:
-        """Awaitable :meth:`_coordinated`."""
-        assert self.acoordinate is not None
-        revisions = await self.arevisions(guard)
-        ran: list[Any] = []
-
-        async def compute() -> Any:
-            value = await self.fn(*args, **kwargs)
-            ttl = self.store_ttl(value)
-            ran.append(ttl)
-            if not ttl > 0:
-                raise _NotStored(value)
-            return value if revisions is None else Stamped(value, revisions)
-
-        for attempt in range(2):
-            try:
-                got = await self.acoordinate(ckey, compute, self._coordinated_ttl(), recheck)
-            except _NotStored as not_stored:
-                self.counters.claims += 1
-                return not_stored.value
-            if ran:
-                self.counters.claims += 1
-                if self.ttl_fn is not None:
-                    await self.astore(ckey, got.value if revisions is not None else got, revisions)
-            if revisions is None:
-                return got
-            if type(got) is Stamped and got.revisions == revisions:
-                return got.value
-            recheck = None if attempt == 0 else recheck
-        value = await self.fn(*args, **kwargs)
-        await self.astore(ckey, value, revisions)
-        return value
-
-    async def _aleased(
-        self,
-        ckey: Hashable,
-        run: _ARun,
-        guard: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        recheck: float | None,
-    ) -> Any:
-        """Awaitable :meth:`_leased`."""
-        assert self.leases is not None
-        revisions = await self.arevisions(guard)
-        accept, usable = self._lease_terms(revisions, recheck)
-
-        async def compute() -> Computed:
-            value = await self.fn(*args, **kwargs)
-            stored = value if revisions is None else Stamped(value, revisions)
-            return value, stored, self.store_ttl(value)
-
-        outcome, value = await aleased_call(
-            self.leases,
-            ckey,
-            compute,
-            accept,
-            serve_stale=lambda held: run.background and usable(held),
-            force=recheck is None,
-        )
-        if outcome == WON:
-            self.counters.claims += 1
-        elif guard is not None and outcome in HELD:
-            value = value.value
         return value
 
     def arefresh_bg(
