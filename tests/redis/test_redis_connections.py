@@ -1,9 +1,11 @@
-"""The connections a RedisClient keeps between calls (one server, unbounded pool): what the
-server closed meanwhile is replaced without a miss, threads never share one, a forked child
-opens its own, and a bounded pool (``max_connections``) still serves every operation."""
+"""The connections a RedisClient keeps between calls (one server, unbounded pool), blocking
+and per event loop: what the server closed meanwhile is replaced without a miss, threads and
+tasks never share one, a cancelled call leaves nothing unread behind, a forked child opens
+its own, and a bounded pool (``max_connections``) still serves every operation."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
@@ -39,6 +41,50 @@ def test_connections_the_server_closed_while_idle_are_replaced_without_a_miss(
     redis_client.put("k", "w", TTL)
     assert redis_client.get("k") == "w"
     assert redis_client.stats.errors == 0
+
+
+async def test_awaited_calls_replace_connections_the_server_closed_without_a_miss(
+    redis_server, redis_client
+):
+    raw = raw_client(redis_server)
+    await redis_client.aput("k", "v", TTL)
+    assert await redis_client.aget("k") == "v"
+    assert raw.client_kill_filter(_type="normal", skipme=True) >= 1
+    for _ in range(100):  # (the event loop runs meanwhile, and sees the sockets close)
+        if _clients(raw) == 1:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
+    assert await redis_client.aget("k") == "v"
+    await redis_client.aput("k", "w", TTL)
+    assert await redis_client.aget("k") == "w"
+    assert redis_client.stats.errors == 0
+
+
+async def test_tasks_never_share_a_connection(redis_client):
+    async def work(n: int) -> bool:
+        for i in range(50):
+            await redis_client.aput(("t", str(n)), (n, i), TTL)
+            if await redis_client.aget(("t", str(n)), None) != (n, i):
+                return False
+        return True
+
+    assert all(await asyncio.gather(*(work(n) for n in range(20))))
+    assert redis_client.stats.errors == 0
+
+
+async def test_a_cancelled_call_leaves_no_reply_behind(redis_client):
+    for n in range(20):
+        await redis_client.aput(("c", str(n)), n, TTL)
+    for n in range(20):
+        task = asyncio.create_task(redis_client.aget(("c", str(n))))
+        for _ in range(n % 4):  # (cancelled at each step of its call in turn)
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await redis_client.aget(("c", str((n + 1) % 20))) == (n + 1) % 20
+    redis_client.put("sync", 1, TTL)
+    assert redis_client.get("sync") == 1
 
 
 def test_threads_never_share_a_connection(redis_client):

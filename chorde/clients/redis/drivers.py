@@ -138,12 +138,12 @@ async def arun(op: calls.Op[T], topology: Topology) -> T:
     loop = asyncio.get_running_loop()
     if not topology.native_async:
         return await loop.run_in_executor(None, functools.partial(run, op, topology))
-    client = topology.for_loop(loop)
+    client, _, execute = topology.on_loop(loop)
     steps = _Steps(op)
     for call in steps:
         try:
             if call[0] is _CMD:
-                steps.result = await client.execute_command(*call[1])
+                steps.result = await execute(*call[1])
             else:
                 steps.result = await _aother(client, call, topology.is_cluster)
         except Exception as exc:

@@ -12,11 +12,12 @@ the fault handling relies on: connect and read timeouts, no retries inside redis
 client decides what a failure means, and a retry would double a hung server's wait), no
 ``CLIENT SETINFO`` round trips on connect, RESP2.
 
-Commands (:attr:`Topology.execute`): on one server of our own making (no ``max_connections``)
-they skip ``execute_command`` and go over connections of the client's own pool that this
-client keeps checked out between calls (:class:`_Direct`): redis-py's per-call checkout,
-retry wrapper and bookkeeping cost more than the rest of a get. Elsewhere (a Sentinel's
-master, a Cluster, a client object given) ``execute_command`` sends them.
+Commands (:attr:`Topology.execute`, the ``execute`` of :meth:`Topology.on_loop`): on one
+server of our own making (no ``max_connections``) they skip ``execute_command`` and go over
+connections of the client's own pool that this client keeps checked out between calls
+(:class:`_Direct`, :class:`_ADirect`): redis-py's per-call checkout, retry wrapper and
+bookkeeping cost more than the rest of a get. Elsewhere (a Sentinel's master, a Cluster, a
+client object given) ``execute_command`` sends them.
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ class Topology:
         #: ``execute(*args)``: one command on the blocking client; its (parsed) reply.
         self.execute: Callable[..., Any] = _Connect(self)
         self._lock = threading.Lock()
-        # Event loop -> (its asyncio client, the guard that closes it at the loop's end).
-        self._loops: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
+        # Event loop -> (its asyncio client, the guard that closes it at the loop's end,
+        # ``await execute(*args)`` on the client).
+        self._loops: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
         self.closed = False
 
     @property
@@ -117,9 +119,14 @@ class Topology:
 
     def for_loop(self, loop: asyncio.AbstractEventLoop) -> Any:
         """``loop``'s asyncio client (made on first use; ``loop`` must be running)."""
+        return self.on_loop(loop)[0]
+
+    def on_loop(self, loop: asyncio.AbstractEventLoop) -> tuple[Any, Any, Any]:
+        """``(client, guard, execute)`` of ``loop`` (made on first use; ``loop`` must be
+        running): its asyncio client, and ``await execute(*args)``, one command on it."""
         entry = self._loops.get(loop)
         if entry is not None:
-            return entry[0]
+            return entry
         assert self._make_async is not None
         with self._lock:
             for old in [lp for lp in self._loops if lp.is_closed()]:
@@ -130,13 +137,14 @@ class Topology:
             if isinstance(client, tuple):
                 client = _Closing(*client)
             guard = self._guard(loop, client)
-            self._loops[loop] = (client, guard)
+            execute = _ADirect(client) if self._direct else client.execute_command
+            entry = self._loops[loop] = (client, guard, execute)
         # Its first step registers the guard with the loop (which holds it weakly: we keep
         # it), and runs it to its yield at once (nothing in it awaits before).
         step = guard.asend(None)
         with contextlib.suppress(StopIteration):
             step.send(None)
-        return client
+        return entry
 
     async def _guard(self, loop: asyncio.AbstractEventLoop, client: Any) -> AsyncGenerator[None]:
         try:
@@ -160,7 +168,7 @@ class Topology:
         if client is not None and self._owned:
             with contextlib.suppress(Exception):
                 client.close()
-        for loop, (_, guard) in loops.items():
+        for loop, (_, guard, _) in loops.items():
             # The guard closes the client when it ends: on its loop, if that one runs.
             with contextlib.suppress(RuntimeError):  # closed meanwhile
                 if _runs_in(loop):
@@ -216,12 +224,7 @@ class _Direct:
     def __init__(self, client: Any) -> None:
         self._client = client
         pool = client.connection_pool
-        params = inspect.signature(pool.get_connection).parameters
-        named = params.get("command_name")
-        if named is not None and named.default is inspect.Parameter.empty:  # (redis-py < 5.3)
-            self._checkout: Callable[[], Any] = lambda: pool.get_connection("")
-        else:
-            self._checkout = pool.get_connection
+        self._checkout = _checkout_of(pool)
         self._release = pool.release
         self._idle: list[Any] = []  # (pop and append are atomic: no lock)
         self._callbacks: dict[Any, Any] = {}
@@ -230,16 +233,18 @@ class _Direct:
     def __call__(self, *args: Any) -> Any:
         try:
             conn = self._idle.pop()
+            idle = True
         except IndexError:
             conn = self._checkout()  # (checked by the pool)
-        else:
-            try:
-                stale = conn.can_read()
-            except Exception:  # (closed by the server)
-                stale = True
-            if stale:
-                conn.disconnect()  # (sending reconnects it)
+            idle = False
         try:
+            if idle:
+                try:
+                    stale = conn.can_read()
+                except Exception:  # (closed by the server)
+                    stale = True
+                if stale:
+                    conn.disconnect()  # (sending reconnects it)
             conn.send_command(*args)
             reply = conn.read_response()
         except BaseException:
@@ -255,6 +260,59 @@ class _Direct:
 
     def forget(self) -> None:
         self._idle = []
+
+
+class _ADirect:
+    """:class:`_Direct` for an asyncio ``redis.asyncio.Redis`` (on its one event loop)."""
+
+    __slots__ = ("_callbacks", "_checkout", "_client", "_idle", "_ready", "_release")
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        pool = client.connection_pool
+        self._checkout = _checkout_of(pool)
+        self._release = pool.release
+        # (redis-py 8 renamed can_read_destructive)
+        cls = pool.connection_class
+        self._ready = "can_read" if hasattr(cls, "can_read") else "can_read_destructive"
+        self._idle: list[Any] = []
+        self._callbacks: dict[Any, Any] = {}
+
+    async def __call__(self, *args: Any) -> Any:
+        try:
+            conn = self._idle.pop()
+            idle = True
+        except IndexError:
+            conn = await self._checkout()  # (checked by the pool)
+            idle = False
+        try:
+            if idle:
+                try:
+                    stale = await getattr(conn, self._ready)()
+                except Exception:  # (closed by the server)
+                    stale = True
+                if stale:
+                    await conn.disconnect()  # (sending reconnects it)
+            await conn.send_command(*args)
+            reply = await conn.read_response()
+        except BaseException:
+            await self._release(conn)  # (the pool checks it again before its next use)
+            raise
+        self._idle.append(conn)
+        name = args[0]
+        try:
+            callback = self._callbacks[name]
+        except KeyError:
+            callback = self._callbacks[name] = self._client.response_callbacks.get(name)
+        return reply if callback is None else callback(reply)
+
+
+def _checkout_of(pool: Any) -> Callable[[], Any]:
+    """``pool.get_connection`` without arguments (redis-py < 5.3 wants a command name)."""
+    named = inspect.signature(pool.get_connection).parameters.get("command_name")
+    if named is not None and named.default is inspect.Parameter.empty:
+        return lambda: pool.get_connection("")
+    return pool.get_connection  # type: ignore[no-any-return]
 
 
 def _forget_connections() -> None:
