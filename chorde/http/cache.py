@@ -261,26 +261,28 @@ class ResponseCache:
     def _found(self, req: CacheRequest, value: Any) -> StoredResponse | Looking | None:
         """What ``value``, read under ``req.key``, holds for ``req``: its entry, None, or
         the steps that find it (the variant a vary marker points to, a tagged entry's tags)."""
-        names = vary_marker_names(value)
-        if names is not None:
-            return self._variant_steps(req, names)
-        return self._usable(req, value, False)
+        entry = StoredResponse.from_value(value)
+        if entry is None:
+            names = vary_marker_names(value)
+            if names is not None:
+                return self._variant_steps(req, names)
+        return self._usable(req, entry, False)
 
     def _variant_steps(self, req: CacheRequest, names: tuple[str, ...]) -> Looking:
         variant = req.variant(names)
         if variant is None:
             return None
-        found = self._usable(req, (yield ("get", (*req.key, names, variant), None)), True)
+        value = yield ("get", (*req.key, names, variant), None)
+        found = self._usable(req, StoredResponse.from_value(value), True)
         if found is None or isinstance(found, StoredResponse):
             return found
         return (yield from found)
 
     def _usable(
-        self, req: CacheRequest, value: Any, varies: bool
+        self, req: CacheRequest, entry: StoredResponse | None, varies: bool
     ) -> StoredResponse | Looking | None:
-        """The entry in ``value`` if it is ``req``'s to answer from (then unless one of its
-        tags was purged since it was stored: the steps that check)."""
-        entry = StoredResponse.from_value(value)
+        """``entry`` if it is ``req``'s to answer from (then unless one of its tags was
+        purged since it was stored: the steps that check)."""
         if entry is None or not req.usable(entry):
             req.vary_miss = varies  # the resource is stored, not this variant
             return None
