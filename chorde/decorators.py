@@ -697,15 +697,9 @@ class _Core:
         stale_ok: bool,
     ) -> tuple[Any, str]:
         """Refresh window, stale entry, miss: the value and how the call was answered."""
-        counters = self.counters
         if ttl_left > 0 or (stale_ok and value is not _MISS):
-            self.refresh_bg(ckey, guard, args, kwargs)
-            if ttl_left > 0:
-                counters.hits += 1
-                return value, HIT
-            counters.stale += 1
-            return value, STALE
-        counters.misses += 1
+            return self._held(ckey, value, ttl_left, guard, args, kwargs, self.refresh_bg)
+        self.counters.misses += 1
         try:
             if stale_ok:
                 return self._wait(
@@ -715,19 +709,42 @@ class _Core:
         except Exception:
             if not self._serves_stale(value, ttl_left):
                 raise
-            counters.stale += 1
-            logger.warning(
-                "%s%s: serving a stale value, the computation failed",
-                self.name,
-                reprlib.repr(args),
-                exc_info=True,
-            )
-            return value, STALE
+            return self._stale_served(value, args)
+
+    def _held(
+        self,
+        ckey: Hashable,
+        value: Any,
+        ttl_left: float,
+        guard: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        refresh_bg: Callable[[Hashable, Any, tuple[Any, ...], dict[str, Any]], Any],
+    ) -> tuple[Any, str]:
+        """A held entry answers (in the refresh window, or stale for ``bg()``) while
+        ``refresh_bg`` (the pool's, or the running loop's) refreshes it in the background."""
+        refresh_bg(ckey, guard, args, kwargs)
+        if ttl_left > 0:
+            self.counters.hits += 1
+            return value, HIT
+        self.counters.stale += 1
+        return value, STALE
 
     def _serves_stale(self, value: Any, ttl_left: float) -> bool:
         """``stale_if_error``: whether a held entry may answer when computing it failed."""
         window = self.stale_if_error
         return window is not None and value is not _MISS and -ttl_left <= window
+
+    def _stale_served(self, value: Any, args: tuple[Any, ...]) -> tuple[Any, str]:
+        """The stale entry answers for a failed computation (called while handling it)."""
+        self.counters.stale += 1
+        logger.warning(
+            "%s%s: serving a stale value, the computation failed",
+            self.name,
+            reprlib.repr(args),
+            exc_info=True,
+        )
+        return value, STALE
 
     def _wait(self, flight: Flight) -> Any:
         if flight.owner == threading.get_ident():
@@ -1360,15 +1377,10 @@ class _Core:
         kwargs: dict[str, Any],
         stale_ok: bool,
     ) -> tuple[Any, str]:
-        """Awaitable :meth:`_slow`."""
-        counters = self.counters
+        """Awaitable :meth:`_slow`: the computation is a task on the running loop."""
         if ttl_left > 0 or (stale_ok and value is not _MISS):
-            self.arefresh_bg(ckey, guard, args, kwargs)
-            if ttl_left > 0:
-                counters.hits += 1
-                return value, HIT
-            counters.stale += 1
-            return value, STALE
+            return self._held(ckey, value, ttl_left, guard, args, kwargs, self.arefresh_bg)
+        counters = self.counters
         counters.misses += 1
         loop = asyncio.get_running_loop()
         run = self.aflights.get(ckey)
@@ -1385,14 +1397,7 @@ class _Core:
         except Exception:
             if not self._serves_stale(value, ttl_left):
                 raise
-            counters.stale += 1
-            logger.warning(
-                "%s%s: serving a stale value, the computation failed",
-                self.name,
-                reprlib.repr(args),
-                exc_info=True,
-            )
-            return value, STALE
+            return self._stale_served(value, args)
 
     def _astart(
         self,
