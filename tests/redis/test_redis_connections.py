@@ -138,3 +138,20 @@ def test_a_bounded_pool_serves_every_operation(redis_server):
         assert c.stats.errors == 0
     finally:
         c.close()
+
+
+def test_commands_are_packed_as_redis_py_packs_them():
+    import redis
+
+    from chorde.clients.redis import topology
+
+    conn = redis.Redis().connection_pool.make_connection()  # (never connected)
+    for args in [
+        ("MGET", b"k", b"~gen"),
+        ("SET", b"k", bytes(range(256)), "PX", 61_000),
+        ("EVALSHA", "f" * 40, 2, b"k", b"g", b"payload", 10**15),
+        ("EVAL", "return 1", 1, b"k", repr(1.5e9), -1, 2.5, "ünïcode"),
+    ]:
+        assert b"".join(topology._packed(conn, args)) == b"".join(conn.pack_command(*args))
+    with pytest.raises(redis.exceptions.DataError):  # (what redis-py's packer says)
+        topology._packed(conn, ("SET", b"k", None))
