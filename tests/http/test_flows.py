@@ -217,3 +217,61 @@ def test_a_failing_client_reads_as_a_miss(driver: str, caplog: Any) -> None:
     assert (first.kind, second.kind, site.renders) == (MISS, MISS, 2)
     assert site.lookup(driver) is None
     assert any("cache lookup failed" in r.getMessage() for r in caplog.records)
+
+
+def _fields_lookup(pairs: list[tuple[str, str]]) -> Callable[[str], list[str]]:
+    """Request fields as an indexed lookup (as WSGI and tornado adapters pass them)."""
+
+    def values(name: str) -> list[str]:
+        return [v for k, v in pairs if k.lower() == name]
+
+    return values
+
+
+@pytest.mark.parametrize("indexed", (False, True), ids=("pairs", "lookup"))
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_ranges_are_answered_from_the_stored_page(driver: str, indexed: bool) -> None:
+    site = _Site()
+    site.fields.append(("ETag", '"v1"'))
+    site.serve(driver)
+
+    def ask(*pairs: tuple[str, str]) -> Any:
+        headers: Any = list(pairs)
+        req = site.cache.request(
+            method="GET",
+            scheme="http",
+            hosts=["a.example"],
+            path="/page",
+            query="",
+            headers=_fields_lookup(headers) if indexed else headers,
+        )
+        assert req.bypass is None
+        reply = site.cache.serve(req, site._render).reply
+        assert reply is not None
+        return reply.status, reply.body
+
+    assert ask(("Range", "bytes=0-3")) == (206, b"page")
+    assert ask(("Range", "bytes=0-3"), ("If-Range", '"v1"')) == (206, b"page")
+    assert ask(("Range", "bytes=0-3"), ("If-Range", '"v0"')) == (200, b"page 1")
+    assert ask(("Range", "bytes=0-3"), ("Range", "bytes=4-5")) == (200, b"page 1")
+    assert ask(("If-Range", '"v0"')) == (200, b"page 1")
+    assert site.renders == 1
+
+
+def test_hosts_are_normalised_alike_every_time() -> None:
+    site = _Site()
+    for _ in range(3):
+        for raw, expected in (
+            ("A.Example", "a.example"),
+            (" a.example ", "a.example"),
+            ("a.example:8000", "a.example:8000"),
+        ):
+            req = site.cache.request(
+                method="GET", scheme="http", hosts=[raw], path="/", query="", headers=[]
+            )
+            assert req.bypass is None and req.key[4] == expected
+        for bad in (["a.example, b.example"], ["a b"], ["a.example", "a.example"], []):
+            req = site.cache.request(
+                method="GET", scheme="http", hosts=bad, path="/", query="", headers=[]
+            )
+            assert req.bypass is not None and "Host" in req.bypass
