@@ -53,7 +53,11 @@ Topologies
     Sentinel (``sentinels=[...]``, ``service_name``): the master the sentinels name, asked
     again after a failover; Cluster (``cluster=[...]``): keys spread over the slots, batches
     grouped by node (one round trip per node), the slot map refreshed when a node fails or
-    answers ``MOVED``. redis-py does the talking (:mod:`~chorde.clients.redis.topology`).
+    answers ``MOVED``. redis-py does the talking (:mod:`~chorde.clients.redis.topology`);
+    on one server with an unbounded pool (no ``max_connections``), each call reuses a
+    connection of the client's pool kept from an earlier call, checked as the pool checks
+    it, rather than ``execute_command`` (whose checkout and bookkeeping cost more than the
+    rest of a get); redis-py's own metrics then do not count these commands.
 
 Faults
     A call to a server that refuses, resets or times out (``connect_timeout``/``timeout``,

@@ -141,7 +141,8 @@ class RedisClient(BaseCacheClient):
       read (a plain ``SET``); past it, a put is a script that reads it again. A clear by
       another client within that time may lose this client's writes (misses, never older
       values); 0 makes every put a script;
-    * ``max_connections``: bound of each connection pool;
+    * ``max_connections``: bound of each connection pool (unbounded by default: on one
+      server, connections are then kept between calls, see the package docstring);
     * ``lease_ttl`` (10 s): leases (:mod:`chorde.leases`): ``@cached`` computes a missing or
       stale entry once across every client, the others waiting for its value; a winner
       that dies or hangs delays them by at most this. 0 turns leases off.
