@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
@@ -36,7 +37,10 @@ def collect(headers: Headers, names: Iterable[str]) -> dict[str, list[str]]:
     if not headers:
         return found
     if isinstance(headers[0][0], bytes):
-        wanted = {name.encode("latin-1"): values for name, values in found.items()}
+        if type(names) is tuple:  # the policy's own lists of names: encoded once
+            wanted = {raw: found[name] for raw, name in _raw_names(names)}
+        else:
+            wanted = {name.encode("latin-1"): values for name, values in found.items()}
         for raw_name, raw_value in headers:
             bucket = wanted.get(raw_name.lower())  # type: ignore[arg-type]  # bytes pairs
             if bucket is not None:
@@ -47,6 +51,11 @@ def collect(headers: Headers, names: Iterable[str]) -> dict[str, list[str]]:
             if bucket is not None:
                 bucket.append(value)  # type: ignore[arg-type]  # str pairs
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def _raw_names(names: tuple[str, ...]) -> tuple[tuple[bytes, str], ...]:
+    return tuple((name.encode("latin-1"), name) for name in names)
 
 
 class CacheRequest:
