@@ -7,7 +7,7 @@ import asyncio
 import functools
 import inspect
 import time
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from chorde.clients.redis import calls
 from chorde.clients.redis.topology import Topology
@@ -18,37 +18,11 @@ T = TypeVar("T")
 _CMD = calls.CMD
 
 
-class _Steps(Generic[T]):
-    """An operation as an iterator of its calls: set :attr:`result` (or :attr:`error`) after
-    each call; once it returns, :attr:`value` is its result."""
-
-    __slots__ = ("error", "op", "result", "value")
-
-    def __init__(self, op: calls.Op[T]) -> None:
-        self.op = op
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def __iter__(self) -> _Steps[T]:
-        return self
-
-    def __next__(self) -> tuple[Any, ...]:
-        error, self.error = self.error, None
-        try:
-            return self.op.send(self.result) if error is None else self.op.throw(error)
-        except StopIteration as stop:
-            self.value: T = stop.value
-            raise StopIteration from None
-        except BaseException:
-            self.op.close()
-            raise
-
-
 def run(op: calls.Op[T], topology: Topology) -> T:
     """Drive ``op`` to its end on the calling thread; return its result.
 
-    (The hot path of every blocking call: a plain loop over the generator, where the
-    asyncio driver iterates :class:`_Steps`.)
+    (The hot path of every blocking call: a plain loop over the generator, as in
+    :func:`arun`.)
     """
     execute = topology.execute
     try:
@@ -139,16 +113,23 @@ async def arun(op: calls.Op[T], topology: Topology) -> T:
     if not topology.native_async:
         return await loop.run_in_executor(None, functools.partial(run, op, topology))
     client, _, execute = topology.on_loop(loop)
-    steps = _Steps(op)
-    for call in steps:
-        try:
-            if call[0] is _CMD:
-                steps.result = await execute(*call[1])
-            else:
-                steps.result = await _aother(client, call, topology.is_cluster)
-        except Exception as exc:
-            steps.error = exc
-    return steps.value
+    try:
+        call = op.send(None)
+        while True:
+            try:
+                if call[0] is _CMD:
+                    result = await execute(*call[1])
+                else:
+                    result = await _aother(client, call, topology.is_cluster)
+            except Exception as exc:
+                call = op.throw(exc)
+                continue
+            call = op.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+    finally:
+        op.close()
 
 
 async def _apipe(client: Any, commands: list[tuple[Any, ...]], is_cluster: bool) -> list[Any]:
