@@ -491,9 +491,9 @@ class _Core:
         is a guarded function's hit path and the misses' rechecks (driving steps made a
         tagged function's in-process hit 2.8 us -> 3.8 us).
         """
-        keys = self.guards(args, kwargs) if self.guarded else ()
+        keys = self.guards(args, kwargs) if self.guarded else None
         try:
-            if not keys:
+            if keys is None:
                 value, ttl_left = self.client.getTtl(ckey, _MISS)
                 return value, ttl_left, None
             revisions = self.view.current(keys)
@@ -526,9 +526,9 @@ class _Core:
     ) -> Steps[tuple[Any, float, Any]]:
         """:meth:`read` as steps."""
         client = self.client
-        keys = self.guards(args, kwargs) if self.guarded else ()
+        keys = self.guards(args, kwargs) if self.guarded else None
         try:
-            if not keys:
+            if keys is None:
                 value, ttl_left = yield (client, "getTtl", (ckey, _MISS))
                 return value, ttl_left, None
             revisions = self.view.current(keys)
@@ -697,9 +697,10 @@ class _Core:
         stale_ok: bool,
     ) -> tuple[Any, str]:
         """Refresh window, stale entry, miss: the value and how the call was answered."""
+        counters = self.counters
         if ttl_left > 0 or (stale_ok and value is not _MISS):
             return self._held(ckey, value, ttl_left, guard, args, kwargs, self.refresh_bg)
-        self.counters.misses += 1
+        counters.misses += 1
         try:
             if stale_ok:
                 return self._wait(
