@@ -535,7 +535,7 @@ class ResponseCache:
         started = _clock() if observe.hooks() else 0.0
         try:
             if req.bypass is None:  # serve_steps' first read, made here (see the flows)
-                answer = self._serve_found(req, self._call(("get", req.key, None)))
+                answer = self._serve_found(req, self._read(req.key))
             else:
                 answer = _bypass_steps()
             result = answer if isinstance(answer, Outcome) else self._drive(answer, render)
@@ -553,7 +553,7 @@ class ResponseCache:
 
     def lookup(self, req: CacheRequest) -> StoredResponse | None:
         """Run :meth:`lookup_steps` with blocking cache calls."""
-        found = self._found(req, self._call(("get", req.key, None)))
+        found = self._found(req, self._read(req.key))
         if found is None or isinstance(found, StoredResponse):
             return found
         result: StoredResponse | None = self._drive(found, None)
@@ -578,7 +578,7 @@ class ResponseCache:
             while True:
                 kind = step[0]
                 if kind == "get":
-                    step = send(self._call(step))
+                    step = send(self._read(step[1]))
                 elif kind in _CLIENT_STEPS:
                     if kind in _WRITE_STEPS:  # (awaited reads begun before are not shared)
                         self._writes += 1
@@ -599,6 +599,14 @@ class ResponseCache:
         except BaseException:
             steps.close()  # (a flow that raised or returned is closed already)
             raise
+
+    def _read(self, key: Hashable) -> Any:
+        """``get(key)`` (the read every lookup begins with, the async driver's _aread)."""
+        try:
+            return self.client.get(key, None)
+        except Exception:  # a broken cache must not break the response
+            logger.warning("cache lookup failed for %r", key, exc_info=True)
+            return None
 
     def _call(self, step: Step) -> Any:
         name = step[0]
