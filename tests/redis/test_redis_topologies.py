@@ -134,6 +134,12 @@ def test_cluster_by_url_and_asyncio(redis_cluster, namespace):
     client.close()
 
 
+def _replicas_caught_up(node) -> bool:
+    """Whether every replica of the master ``node`` has acknowledged all its writes."""
+    _, offset, replicas = node.call("ROLE")
+    return bool(replicas) and all(int(r[2]) >= int(offset) for r in replicas)
+
+
 def test_cluster_killed_master_reads_as_misses_until_its_replica_takes_over(fresh_cluster, figures):
     client = RedisClient(
         cluster=[n.address for n in fresh_cluster.nodes],
@@ -144,6 +150,8 @@ def test_cluster_killed_master_reads_as_misses_until_its_replica_takes_over(fres
     items = {i: i for i in range(200)}
     client.putMulti(items, TTL)
     victim = fresh_cluster.master_nodes()[0]
+    # (replication is asynchronous: on a loaded machine the replica may not have them yet)
+    assert wait_until(lambda: _replicas_caught_up(victim), 10)
     victim.kill()
     started = time.monotonic()
     errors = []
@@ -158,8 +166,7 @@ def test_cluster_killed_master_reads_as_misses_until_its_replica_takes_over(fres
             return True
         return got == items
 
-    # Values written before the kill are on the replica that takes over (replication is
-    # asynchronous, but these were written well before).
+    # Values written before the kill are on the replica that takes over (seen above).
     assert wait_until(everything_back, 30)
     assert not errors
     figures.record("cluster failover, master killed to all keys served", time.monotonic() - started)
