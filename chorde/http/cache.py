@@ -96,7 +96,6 @@ Serving = Generator[Step, Any, Outcome]
 # A fresh hit's Outcome past its reply, built without NamedTuple's keyword handling.
 _HIT_FIELDS = (None, None, None, False, None, HIT)
 _new = tuple.__new__
-_GATEWAY_TIMEOUT = Reply(504, [(b"content-length", b"0")], b"")
 
 #: An adapter's render step: ``render(conditions)`` calls the application with
 #: ``conditions`` (the cache's ``If-None-Match``/``If-Modified-Since`` fields, when it
@@ -373,7 +372,7 @@ class ResponseCache:
         """Answer ``req``, which its stored entry (if any) does not answer as it is: 504 when
         it asks only for the cache, else from a concurrent render, or by rendering."""
         if req.only_if_cached:  # RFC 9111 section 5.2.1.7
-            return Outcome(_GATEWAY_TIMEOUT, None, None, kind=MISS)
+            return Outcome(Reply(504, [(b"content-length", b"0")], b""), None, None, kind=MISS)
         wait_timeout = req.route.wait_timeout
         if wait_timeout is None:
             wait_timeout = self.wait_timeout

@@ -281,9 +281,10 @@ class Rules:
         req.if_none_match = ", ".join(inm) if inm else None
         ranges = lines("range")
         if len(ranges) == 1:
-            req.range = ranges[0]
             if_range = lines("if-range")
-            req.if_range = if_range[0] if len(if_range) == 1 else None
+            if len(if_range) <= 1:  # (more than one: a condition that cannot hold, the whole)
+                req.range = ranges[0]
+                req.if_range = if_range[0] if if_range else None
         if target is None:
             target = (path, normalise_query(query) if query and route.query else "")
         # HEAD is answered from the GET entry (RFC 9110 section 9.3.2): the key says GET.

@@ -197,6 +197,17 @@ def test_request_directives_and_bypasses(driver: str) -> None:
     assert site.serve(driver, cache_control="max-age=0").kind == MISS
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_each_only_if_cached_miss_gets_a_reply_of_its_own(driver: str) -> None:
+    # An adapter may add fields to the reply it is given: that must not reach the next one.
+    site = _Site()
+    first = site.serve(driver, cache_control="only-if-cached")
+    assert first.reply is not None and first.reply.status == 504 and site.renders == 0
+    first.reply.headers.append((b"x-added", b"by an adapter"))
+    second = site.serve(driver, cache_control="only-if-cached")
+    assert second.reply is not None and second.reply.headers == [(b"content-length", b"0")]
+
+
 @pytest.mark.parametrize("driver", ("serve", "aserve"))
 def test_a_failing_render_reaches_the_caller_and_is_counted(driver: str) -> None:
     site = _Site()
@@ -254,6 +265,9 @@ def test_ranges_are_answered_from_the_stored_page(driver: str, indexed: bool) ->
     assert ask(("Range", "bytes=0-3"), ("If-Range", '"v1"')) == (206, b"page")
     assert ask(("Range", "bytes=0-3"), ("If-Range", '"v0"')) == (200, b"page 1")
     assert ask(("Range", "bytes=0-3"), ("Range", "bytes=4-5")) == (200, b"page 1")
+    # Two If-Range lines (a singleton field): a condition that cannot hold, the whole page.
+    two = ("If-Range", '"v1"'), ("If-Range", '"v1"')
+    assert ask(("Range", "bytes=0-3"), *two) == (200, b"page 1")
     assert ask(("If-Range", '"v0"')) == (200, b"page 1")
     assert site.renders == 1
 
