@@ -67,7 +67,7 @@ import reprlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Generator, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from chorde import _compute, _legacy, observe
@@ -85,7 +85,7 @@ from chorde._cached_types import (
 from chorde._compute import Flight, Flights, Pending, set_default_executor
 from chorde.clients.base import BaseCacheClient, check_ttl
 from chorde.clients.inproc import InprocCacheClient
-from chorde.clients.steps import Steps, arun, run
+from chorde.clients.steps import Steps, arun, on, run
 from chorde.errors import CacheMissError
 from chorde.futures import Future, chain, completed, failed
 from chorde.keys import encode_key
@@ -93,7 +93,6 @@ from chorde.leases import HELD, WON, Computed, aleased_call, leased_call, offere
 from chorde.observe import ERROR, FUNCTION, HIT, MISS, REFRESH, STALE, CacheInfo
 from chorde.tags import (
     Stamped,
-    Step,
     bump_steps,
     check_tags,
     function_key,
@@ -568,7 +567,7 @@ class _Core:
         if None not in revisions:
             return revisions  # type: ignore[no-any-return]  # a tuple of ints, from _verified
         started = generation()
-        result: tuple[int, ...] = yield from _on(
+        result: tuple[int, ...] = yield from on(
             self.client, revisions_steps(keys, dict(zip(keys, revisions, strict=True)))
         )
         self.view.note(keys, result, started)
@@ -1256,7 +1255,7 @@ class _Core:
     def _invalidate_all(self) -> Steps[None]:
         space = self.space
         if space is None:
-            yield from _on(self.client, bump_steps([self.fn_key]))
+            yield from on(self.client, bump_steps([self.fn_key]))
             return
         _invalidate_space(self.client, self.namespace, space, self.table)
 
@@ -1469,21 +1468,6 @@ class _Core:
             return run.task
         self.counters.refreshes += 1
         return self._astart(ckey, guard, args, kwargs, self.threshold, True, loop).task
-
-
-def _on(client: BaseCacheClient, steps: Generator[Step, Any, T]) -> Steps[T]:
-    """:mod:`chorde.tags` steps (``(name, *args)``, one client) as steps of ``client``."""
-    value: Any = None
-    try:
-        while True:
-            try:
-                name, *args = steps.send(value)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            value = yield (client, name, tuple(args))
-    finally:
-        steps.close()
 
 
 def _peeked(ckey: Hashable, value: Any, ttl_left: float) -> Any:

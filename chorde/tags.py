@@ -34,8 +34,10 @@ so (the entry and its records together, as above). The guarantee, per client:
   current.
 
 The operations are written once, as generators of client calls (``("getMulti", keys,
-None)``, ``("add", key, revision, ttl)`` ...), run by :func:`run` (blocking calls) or
-:func:`arun` (the awaitable twins), or by another driver of the same steps.
+None)``, ``("add", key, revision, ttl)`` ...), run on one client by
+:func:`chorde.clients.steps.run` (blocking calls) or :func:`~chorde.clients.steps.arun`
+(the awaitable twins) through :func:`~chorde.clients.steps.on`, or by another driver of the
+same steps (the HTTP cache's).
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Generator, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from chorde.clients import steps
 from chorde.clients.base import BaseCacheClient
 from chorde.clients.inproc import InprocCacheClient
 
@@ -265,40 +268,12 @@ def bump_steps(keys: Iterable[Hashable]) -> Generator[Step, Any, None]:
             _forget()
 
 
-def run(client: BaseCacheClient, steps: Generator[Step, Any, Any]) -> Any:
-    """Run ``steps`` with ``client``'s blocking methods."""
-    value: Any = None
-    try:
-        while True:
-            name, *args = steps.send(value)
-            value = getattr(client, name)(*args)
-            if isinstance(value, Iterator):
-                value = list(value)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
-
-
-async def arun(client: BaseCacheClient, steps: Generator[Step, Any, Any]) -> Any:
-    """Run ``steps`` with ``client``'s awaitable methods (``get`` -> ``aget`` ...)."""
-    value: Any = None
-    try:
-        while True:
-            name, *args = steps.send(value)
-            value = await getattr(client, "a" + name)(*args)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        steps.close()
-
-
 def invalidate_tags(client: BaseCacheClient, *tags: str) -> None:
     """Drop every entry of ``client`` tagged with one of ``tags`` (cached function results
     and HTTP responses alike), in every process sharing the client: one write per tag."""
-    run(client, bump_steps(tag_key(tag) for tag in check_tags(tags)))
+    steps.run(steps.on(client, bump_steps(tag_key(tag) for tag in check_tags(tags))))
 
 
 async def ainvalidate_tags(client: BaseCacheClient, *tags: str) -> None:
     """Awaitable :func:`invalidate_tags`."""
-    await arun(client, bump_steps(tag_key(tag) for tag in check_tags(tags)))
+    await steps.arun(steps.on(client, bump_steps(tag_key(tag) for tag in check_tags(tags))))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["Call", "Steps", "arun", "run"]
+__all__ = ["Call", "Steps", "arun", "on", "run"]
 
 T = TypeVar("T")
 
@@ -25,6 +25,22 @@ T = TypeVar("T")
 Call = tuple[Any, str, tuple[Any, ...]]
 #: An operation: yields calls, receives their results, returns the operation's result.
 Steps = Generator[Call, Any, T]
+
+
+def on(client: Any, steps: Generator[tuple[Any, ...], Any, T]) -> Steps[T]:
+    """Steps that name only a method and its arguments (``(name, *args)``, as
+    :mod:`chorde.tags` writes them), as calls of ``client``."""
+    value: Any = None
+    try:
+        while True:
+            try:
+                name, *args = steps.send(value)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            value = yield (client, name, tuple(args))
+    finally:
+        steps.close()
 
 
 def run(steps: Steps[T]) -> T:
