@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 
 from tests.chaos.conftest import computations
-from tests.mq._cluster import Member
+from tests.mq._cluster import Member, cached_everywhere
 
 OUTAGE = 1.5
 #: "About a second": the bound on an old value served after the broker is back.
@@ -37,22 +37,11 @@ def _settle(members: list[Member]) -> None:
         assert m.call("synced", timeout=10)["synced"]
 
 
-def _cached_everywhere(writer: Member, readers: list[Member], key: str, value: object) -> None:
-    """Put, wait for the invalidation to land, read: each reader holds ``value`` in L1."""
-    watches = [(r, r.send("watch", keys=[key], timeout=10)) for r in readers]
-    writer.call("put", key=key, value=value)
-    for r, cid in watches:
-        r.result(cid)
-    for r in readers:
-        got = r.call("get", key=key)
-        assert (got["value"], got["l1"]) == (value, True), got
-
-
 def _write_during(outage_start, outage_end, writer: Member, reader: Member, figures, name: str):
     """The common scenario: ``reader`` holds "old" in L1; the outage starts; ``writer``
     writes "new"; the outage ends. Returns (seconds "old" was served after the write,
     seconds it was served after the outage ended) - negative when it stopped before."""
-    _cached_everywhere(writer, [reader], "k", "old")
+    cached_everywhere(writer, [reader], "k", "old")
     probe = reader.send("probe", key="k", old="old", duration=OUTAGE + 2.5)
     time.sleep(0.3)
     outage_start()
@@ -73,7 +62,7 @@ def _write_during(outage_start, outage_end, writer: Member, reader: Member, figu
 def _coherent_again(writer: Member, reader: Member) -> None:
     """After the fault: the reader uses its L1 again, and invalidations reach it."""
     assert reader.call("synced", timeout=15)["synced"]
-    _cached_everywhere(writer, [reader], "k2", 1)
+    cached_everywhere(writer, [reader], "k2", 1)
     watch = reader.send("watch", keys=["k2"], timeout=10)
     writer.call("put", key="k2", value=2)
     assert reader.result(watch)["in_l1"] == []

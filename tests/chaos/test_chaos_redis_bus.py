@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.conftest import SECRET, computations
-from tests.mq._cluster import Member, start_members
+from tests.mq._cluster import Member, cached_everywhere, start_members
 from tests.redis_servers import RedisServer, start_redis
 
 OUTAGE = 1.5
@@ -79,21 +79,11 @@ def _settle(members: list[Member]) -> None:
         assert m.call("synced", timeout=10)["synced"]
 
 
-def _cached_everywhere(writer: Member, readers: list[Member], key: str, value: object) -> None:
-    watches = [(r, r.send("watch", keys=[key], timeout=10)) for r in readers]
-    writer.call("put", key=key, value=value)
-    for r, cid in watches:
-        r.result(cid)
-    for r in readers:
-        got = r.call("get", key=key)
-        assert (got["value"], got["l1"]) == (value, True), got
-
-
 def _write_during(outage_start, outage_end, writer, reader, figures, name):
     """``reader`` holds "old" in L1; the outage starts; ``writer`` writes "new"; the outage
     ends. Returns (seconds "old" was served after the write, after the outage ended, until
     the reader was synced after it ended), and records the first two."""
-    _cached_everywhere(writer, [reader], "k", "old")
+    cached_everywhere(writer, [reader], "k", "old")
     probe = reader.send("probe", key="k", old="old", duration=OUTAGE + AFTER_RETURN + 1.0)
     time.sleep(0.3)
     outage_start()
@@ -124,7 +114,7 @@ def _coherent_again(writer: Member, reader: Member) -> None:
         if reader.call("get", key="k2")["value"] == 1 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    _cached_everywhere(writer, [reader], "k2", 1)
+    cached_everywhere(writer, [reader], "k2", 1)
     watch = reader.send("watch", keys=["k2"], timeout=10)
     writer.call("put", key="k2", value=2)
     assert reader.result(watch)["in_l1"] == []

@@ -296,7 +296,11 @@ def test_a_frozen_lock_holder_bounds_every_writer(tmp_path, record):
         stop_all(writers)
     longest = max(report["longest"] for report in reports)
     assert longest <= fs.LOCK_TIMEOUT + 1.0, reports
-    assert all(report["errors"] > 0 for report in reports)  # writes given up meanwhile
+    # Every writer met the frozen lock and waited it out: a put or add then gives up,
+    # counted as an error; a delete goes ahead without the lock (as the observer's did), so a
+    # writer that met the lock with a delete may have no error when the lock thaws.
+    assert all(report["longest"] >= fs.LOCK_TIMEOUT - 0.05 for report in reports), reports
+    assert sum(report["errors"] for report in reports) > 0, reports
     assert observer.get("after") == b"thawed" and observer.get(0, None) is None
     # Entries removed without the lock stay counted until the next rebuild: over, never under.
     assert observer.usage >= counted(path)

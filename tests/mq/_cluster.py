@@ -230,3 +230,22 @@ def start_members(
             m.stop()
         raise
     return members
+
+
+def cached_everywhere(writer: Member, readers: list[Member], key: str, value: object) -> None:
+    """Put, wait for the invalidation to land, read: each reader holds ``value`` in L1.
+
+    A reader may decline to keep what it read when an invalidation of the key lands during
+    the read (one of an earlier write, late on a loaded machine): it reads again, for up to
+    5 s, until it keeps it."""
+    watches = [(r, r.send("watch", keys=[key], timeout=10)) for r in readers]
+    writer.call("put", key=key, value=value)
+    for r, cid in watches:
+        r.result(cid)
+    for r in readers:
+        deadline = time.monotonic() + 5
+        got = r.call("get", key=key)
+        while got["value"] == value and not got["l1"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got = r.call("get", key=key)
+        assert (got["value"], got["l1"]) == (value, True), got
