@@ -205,7 +205,37 @@ class _Connect:
 _directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
 
 
-class _Direct:
+class _Callbacks(dict[Any, Any]):
+    """A client's response callback of each command name (None: the reply as it is), looked
+    up in the client once per name."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        super().__init__()
+        self._client = client
+
+    def __missing__(self, name: Any) -> Any:
+        callback = self[name] = self._client.response_callbacks.get(name)
+        return callback
+
+
+class _Kept:
+    """What :class:`_Direct` and :class:`_ADirect` hold: the client, its pool's checkout and
+    release, the connections kept idle between calls, the reply callbacks."""
+
+    __slots__ = ("_callbacks", "_checkout", "_client", "_idle", "_release")
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        pool = client.connection_pool
+        self._checkout = _checkout_of(pool)
+        self._release = pool.release
+        self._idle: list[Any] = []  # (pop and append are atomic: no lock)
+        self._callbacks = _Callbacks(client)
+
+
+class _Direct(_Kept):
     """Commands of a ``redis.Redis`` sent over connections of its own pool, kept checked out
     between calls (the pool counts them in use).
 
@@ -219,15 +249,10 @@ class _Direct:
     connections kept here would otherwise count against ``max_connections``.
     """
 
-    __slots__ = ("__weakref__", "_callbacks", "_checkout", "_client", "_idle", "_release")
+    __slots__ = ("__weakref__",)
 
     def __init__(self, client: Any) -> None:
-        self._client = client
-        pool = client.connection_pool
-        self._checkout = _checkout_of(pool)
-        self._release = pool.release
-        self._idle: list[Any] = []  # (pop and append are atomic: no lock)
-        self._callbacks: dict[Any, Any] = {}
+        super().__init__(client)
         _directs.add(self)
 
     def __call__(self, *args: Any) -> Any:
@@ -251,32 +276,23 @@ class _Direct:
             self._release(conn)  # (the pool checks it again before its next use)
             raise
         self._idle.append(conn)
-        name = args[0]
-        try:
-            callback = self._callbacks[name]
-        except KeyError:
-            callback = self._callbacks[name] = self._client.response_callbacks.get(name)
+        callback = self._callbacks[args[0]]
         return reply if callback is None else callback(reply)
 
     def forget(self) -> None:
         self._idle = []
 
 
-class _ADirect:
+class _ADirect(_Kept):
     """:class:`_Direct` for an asyncio ``redis.asyncio.Redis`` (on its one event loop)."""
 
-    __slots__ = ("_callbacks", "_checkout", "_client", "_idle", "_ready", "_release")
+    __slots__ = ("_ready",)
 
     def __init__(self, client: Any) -> None:
-        self._client = client
-        pool = client.connection_pool
-        self._checkout = _checkout_of(pool)
-        self._release = pool.release
+        super().__init__(client)
         # (redis-py 8 renamed can_read_destructive)
-        cls = pool.connection_class
+        cls = client.connection_pool.connection_class
         self._ready = "can_read" if hasattr(cls, "can_read") else "can_read_destructive"
-        self._idle: list[Any] = []
-        self._callbacks: dict[Any, Any] = {}
 
     async def __call__(self, *args: Any) -> Any:
         try:
@@ -299,11 +315,7 @@ class _ADirect:
             await self._release(conn)  # (the pool checks it again before its next use)
             raise
         self._idle.append(conn)
-        name = args[0]
-        try:
-            callback = self._callbacks[name]
-        except KeyError:
-            callback = self._callbacks[name] = self._client.response_callbacks.get(name)
+        callback = self._callbacks[args[0]]
         return reply if callback is None else callback(reply)
 
 
