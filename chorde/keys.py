@@ -55,6 +55,7 @@ __all__ = [
     "key_digest",
     "memcache_key",
     "memcache_safe",
+    "memoizable",
 ]
 
 MEMCACHE_KEY_MAX: Final = 250
@@ -198,6 +199,21 @@ def encode_key(key: Any, _big: int = _BIG_INT) -> bytes:
             message += f" (element {_short_repr(exc.element)})"
         message += "; keys must be str, bytes, int, float, bool, None or tuples/frozensets of them"
         raise TypeError(message) from None
+
+
+def memoizable(key: Any, _depth: int = 0) -> bool:
+    """Whether every key equal to ``key`` encodes as it does, so that a memo of encodings
+    may answer for it: a str, or a tuple of such (``1``, ``1.0`` and ``True`` are equal
+    but encode apart). Nesting deeper than :func:`encode_key` allows is not."""
+    kind = type(key)
+    if kind is str:
+        return True
+    if kind is not tuple or _depth >= _MAX_DEPTH:
+        return False
+    for item in key:  # noqa: SIM110 (hot path: no generator)
+        if not memoizable(item, _depth + 1):
+            return False
+    return True
 
 
 def _decode(data: bytes) -> Any:

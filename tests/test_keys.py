@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import namedtuple
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from chorde.keys import (
     key_digest,
     memcache_key,
     memcache_safe,
+    memoizable,
 )
 
 # Keys that Python may consider equal or that differ only in structure; all must encode apart.
@@ -343,3 +345,29 @@ def test_bad_prefixes_are_rejected_by_name() -> None:
         memcache_key("k", b"bytes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"cache key \[1\]"):
         memcache_key([1], "app:")
+
+
+def test_memoizable_keys_are_those_every_equal_key_encodes_as() -> None:
+    # A memo of encodings may answer only where equal keys encode alike.
+    key: Any
+    for key in ("k", ("k", "1"), ("k", ("a", ("b",))), ()):
+        assert memoizable(key)
+        assert all(encode_key(other) == encode_key(key) for other in [key, _copy(key)])
+    for key in (1, 1.0, True, b"k", ("k", 1), ("k", ("a", 1.0)), frozenset({"k"}), ["k"]):
+        assert not memoizable(key)
+    assert ("k", 1) == ("k", 1.0) == ("k", True) and encode_key(("k", 1)) != encode_key(("k", 1.0))
+
+    class Name(str):
+        pass
+
+    assert not memoizable(Name("k")) and not memoizable(("k", Name("k")))
+    deep: object = "k"
+    for _ in range(5000):  # nesting encode_key refuses: no recursion error, just "no"
+        deep = (deep,)
+    assert not memoizable(deep)
+    with pytest.raises(TypeError, match="cannot encode cache key"):
+        encode_key(deep)
+
+
+def _copy(key: Any) -> Any:
+    return tuple(_copy(item) for item in key) if type(key) is tuple else "".join(key)

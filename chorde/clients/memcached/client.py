@@ -57,7 +57,7 @@ from chorde.clients.memcached.servers import (
     parse_server,
 )
 from chorde.errors import CacheMissError, ConfigurationError
-from chorde.keys import memcache_key
+from chorde.keys import memcache_key, memoizable
 from chorde.leases import BUSY, HIT, UNAVAILABLE, WON, LeaseRead
 from chorde.sentinel import NONE
 from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
@@ -275,7 +275,7 @@ class MemcachedClient(BaseCacheClient):
         self._get_tail = b" " + self._gen_key + b"\r\n"
         self._log = RateLimitedLog(logger, interval=_LOG_INTERVAL)
         self._hits = self._misses = self._sets = self._errors = 0
-        self._key_memo: dict[str, tuple[bytes, bytes]] = {}
+        self._key_memo: dict[Key, tuple[bytes, bytes]] = {}
 
         self._discovery = dns_discovery(
             specs,
@@ -333,9 +333,10 @@ class MemcachedClient(BaseCacheClient):
         self._log.warning("chorde: dropping an invalid memcached payload for %r: %s", key, exc)
 
     def _map_key(self, key: Key) -> tuple[bytes, bytes]:
-        """``(memcached key, encoded key)`` of ``key``; str keys are memoized."""
-        if type(key) is str:
-            # Only exact str keys: 1, 1.0 and True hash alike but encode differently.
+        """``(memcached key, encoded key)`` of ``key``; str keys and tuples of str (the HTTP
+        cache's) are memoized."""
+        kind = type(key)
+        if kind is str or (kind is tuple and memoizable(key)):
             memo = self._key_memo
             mapped = memo.get(key)
             if mapped is None:

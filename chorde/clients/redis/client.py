@@ -27,7 +27,7 @@ from chorde.clients.redis.drivers import run as _run
 from chorde.clients.redis.health import Node, WriteLog, answered, logger
 from chorde.clients.redis.topology import Topology
 from chorde.errors import CacheMissError, ConfigurationError
-from chorde.keys import encode_key, key_digest
+from chorde.keys import encode_key, key_digest, memoizable
 from chorde.leases import BUSY, HIT, UNAVAILABLE, WON, LeaseRead
 from chorde.sentinel import NONE
 from chorde.serialization import InvalidPayload, RateLimitedLog, Serializer
@@ -82,16 +82,6 @@ def _tags() -> list[bytes]:
                 _slot_tags = found  # type: ignore[assignment]
     assert _slot_tags is not None
     return _slot_tags
-
-
-def _of_str(key: Any) -> bool:
-    """Whether ``key`` holds only str and tuples of them: what it equals encodes as it does
-    (an int key may equal a float or a bool, which encode differently)."""
-    for item in key:
-        kind = type(item)
-        if kind is not str and (kind is not tuple or not _of_str(item)):
-            return False
-    return True
 
 
 def _ttl(ttl: Any) -> float:
@@ -323,7 +313,7 @@ class RedisClient(BaseCacheClient):
         """``(Redis key, encoded key)``; str keys and tuples of str (the HTTP cache's) are
         memoized."""
         kind = type(key)
-        memoized = kind is str or (kind is tuple and _of_str(key))
+        memoized = kind is str or (kind is tuple and memoizable(key))
         if memoized:
             mapped = self._key_memo.get(key)
             if mapped is not None:
